@@ -1,0 +1,592 @@
+//! Typed codecs: the [`Codec`] implementations the builder attaches to each
+//! state, and the erased indexes they carry.
+
+use std::any::{Any, type_name};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zset::{Data, Index, IndexKey, IndexSpec, KeyValue, Weight, ZSet};
+
+use crate::memtable::{MemKeyed, MemZSet};
+use crate::{Codec, EncodedRow, MemTable, StateKind, StoreError, StoredRow};
+
+/// The identity of a row whose value (or key) serializes to `bytes`: the
+/// 64-bit xxh3 hash, as SQL stores keep it in their `identity` column.
+///
+/// xxh3 is a fixed, specified function, so identities are stable across
+/// processes, versions and machines.
+pub fn identity_of(bytes: &[u8]) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(bytes) as i64
+}
+
+pub(crate) fn encode_value<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(value).map_err(|e| StoreError::Unrepresentable {
+        table: String::new(),
+        detail: format!("cannot serialize a {}: {e}", type_name::<T>()),
+    })
+}
+
+/// A delta for one inner step of a nested (recursive) state.
+#[derive(Clone)]
+pub struct Stepped<R> {
+    /// The inner step.
+    pub step: u32,
+    /// The change at that step.
+    pub delta: ZSet<R>,
+}
+
+impl<R: Data> std::fmt::Debug for Stepped<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stepped({}, {:?})", self.step, self.delta)
+    }
+}
+
+/// A delta for a keyed state: for each row, `true` to set its key's row to
+/// it, `false` to delete its key's row.
+pub type KeyedDelta<R> = Vec<(R, bool)>;
+
+/// An index of rows of type `R`, with its key type erased.
+pub trait DynIndex<R>: Send + Sync {
+    /// The index's identity.
+    fn spec(&self) -> &IndexSpec;
+    /// Appends `row`'s key column values.
+    fn row_key_values(&self, row: &R, out: &mut Vec<KeyValue>);
+    /// The column values of each key of `keys` (a `&[K]`), or `None` if
+    /// `keys` has another type.
+    fn key_values(&self, keys: &dyn Any) -> Option<Vec<Vec<KeyValue>>>;
+    /// The column values of each prefix of `prefixes`, for prefix indexes.
+    fn prefix_values(&self, prefixes: &dyn Any) -> Option<Vec<Vec<KeyValue>>>;
+    /// How many leading key columns form the prefix (0 for plain indexes).
+    fn prefix_columns(&self) -> usize;
+    /// A new in-memory tree for this index.
+    fn new_tree(&self) -> Box<dyn IndexTree<R>>;
+}
+
+/// An in-memory index over row ids of a [`MemTable`], in key order.
+pub trait IndexTree<R>: Send + Sync {
+    /// Adds row `id` (whose value is `row`).
+    fn insert(&mut self, row: &R, id: u32);
+    /// Removes row `id` (whose value is `row`).
+    fn remove(&mut self, row: &R, id: u32);
+    /// Calls `f` with the ids of rows whose key is in `keys` (a `&[K]`);
+    /// `false` if `keys` has another type.
+    fn lookup(&self, keys: &dyn Any, f: &mut dyn FnMut(u32)) -> bool;
+    /// Visits rows in key order: the whole tree as one group, or (prefix
+    /// indexes) each given prefix as a group, announcing each group with
+    /// [`ScanItem::Group`]. When `f` returns `false` for a row, the rest of
+    /// that group is skipped. Returns `false` if `prefixes` has another type.
+    fn scan(&self, prefixes: Option<&dyn Any>, f: &mut dyn FnMut(ScanItem) -> bool) -> bool;
+}
+
+/// What [`IndexTree::scan`] visits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanItem {
+    /// A new group (prefix) starts.
+    Group,
+    /// A row, and whether its key differs from the previous row's.
+    Row {
+        /// The row id.
+        id: u32,
+        /// Whether this row starts a new key.
+        new_key: bool,
+    },
+}
+
+fn values_of<K: IndexKey>(key: &K) -> Vec<KeyValue> {
+    let mut out = Vec::new();
+    key.values(&mut out);
+    out
+}
+
+impl<R: Data, K: IndexKey> DynIndex<R> for Index<R, K> {
+    fn spec(&self) -> &IndexSpec {
+        Index::spec(self)
+    }
+    fn row_key_values(&self, row: &R, out: &mut Vec<KeyValue>) {
+        self.key(row).values(out);
+    }
+    fn key_values(&self, keys: &dyn Any) -> Option<Vec<Vec<KeyValue>>> {
+        let keys = keys.downcast_ref::<Vec<K>>()?;
+        Some(keys.iter().map(values_of).collect())
+    }
+    fn prefix_values(&self, _prefixes: &dyn Any) -> Option<Vec<Vec<KeyValue>>> {
+        None
+    }
+    fn prefix_columns(&self) -> usize {
+        0
+    }
+    fn new_tree(&self) -> Box<dyn IndexTree<R>> {
+        Box::new(PlainTree {
+            index: self.clone(),
+            tree: BTreeMap::new(),
+        })
+    }
+}
+
+struct PlainTree<R, K> {
+    index: Index<R, K>,
+    tree: BTreeMap<K, Vec<u32>>,
+}
+
+fn remove_id(ids: &mut Vec<u32>, id: u32) {
+    if let Some(pos) = ids.iter().position(|x| *x == id) {
+        ids.swap_remove(pos);
+    }
+}
+
+impl<R: Data, K: IndexKey> IndexTree<R> for PlainTree<R, K> {
+    fn insert(&mut self, row: &R, id: u32) {
+        self.tree.entry(self.index.key(row)).or_default().push(id);
+    }
+    fn remove(&mut self, row: &R, id: u32) {
+        let key = self.index.key(row);
+        if let Some(ids) = self.tree.get_mut(&key) {
+            remove_id(ids, id);
+            if ids.is_empty() {
+                self.tree.remove(&key);
+            }
+        }
+    }
+    fn lookup(&self, keys: &dyn Any, f: &mut dyn FnMut(u32)) -> bool {
+        let Some(keys) = keys.downcast_ref::<Vec<K>>() else {
+            return false;
+        };
+        for key in keys {
+            for id in self.tree.get(key).into_iter().flatten() {
+                f(*id);
+            }
+        }
+        true
+    }
+    fn scan(&self, prefixes: Option<&dyn Any>, f: &mut dyn FnMut(ScanItem) -> bool) -> bool {
+        if prefixes.is_some() {
+            return false;
+        }
+        f(ScanItem::Group);
+        for ids in self.tree.values() {
+            for (i, id) in ids.iter().enumerate() {
+                if !f(ScanItem::Row {
+                    id: *id,
+                    new_key: i == 0,
+                }) {
+                    return true;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// An index whose key is `(prefix, rest)`, readable one prefix at a time in
+/// key order: how `first_n` per group reads the first rows of each group.
+///
+/// Its columns are the prefix's, then the rest's.
+pub struct PrefixIndex<R, P, K> {
+    index: Index<R, (P, K)>,
+    prefix_columns: usize,
+}
+
+impl<R, P: IndexKey, K: IndexKey> PrefixIndex<R, P, K> {
+    /// Wraps `index`, whose key's first element is the prefix.
+    pub fn new(index: Index<R, (P, K)>) -> Self {
+        let mut cols = Vec::new();
+        P::columns(&mut cols);
+        PrefixIndex {
+            index,
+            prefix_columns: cols.len(),
+        }
+    }
+
+    /// The underlying index.
+    pub fn index(&self) -> &Index<R, (P, K)> {
+        &self.index
+    }
+}
+
+impl<R, P, K> Clone for PrefixIndex<R, P, K> {
+    fn clone(&self) -> Self {
+        PrefixIndex {
+            index: self.index.clone(),
+            prefix_columns: self.prefix_columns,
+        }
+    }
+}
+
+impl<R, P, K> std::fmt::Debug for PrefixIndex<R, P, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PrefixIndex({:?})", self.index)
+    }
+}
+
+impl<R: Data, P: IndexKey, K: IndexKey> DynIndex<R> for PrefixIndex<R, P, K> {
+    fn spec(&self) -> &IndexSpec {
+        self.index.spec()
+    }
+    fn row_key_values(&self, row: &R, out: &mut Vec<KeyValue>) {
+        self.index.key(row).values(out);
+    }
+    fn key_values(&self, keys: &dyn Any) -> Option<Vec<Vec<KeyValue>>> {
+        let keys = keys.downcast_ref::<Vec<(P, K)>>()?;
+        Some(keys.iter().map(values_of).collect())
+    }
+    fn prefix_values(&self, prefixes: &dyn Any) -> Option<Vec<Vec<KeyValue>>> {
+        let prefixes = prefixes.downcast_ref::<Vec<P>>()?;
+        Some(prefixes.iter().map(values_of).collect())
+    }
+    fn prefix_columns(&self) -> usize {
+        self.prefix_columns
+    }
+    fn new_tree(&self) -> Box<dyn IndexTree<R>> {
+        Box::new(PrefixTree {
+            index: self.index.clone(),
+            tree: BTreeMap::new(),
+        })
+    }
+}
+
+struct PrefixTree<R, P, K> {
+    index: Index<R, (P, K)>,
+    tree: BTreeMap<P, BTreeMap<K, Vec<u32>>>,
+}
+
+impl<R: Data, P: IndexKey, K: IndexKey> IndexTree<R> for PrefixTree<R, P, K> {
+    fn insert(&mut self, row: &R, id: u32) {
+        let (p, k) = self.index.key(row);
+        self.tree
+            .entry(p)
+            .or_default()
+            .entry(k)
+            .or_default()
+            .push(id);
+    }
+    fn remove(&mut self, row: &R, id: u32) {
+        let (p, k) = self.index.key(row);
+        if let Some(inner) = self.tree.get_mut(&p) {
+            if let Some(ids) = inner.get_mut(&k) {
+                remove_id(ids, id);
+                if ids.is_empty() {
+                    inner.remove(&k);
+                }
+            }
+            if inner.is_empty() {
+                self.tree.remove(&p);
+            }
+        }
+    }
+    fn lookup(&self, keys: &dyn Any, f: &mut dyn FnMut(u32)) -> bool {
+        let Some(keys) = keys.downcast_ref::<Vec<(P, K)>>() else {
+            return false;
+        };
+        for (p, k) in keys {
+            for id in self
+                .tree
+                .get(p)
+                .and_then(|inner| inner.get(k))
+                .into_iter()
+                .flatten()
+            {
+                f(*id);
+            }
+        }
+        true
+    }
+    fn scan(&self, prefixes: Option<&dyn Any>, f: &mut dyn FnMut(ScanItem) -> bool) -> bool {
+        // Visits one group's rows; `false` when `f` asked to skip the rest.
+        fn visit<K>(inner: &BTreeMap<K, Vec<u32>>, f: &mut dyn FnMut(ScanItem) -> bool) -> bool {
+            for ids in inner.values() {
+                for (i, id) in ids.iter().enumerate() {
+                    if !f(ScanItem::Row {
+                        id: *id,
+                        new_key: i == 0,
+                    }) {
+                        return false;
+                    }
+                }
+            }
+            true
+        }
+        match prefixes {
+            None => {
+                f(ScanItem::Group);
+                for inner in self.tree.values() {
+                    if !visit(inner, f) {
+                        break;
+                    }
+                }
+            }
+            Some(prefixes) => {
+                let Some(prefixes) = prefixes.downcast_ref::<Vec<P>>() else {
+                    return false;
+                };
+                for p in prefixes {
+                    f(ScanItem::Group);
+                    if let Some(inner) = self.tree.get(p) {
+                        visit(inner, f);
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The codec of a Z-set or nested state of rows `R`.
+pub struct ZSetCodec<R> {
+    kind: StateKind,
+    indexes: Vec<Arc<dyn DynIndex<R>>>,
+    specs: Vec<IndexSpec>,
+}
+
+impl<R> std::fmt::Debug for ZSetCodec<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ZSetCodec({:?}, {:?})", self.kind, self.specs)
+    }
+}
+
+impl<R: Data> ZSetCodec<R> {
+    /// A Z-set state (or, with `nested`, a nested state) with `indexes`.
+    pub fn new(nested: bool, indexes: Vec<Arc<dyn DynIndex<R>>>) -> Self {
+        let specs = indexes.iter().map(|i| i.spec().clone()).collect();
+        let kind = if nested {
+            StateKind::Nested
+        } else {
+            StateKind::ZSet
+        };
+        ZSetCodec {
+            kind,
+            indexes,
+            specs,
+        }
+    }
+
+    fn encode_rows(
+        &self,
+        delta: &ZSet<R>,
+        step: u32,
+        out: &mut Vec<EncodedRow>,
+    ) -> Result<(), StoreError> {
+        out.reserve(delta.len());
+        for (value, weight) in delta.iter() {
+            let data = encode_value(value)?;
+            let mut keys = Vec::new();
+            for ix in &self.indexes {
+                ix.row_key_values(value, &mut keys);
+            }
+            out.push(EncodedRow {
+                identity: identity_of(&data),
+                data,
+                keys,
+                weight,
+                step,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<R: Data> Codec for ZSetCodec<R> {
+    fn kind(&self) -> StateKind {
+        self.kind
+    }
+    fn value_type(&self) -> &'static str {
+        type_name::<R>()
+    }
+    fn indexes(&self) -> &[IndexSpec] {
+        &self.specs
+    }
+    fn new_table(&self) -> Box<dyn MemTable> {
+        Box::new(MemZSet::<R>::new(
+            self.kind == StateKind::Nested,
+            self.indexes.clone(),
+        ))
+    }
+    fn encode_delta(&self, delta: &dyn Any, out: &mut Vec<EncodedRow>) -> Result<(), StoreError> {
+        if let Some(z) = delta.downcast_ref::<ZSet<R>>() {
+            return self.encode_rows(z, 0, out);
+        }
+        if let Some(s) = delta.downcast_ref::<Stepped<R>>() {
+            return self.encode_rows(&s.delta, s.step, out);
+        }
+        Err(wrong_type::<R>("a delta"))
+    }
+    fn key_values(&self, index: usize, keys: &dyn Any) -> Vec<Vec<KeyValue>> {
+        self.indexes
+            .get(index)
+            .and_then(|ix| ix.key_values(keys))
+            .unwrap_or_default()
+    }
+    fn prefix_values(&self, index: usize, prefixes: &dyn Any) -> Vec<Vec<KeyValue>> {
+        self.indexes
+            .get(index)
+            .and_then(|ix| ix.prefix_values(prefixes))
+            .unwrap_or_default()
+    }
+    fn prefix_columns(&self, index: usize) -> usize {
+        self.indexes.get(index).map_or(0, |ix| ix.prefix_columns())
+    }
+    fn identities(&self, values: &dyn Any) -> Vec<i64> {
+        let Some(values) = values.downcast_ref::<Vec<R>>() else {
+            return Vec::new();
+        };
+        values
+            .iter()
+            .filter_map(|v| encode_value(v).ok())
+            .map(|b| identity_of(&b))
+            .collect()
+    }
+    fn decode(
+        &self,
+        data: &[u8],
+        weight: Weight,
+        step: u32,
+        sink: &mut dyn Any,
+    ) -> Result<(), String> {
+        decode_into::<R>(data, weight, step, sink)
+    }
+    fn merged(&self, other: &dyn Codec) -> Option<Arc<dyn Codec>> {
+        let other = other.as_any().downcast_ref::<ZSetCodec<R>>()?;
+        if other.kind != self.kind {
+            return None;
+        }
+        let mut indexes = self.indexes.clone();
+        for ix in &other.indexes {
+            if !indexes.iter().any(|mine| mine.spec() == ix.spec()) {
+                indexes.push(Arc::clone(ix));
+            }
+        }
+        Some(Arc::new(ZSetCodec::new(
+            self.kind == StateKind::Nested,
+            indexes,
+        )))
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The codec of a keyed state: at most one row `R` per key `K`.
+pub struct KeyedCodec<R, K> {
+    key: Index<R, K>,
+    specs: Vec<IndexSpec>,
+}
+
+impl<R, K> std::fmt::Debug for KeyedCodec<R, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyedCodec({:?})", self.specs)
+    }
+}
+
+impl<R: Data, K: IndexKey> KeyedCodec<R, K> {
+    /// A keyed state whose rows are identified by `key`.
+    pub fn new(key: Index<R, K>) -> Self {
+        let specs = vec![key.spec().clone()];
+        KeyedCodec { key, specs }
+    }
+}
+
+impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
+    fn kind(&self) -> StateKind {
+        StateKind::Keyed
+    }
+    fn value_type(&self) -> &'static str {
+        type_name::<R>()
+    }
+    fn indexes(&self) -> &[IndexSpec] {
+        &self.specs
+    }
+    fn new_table(&self) -> Box<dyn MemTable> {
+        Box::new(MemKeyed::new(self.key.clone()))
+    }
+    fn encode_delta(&self, delta: &dyn Any, out: &mut Vec<EncodedRow>) -> Result<(), StoreError> {
+        let delta = delta
+            .downcast_ref::<KeyedDelta<R>>()
+            .ok_or_else(|| wrong_type::<R>("a delta"))?;
+        for (row, set) in delta {
+            let key = self.key.key(row);
+            let identity = identity_of(&encode_value(&key)?);
+            let data = if *set { encode_value(row)? } else { Vec::new() };
+            let keys = values_of(&key);
+            out.push(EncodedRow {
+                identity,
+                data,
+                keys,
+                weight: i64::from(*set),
+                step: 0,
+            });
+        }
+        Ok(())
+    }
+    fn key_values(&self, _index: usize, keys: &dyn Any) -> Vec<Vec<KeyValue>> {
+        keys.downcast_ref::<Vec<K>>()
+            .map(|k| k.iter().map(values_of).collect())
+            .unwrap_or_default()
+    }
+    fn prefix_values(&self, _index: usize, _prefixes: &dyn Any) -> Vec<Vec<KeyValue>> {
+        Vec::new()
+    }
+    fn prefix_columns(&self, _index: usize) -> usize {
+        0
+    }
+    fn identities(&self, values: &dyn Any) -> Vec<i64> {
+        let Some(values) = values.downcast_ref::<Vec<R>>() else {
+            return Vec::new();
+        };
+        values
+            .iter()
+            .filter_map(|v| encode_value(&self.key.key(v)).ok())
+            .map(|b| identity_of(&b))
+            .collect()
+    }
+    fn decode(
+        &self,
+        data: &[u8],
+        weight: Weight,
+        step: u32,
+        sink: &mut dyn Any,
+    ) -> Result<(), String> {
+        decode_into::<R>(data, weight, step, sink)
+    }
+    fn merged(&self, _other: &dyn Codec) -> Option<Arc<dyn Codec>> {
+        None
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn decode_into<R: Data>(
+    data: &[u8],
+    weight: Weight,
+    step: u32,
+    sink: &mut dyn Any,
+) -> Result<(), String> {
+    let sink = sink.downcast_mut::<Vec<StoredRow<R>>>().ok_or_else(|| {
+        format!(
+            "internal: sink is not a Vec<StoredRow<{}>>",
+            type_name::<R>()
+        )
+    })?;
+    let value: R = postcard::from_bytes(data).map_err(|e| {
+        format!(
+            "cannot decode a {} from {} bytes: {e}",
+            type_name::<R>(),
+            data.len()
+        )
+    })?;
+    sink.push(StoredRow {
+        value,
+        weight,
+        step,
+    });
+    Ok(())
+}
+
+pub(crate) fn wrong_type<R>(what: &str) -> StoreError {
+    StoreError::Unrepresentable {
+        table: String::new(),
+        detail: format!(
+            "internal: {what} is not of the state's type {}",
+            type_name::<R>()
+        ),
+    }
+}

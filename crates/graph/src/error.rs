@@ -1,0 +1,239 @@
+//! What can go wrong while building or running a query, and in a store.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::panic::Location;
+
+use crate::Path;
+
+/// A boxed error from a driver or a user function.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Where in the user's code a vertex was created (`#[track_caller]`).
+#[derive(Clone, Copy)]
+pub struct At(pub &'static Location<'static>);
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0.file(), self.0.line())
+    }
+}
+
+impl fmt::Debug for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// An error from building a query or running an iteration.
+///
+/// Running an iteration is all-or-nothing: on any error the store's
+/// transaction is dropped, which rolls it back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// Two vertices or states would have the same path.
+    #[error(
+        "duplicate path `{path}`: first created at {first}, again at {second}; \
+         give one of them another name with `.named(..)`"
+    )]
+    DuplicatePath {
+        /// The path.
+        path: Path,
+        /// Where the first one was created.
+        first: At,
+        /// Where the second one was created.
+        second: At,
+    },
+    /// A name that cannot be a path segment.
+    #[error("invalid name {name:?} at {at}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+        /// Where it was given.
+        at: At,
+    },
+    /// An index whose part names do not match its key's columns.
+    #[error("index `{index}` names {parts} key parts but its key has {columns} columns (at {at})")]
+    InvalidIndex {
+        /// The index.
+        index: String,
+        /// How many part names it has.
+        parts: usize,
+        /// How many columns its key has.
+        columns: usize,
+        /// Where it was used.
+        at: At,
+    },
+    /// A value of one type where another was expected.
+    #[error("`{path}` expects {expected}, got {found}")]
+    TypeMismatch {
+        /// Where.
+        path: Path,
+        /// The type the graph was built with.
+        expected: &'static str,
+        /// The type that was given.
+        found: &'static str,
+    },
+    /// A stream or handle from another query.
+    #[error("a stream or handle from another query was used at {at}")]
+    ForeignHandle {
+        /// Where.
+        at: At,
+    },
+    /// An input or output handle of another graph, or an output already taken.
+    #[error("handle `{path}` does not belong to this graph (or the output was already taken)")]
+    ForeignInput {
+        /// The handle's path.
+        path: Path,
+    },
+    /// `make_scalar` of a Z-set that is not a single value of weight 1.
+    #[error("`{path}`: make_scalar needs at most one value, with weight 1; got {detail}")]
+    NotScalar {
+        /// The `make_scalar` vertex.
+        path: Path,
+        /// What the Z-set held.
+        detail: String,
+    },
+    /// Reading a state through an index it does not have.
+    #[error("state `{path}` has no index `{index}`; it has: {available}")]
+    MissingIndex {
+        /// The state.
+        path: Path,
+        /// The index asked for.
+        index: String,
+        /// The indexes it has.
+        available: String,
+    },
+    /// A recursion that did not reach a fixed point.
+    #[error("recursion `{path}` did not reach a fixed point within {steps} steps")]
+    RecursionLimit {
+        /// The recursive vertex.
+        path: Path,
+        /// The limit.
+        steps: u32,
+    },
+    /// A fallible user function (`try_map`, ...) returned an error.
+    #[error("user function in `{path}` failed: {source}")]
+    User {
+        /// The vertex.
+        path: Path,
+        /// The user's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store was opened for a query of a different shape.
+    #[error(
+        "this store was opened for another query (its states: {store}; this query's: {graph}); \
+         open the store with this graph"
+    )]
+    WrongStore {
+        /// The store's fingerprint.
+        store: String,
+        /// The graph's fingerprint.
+        graph: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An error from a store (memory, SQLite, Postgres), naming the table, row or
+/// time it concerns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A state table that should exist does not (opened without creating
+    /// tables, or dropped behind our back).
+    #[error(
+        "state table `{table}` (for `{path}`) does not exist; open with table creation \
+         enabled, or check that this is the right database"
+    )]
+    MissingTable {
+        /// The table.
+        table: String,
+        /// The state's path.
+        path: String,
+    },
+    /// A table that exists but was made by a different query shape.
+    #[error("table `{table}` was created by a different query shape: {detail}")]
+    SchemaMismatch {
+        /// The table.
+        table: String,
+        /// What differs.
+        detail: String,
+    },
+    /// A stored row that cannot be decoded or is inconsistent.
+    #[error("corrupt row in `{table}` (identity {identity}): {detail}")]
+    Corrupt {
+        /// The table.
+        table: String,
+        /// The row's identity.
+        identity: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Two different values whose 64-bit identities collide.
+    #[error(
+        "identity collision in `{table}`: identity {identity} already holds a different value; \
+         the iteration was rolled back"
+    )]
+    IdentityCollision {
+        /// The table.
+        table: String,
+        /// The identity.
+        identity: i64,
+    },
+    /// Waiting for a frontier took longer than allowed.
+    #[error(
+        "timed out after {waited_ms} ms waiting for `{table}` to reach time {frontier} \
+         (last update seen: {seen:?})"
+    )]
+    FrontierTimeout {
+        /// The table.
+        table: String,
+        /// The time awaited.
+        frontier: i64,
+        /// The last `last_update` seen (`None`: no row yet).
+        seen: Option<i64>,
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// A value that a store cannot represent (e.g. a date outside years 0–9999 on SQLite).
+    #[error("cannot store a key value in `{table}`: {detail}")]
+    Unrepresentable {
+        /// The table.
+        table: String,
+        /// What and why.
+        detail: String,
+    },
+    /// A name that cannot be used for a table or column.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database or its driver failed.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What we were doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// A [`StoreError::Backend`] from a driver error and what we were doing.
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}

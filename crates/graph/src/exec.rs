@@ -1,0 +1,572 @@
+//! Running one iteration: the precomputed schedule, state writes at their
+//! write points, and fixed-point loops for recursions.
+
+use std::any::{Any, type_name};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use zset::{Data, Index, IndexKey, ZSet};
+
+use crate::graph::{GraphInner, StateWriter};
+use crate::vertex::{Op, Slot, Value, VertexId};
+use crate::{GraphError, Path, Read, StateId, StateTx, StoredRow};
+
+/// What an operator sees while it runs: the store (through the iteration's
+/// transaction), the other vertices' values, and its scratch space.
+pub struct Ctx<'a> {
+    pub(crate) tx: &'a mut dyn StateTx,
+    pub(crate) slots: &'a [Option<Slot>],
+    pub(crate) graph: &'a GraphInner,
+    pub(crate) pending: &'a mut Vec<Vec<Value>>,
+    pub(crate) scratch: &'a mut HashMap<VertexId, Box<dyn Any + Send>>,
+    pub(crate) vertex: VertexId,
+    pub(crate) step: u32,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ctx({}, step {})", self.path(), self.step)
+    }
+}
+
+/// An input as an operator that understands states sees it.
+pub enum Handle<'s, R> {
+    /// A value computed this iteration.
+    Owned(&'s ZSet<R>),
+    /// A stored state plus, for an integral, this iteration's change.
+    State {
+        /// The state (as declared while building).
+        state: StateId,
+        /// The change to add on top of the stored rows.
+        delta: Option<&'s ZSet<R>>,
+    },
+}
+
+impl<R: Data> std::fmt::Debug for Handle<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handle::Owned(z) => write!(f, "Owned({} rows)", z.len()),
+            Handle::State { state, delta } => write!(
+                f,
+                "State({state:?}, delta: {})",
+                delta.map_or(0, |d| d.len())
+            ),
+        }
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// The running vertex's path.
+    pub fn path(&self) -> &Path {
+        &self.graph.vertices[self.vertex.ix()].path
+    }
+
+    /// The inner step of a recursion (0 outside recursions).
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
+    fn mismatch<R>(&self, found: &'static str) -> GraphError {
+        GraphError::TypeMismatch {
+            path: self.path().clone(),
+            expected: type_name::<R>(),
+            found,
+        }
+    }
+
+    fn final_state(&self, state: StateId) -> StateId {
+        self.graph.final_of[state.index()]
+    }
+
+    /// A slot's Z-set, materializing a stored state if needed (which reads
+    /// the whole state: operators that can avoid it use [`handle`](Self::handle)).
+    ///
+    /// # Errors
+    /// A read failure, or a value of another type.
+    pub fn zset<'s, R: Data>(&mut self, slot: &'s Slot) -> Result<Cow<'s, ZSet<R>>, GraphError>
+    where
+        'a: 's,
+    {
+        match slot {
+            Slot::Value(v) => v
+                .downcast_ref::<ZSet<R>>()
+                .map(Cow::Borrowed)
+                .ok_or_else(|| self.mismatch::<ZSet<R>>("another type")),
+            Slot::State { state, delta } => {
+                let mut z = self.read_all::<R>(*state)?;
+                if let Some(d) = delta {
+                    z += &*self.delta_of::<R>(*d)?;
+                }
+                Ok(Cow::Owned(z))
+            }
+        }
+    }
+
+    /// A scalar slot's value.
+    ///
+    /// # Errors
+    /// A value of another type.
+    pub fn scalar<'s, V: Data>(&self, slot: &'s Slot) -> Result<&'s V, GraphError> {
+        match slot {
+            Slot::Value(v) => v
+                .downcast_ref::<V>()
+                .ok_or_else(|| self.mismatch::<V>("another type")),
+            Slot::State { .. } => Err(self.mismatch::<V>("a stored state")),
+        }
+    }
+
+    fn delta_of<R: Data>(&self, vertex: VertexId) -> Result<Cow<'a, ZSet<R>>, GraphError> {
+        match &self.slots[vertex.ix()] {
+            Some(Slot::Value(v)) => v
+                .downcast_ref::<ZSet<R>>()
+                .map(Cow::Borrowed)
+                .ok_or_else(|| self.mismatch::<ZSet<R>>("another type")),
+            _ => Err(self.mismatch::<ZSet<R>>("a value not yet computed")),
+        }
+    }
+
+    /// A slot as a [`Handle`]: the value, or the state and delta to read lazily.
+    ///
+    /// # Errors
+    /// A value of another type.
+    pub fn handle<'s, R: Data>(&self, slot: &'s Slot) -> Result<Handle<'s, R>, GraphError>
+    where
+        'a: 's,
+    {
+        match slot {
+            Slot::Value(v) => v
+                .downcast_ref::<ZSet<R>>()
+                .map(Handle::Owned)
+                .ok_or_else(|| self.mismatch::<ZSet<R>>("another type")),
+            Slot::State { state, delta } => {
+                let delta = match delta {
+                    Some(d) => match &self.slots[d.ix()] {
+                        Some(Slot::Value(v)) => Some(
+                            v.downcast_ref::<ZSet<R>>()
+                                .ok_or_else(|| self.mismatch::<ZSet<R>>("another type"))?,
+                        ),
+                        _ => return Err(self.mismatch::<ZSet<R>>("a delta not yet computed")),
+                    },
+                    None => None,
+                };
+                Ok(Handle::State {
+                    state: *state,
+                    delta,
+                })
+            }
+        }
+    }
+
+    /// The position of `index` among `state`'s indexes.
+    ///
+    /// # Errors
+    /// [`GraphError::MissingIndex`].
+    pub fn index_position(
+        &self,
+        state: StateId,
+        index: &zset::IndexSpec,
+    ) -> Result<usize, GraphError> {
+        let spec = &self.graph.states[self.final_state(state).index()];
+        spec.index_position(index)
+            .ok_or_else(|| GraphError::MissingIndex {
+                path: spec.path().clone(),
+                index: index.to_string(),
+                available: spec
+                    .indexes()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Reads committed rows of `state`.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn read<R: Data>(
+        &mut self,
+        state: StateId,
+        read: Read<'_>,
+    ) -> Result<Vec<StoredRow<R>>, GraphError> {
+        let mut rows: Vec<StoredRow<R>> = Vec::new();
+        let fin = self.final_state(state);
+        self.tx.read(fin, &read, &mut rows)?;
+        Ok(rows)
+    }
+
+    /// All committed rows of a (non-nested) `state` as a Z-set.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn read_all<R: Data>(&mut self, state: StateId) -> Result<ZSet<R>, GraphError> {
+        Ok(self
+            .read::<R>(state, Read::All)?
+            .into_iter()
+            .map(|r| (r.value, r.weight))
+            .collect())
+    }
+
+    /// The rows of `slot` whose key under `index` is in `keys` (with the
+    /// iteration's delta for integrals), read through the index.
+    ///
+    /// # Errors
+    /// [`GraphError::MissingIndex`] or a store failure.
+    pub fn lookup<R: Data, K: IndexKey>(
+        &mut self,
+        slot: &Slot,
+        index: &Index<R, K>,
+        keys: Vec<K>,
+    ) -> Result<ZSet<R>, GraphError> {
+        if keys.is_empty() {
+            return Ok(ZSet::new());
+        }
+        match self.handle::<R>(slot)? {
+            Handle::Owned(z) => {
+                let wanted: std::collections::HashSet<&K> = keys.iter().collect();
+                Ok(z.iter()
+                    .filter(|(v, _)| wanted.contains(&index.key(v)))
+                    .map(|(v, w)| (v.clone(), w))
+                    .collect())
+            }
+            Handle::State { state, delta } => {
+                let pos = self.index_position(state, index.spec())?;
+                let mut out: ZSet<R> = ZSet::new();
+                if let Some(d) = delta {
+                    let wanted: std::collections::HashSet<&K> = keys.iter().collect();
+                    for (v, w) in d.iter() {
+                        if wanted.contains(&index.key(v)) {
+                            out.update_ref(v, w);
+                        }
+                    }
+                }
+                let rows = self.read::<R>(
+                    state,
+                    Read::ByIndex {
+                        index: pos,
+                        keys: &keys,
+                    },
+                )?;
+                for r in rows {
+                    out.update(r.value, r.weight);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The weights in `slot` of exactly `values` (with the iteration's delta
+    /// for integrals); values with weight zero are absent.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn weights<R: Data>(&mut self, slot: &Slot, values: Vec<R>) -> Result<ZSet<R>, GraphError> {
+        if values.is_empty() {
+            return Ok(ZSet::new());
+        }
+        match self.handle::<R>(slot)? {
+            Handle::Owned(z) => Ok(values.iter().map(|v| (v.clone(), z.get(v))).collect()),
+            Handle::State { state, delta } => {
+                let mut out: ZSet<R> = match delta {
+                    Some(d) => values.iter().map(|v| (v.clone(), d.get(v))).collect(),
+                    None => ZSet::new(),
+                };
+                for r in self.read::<R>(state, Read::ByValues { values: &values })? {
+                    out.update(r.value, r.weight);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The largest inner step stored in nested `state`.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn max_step(&mut self, state: StateId) -> Result<Option<u32>, GraphError> {
+        let fin = self.final_state(state);
+        Ok(self.tx.max_step(fin)?)
+    }
+
+    /// Registers `delta` to be applied to `state` at its write point (after
+    /// every read of it in this iteration).
+    pub fn write(&mut self, state: StateId, delta: Value) {
+        let fin = self.final_state(state);
+        self.pending[fin.index()].push(delta);
+    }
+
+    /// This vertex's scratch value for the current iteration (reset at the
+    /// start of each iteration; kept across a recursion's inner steps).
+    pub fn scratch<X: Default + Send + 'static>(&mut self) -> &mut X {
+        let entry = self
+            .scratch
+            .entry(self.vertex)
+            .or_insert_with(|| Box::new(X::default()));
+        if !entry.is::<X>() {
+            *entry = Box::new(X::default());
+        }
+        entry.downcast_mut::<X>().expect("just replaced by an X")
+    }
+}
+
+/// `make_scalar`: the only value of a Z-set of at most one value, with
+/// weight 1; `zero` when empty.
+///
+/// # Errors
+/// [`GraphError::NotScalar`] naming `path` for anything else.
+pub fn scalar_of<V: Data>(z: &ZSet<V>, zero: V, path: &Path) -> Result<V, GraphError> {
+    match z.len() {
+        0 => Ok(zero),
+        1 => {
+            let (v, w) = z.iter().next().expect("len is 1");
+            if w == 1 {
+                Ok(v.clone())
+            } else {
+                Err(GraphError::NotScalar {
+                    path: path.clone(),
+                    detail: format!("one value with weight {w}"),
+                })
+            }
+        }
+        n => Err(GraphError::NotScalar {
+            path: path.clone(),
+            detail: format!("{n} values"),
+        }),
+    }
+}
+
+/// Mutable state of one iteration.
+struct Run<'g, 't> {
+    g: &'g GraphInner,
+    tx: &'t mut dyn StateTx,
+    slots: Vec<Option<Slot>>,
+    pending: Vec<Vec<Value>>,
+    scratch: HashMap<VertexId, Box<dyn Any + Send>>,
+}
+
+impl Run<'_, '_> {
+    fn ctx(&mut self, vertex: VertexId, step: u32) -> Ctx<'_> {
+        Ctx {
+            tx: &mut *self.tx,
+            slots: &self.slots,
+            graph: self.g,
+            pending: &mut self.pending,
+            scratch: &mut self.scratch,
+            vertex,
+            step,
+        }
+    }
+
+    fn call(&mut self, v: VertexId, step: u32) -> Result<Value, GraphError> {
+        let g = self.g;
+        let vertex = &g.vertices[v.ix()];
+        let f = match &vertex.op {
+            Op::Func(f) | Op::Add(f) => f,
+            other => unreachable!("call on a {} vertex", other.name()),
+        };
+        let slots = &self.slots;
+        let ins: Vec<&Slot> = vertex
+            .inputs
+            .iter()
+            .map(|i| {
+                slots[i.ix()]
+                    .as_ref()
+                    .expect("the schedule computes inputs first")
+            })
+            .collect();
+        let mut ctx = Ctx {
+            tx: &mut *self.tx,
+            slots,
+            graph: g,
+            pending: &mut self.pending,
+            scratch: &mut self.scratch,
+            vertex: v,
+            step,
+        };
+        f(&mut ctx, &ins)
+    }
+
+    fn exec(&mut self, v: VertexId, inputs: &mut [Option<Value>]) -> Result<Slot, GraphError> {
+        let vertex = &self.g.vertices[v.ix()];
+        Ok(match &vertex.op {
+            Op::Input(i) => match inputs.get_mut(*i).and_then(Option::take) {
+                Some(value) => Slot::Value(value),
+                None => Slot::Value((vertex.fns.expect("inputs are Z-sets").empty)()),
+            },
+            Op::Func(_) | Op::Add(_) => Slot::Value(self.call(v, 0)?),
+            Op::Delay(state) => Slot::State {
+                state: *state,
+                delta: None,
+            },
+            Op::Integrate { state, delayed } => Slot::State {
+                state: *state,
+                delta: if *delayed {
+                    None
+                } else {
+                    Some(vertex.inputs[0])
+                },
+            },
+            Op::Sink => Slot::Value(Box::new(())),
+            Op::Recursive(_) => Slot::Value(self.recurse(v)?),
+            other => unreachable!(
+                "a {} vertex is never scheduled at the top level",
+                other.name()
+            ),
+        })
+    }
+
+    /// Runs a recursion's body to a fixed point (DBSP §6–9 with nested
+    /// time): inner step `k` computes the 2-D changes `d[t][k]`; the output
+    /// is their sum over `k`. It stops once every inner change is zero and no
+    /// stored state has rows at a later inner step.
+    fn recurse(&mut self, r: VertexId) -> Result<Value, GraphError> {
+        let g = self.g;
+        let vertex = &g.vertices[r.ix()];
+        let Op::Recursive(rop) = &vertex.op else {
+            unreachable!("recurse on a recursive vertex")
+        };
+        let fns = vertex.fns.expect("recursions output Z-sets");
+        let mut max_stored: Option<u32> = None;
+        for state in &g.rec_states[r.ix()] {
+            let m = self.tx.max_step(*state)?;
+            max_stored = max_stored.max(m);
+        }
+        let mut acc = (fns.empty)();
+        let mut prev: Option<Value> = None;
+        let mut k: u32 = 0;
+        loop {
+            if k >= rop.max_steps {
+                return Err(GraphError::RecursionLimit {
+                    path: vertex.path.clone(),
+                    steps: rop.max_steps,
+                });
+            }
+            let mut all_zero = true;
+            for &v in &rop.order {
+                let inner = &g.vertices[v.ix()];
+                let inner_fns = inner.fns.expect("recursion bodies carry Z-sets");
+                let value = match &inner.op {
+                    Op::Import if k == 0 => {
+                        let outer = inner.inputs[0];
+                        let slot = self.slots[outer.ix()]
+                            .take()
+                            .expect("imports are computed first");
+                        let value = {
+                            let mut ctx = self.ctx(v, k);
+                            (inner_fns.materialize)(&mut ctx, &slot)
+                        };
+                        self.slots[outer.ix()] = Some(slot);
+                        value?
+                    }
+                    Op::Import => (inner_fns.empty)(),
+                    Op::Feedback => prev.take().unwrap_or_else(inner_fns.empty),
+                    Op::Func(_) | Op::Add(_) => self.call(v, k)?,
+                    other => unreachable!("a {} vertex in a recursion body", other.name()),
+                };
+                all_zero &= (inner_fns.is_empty)(&*value);
+                self.slots[v.ix()] = Some(Slot::Value(value));
+            }
+            let result = match self.slots[rop.result.ix()].take() {
+                Some(Slot::Value(v)) => v,
+                _ => (fns.empty)(),
+            };
+            (fns.add_into)(&mut acc, &*result);
+            prev = Some(result);
+            if all_zero && max_stored.is_none_or(|m| k > m) {
+                return Ok(acc);
+            }
+            k += 1;
+        }
+    }
+
+    /// Applies everything written to `state` this iteration, at schedule
+    /// position `pos` (its write point).
+    fn write(&mut self, state: StateId, pos: usize) -> Result<(), GraphError> {
+        let g = self.g;
+        match &g.writers[state.index()] {
+            StateWriter::Integral { delta } => {
+                let fns = g.vertices[delta.ix()].fns.expect("integrals are of Z-sets");
+                // Hand the delta over when nothing reads it later; else copy it.
+                let last_reader = g.last_read[delta.ix()];
+                let change: Option<Value> = match self.slots[delta.ix()].take() {
+                    Some(Slot::Value(v)) if (fns.is_empty)(&*v) => {
+                        self.slots[delta.ix()] = Some(Slot::Value(v));
+                        None
+                    }
+                    Some(Slot::Value(v)) if last_reader <= pos => Some(v),
+                    Some(Slot::Value(v)) => {
+                        let copy = (fns.clone)(&*v);
+                        self.slots[delta.ix()] = Some(Slot::Value(v));
+                        Some(copy)
+                    }
+                    Some(slot @ Slot::State { .. }) => {
+                        let value = {
+                            let mut ctx = self.ctx(*delta, 0);
+                            (fns.materialize)(&mut ctx, &slot)
+                        };
+                        self.slots[delta.ix()] = Some(slot);
+                        Some(value?)
+                    }
+                    None => None,
+                };
+                if let Some(change) = change {
+                    self.tx.apply(state, change)?;
+                }
+            }
+            StateWriter::Delay { delay, decl } => {
+                let input = g.vertices[delay.ix()].inputs[0];
+                let fns = g.vertices[delay.ix()].fns.expect("delays are of Z-sets");
+                let slot = self.slots[input.ix()]
+                    .take()
+                    .expect("written after its input is computed");
+                let result = {
+                    let mut ctx = self.ctx(*delay, 0);
+                    (fns.materialize)(&mut ctx, &slot)
+                        .and_then(|new| (fns.diff)(&*new, &mut ctx, *decl))
+                };
+                self.slots[input.ix()] = Some(slot);
+                let change = result?;
+                if !(fns.is_empty)(&*change) {
+                    self.tx.apply(state, change)?;
+                }
+            }
+            StateWriter::Operator => {}
+        }
+        for delta in std::mem::take(&mut self.pending[state.index()]) {
+            self.tx.apply(state, delta)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one iteration of `g` against `tx`; returns the outputs' values in
+/// output order. The caller commits `tx` (or drops it to roll back).
+pub(crate) fn run_iteration(
+    g: &GraphInner,
+    tx: &mut dyn StateTx,
+    mut inputs: Vec<Option<Value>>,
+) -> Result<Vec<Value>, GraphError> {
+    let mut run = Run {
+        g,
+        tx,
+        slots: (0..g.vertices.len()).map(|_| None).collect(),
+        pending: (0..g.states.len()).map(|_| Vec::new()).collect(),
+        scratch: HashMap::new(),
+    };
+    for (pos, &v) in g.order.iter().enumerate() {
+        let slot = run.exec(v, &mut inputs)?;
+        run.slots[v.ix()] = Some(slot);
+        for &state in &g.writes_after[pos] {
+            run.write(state, pos)?;
+            run.tx.flush(state)?;
+        }
+    }
+    let mut outputs = Vec::with_capacity(g.outputs.len());
+    for &o in &g.outputs {
+        match run.slots[o.ix()].take() {
+            Some(Slot::Value(v)) => outputs.push(v),
+            _ => unreachable!("outputs are computed values"),
+        }
+    }
+    Ok(outputs)
+}

@@ -1,0 +1,407 @@
+//! The finalized graph and running it: changes in, outputs out.
+
+use std::any::type_name;
+use std::sync::Arc;
+
+use zset::{Data, Index, IndexKey, Weight, ZSet};
+
+use crate::builder::{Cache, Input, Output, Query};
+use crate::exec::run_iteration;
+use crate::vertex::{ScopeInfo, Value, Vertex, VertexId};
+use crate::{GraphError, Path, Read, StateId, StateSpec, StateStore, StoredRow, Time};
+
+/// Who writes a state, at its write point.
+pub(crate) enum StateWriter {
+    /// A fused integral: apply the delta computed by `delta`.
+    Integral { delta: VertexId },
+    /// A `z⁻¹`: apply (new value − stored value); `decl` is the declared id.
+    Delay { delay: VertexId, decl: StateId },
+    /// An operator registered its writes through `Ctx::write`.
+    Operator,
+}
+
+pub(crate) struct GraphInner {
+    pub(crate) id: u64,
+    pub(crate) vertices: Vec<Vertex>,
+    pub(crate) scopes: Vec<ScopeInfo>,
+    pub(crate) states: Vec<StateSpec>,
+    /// Declared state → final state.
+    pub(crate) final_of: Vec<StateId>,
+    pub(crate) writers: Vec<StateWriter>,
+    pub(crate) order: Vec<VertexId>,
+    /// States written after the vertex at each position of `order`.
+    pub(crate) writes_after: Vec<Vec<StateId>>,
+    /// For each vertex, the last schedule position that reads its value
+    /// (directly, or through an integral handle built on it).
+    pub(crate) last_read: Vec<usize>,
+    /// For each recursive vertex, the nested states of its body.
+    pub(crate) rec_states: Vec<Vec<StateId>>,
+    pub(crate) inputs: Vec<VertexId>,
+    pub(crate) outputs: Vec<VertexId>,
+    pub(crate) fingerprint: String,
+}
+
+/// A finalized query: vertices keyed by stable paths, the states they keep,
+/// and a precomputed schedule. Cheap to clone and shareable across threads.
+///
+/// ```
+/// use graph::{Graph, GraphError};
+/// let (graph, (input, output)) = Graph::build(|q| {
+///     let (input, numbers) = q.input::<i64>("numbers")?;
+///     let output = q.output("same", numbers)?;
+///     Ok((input, output))
+/// })?;
+/// assert!(graph.to_dot().starts_with("digraph"));
+/// assert!(graph.states().is_empty());
+/// # let _ = (input, output);
+/// # Ok::<(), GraphError>(())
+/// ```
+#[derive(Clone)]
+pub struct Graph {
+    pub(crate) inner: Arc<GraphInner>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Graph({} vertices, {} states, {})",
+            self.inner.order.len(),
+            self.inner.states.len(),
+            self.inner.fingerprint
+        )
+    }
+}
+
+impl Graph {
+    /// Builds a query: `build` declares inputs, applies operators and
+    /// declares outputs and caches, returning the handles it wants to keep.
+    /// Finalization then runs the graph transforms.
+    ///
+    /// # Errors
+    /// The first problem recorded while building (duplicate paths, bad
+    /// indexes, ...) or returned by `build`.
+    pub fn build<R>(
+        build: impl FnOnce(&Query) -> Result<R, GraphError>,
+    ) -> Result<(Graph, R), GraphError> {
+        let q = Query::new();
+        let handles = build(&q)?;
+        let id = q.id;
+        let inner = crate::transform::finalize(q.b.into_inner(), id)?;
+        Ok((
+            Graph {
+                inner: Arc::new(inner),
+            },
+            handles,
+        ))
+    }
+
+    /// The states this graph keeps, in the order stores create their tables.
+    pub fn states(&self) -> &[StateSpec] {
+        &self.inner.states
+    }
+
+    /// A hash of the states' paths and shapes; a store opened for one graph
+    /// refuses to run another.
+    pub fn fingerprint(&self) -> &str {
+        &self.inner.fingerprint
+    }
+
+    /// The paths of the vertices in execution order, with their operators
+    /// (for inspection and tests).
+    pub fn vertices(&self) -> Vec<(Path, &'static str)> {
+        self.inner
+            .order
+            .iter()
+            .map(|v| {
+                (
+                    self.inner.vertices[v.ix()].path.clone(),
+                    self.inner.vertices[v.ix()].label,
+                )
+            })
+            .collect()
+    }
+
+    /// Runs one iteration at the store's next time: feeds `changes`, returns
+    /// what changed in the outputs. All state writes commit together or not
+    /// at all.
+    ///
+    /// # Errors
+    /// A store opened for another graph, a foreign handle, an operator or
+    /// store failure (the iteration is then rolled back).
+    pub fn iteration<S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        changes: Changes,
+    ) -> Result<Outputs, GraphError> {
+        let t = store.next_time()?;
+        self.iteration_at(store, changes, Time::new(t, t - 1))
+    }
+
+    /// Runs one iteration at an explicit [`Time`] (parallel ingest).
+    ///
+    /// # Errors
+    /// As for [`iteration`](Self::iteration), and frontier timeouts.
+    pub fn iteration_at<S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        changes: Changes,
+        time: Time,
+    ) -> Result<Outputs, GraphError> {
+        if store.fingerprint() != self.fingerprint() {
+            return Err(GraphError::WrongStore {
+                store: store.fingerprint().to_owned(),
+                graph: self.fingerprint().to_owned(),
+            });
+        }
+        let inputs = changes.into_inputs(self)?;
+        let mut tx = store.begin(time)?;
+        let values = run_iteration(&self.inner, &mut *tx, inputs)?;
+        tx.commit()?;
+        Ok(Outputs {
+            graph: self.inner.id,
+            values: values.into_iter().map(Some).collect(),
+        })
+    }
+
+    /// One iteration inserting `rows` into `input` (each with weight 1).
+    ///
+    /// # Errors
+    /// As for [`iteration`](Self::iteration).
+    pub fn insert<T: Data, S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        input: &Input<T>,
+        rows: impl IntoIterator<Item = T>,
+    ) -> Result<Outputs, GraphError> {
+        self.iteration(store, Changes::new().insert(input, rows))
+    }
+
+    /// One iteration removing `rows` from `input` (each with weight −1).
+    ///
+    /// # Errors
+    /// As for [`iteration`](Self::iteration).
+    pub fn remove<T: Data, S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        input: &Input<T>,
+        rows: impl IntoIterator<Item = T>,
+    ) -> Result<Outputs, GraphError> {
+        self.iteration(store, Changes::new().remove(input, rows))
+    }
+
+    /// One iteration replacing `old` by `new` in `input`.
+    ///
+    /// # Errors
+    /// As for [`iteration`](Self::iteration).
+    pub fn replace<T: Data, S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        input: &Input<T>,
+        old: T,
+        new: T,
+    ) -> Result<Outputs, GraphError> {
+        self.iteration(store, Changes::new().replace(input, old, new))
+    }
+}
+
+/// The changes of one iteration, per input.
+///
+/// ```
+/// # use graph::{Graph, GraphError, Changes};
+/// let (_graph, input) = Graph::build(|q| Ok(q.input::<&'static str>("words")?.0))?;
+/// let changes = Changes::new().insert(&input, ["a", "b"]).remove(&input, ["a"]);
+/// assert!(!changes.is_empty());
+/// # Ok::<(), GraphError>(())
+/// ```
+#[derive(Default)]
+pub struct Changes {
+    entries: Vec<ChangeEntry>,
+}
+
+struct ChangeEntry {
+    graph: u64,
+    index: usize,
+    path: Path,
+    ty: &'static str,
+    value: Value,
+    add: fn(&mut Value, Value),
+}
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| e.path.as_str()))
+            .finish()
+    }
+}
+
+impl Changes {
+    /// No changes.
+    pub fn new() -> Self {
+        Changes::default()
+    }
+
+    /// Whether no change was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds the change `zset` to `input`.
+    pub fn zset<T: Data>(mut self, input: &Input<T>, zset: ZSet<T>) -> Self {
+        self.entries.push(ChangeEntry {
+            graph: input.graph,
+            index: input.index,
+            path: input.path.clone(),
+            ty: type_name::<ZSet<T>>(),
+            value: Box::new(zset),
+            add: |acc, more| {
+                if let (Some(acc), Ok(more)) =
+                    (acc.downcast_mut::<ZSet<T>>(), more.downcast::<ZSet<T>>())
+                {
+                    *acc += *more;
+                }
+            },
+        });
+        self
+    }
+
+    /// Inserts `rows` (weight +1 each).
+    pub fn insert<T: Data>(self, input: &Input<T>, rows: impl IntoIterator<Item = T>) -> Self {
+        self.zset(input, rows.into_iter().map(|r| (r, 1)).collect())
+    }
+
+    /// Removes `rows` (weight −1 each).
+    pub fn remove<T: Data>(self, input: &Input<T>, rows: impl IntoIterator<Item = T>) -> Self {
+        self.zset(input, rows.into_iter().map(|r| (r, -1)).collect())
+    }
+
+    /// Replaces `old` by `new`.
+    pub fn replace<T: Data>(self, input: &Input<T>, old: T, new: T) -> Self {
+        self.zset(input, [(old, -1), (new, 1)].into_iter().collect())
+    }
+
+    fn into_inputs(self, graph: &Graph) -> Result<Vec<Option<Value>>, GraphError> {
+        let g = &graph.inner;
+        let mut inputs: Vec<Option<Value>> = (0..g.inputs.len()).map(|_| None).collect();
+        for e in self.entries {
+            let vertex = g.inputs.get(e.index).map(|v| &g.vertices[v.ix()]);
+            let Some(vertex) = vertex.filter(|_| e.graph == g.id) else {
+                return Err(GraphError::ForeignInput { path: e.path });
+            };
+            if vertex.ty != e.ty {
+                return Err(GraphError::TypeMismatch {
+                    path: e.path,
+                    expected: vertex.ty,
+                    found: e.ty,
+                });
+            }
+            match &mut inputs[e.index] {
+                Some(acc) => (e.add)(acc, e.value),
+                slot @ None => *slot = Some(e.value),
+            }
+        }
+        Ok(inputs)
+    }
+}
+
+/// What changed in the outputs during one iteration.
+#[derive(Debug)]
+pub struct Outputs {
+    graph: u64,
+    values: Vec<Option<Value>>,
+}
+
+impl Outputs {
+    /// The change of `output` (borrowed).
+    ///
+    /// # Errors
+    /// An output handle of another graph, or one already taken.
+    pub fn get<X: 'static>(&self, output: &Output<X>) -> Result<&X, GraphError> {
+        self.values
+            .get(output.index)
+            .filter(|_| output.graph == self.graph)
+            .and_then(|v| v.as_ref())
+            .and_then(|v| v.downcast_ref::<X>())
+            .ok_or_else(|| GraphError::ForeignInput {
+                path: output.path.clone(),
+            })
+    }
+
+    /// The change of `output` (moved out).
+    ///
+    /// # Errors
+    /// An output handle of another graph, or one already taken.
+    pub fn take<X: 'static>(&mut self, output: &Output<X>) -> Result<X, GraphError> {
+        let found = self
+            .values
+            .get_mut(output.index)
+            .filter(|_| output.graph == self.graph)
+            .and_then(Option::take)
+            .and_then(|v| v.downcast::<X>().ok());
+        found.map(|b| *b).ok_or_else(|| GraphError::ForeignInput {
+            path: output.path.clone(),
+        })
+    }
+}
+
+impl<T: Data> Cache<T> {
+    /// The whole cache, as committed in `store`.
+    ///
+    /// # Errors
+    /// No such table, a shape mismatch, a read failure.
+    pub fn zset<S: StateStore + ?Sized>(&self, store: &mut S) -> Result<ZSet<T>, GraphError> {
+        let mut rows: Vec<StoredRow<T>> = Vec::new();
+        store.read_committed(&self.spec, &Read::All, &mut rows)?;
+        Ok(rows.into_iter().map(|r| (r.value, r.weight)).collect())
+    }
+
+    /// `(key, value, weight)` in key order (ties by value), for every row or
+    /// only those whose key is in `match_keys`, read through `index`.
+    ///
+    /// # Errors
+    /// [`GraphError::MissingIndex`] if the cache has no such index; store failures.
+    pub fn iter_by_index<K: IndexKey, S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        index: &Index<T, K>,
+        match_keys: Option<&[K]>,
+    ) -> Result<Vec<(K, T, Weight)>, GraphError> {
+        let pos =
+            self.spec
+                .index_position(index.spec())
+                .ok_or_else(|| GraphError::MissingIndex {
+                    path: self.spec.path().clone(),
+                    index: index.spec().to_string(),
+                    available: self
+                        .spec
+                        .indexes()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+        let mut rows: Vec<StoredRow<T>> = Vec::new();
+        match match_keys {
+            None => store.read_committed(&self.spec, &Read::All, &mut rows)?,
+            Some(keys) => {
+                let keys: Vec<K> = keys.to_vec();
+                store.read_committed(
+                    &self.spec,
+                    &Read::ByIndex {
+                        index: pos,
+                        keys: &keys,
+                    },
+                    &mut rows,
+                )?;
+                rows.retain(|r| keys.contains(&index.key(&r.value)));
+            }
+        }
+        let mut out: Vec<(K, T, Weight)> = rows
+            .into_iter()
+            .map(|r| (index.key(&r.value), r.value, r.weight))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        Ok(out)
+    }
+}

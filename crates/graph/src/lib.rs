@@ -1,0 +1,52 @@
+//! The query graph of stepping-rs: a typed builder producing a [`Graph`] of
+//! vertices keyed by stable [`Path`]s, the graph transforms that run when a
+//! query is finalized, the state interface stores implement
+//! ([`StateStore`]), and the executor that runs one *iteration* (DBSP §3:
+//! one step of the circuit: input changes in, output changes out, delay
+//! state advanced).
+//!
+//! This is the middle layer: it depends only on `zset`; the relational
+//! operators live in `operators`, the stores in `store`. Start with
+//! [`Graph::build`], [`Stream`] and [`StateStore`].
+//!
+//! ## How state works
+//!
+//! Every `z⁻¹` (delay) keeps its previous value in a store. The builder
+//! writes an integral the way the paper does, `I = a + z⁻¹(I)`, and
+//! finalization fuses that loop into one `integrate` vertex whose store
+//! operation is "apply this delta". Operators that need stored state (joins,
+//! distinct, aggregates) read it lazily through [`Ctx`]: only the keys
+//! present in the other side's change, through an index.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod builder;
+mod codec;
+mod dot;
+mod error;
+mod exec;
+mod graph;
+mod memtable;
+mod path;
+mod scope;
+mod state;
+mod time;
+mod transform;
+mod vertex;
+
+pub use builder::{AsDynIndex, Cache, Input, Output, Query, RecScope, Scalar, Stream, VertexDef};
+pub use codec::{
+    DynIndex, IndexTree, KeyedCodec, KeyedDelta, PrefixIndex, ScanItem, Stepped, ZSetCodec,
+    identity_of,
+};
+pub use error::{At, BoxError, GraphError, StoreError};
+pub use exec::{Ctx, Handle, scalar_of};
+pub use graph::{Changes, Graph, Outputs};
+pub use path::Path;
+pub use scope::{FlatScope, Grouped, Rec, Root, Scope};
+pub use state::{
+    Codec, EncodedRow, MemTable, Read, StateId, StateKind, StateSpec, StateStore, StateTx,
+    StoredRow,
+};
+pub use time::Time;
+pub use vertex::{OpFn, ScopeId, Slot, Value, VertexId, ZSetFns};

@@ -1,0 +1,341 @@
+//! Typed in-memory state tables: a slab of rows, a hash table from value to
+//! row, and one ordered tree per index.
+
+use std::any::Any;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use zset::{Data, Index, IndexKey, Weight, ZSet};
+
+use crate::codec::{DynIndex, IndexTree, KeyedDelta, ScanItem, Stepped, wrong_type};
+use crate::{MemTable, Read, StoreError, StoredRow};
+
+/// The weights of one value: one weight (Z-set states) or one per inner
+/// step (nested states).
+enum Weights {
+    One(Weight),
+    Steps(Vec<(u32, Weight)>),
+}
+
+struct Entry<R> {
+    value: R,
+    weights: Weights,
+}
+
+/// A Z-set (or nested) state kept in memory.
+pub(crate) struct MemZSet<R> {
+    rows: Vec<Option<Entry<R>>>,
+    free: Vec<u32>,
+    by_value: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    trees: Vec<Box<dyn IndexTree<R>>>,
+    nested: bool,
+    max_step: Option<u32>,
+    live: usize,
+}
+
+impl<R: Data> MemZSet<R> {
+    pub(crate) fn new(nested: bool, indexes: Vec<Arc<dyn DynIndex<R>>>) -> Self {
+        let trees = indexes.iter().map(|ix| ix.new_tree()).collect();
+        MemZSet {
+            rows: Vec::new(),
+            free: Vec::new(),
+            by_value: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            trees,
+            nested,
+            max_step: None,
+            live: 0,
+        }
+    }
+
+    fn find(&self, value: &R) -> Option<u32> {
+        let hash = self.hasher.hash_one(value);
+        let rows = &self.rows;
+        self.by_value
+            .find(hash, |id| {
+                rows[*id as usize]
+                    .as_ref()
+                    .is_some_and(|e| &e.value == value)
+            })
+            .copied()
+    }
+
+    /// Adds `weight` at `step` to `value`, creating or deleting its row.
+    fn add(&mut self, value: &R, step: u32, weight: Weight) {
+        if weight == 0 {
+            return;
+        }
+        if self.nested {
+            self.max_step = Some(self.max_step.map_or(step, |m| m.max(step)));
+        }
+        match self.find(value) {
+            Some(id) => {
+                let Some(entry) = self.rows[id as usize].as_mut() else {
+                    return;
+                };
+                let now_empty = match &mut entry.weights {
+                    Weights::One(w) => {
+                        *w += weight;
+                        *w == 0
+                    }
+                    Weights::Steps(steps) => {
+                        match steps.iter_mut().find(|(s, _)| *s == step) {
+                            Some((_, w)) => *w += weight,
+                            None => steps.push((step, weight)),
+                        }
+                        steps.retain(|(_, w)| *w != 0);
+                        steps.is_empty()
+                    }
+                };
+                if now_empty {
+                    self.delete(id);
+                }
+            }
+            None => {
+                let weights = if self.nested {
+                    Weights::Steps(vec![(step, weight)])
+                } else {
+                    Weights::One(weight)
+                };
+                let entry = Entry {
+                    value: value.clone(),
+                    weights,
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.rows[id as usize] = Some(entry);
+                        id
+                    }
+                    None => {
+                        self.rows.push(Some(entry));
+                        (self.rows.len() - 1) as u32
+                    }
+                };
+                let Some(entry) = self.rows[id as usize].as_ref() else {
+                    return;
+                };
+                for tree in &mut self.trees {
+                    tree.insert(&entry.value, id);
+                }
+                let hash = self.hasher.hash_one(&entry.value);
+                let (rows, hasher) = (&self.rows, &self.hasher);
+                self.by_value.insert_unique(hash, id, |other| {
+                    rows[*other as usize]
+                        .as_ref()
+                        .map_or(0, |e| hasher.hash_one(&e.value))
+                });
+                self.live += 1;
+            }
+        }
+    }
+
+    fn delete(&mut self, id: u32) {
+        let Some(entry) = self.rows[id as usize].take() else {
+            return;
+        };
+        for tree in &mut self.trees {
+            tree.remove(&entry.value, id);
+        }
+        let hash = self.hasher.hash_one(&entry.value);
+        if let Ok(found) = self.by_value.find_entry(hash, |other| *other == id) {
+            found.remove();
+        }
+        self.free.push(id);
+        self.live -= 1;
+    }
+
+    fn push(&self, id: u32, out: &mut Vec<StoredRow<R>>) {
+        let Some(entry) = self.rows[id as usize].as_ref() else {
+            return;
+        };
+        match &entry.weights {
+            Weights::One(w) => out.push(StoredRow {
+                value: entry.value.clone(),
+                weight: *w,
+                step: 0,
+            }),
+            Weights::Steps(steps) => {
+                for (step, w) in steps {
+                    out.push(StoredRow {
+                        value: entry.value.clone(),
+                        weight: *w,
+                        step: *step,
+                    });
+                }
+            }
+        }
+    }
+
+    fn positive(&self, id: u32) -> bool {
+        match self.rows[id as usize].as_ref().map(|e| &e.weights) {
+            Some(Weights::One(w)) => *w > 0,
+            Some(Weights::Steps(steps)) => steps.iter().map(|(_, w)| w).sum::<Weight>() > 0,
+            None => false,
+        }
+    }
+}
+
+fn bad_read<R>() -> StoreError {
+    wrong_type::<R>("a read argument")
+}
+
+impl<R: Data> MemTable for MemZSet<R> {
+    fn read(&self, read: &Read<'_>, sink: &mut dyn Any) -> Result<(), StoreError> {
+        let out = sink
+            .downcast_mut::<Vec<StoredRow<R>>>()
+            .ok_or_else(bad_read::<R>)?;
+        match *read {
+            Read::All => {
+                for id in 0..self.rows.len() as u32 {
+                    self.push(id, out);
+                }
+            }
+            Read::ByIndex { index, keys } => {
+                let tree = self.trees.get(index).ok_or_else(bad_read::<R>)?;
+                let mut ids = Vec::new();
+                if !tree.lookup(keys, &mut |id| ids.push(id)) {
+                    return Err(bad_read::<R>());
+                }
+                for id in ids {
+                    self.push(id, out);
+                }
+            }
+            Read::ByValues { values } => {
+                let values = values.downcast_ref::<Vec<R>>().ok_or_else(bad_read::<R>)?;
+                for v in values {
+                    if let Some(id) = self.find(v) {
+                        self.push(id, out);
+                    }
+                }
+            }
+            Read::FirstByIndex {
+                index,
+                prefixes,
+                limit,
+            } => {
+                let tree = self.trees.get(index).ok_or_else(bad_read::<R>)?;
+                let mut ids = Vec::new();
+                let mut taken = 0usize;
+                let ok = tree.scan(prefixes, &mut |item| match item {
+                    ScanItem::Group => {
+                        taken = 0;
+                        true
+                    }
+                    ScanItem::Row { id, new_key } => {
+                        if taken >= limit && new_key {
+                            // Past the limit and past the last key's ties.
+                            return false;
+                        }
+                        if self.positive(id) {
+                            ids.push(id);
+                            taken += 1;
+                        }
+                        true
+                    }
+                });
+                if !ok {
+                    return Err(bad_read::<R>());
+                }
+                for id in ids {
+                    self.push(id, out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError> {
+        if let Some(z) = delta.downcast_ref::<ZSet<R>>() {
+            for (v, w) in z.iter() {
+                self.add(v, 0, w);
+            }
+            return Ok(());
+        }
+        if let Some(s) = delta.downcast_ref::<Stepped<R>>() {
+            for (v, w) in s.delta.iter() {
+                self.add(v, s.step, w);
+            }
+            return Ok(());
+        }
+        Err(wrong_type::<R>("a delta"))
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn max_step(&self) -> Option<u32> {
+        self.max_step
+    }
+}
+
+/// A keyed state kept in memory.
+pub(crate) struct MemKeyed<R, K> {
+    key: Index<R, K>,
+    rows: HashMap<K, R>,
+}
+
+impl<R: Data, K: IndexKey> MemKeyed<R, K> {
+    pub(crate) fn new(key: Index<R, K>) -> Self {
+        MemKeyed {
+            key,
+            rows: HashMap::new(),
+        }
+    }
+}
+
+impl<R: Data, K: IndexKey + Hash> MemTable for MemKeyed<R, K> {
+    fn read(&self, read: &Read<'_>, sink: &mut dyn Any) -> Result<(), StoreError> {
+        let out = sink
+            .downcast_mut::<Vec<StoredRow<R>>>()
+            .ok_or_else(bad_read::<R>)?;
+        let row = |r: &R| StoredRow {
+            value: r.clone(),
+            weight: 1,
+            step: 0,
+        };
+        match *read {
+            Read::All => out.extend(self.rows.values().map(row)),
+            Read::ByIndex { keys, .. } => {
+                let keys = keys.downcast_ref::<Vec<K>>().ok_or_else(bad_read::<R>)?;
+                out.extend(keys.iter().filter_map(|k| self.rows.get(k)).map(row));
+            }
+            Read::ByValues { values } => {
+                let values = values.downcast_ref::<Vec<R>>().ok_or_else(bad_read::<R>)?;
+                out.extend(
+                    values
+                        .iter()
+                        .filter_map(|v| self.rows.get(&self.key.key(v)))
+                        .map(row),
+                );
+            }
+            Read::FirstByIndex { .. } => return Err(bad_read::<R>()),
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError> {
+        let delta = delta
+            .downcast_ref::<KeyedDelta<R>>()
+            .ok_or_else(|| wrong_type::<R>("a delta"))?;
+        for (row, set) in delta {
+            let key = self.key.key(row);
+            if *set {
+                self.rows.insert(key, row.clone());
+            } else {
+                self.rows.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn max_step(&self) -> Option<u32> {
+        None
+    }
+}

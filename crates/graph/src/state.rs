@@ -1,0 +1,347 @@
+//! The state interface: what the engine asks of a store.
+//!
+//! Every stateful vertex keeps its state in one *state table*, described by
+//! a [`StateSpec`] (its path, kind, value type and indexes). The engine
+//! never asks for a whole table unless an operator truly needs it: it reads
+//! rows by index key ([`Read::ByIndex`]), by value ([`Read::ByValues`]) or the
+//! first rows in index order ([`Read::FirstByIndex`]), and it writes
+//! *deltas* ([`StateTx::apply`]): "add these weights", never "here is the new
+//! value". A SQL store can therefore serve each read with an indexed query
+//! and each write with an upsert of the changed rows only.
+//!
+//! Values cross this interface type-erased (`&dyn Any`); each state's
+//! [`Codec`], built by typed code when the query was built, knows the real
+//! types. A store either keeps typed tables ([`Codec::new_table`]) or bytes
+//! ([`Codec::encode_delta`], [`Codec::decode`]).
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use zset::{IndexSpec, KeyValue, Weight};
+
+use crate::{Path, StoreError, Time};
+
+/// Identifies a state of a finalized graph (its position in
+/// [`Graph::states`](crate::Graph::states)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StateId(pub u32);
+
+impl StateId {
+    /// The position in the graph's state list.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// How a state's rows are identified and written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateKind {
+    /// A Z-set: one row per value, identity = hash of the value's bytes;
+    /// writes add weights (rows reaching zero are deleted).
+    ZSet,
+    /// One row per key, identity = hash of the key's bytes; writes replace
+    /// or delete the row of a key (aggregates per group, scalars).
+    Keyed,
+    /// A Z-set with an inner time (`step`) per row, for recursion; the
+    /// primary key is `(identity, step)`.
+    Nested,
+}
+
+impl StateKind {
+    /// `zset`, `keyed` or `nested`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateKind::ZSet => "zset",
+            StateKind::Keyed => "keyed",
+            StateKind::Nested => "nested",
+        }
+    }
+}
+
+/// Everything a store needs to know about one state table.
+#[derive(Clone)]
+pub struct StateSpec {
+    pub(crate) path: Path,
+    pub(crate) codec: Arc<dyn Codec>,
+}
+
+impl StateSpec {
+    /// A spec for the state at `path`, typed by `codec`.
+    pub fn new(path: Path, codec: Arc<dyn Codec>) -> Self {
+        StateSpec { path, codec }
+    }
+
+    /// The state's stable path; SQL stores name its table from it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Z-set, keyed or nested.
+    pub fn kind(&self) -> StateKind {
+        self.codec.kind()
+    }
+
+    /// The Rust type of a row.
+    pub fn value_type(&self) -> &'static str {
+        self.codec.value_type()
+    }
+
+    /// The indexes, in the order of [`EncodedRow::keys`].
+    pub fn indexes(&self) -> &[IndexSpec] {
+        self.codec.indexes()
+    }
+
+    /// The typed operations on this state's rows.
+    pub fn codec(&self) -> &dyn Codec {
+        &*self.codec
+    }
+
+    /// The position of `index` among [`indexes`](Self::indexes).
+    pub fn index_position(&self, index: &IndexSpec) -> Option<usize> {
+        self.indexes().iter().position(|i| i == index)
+    }
+
+    /// A canonical one-line description of what the table holds: kind, row
+    /// type and indexes. Stores record it and refuse to attach a table whose
+    /// recorded shape differs.
+    pub fn shape(&self) -> String {
+        let mut s = format!("{} {}", self.kind().name(), self.value_type());
+        for ix in self.indexes() {
+            s.push_str(&format!(" | {ix}"));
+        }
+        s
+    }
+}
+
+impl fmt::Debug for StateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StateSpec({}: {})", self.path, self.shape())
+    }
+}
+
+/// A row as read from a state: the value, its weight and (for nested
+/// states) its inner step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRow<R> {
+    /// The value.
+    pub value: R,
+    /// Its weight (keyed states: always 1).
+    pub weight: Weight,
+    /// The inner step (0 except in nested states).
+    pub step: u32,
+}
+
+/// One row of a delta, encoded for a SQL store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedRow {
+    /// The row's identity: a hash of the value's (keyed: the key's) postcard bytes.
+    pub identity: i64,
+    /// The value's postcard bytes.
+    pub data: Vec<u8>,
+    /// The values of every index's key columns, index after index.
+    pub keys: Vec<KeyValue>,
+    /// Z-set and nested: the weight to add. Keyed: 1 to upsert, 0 to delete.
+    pub weight: Weight,
+    /// The inner step (nested states).
+    pub step: u32,
+}
+
+/// What to read from a state.
+///
+/// The erased arguments are slices of the types the state's codec expects:
+/// `keys` a `[K]` of that index's key type, `values` a `[R]` of row values,
+/// `prefix` a `[P]` of a [`PrefixIndex`](crate::PrefixIndex)'s prefix type.
+#[derive(Clone, Copy)]
+pub enum Read<'a> {
+    /// Every row.
+    All,
+    /// The rows whose key under index number `index` is one of `keys`.
+    ByIndex {
+        /// Position in [`StateSpec::indexes`].
+        index: usize,
+        /// A `&[K]`.
+        keys: &'a dyn Any,
+    },
+    /// The rows with these values (all steps, for nested states).
+    ByValues {
+        /// A `&[R]`.
+        values: &'a dyn Any,
+    },
+    /// For each prefix (or the whole table when `prefixes` is `None`), the
+    /// first `limit` rows of positive weight in index order, plus every
+    /// further positive row whose key equals the last one's (so ties can be
+    /// broken exactly by the caller).
+    FirstByIndex {
+        /// Position in [`StateSpec::indexes`].
+        index: usize,
+        /// A `&[P]`, or `None` for the whole table.
+        prefixes: Option<&'a dyn Any>,
+        /// How many rows of positive weight.
+        limit: usize,
+    },
+}
+
+impl fmt::Debug for Read<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Read::All => f.write_str("All"),
+            Read::ByIndex { index, .. } => write!(f, "ByIndex({index})"),
+            Read::ByValues { .. } => f.write_str("ByValues"),
+            Read::FirstByIndex { index, limit, .. } => write!(f, "FirstByIndex({index}, {limit})"),
+        }
+    }
+}
+
+/// The typed operations on one state's rows, behind an erased interface.
+///
+/// Built by typed code when the query is built (see [`ZSetCodec`](crate::ZSetCodec),
+/// [`KeyedCodec`](crate::KeyedCodec)); stores use it to keep typed tables in
+/// memory or to encode and decode rows as bytes.
+pub trait Codec: Send + Sync + 'static {
+    /// Z-set, keyed or nested.
+    fn kind(&self) -> StateKind;
+    /// The Rust type of a row.
+    fn value_type(&self) -> &'static str;
+    /// The indexes.
+    fn indexes(&self) -> &[IndexSpec];
+    /// A new, empty typed in-memory table for this state.
+    fn new_table(&self) -> Box<dyn MemTable>;
+    /// Appends the rows of `delta` (the engine's delta for this state) encoded.
+    ///
+    /// # Errors
+    /// A value that cannot be serialized.
+    fn encode_delta(&self, delta: &dyn Any, out: &mut Vec<EncodedRow>) -> Result<(), StoreError>;
+    /// The column values of each key in `keys` (a `&[K]` of index `index`).
+    fn key_values(&self, index: usize, keys: &dyn Any) -> Vec<Vec<KeyValue>>;
+    /// The column values of each prefix in `prefixes` (a `&[P]` of index
+    /// `index`, which must be a prefix index).
+    fn prefix_values(&self, index: usize, prefixes: &dyn Any) -> Vec<Vec<KeyValue>>;
+    /// How many leading columns of index `index` form its prefix.
+    fn prefix_columns(&self, index: usize) -> usize;
+    /// The identity of each value in `values` (a `&[R]`).
+    fn identities(&self, values: &dyn Any) -> Vec<i64>;
+    /// Decodes one stored row and pushes it onto `sink` (a `Vec<StoredRow<R>>`).
+    ///
+    /// # Errors
+    /// A message saying why the bytes are not a row of this type.
+    fn decode(
+        &self,
+        data: &[u8],
+        weight: Weight,
+        step: u32,
+        sink: &mut dyn Any,
+    ) -> Result<(), String>;
+    /// This codec with the union of its indexes and `other`'s (which must be
+    /// a codec for the same row type): how two delays holding the same
+    /// integral become one state.
+    fn merged(&self, other: &dyn Codec) -> Option<Arc<dyn Codec>>;
+    /// For downcasting in [`merged`](Self::merged).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A typed in-memory state table (the memory store's tables, and the shape
+/// of any cache a SQL store keeps).
+pub trait MemTable: Send + Sync {
+    /// Pushes the rows selected by `read` onto `sink` (a `Vec<StoredRow<R>>`).
+    ///
+    /// # Errors
+    /// Arguments of the wrong type for this table.
+    fn read(&self, read: &Read<'_>, sink: &mut dyn Any) -> Result<(), StoreError>;
+    /// Applies a delta produced by the engine for this state.
+    ///
+    /// # Errors
+    /// A delta of the wrong type for this table.
+    fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError>;
+    /// How many rows.
+    fn len(&self) -> usize;
+    /// Whether the table has no rows.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The largest inner step stored (nested states).
+    fn max_step(&self) -> Option<u32>;
+}
+
+/// A store: where the state of a graph lives between iterations.
+///
+/// Implemented by `store::Memory`, `store::Sqlite` and `store::Postgres`.
+pub trait StateStore {
+    /// The fingerprint of the graph this store was opened for
+    /// ([`Graph::fingerprint`](crate::Graph::fingerprint)).
+    fn fingerprint(&self) -> &str;
+
+    /// Starts one iteration at `time`. Dropping the returned transaction
+    /// without [`StateTx::commit`] rolls it back.
+    ///
+    /// # Errors
+    /// The store cannot start a transaction.
+    fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError>;
+
+    /// The next input time for an iteration that was not given one: one
+    /// more than the largest time recorded by any table.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn next_time(&mut self) -> Result<i64, StoreError>;
+
+    /// Reads committed rows of the state described by `spec` (which need
+    /// not belong to the graph the store was opened for, e.g. a cache read
+    /// from another service), pushing them onto `sink`.
+    ///
+    /// # Errors
+    /// No such state in this store, a shape mismatch, or a read failure.
+    fn read_committed(
+        &mut self,
+        spec: &StateSpec,
+        read: &Read<'_>,
+        sink: &mut dyn Any,
+    ) -> Result<(), StoreError>;
+}
+
+/// One iteration's access to a store. It waits for the iteration's frontier
+/// before it first touches a table, and records `last_update = input_time`
+/// for every table it commits.
+pub trait StateTx {
+    /// Pushes rows of `state` selected by `read` onto `sink`: the committed
+    /// rows, never this transaction's own pending writes to that state.
+    ///
+    /// # Errors
+    /// A timeout waiting for the frontier, a read failure, a corrupt row.
+    fn read(
+        &mut self,
+        state: StateId,
+        read: &Read<'_>,
+        sink: &mut dyn Any,
+    ) -> Result<(), StoreError>;
+
+    /// The largest inner step stored in a nested `state`.
+    ///
+    /// # Errors
+    /// As for [`read`](Self::read).
+    fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError>;
+
+    /// Applies `delta` (typed for `state`'s codec). Called after every read
+    /// of `state` in this iteration: once for an integral or a delay, once
+    /// per inner step for nested states, once per operator write.
+    ///
+    /// # Errors
+    /// A write failure, an identity collision.
+    fn apply(&mut self, state: StateId, delta: crate::Value) -> Result<(), StoreError>;
+
+    /// With `flush_every_set = Some(true)`: commits `state`'s writes now and
+    /// records its `last_update`. Otherwise nothing.
+    ///
+    /// # Errors
+    /// A commit failure.
+    fn flush(&mut self, state: StateId) -> Result<(), StoreError>;
+
+    /// Commits every write and records `last_update = input_time` for every
+    /// table (also those this iteration did not change, so that the
+    /// frontier moves on). With `flush_every_set = None`, rolls back instead.
+    ///
+    /// # Errors
+    /// A commit failure (then nothing is committed, unless tables were
+    /// already flushed one by one).
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}

@@ -1,0 +1,148 @@
+//! `first_n`: the top rows by an index, per group.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use graph::{FlatScope, Handle, PrefixIndex, Read, Slot, Stream};
+use zset::{Data, Index, IndexKey, ZSet};
+
+/// `first_n`.
+pub trait FirstN<'q, T: Data, S: FlatScope>: Sized {
+    /// The first `n` rows in `index` order (ties by value), counting weights
+    /// (a row of weight 3 is 3 rows; the last one taken is clipped) and
+    /// ignoring rows whose weight is not positive.
+    ///
+    /// Not linear, so it is re-computed over the integral (§11.1): each
+    /// iteration reads, for each group in the change, only its first rows
+    /// through the index, and outputs the difference from the previous
+    /// top `n` (kept as a state).
+    ///
+    /// ```
+    /// use operators::prelude::*;
+    /// let by_score = Index::new("score", |s: &(String, i64)| Desc(s.1));
+    /// let (graph, (input, out)) = Graph::build(|q| {
+    ///     let (input, scores) = q.input::<(String, i64)>("scores")?;
+    ///     Ok((input, q.output("top2", scores.first_n(&by_score, 2))?))
+    /// })?;
+    /// let mut store = store::Memory::new(&graph);
+    /// let row = |n: &str, s| (n.to_string(), s);
+    /// graph.insert(&mut store, &input, [row("a", 1), row("b", 5), row("c", 3)])?;
+    /// let change = graph.insert(&mut store, &input, [row("d", 4)])?;
+    /// assert_eq!(change.get(&out)?, &zset! { row("d", 4) => 1, row("c", 3) => -1 });
+    /// let change = graph.remove(&mut store, &input, [row("b", 5)])?;
+    /// assert_eq!(change.get(&out)?, &zset! { row("b", 5) => -1, row("c", 3) => 1 });
+    /// # Ok::<(), GraphError>(())
+    /// ```
+    fn first_n<K: IndexKey + Hash>(self, index: &Index<T, K>, n: usize) -> Stream<'q, ZSet<T>, S>;
+}
+
+/// The first `n` units of the positive rows of `rows`, in (key, value) order.
+fn take_first<R: Data, K: Ord>(rows: &ZSet<R>, key: impl Fn(&R) -> K, n: usize) -> ZSet<R> {
+    let mut sorted: Vec<(K, &R, i64)> = rows
+        .iter()
+        .filter(|(_, w)| *w > 0)
+        .map(|(v, w)| (key(v), v, w))
+        .collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    let mut left = n as i64;
+    let mut out = ZSet::new();
+    for (_, v, w) in sorted {
+        if left <= 0 {
+            break;
+        }
+        let take = w.min(left);
+        out.update_ref(v, take);
+        left -= take;
+    }
+    out
+}
+
+impl<'q, T: Data, S: FlatScope> FirstN<'q, T, S> for Stream<'q, ZSet<T>, S> {
+    #[track_caller]
+    fn first_n<K: IndexKey + Hash>(self, index: &Index<T, K>, n: usize) -> Stream<'q, ZSet<T>, S> {
+        let q = self.query();
+        let group_parts = crate::group_parts(&self);
+        let mut parts: Vec<&str> = group_parts.iter().map(String::as_str).collect();
+        let own: Vec<String> = index.spec().parts.iter().map(|p| p.to_string()).collect();
+        parts.extend(own.iter().map(String::as_str));
+        let inner = index.clone();
+        let ordered: Index<S::Row<T>, (S::Key, K)> =
+            Index::with_parts(index.name(), &parts, move |row: &S::Row<T>| {
+                (S::key(row), inner.key(S::value(row)))
+            });
+        let prefix = PrefixIndex::new(ordered.clone());
+        let (integral, _) = self.raw_integrate(&[&prefix]);
+        let path = self.path().suffixed(&format!(".first_n({n})"));
+        let group_refs: Vec<&str> = group_parts.iter().map(String::as_str).collect();
+        let by_group: Index<S::Row<T>, S::Key> =
+            Index::with_parts("group", &group_refs, |row: &S::Row<T>| S::key(row));
+        let previous =
+            q.declare_zset::<S::Row<T>>(path.clone(), false, vec![Arc::new(by_group.clone())]);
+        self.apply_ctx(
+            &[integral.id()],
+            "first_n",
+            vec![previous],
+            Some(path),
+            move |ctx, ins: &[&Slot]| {
+                let delta = ctx.zset::<S::Row<T>>(ins[0])?;
+                if delta.is_empty() {
+                    return Ok(ZSet::new());
+                }
+                // The groups in the change, and how many of their rows it touches.
+                let mut touched: HashMap<S::Key, usize> = HashMap::new();
+                for row in delta.values() {
+                    *touched.entry(S::key(row)).or_default() += 1;
+                }
+                let groups: Vec<S::Key> = touched.keys().cloned().collect();
+                // Each touched stored row can leave the top, so read that many more.
+                let limit = n + touched.values().copied().max().unwrap_or(0);
+                let mut current: HashMap<S::Key, ZSet<S::Row<T>>> = HashMap::new();
+                match ctx.handle::<S::Row<T>>(ins[1])? {
+                    Handle::Owned(z) => {
+                        for (row, w) in z.iter() {
+                            if touched.contains_key(&S::key(row)) {
+                                current.entry(S::key(row)).or_default().update_ref(row, w);
+                            }
+                        }
+                    }
+                    Handle::State { state, delta } => {
+                        let pos = ctx.index_position(state, ordered.spec())?;
+                        if let Some(d) = delta {
+                            for (row, w) in d.iter() {
+                                current.entry(S::key(row)).or_default().update_ref(row, w);
+                            }
+                        }
+                        let read = Read::FirstByIndex {
+                            index: pos,
+                            prefixes: Some(&groups),
+                            limit,
+                        };
+                        for r in ctx.read::<S::Row<T>>(state, read)? {
+                            current
+                                .entry(S::key(&r.value))
+                                .or_default()
+                                .update(r.value, r.weight);
+                        }
+                    }
+                }
+                let before = ctx.read::<S::Row<T>>(
+                    previous,
+                    Read::ByIndex {
+                        index: 0,
+                        keys: &groups,
+                    },
+                )?;
+                let mut out: ZSet<S::Row<T>> =
+                    before.into_iter().map(|r| (r.value, -r.weight)).collect();
+                for rows in current.values() {
+                    out += take_first(rows, |r| ordered.key(r), n);
+                }
+                if !out.is_empty() {
+                    ctx.write(previous, Box::new(out.clone()));
+                }
+                Ok(out)
+            },
+        )
+    }
+}

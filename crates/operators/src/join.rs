@@ -1,0 +1,383 @@
+//! Joins: the incremental equi-join (Theorem 5.5) and the left outer join.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use graph::{Ctx, GraphError, Read, Scope, Slot, StateId, Stepped, StoredRow, Stream};
+use zset::{Data, Index, IndexKey, OrEmpty, Pair, ZSet};
+
+use crate::{Distinct, Linear};
+
+/// `join` and `outer_join`.
+pub trait Joins<'q, T: Data, S: Scope>: Sized {
+    /// The equi-join of this stream and `other` on `on_left(l) == on_right(r)`,
+    /// maintained incrementally (Theorem 5.5):
+    ///
+    /// `Δ(l ⋈ r) = I(l) ⋈ Δr + Δl ⋈ z⁻¹I(r)`
+    ///
+    /// Both integrals are stored, indexed by the join key; each iteration
+    /// reads only the rows whose keys appear in the other side's change.
+    ///
+    /// ```
+    /// use operators::prelude::*;
+    /// let by_id = Index::new("id", |u: &(i64, String)| u.0);
+    /// let by_user = Index::new("user_id", |o: &(i64, i64)| o.0);
+    /// let (graph, (users, orders, joined)) = Graph::build(|q| {
+    ///     let (users, u) = q.input::<(i64, String)>("users")?;
+    ///     let (orders, o) = q.input::<(i64, i64)>("orders")?;
+    ///     Ok((users, orders, q.output("joined", u.join(o, &by_id, &by_user))?))
+    /// })?;
+    /// let mut store = store::Memory::new(&graph);
+    /// graph.insert(&mut store, &users, [(1, "ann".to_string())])?;
+    /// let change = graph.insert(&mut store, &orders, [(1, 100), (2, 200)])?;
+    /// assert_eq!(change.get(&joined)?, &zset! { Pair::new((1, "ann".to_string()), (1, 100)) => 1 });
+    /// # Ok::<(), GraphError>(())
+    /// ```
+    fn join<U: Data, K: IndexKey + Hash>(
+        self,
+        other: Stream<'q, ZSet<U>, S>,
+        on_left: &Index<T, K>,
+        on_right: &Index<U, K>,
+    ) -> Stream<'q, ZSet<Pair<T, U>>, S>;
+
+    /// The left outer join: every pair of the [`join`](Self::join), plus
+    /// `Pair(l, Empty)` for each left row whose key has no right rows.
+    ///
+    /// A key counts as matched while the total weight of the right rows with
+    /// that key is positive; a left row with several matches never produces
+    /// an `Empty` row (the original's negative-weight bug does not exist).
+    ///
+    /// ```
+    /// use operators::prelude::*;
+    /// let key = Index::new("k", |x: &(i64, char)| x.0);
+    /// let (graph, (left, right, outer)) = Graph::build(|q| {
+    ///     let (left, l) = q.input::<(i64, char)>("left")?;
+    ///     let (right, r) = q.input::<(i64, char)>("right")?;
+    ///     Ok((left, right, q.output("outer", l.outer_join(r, &key, &key))?))
+    /// })?;
+    /// let mut store = store::Memory::new(&graph);
+    /// let change = graph.insert(&mut store, &left, [(1, 'a')])?;
+    /// assert_eq!(change.get(&outer)?, &zset! { Pair::new((1, 'a'), OrEmpty::Empty) => 1 });
+    /// let change = graph.insert(&mut store, &right, [(1, 'x'), (1, 'y')])?;
+    /// assert_eq!(change.get(&outer)?, &zset! {
+    ///     Pair::new((1, 'a'), OrEmpty::Empty) => -1,
+    ///     Pair::new((1, 'a'), OrEmpty::Value((1, 'x'))) => 1,
+    ///     Pair::new((1, 'a'), OrEmpty::Value((1, 'y'))) => 1,
+    /// });
+    /// # Ok::<(), GraphError>(())
+    /// ```
+    fn outer_join<U: Data, K: IndexKey + Hash>(
+        self,
+        other: Stream<'q, ZSet<U>, S>,
+        on_left: &Index<T, K>,
+        on_right: &Index<U, K>,
+    ) -> Stream<'q, ZSet<Pair<T, OrEmpty<U>>>, S>;
+}
+
+/// Joins rows of two Z-sets that share a key: `Σ l·r` over matching pairs.
+fn join_rows<S: Scope, T: Data, U: Data, LK: IndexKey + Hash>(
+    left: &ZSet<S::Row<T>>,
+    right: &ZSet<S::Row<U>>,
+    lkey: &Index<S::Row<T>, LK>,
+    rkey: &Index<S::Row<U>, LK>,
+    out: &mut ZSet<S::Row<Pair<T, U>>>,
+) {
+    if left.is_empty() || right.is_empty() {
+        return;
+    }
+    let mut by_key: HashMap<LK, Vec<(&S::Row<T>, i64)>> = HashMap::new();
+    for (row, w) in left.iter() {
+        by_key.entry(lkey.key(row)).or_default().push((row, w));
+    }
+    for (r, wr) in right.iter() {
+        if let Some(ls) = by_key.get(&rkey.key(r)) {
+            for (l, wl) in ls {
+                let pair = Pair::new(S::value(l).clone(), S::value(r).clone());
+                out.update(S::wrap(pair, S::key(l)), wl * wr);
+            }
+        }
+    }
+}
+
+fn keys_of<R, K: Eq + Hash + Clone>(z: &ZSet<R>, index: &Index<R, K>) -> Vec<K> {
+    let mut seen: std::collections::HashSet<K> = std::collections::HashSet::new();
+    z.values()
+        .map(|v| index.key(v))
+        .filter(|k| seen.insert(k.clone()))
+        .collect()
+}
+
+impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
+    #[track_caller]
+    fn join<U: Data, K: IndexKey + Hash>(
+        self,
+        other: Stream<'q, ZSet<U>, S>,
+        on_left: &Index<T, K>,
+        on_right: &Index<U, K>,
+    ) -> Stream<'q, ZSet<Pair<T, U>>, S> {
+        let parts = crate::group_parts(&self);
+        let li = S::lift_index(on_left, &parts);
+        let ri = S::lift_index(on_right, &parts);
+        if S::NESTED {
+            return nested_join(self, other, li, ri);
+        }
+        let (l_integral, _) = self.raw_integrate(&[&li]);
+        let (_, r_before) = other.raw_integrate(&[&ri]);
+        let path = self
+            .path()
+            .suffixed(&format!(".join({})", other.path().last()));
+        self.apply_ctx(
+            &[other.id(), l_integral.id(), r_before.id()],
+            "join",
+            Vec::new(),
+            Some(path),
+            move |ctx, ins| {
+                let dl = ctx.zset::<S::Row<T>>(ins[0])?;
+                let dr = ctx.zset::<S::Row<U>>(ins[1])?;
+                let mut out = ZSet::new();
+                // I(l) ⋈ Δr: the left integral (with Δl) at Δr's keys.
+                if !dr.is_empty() {
+                    let left = ctx.lookup(ins[2], &li, keys_of(&dr, &ri))?;
+                    join_rows::<S, T, U, _>(&left, &dr, &li, &ri, &mut out);
+                }
+                // Δl ⋈ z⁻¹I(r): the previous right integral at Δl's keys.
+                if !dl.is_empty() {
+                    let right = ctx.lookup(ins[3], &ri, keys_of(&dl, &li))?;
+                    join_rows::<S, T, U, _>(&dl, &right, &li, &ri, &mut out);
+                }
+                Ok(out)
+            },
+        )
+    }
+
+    #[track_caller]
+    fn outer_join<U: Data, K: IndexKey + Hash>(
+        self,
+        other: Stream<'q, ZSet<U>, S>,
+        on_left: &Index<T, K>,
+        on_right: &Index<U, K>,
+    ) -> Stream<'q, ZSet<Pair<T, OrEmpty<U>>>, S> {
+        let base = self
+            .path()
+            .suffixed(&format!(".outer_join({})", other.path().last()));
+        let joined = self.join(other, on_left, on_right);
+        // The keys present on the right (total weight positive), as a set.
+        let on_r = on_right.clone();
+        let right_keys = other
+            .map(move |r| on_r.key(r))
+            .at(base.child("right_keys"))
+            .distinct();
+        let key_of_key = Index::new(on_left.name(), |k: &K| k.clone());
+        let matched = self
+            .join(
+                right_keys.at(base.child("matched_keys")),
+                on_left,
+                &key_of_key,
+            )
+            .map(|p| p.left.clone());
+        let unmatched = self
+            .add(matched.neg())
+            .map(|l| Pair::new(l.clone(), OrEmpty::Empty));
+        let paired = joined.map(|p| Pair::new(p.left.clone(), OrEmpty::Value(p.right.clone())));
+        unmatched.add(paired).at(base)
+    }
+}
+
+/// Scratch of a join inside a recursion, kept across the inner steps of one
+/// outer iteration.
+struct NestedJoinScratch<LR, RR, LK> {
+    /// This iteration's changes of each side, per inner step.
+    cur_l: Vec<ZSet<LR>>,
+    cur_r: Vec<ZSet<RR>>,
+    /// Stored rows fetched so far, per key.
+    stored_l: HashMap<LK, Vec<StoredRow<LR>>>,
+    stored_r: HashMap<LK, Vec<StoredRow<RR>>>,
+}
+
+impl<LR, RR, LK> Default for NestedJoinScratch<LR, RR, LK> {
+    fn default() -> Self {
+        NestedJoinScratch {
+            cur_l: Vec::new(),
+            cur_r: Vec::new(),
+            stored_l: HashMap::new(),
+            stored_r: HashMap::new(),
+        }
+    }
+}
+
+/// Fetches the stored rows of `keys` not fetched yet.
+fn fetch<R: Data, K: IndexKey + Hash>(
+    ctx: &mut Ctx<'_>,
+    state: StateId,
+    index: &Index<R, K>,
+    keys: impl IntoIterator<Item = K>,
+    cache: &mut HashMap<K, Vec<StoredRow<R>>>,
+) -> Result<(), GraphError> {
+    let missing: Vec<K> = keys
+        .into_iter()
+        .filter(|k| !cache.contains_key(k))
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let pos = ctx.index_position(state, index.spec())?;
+    for k in &missing {
+        cache.insert(k.clone(), Vec::new());
+    }
+    for row in ctx.read::<R>(
+        state,
+        Read::ByIndex {
+            index: pos,
+            keys: &missing,
+        },
+    )? {
+        if let Some(rows) = cache.get_mut(&index.key(&row.value)) {
+            rows.push(row);
+        }
+    }
+    Ok(())
+}
+
+/// The stored rows of `keys` at inner steps selected by `steps`, as a Z-set.
+fn stored_at<R: Data, K: IndexKey + Hash>(
+    cache: &HashMap<K, Vec<StoredRow<R>>>,
+    keys: impl IntoIterator<Item = K>,
+    steps: impl Fn(u32) -> bool,
+) -> ZSet<R> {
+    let mut out = ZSet::new();
+    let unique: std::collections::HashSet<K> = keys.into_iter().collect();
+    for k in unique {
+        for row in cache.get(&k).into_iter().flatten() {
+            if steps(row.step) {
+                out.update_ref(&row.value, row.weight);
+            }
+        }
+    }
+    out
+}
+
+fn sum_steps<R: Data>(steps: &[ZSet<R>]) -> ZSet<R> {
+    let mut out = ZSet::new();
+    for z in steps {
+        out += z;
+    }
+    out
+}
+
+/// A join inside a recursion body, with nested time (DBSP §9): at inner
+/// step `k` of outer iteration `t`, with `a`, `b` this iteration's changes
+/// per step and `A`, `B` the stored integrals over earlier iterations,
+///
+/// `Δ[t][k] = a[k] ⋈ (B + b)[≤k] + a[<k] ⋈ (B + b)[k] + A[k] ⋈ b[≤k] + A[<k] ⋈ b[k]`
+///
+/// (the four ways two 2-D changes can meet at `(t, k)`); `A` and `B` keep
+/// one row per value per inner step.
+fn nested_join<'q, T: Data, U: Data, S: Scope, LK: IndexKey + Hash>(
+    left: Stream<'q, ZSet<T>, S>,
+    right: Stream<'q, ZSet<U>, S>,
+    li: Index<S::Row<T>, LK>,
+    ri: Index<S::Row<U>, LK>,
+) -> Stream<'q, ZSet<Pair<T, U>>, S> {
+    let q = left.query();
+    let path = left
+        .path()
+        .suffixed(&format!(".join({})", right.path().last()));
+    let l_state = q.declare_zset::<S::Row<T>>(
+        path.child("left"),
+        true,
+        vec![std::sync::Arc::new(li.clone())],
+    );
+    let r_state = q.declare_zset::<S::Row<U>>(
+        path.child("right"),
+        true,
+        vec![std::sync::Arc::new(ri.clone())],
+    );
+    left.apply_ctx(
+        &[right.id()],
+        "join",
+        vec![l_state, r_state],
+        Some(path),
+        move |ctx, ins: &[&Slot]| {
+            let a_k = ctx.zset::<S::Row<T>>(ins[0])?.into_owned();
+            let b_k = ctx.zset::<S::Row<U>>(ins[1])?.into_owned();
+            let k = ctx.step();
+            let mut scratch =
+                std::mem::take(ctx.scratch::<NestedJoinScratch<S::Row<T>, S::Row<U>, LK>>());
+            scratch.cur_l.push(a_k.clone());
+            scratch.cur_r.push(b_k.clone());
+            let a_before = sum_steps(&scratch.cur_l[..k as usize]);
+            let b_upto = sum_steps(&scratch.cur_r);
+            // Fetch stored rows for every key this step can meet.
+            let l_keys: Vec<LK> = a_before
+                .values()
+                .chain(a_k.values())
+                .map(|v| li.key(v))
+                .collect();
+            let r_keys: Vec<LK> = b_upto.values().map(|v| ri.key(v)).collect();
+            fetch(
+                ctx,
+                r_state,
+                &ri,
+                l_keys.iter().cloned(),
+                &mut scratch.stored_r,
+            )?;
+            fetch(
+                ctx,
+                l_state,
+                &li,
+                r_keys.iter().cloned(),
+                &mut scratch.stored_l,
+            )?;
+            let mut out = ZSet::new();
+            // a[k] ⋈ (B + b)[≤k]
+            let mut b_full_upto =
+                stored_at(&scratch.stored_r, a_k.values().map(|v| li.key(v)), |s| {
+                    s <= k
+                });
+            b_full_upto += &b_upto;
+            join_rows::<S, T, U, _>(&a_k, &b_full_upto, &li, &ri, &mut out);
+            // a[<k] ⋈ (B + b)[k]
+            let mut b_full_k = stored_at(
+                &scratch.stored_r,
+                a_before.values().map(|v| li.key(v)),
+                |s| s == k,
+            );
+            b_full_k += &b_k;
+            join_rows::<S, T, U, _>(&a_before, &b_full_k, &li, &ri, &mut out);
+            // A[k] ⋈ b[≤k]
+            let a_stored_k =
+                stored_at(&scratch.stored_l, b_upto.values().map(|v| ri.key(v)), |s| {
+                    s == k
+                });
+            join_rows::<S, T, U, _>(&a_stored_k, &b_upto, &li, &ri, &mut out);
+            // A[<k] ⋈ b[k]
+            let a_stored_before =
+                stored_at(&scratch.stored_l, b_k.values().map(|v| ri.key(v)), |s| {
+                    s < k
+                });
+            join_rows::<S, T, U, _>(&a_stored_before, &b_k, &li, &ri, &mut out);
+            if !a_k.is_empty() {
+                ctx.write(
+                    l_state,
+                    Box::new(Stepped {
+                        step: k,
+                        delta: a_k,
+                    }),
+                );
+            }
+            if !b_k.is_empty() {
+                ctx.write(
+                    r_state,
+                    Box::new(Stepped {
+                        step: k,
+                        delta: b_k,
+                    }),
+                );
+            }
+            *ctx.scratch::<NestedJoinScratch<S::Row<T>, S::Row<U>, LK>>() = scratch;
+            Ok(out)
+        },
+    )
+}

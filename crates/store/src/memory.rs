@@ -1,0 +1,262 @@
+//! The in-memory store: typed tables, no serialization.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use graph::{
+    Graph, MemTable, Path, Read, StateId, StateSpec, StateStore, StateTx, StoreError, Time, Value,
+};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+/// How long a [`Memory`] iteration waits for a frontier by default.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
+
+struct Shared {
+    specs: Vec<StateSpec>,
+    tables: Vec<RwLock<Box<dyn MemTable>>>,
+    by_path: HashMap<Path, usize>,
+    /// `last_update` per table; 0 for a new table.
+    clock: Mutex<Vec<i64>>,
+    tick: Condvar,
+    /// Serializes commits so that readers see whole iterations.
+    commit: Mutex<()>,
+}
+
+/// A store that keeps every state in memory, typed (no serialization).
+///
+/// It implements the same protocol as the SQL stores: iterations are atomic
+/// (writes are buffered and applied together at commit), [`Time`] frontiers
+/// are waited for with a condition variable, and several workers can share
+/// one store through [`Memory::handle`].
+///
+/// ```
+/// # use graph::{Graph, GraphError};
+/// # let (graph, _) = Graph::build(|q| Ok(q.input::<i64>("x")?.0))?;
+/// let mut store = store::Memory::new(&graph);
+/// assert_eq!(store.last_time(), 0);
+/// # Ok::<(), GraphError>(())
+/// ```
+#[derive(Clone)]
+pub struct Memory {
+    shared: Arc<Shared>,
+    fingerprint: String,
+    max_wait: Duration,
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Memory({} tables, last time {})",
+            self.shared.tables.len(),
+            self.last_time()
+        )
+    }
+}
+
+impl Memory {
+    /// An empty store for `graph`'s states.
+    pub fn new(graph: &Graph) -> Self {
+        let specs = graph.states().to_vec();
+        let tables = specs
+            .iter()
+            .map(|s| RwLock::new(s.codec().new_table()))
+            .collect();
+        let by_path = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.path().clone(), i))
+            .collect();
+        let clock = Mutex::new(vec![0; specs.len()]);
+        Memory {
+            shared: Arc::new(Shared {
+                specs,
+                tables,
+                by_path,
+                clock,
+                tick: Condvar::new(),
+                commit: Mutex::new(()),
+            }),
+            fingerprint: graph.fingerprint().to_owned(),
+            max_wait: DEFAULT_MAX_WAIT,
+        }
+    }
+
+    /// Another handle to the same tables, for another worker thread.
+    pub fn handle(&self) -> Memory {
+        self.clone()
+    }
+
+    /// Sets how long an iteration waits for its frontier before failing with
+    /// [`StoreError::FrontierTimeout`] (default [`DEFAULT_MAX_WAIT`]).
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// The last input time committed to every table (the smallest
+    /// `last_update`): every iteration up to it is fully applied.
+    pub fn last_time(&self) -> i64 {
+        self.shared.clock.lock().iter().copied().min().unwrap_or(0)
+    }
+
+    /// How many rows each state holds, by path.
+    pub fn row_counts(&self) -> Vec<(Path, usize)> {
+        self.shared
+            .specs
+            .iter()
+            .zip(&self.shared.tables)
+            .map(|(s, t)| (s.path().clone(), t.read().len()))
+            .collect()
+    }
+}
+
+impl StateStore for Memory {
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        let n = self.shared.tables.len();
+        Ok(Box::new(MemoryTx {
+            shared: &self.shared,
+            time,
+            max_wait: self.max_wait,
+            waited: vec![false; n],
+            pending: (0..n).map(|_| Vec::new()).collect(),
+        }))
+    }
+
+    fn next_time(&mut self) -> Result<i64, StoreError> {
+        Ok(self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1)
+    }
+
+    fn read_committed(
+        &mut self,
+        spec: &StateSpec,
+        read: &Read<'_>,
+        sink: &mut dyn std::any::Any,
+    ) -> Result<(), StoreError> {
+        let table = self
+            .shared
+            .by_path
+            .get(spec.path())
+            .copied()
+            .ok_or_else(|| StoreError::MissingTable {
+                table: spec.path().to_string(),
+                path: spec.path().to_string(),
+            })?;
+        let mine = &self.shared.specs[table];
+        if mine.shape() != spec.shape() {
+            return Err(StoreError::SchemaMismatch {
+                table: spec.path().to_string(),
+                detail: format!(
+                    "it holds `{}`, the reader expects `{}`",
+                    mine.shape(),
+                    spec.shape()
+                ),
+            });
+        }
+        let _whole_iterations = self.shared.commit.lock();
+        self.shared.tables[table].read().read(read, sink)
+    }
+}
+
+struct MemoryTx<'s> {
+    shared: &'s Shared,
+    time: Time,
+    max_wait: Duration,
+    waited: Vec<bool>,
+    pending: Vec<Vec<Value>>,
+}
+
+impl MemoryTx<'_> {
+    /// Waits until `state`'s table has reached the frontier (once per iteration).
+    fn wait(&mut self, state: StateId) -> Result<(), StoreError> {
+        let s = state.index();
+        if self.waited[s] {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.max_wait;
+        let mut clock = self.shared.clock.lock();
+        while clock[s] < self.time.frontier {
+            if self
+                .shared
+                .tick
+                .wait_until(&mut clock, deadline)
+                .timed_out()
+                && clock[s] < self.time.frontier
+            {
+                return Err(StoreError::FrontierTimeout {
+                    table: self.shared.specs[s].path().to_string(),
+                    frontier: self.time.frontier,
+                    seen: Some(clock[s]),
+                    waited_ms: self.max_wait.as_millis() as u64,
+                });
+            }
+        }
+        self.waited[s] = true;
+        Ok(())
+    }
+
+    /// Applies the pending writes of `states` and records their time.
+    fn publish(&mut self, states: &[usize]) -> Result<(), StoreError> {
+        let _one_at_a_time = self.shared.commit.lock();
+        for &s in states {
+            let mut table = self.shared.tables[s].write();
+            for delta in self.pending[s].drain(..) {
+                table.apply(&*delta)?;
+            }
+        }
+        let mut clock = self.shared.clock.lock();
+        for &s in states {
+            clock[s] = clock[s].max(self.time.input_time);
+        }
+        drop(clock);
+        self.shared.tick.notify_all();
+        Ok(())
+    }
+}
+
+impl StateTx for MemoryTx<'_> {
+    fn read(
+        &mut self,
+        state: StateId,
+        read: &Read<'_>,
+        sink: &mut dyn std::any::Any,
+    ) -> Result<(), StoreError> {
+        self.wait(state)?;
+        self.shared.tables[state.index()].read().read(read, sink)
+    }
+
+    fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError> {
+        self.wait(state)?;
+        Ok(self.shared.tables[state.index()].read().max_step())
+    }
+
+    fn apply(&mut self, state: StateId, delta: Value) -> Result<(), StoreError> {
+        self.wait(state)?;
+        self.pending[state.index()].push(delta);
+        Ok(())
+    }
+
+    fn flush(&mut self, state: StateId) -> Result<(), StoreError> {
+        if self.time.flush_every_set == Some(true) {
+            self.wait(state)?;
+            self.publish(&[state.index()])?;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        if self.time.flush_every_set.is_none() {
+            return Ok(());
+        }
+        for s in 0..self.waited.len() {
+            self.wait(StateId(s as u32))?;
+        }
+        let all: Vec<usize> = (0..self.pending.len()).collect();
+        self.publish(&all)
+    }
+}
