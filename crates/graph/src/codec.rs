@@ -123,37 +123,112 @@ impl<R: Data, K: IndexKey> DynIndex<R> for Index<R, K> {
     }
 }
 
-struct PlainTree<R, K> {
-    index: Index<R, K>,
-    tree: BTreeMap<K, Vec<u32>>,
+/// The ids of the rows sharing one key: a short list, or a hash set once
+/// there are many (so adding and removing a row stay cheap however many rows
+/// share a key, e.g. a date index).
+#[derive(Debug, Default)]
+enum IdSet {
+    #[default]
+    Empty,
+    Few(Vec<u32>),
+    Many(hashbrown::HashSet<u32>),
 }
 
-fn remove_id(ids: &mut Vec<u32>, id: u32) {
-    if let Some(pos) = ids.iter().position(|x| *x == id) {
-        ids.swap_remove(pos);
+impl IdSet {
+    const FEW: usize = 32;
+
+    fn insert(&mut self, id: u32) {
+        match self {
+            IdSet::Empty => *self = IdSet::Few(vec![id]),
+            IdSet::Few(ids) if ids.len() < Self::FEW => ids.push(id),
+            IdSet::Few(ids) => {
+                let mut set: hashbrown::HashSet<u32> = ids.drain(..).collect();
+                set.insert(id);
+                *self = IdSet::Many(set);
+            }
+            IdSet::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    /// Removes `id`; `true` when no id is left.
+    fn remove(&mut self, id: u32) -> bool {
+        match self {
+            IdSet::Empty => true,
+            IdSet::Few(ids) => {
+                if let Some(pos) = ids.iter().position(|x| *x == id) {
+                    ids.swap_remove(pos);
+                }
+                ids.is_empty()
+            }
+            IdSet::Many(set) => {
+                set.remove(&id);
+                set.is_empty()
+            }
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(u32) -> bool) -> bool {
+        match self {
+            IdSet::Empty => true,
+            IdSet::Few(ids) => ids.iter().all(|id| f(*id)),
+            IdSet::Many(set) => set.iter().all(|id| f(*id)),
+        }
+    }
+}
+
+/// Row ids by key, in key order.
+struct PlainTree<R, K> {
+    index: Index<R, K>,
+    tree: BTreeMap<K, IdSet>,
+}
+
+/// Visits the ids of `groups` (in key order) as scan items; `false` if `f`
+/// stopped.
+fn scan_ids<'a>(
+    groups: impl Iterator<Item = &'a IdSet>,
+    f: &mut dyn FnMut(ScanItem) -> bool,
+) -> bool {
+    for ids in groups {
+        let mut first = true;
+        let go_on = ids.for_each(|id| {
+            let item = ScanItem::Row { id, new_key: first };
+            first = false;
+            f(item)
+        });
+        if !go_on {
+            return false;
+        }
+    }
+    true
+}
+
+fn tree_remove<K: Ord>(tree: &mut BTreeMap<K, IdSet>, key: K, id: u32) {
+    if let Some(ids) = tree.get_mut(&key) {
+        if ids.remove(id) {
+            tree.remove(&key);
+        }
     }
 }
 
 impl<R: Data, K: IndexKey> IndexTree<R> for PlainTree<R, K> {
     fn insert(&mut self, row: &R, id: u32) {
-        self.tree.entry(self.index.key(row)).or_default().push(id);
+        self.tree.entry(self.index.key(row)).or_default().insert(id);
     }
     fn remove(&mut self, row: &R, id: u32) {
-        let key = self.index.key(row);
-        if let Some(ids) = self.tree.get_mut(&key) {
-            remove_id(ids, id);
-            if ids.is_empty() {
-                self.tree.remove(&key);
-            }
-        }
+        tree_remove(&mut self.tree, self.index.key(row), id);
     }
     fn lookup(&self, keys: &dyn Any, f: &mut dyn FnMut(u32)) -> bool {
         let Some(keys) = keys.downcast_ref::<Vec<K>>() else {
             return false;
         };
         for key in keys {
-            for id in self.tree.get(key).into_iter().flatten() {
-                f(*id);
+            if let Some(ids) = self.tree.get(key) {
+                ids.for_each(|id| {
+                    f(id);
+                    true
+                });
             }
         }
         true
@@ -163,16 +238,7 @@ impl<R: Data, K: IndexKey> IndexTree<R> for PlainTree<R, K> {
             return false;
         }
         f(ScanItem::Group);
-        for ids in self.tree.values() {
-            for (i, id) in ids.iter().enumerate() {
-                if !f(ScanItem::Row {
-                    id: *id,
-                    new_key: i == 0,
-                }) {
-                    return true;
-                }
-            }
-        }
+        scan_ids(self.tree.values(), f);
         true
     }
 }
@@ -244,9 +310,10 @@ impl<R: Data, P: IndexKey, K: IndexKey> DynIndex<R> for PrefixIndex<R, P, K> {
     }
 }
 
+/// Per prefix, row ids ordered by the rest of the key.
 struct PrefixTree<R, P, K> {
     index: Index<R, (P, K)>,
-    tree: BTreeMap<P, BTreeMap<K, Vec<u32>>>,
+    tree: BTreeMap<P, BTreeMap<K, IdSet>>,
 }
 
 impl<R: Data, P: IndexKey, K: IndexKey> IndexTree<R> for PrefixTree<R, P, K> {
@@ -257,17 +324,12 @@ impl<R: Data, P: IndexKey, K: IndexKey> IndexTree<R> for PrefixTree<R, P, K> {
             .or_default()
             .entry(k)
             .or_default()
-            .push(id);
+            .insert(id);
     }
     fn remove(&mut self, row: &R, id: u32) {
         let (p, k) = self.index.key(row);
         if let Some(inner) = self.tree.get_mut(&p) {
-            if let Some(ids) = inner.get_mut(&k) {
-                remove_id(ids, id);
-                if ids.is_empty() {
-                    inner.remove(&k);
-                }
-            }
+            tree_remove(inner, k, id);
             if inner.is_empty() {
                 self.tree.remove(&p);
             }
@@ -278,38 +340,21 @@ impl<R: Data, P: IndexKey, K: IndexKey> IndexTree<R> for PrefixTree<R, P, K> {
             return false;
         };
         for (p, k) in keys {
-            for id in self
-                .tree
-                .get(p)
-                .and_then(|inner| inner.get(k))
-                .into_iter()
-                .flatten()
-            {
-                f(*id);
+            if let Some(ids) = self.tree.get(p).and_then(|inner| inner.get(k)) {
+                ids.for_each(|id| {
+                    f(id);
+                    true
+                });
             }
         }
         true
     }
     fn scan(&self, prefixes: Option<&dyn Any>, f: &mut dyn FnMut(ScanItem) -> bool) -> bool {
-        // Visits one group's rows; `false` when `f` asked to skip the rest.
-        fn visit<K>(inner: &BTreeMap<K, Vec<u32>>, f: &mut dyn FnMut(ScanItem) -> bool) -> bool {
-            for ids in inner.values() {
-                for (i, id) in ids.iter().enumerate() {
-                    if !f(ScanItem::Row {
-                        id: *id,
-                        new_key: i == 0,
-                    }) {
-                        return false;
-                    }
-                }
-            }
-            true
-        }
         match prefixes {
             None => {
                 f(ScanItem::Group);
                 for inner in self.tree.values() {
-                    if !visit(inner, f) {
+                    if !scan_ids(inner.values(), f) {
                         break;
                     }
                 }
@@ -321,7 +366,7 @@ impl<R: Data, P: IndexKey, K: IndexKey> IndexTree<R> for PrefixTree<R, P, K> {
                 for p in prefixes {
                     f(ScanItem::Group);
                     if let Some(inner) = self.tree.get(p) {
-                        visit(inner, f);
+                        scan_ids(inner.values(), f);
                     }
                 }
             }

@@ -70,8 +70,24 @@ impl<R: Data> MemZSet<R> {
         if self.nested {
             self.max_step = Some(self.max_step.map_or(step, |m| m.max(step)));
         }
-        match self.find(value) {
-            Some(id) => {
+        let hash = self.hasher.hash_one(value);
+        let (rows, hasher) = (&self.rows, &self.hasher);
+        let entry = self.by_value.entry(
+            hash,
+            |id| {
+                rows[*id as usize]
+                    .as_ref()
+                    .is_some_and(|e| &e.value == value)
+            },
+            |id| {
+                rows[*id as usize]
+                    .as_ref()
+                    .map_or(0, |e| hasher.hash_one(&e.value))
+            },
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => {
+                let id = *found.get();
                 let Some(entry) = self.rows[id as usize].as_mut() else {
                     return;
                 };
@@ -90,47 +106,40 @@ impl<R: Data> MemZSet<R> {
                     }
                 };
                 if now_empty {
+                    found.remove();
                     self.delete(id);
                 }
             }
-            None => {
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let id = match self.free.pop() {
+                    Some(id) => id,
+                    None => self.rows.len() as u32,
+                };
+                vacant.insert(id);
                 let weights = if self.nested {
                     Weights::Steps(vec![(step, weight)])
                 } else {
                     Weights::One(weight)
                 };
-                let entry = Entry {
+                for tree in &mut self.trees {
+                    tree.insert(value, id);
+                }
+                let entry = Some(Entry {
                     value: value.clone(),
                     weights,
-                };
-                let id = match self.free.pop() {
-                    Some(id) => {
-                        self.rows[id as usize] = Some(entry);
-                        id
-                    }
-                    None => {
-                        self.rows.push(Some(entry));
-                        (self.rows.len() - 1) as u32
-                    }
-                };
-                let Some(entry) = self.rows[id as usize].as_ref() else {
-                    return;
-                };
-                for tree in &mut self.trees {
-                    tree.insert(&entry.value, id);
-                }
-                let hash = self.hasher.hash_one(&entry.value);
-                let (rows, hasher) = (&self.rows, &self.hasher);
-                self.by_value.insert_unique(hash, id, |other| {
-                    rows[*other as usize]
-                        .as_ref()
-                        .map_or(0, |e| hasher.hash_one(&e.value))
                 });
+                if id as usize == self.rows.len() {
+                    self.rows.push(entry);
+                } else {
+                    self.rows[id as usize] = entry;
+                }
                 self.live += 1;
             }
         }
     }
 
+    /// Removes row `id` from the slab and the indexes (its hash table entry
+    /// is already gone).
     fn delete(&mut self, id: u32) {
         let Some(entry) = self.rows[id as usize].take() else {
             return;
@@ -248,6 +257,11 @@ impl<R: Data> MemTable for MemZSet<R> {
 
     fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError> {
         if let Some(z) = delta.downcast_ref::<ZSet<R>>() {
+            self.by_value.reserve(z.len(), |id| {
+                self.rows[*id as usize]
+                    .as_ref()
+                    .map_or(0, |e| self.hasher.hash_one(&e.value))
+            });
             for (v, w) in z.iter() {
                 self.add(v, 0, w);
             }

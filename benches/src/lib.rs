@@ -1,0 +1,6 @@
+//! Benchmark workloads shared by `cargo xtask bench`, the examples and the
+//! tests. Start with [`meter_reads`].
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod meter_reads;

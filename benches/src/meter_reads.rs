@@ -1,0 +1,283 @@
+//! The meter-reads workload (DESIGN §7, from the original's docs): users own
+//! meters, meters produce half-hourly reads, and the query keeps each
+//! user's daily usage per meter, with a cache of it indexed by date.
+//!
+//! ```text
+//! users ⋈ meters (user_id) → UserMeter ⋈ reads (meter_id) → UserMeterRead
+//!   → group by (user_id, meter_id, date), sum value → DailyUsage → cache by date
+//! ```
+//!
+//! [`Workload`] generates deterministic data, reproducible anywhere, and the
+//! expected daily sums computed directly from it.
+
+use std::collections::BTreeMap;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use graph::{Cache, Graph, GraphError, Input, Output};
+use operators::prelude::*;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A user.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct User {
+    /// The user's id.
+    pub user_id: i64,
+    /// The user's name.
+    pub name: String,
+}
+
+/// A meter, owned by a user.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct Meter {
+    /// The meter's id.
+    pub meter_id: Uuid,
+    /// Its owner.
+    pub user_id: i64,
+}
+
+/// A half-hourly meter read (the original's `HalfHourlyMeterRead`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct MeterRead {
+    /// The meter.
+    pub meter_id: Uuid,
+    /// When.
+    pub timestamp: NaiveDateTime,
+    /// How much.
+    pub value: F64,
+}
+
+/// A user joined with one of their meters.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct UserMeter {
+    /// The user.
+    pub user_id: i64,
+    /// The user's name.
+    pub name: String,
+    /// The meter.
+    pub meter_id: Uuid,
+}
+
+/// A read with its user and its date.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct UserMeterRead {
+    /// The user.
+    pub user_id: i64,
+    /// The user's name.
+    pub name: String,
+    /// The meter.
+    pub meter_id: Uuid,
+    /// When.
+    pub timestamp: NaiveDateTime,
+    /// How much.
+    pub value: F64,
+    /// The read's date.
+    pub date: NaiveDate,
+}
+
+/// One user's usage on one meter on one day.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct DailyUsage {
+    /// The user.
+    pub user_id: i64,
+    /// The meter.
+    pub meter_id: Uuid,
+    /// The day.
+    pub date: NaiveDate,
+    /// The day's total.
+    pub value: F64,
+}
+
+/// The handles of the built query.
+#[derive(Debug, Clone)]
+pub struct MeterReads {
+    /// Users in.
+    pub users: Input<User>,
+    /// Meters in.
+    pub meters: Input<Meter>,
+    /// Reads in.
+    pub reads: Input<MeterRead>,
+    /// The change of daily usage, each iteration.
+    pub daily: Output<ZSet<DailyUsage>>,
+    /// Daily usage, stored, indexed by date.
+    pub cache: Cache<DailyUsage>,
+}
+
+/// The cache's index: by date.
+pub fn by_date() -> Index<DailyUsage, NaiveDate> {
+    Index::new("date", |d: &DailyUsage| d.date)
+}
+
+fn make_user_meter(p: &Pair<User, Meter>) -> UserMeter {
+    UserMeter {
+        user_id: p.left.user_id,
+        name: p.left.name.clone(),
+        meter_id: p.right.meter_id,
+    }
+}
+
+fn with_date(p: &Pair<UserMeter, MeterRead>) -> UserMeterRead {
+    UserMeterRead {
+        user_id: p.left.user_id,
+        name: p.left.name.clone(),
+        meter_id: p.left.meter_id,
+        timestamp: p.right.timestamp,
+        value: p.right.value,
+        date: p.right.timestamp.date(),
+    }
+}
+
+fn to_daily(p: &Pair<F64, (i64, Uuid, NaiveDate)>) -> DailyUsage {
+    let (user_id, meter_id, date) = p.right;
+    DailyUsage {
+        user_id,
+        meter_id,
+        date,
+        value: p.left,
+    }
+}
+
+/// Builds the meter-reads query.
+///
+/// # Errors
+/// None in practice (the query is fixed).
+pub fn build() -> Result<(Graph, MeterReads), GraphError> {
+    Graph::build(|q| {
+        let (users, u) = q.input::<User>("users")?;
+        let (meters, m) = q.input::<Meter>("meters")?;
+        let (reads, r) = q.input::<MeterRead>("reads")?;
+        let user_meters = u
+            .join(
+                m,
+                &Index::new("user_id", |u: &User| u.user_id),
+                &Index::new("user_id", |m: &Meter| m.user_id),
+            )
+            .map(make_user_meter)
+            .named("user_meters");
+        let meter_reads = user_meters
+            .join(
+                r,
+                &Index::new("meter_id", |u: &UserMeter| u.meter_id),
+                &Index::new("meter_id", |r: &MeterRead| r.meter_id),
+            )
+            .map(with_date);
+        let day = Index::with_parts(
+            "day",
+            &["user_id", "meter_id", "date"],
+            |r: &UserMeterRead| (r.user_id, r.meter_id, r.date),
+        );
+        let daily = meter_reads
+            .group_reduce_flatten(&day, F64::new(0.0), |r| r.value)
+            .map(to_daily)
+            .named("daily_usage");
+        let cache = q.cache("daily_cache", daily, &[&by_date()])?;
+        let daily = q.output("daily", daily)?;
+        Ok(MeterReads {
+            users,
+            meters,
+            reads,
+            daily,
+            cache,
+        })
+    })
+}
+
+/// The deterministic meter-reads data of DESIGN §7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// How many users (and meters).
+    pub users: u64,
+    /// How many reads.
+    pub reads: u64,
+}
+
+impl Workload {
+    /// User `i`: `user_id = i`, `name = "user-{i}"`.
+    pub fn user(&self, i: u64) -> User {
+        User {
+            user_id: i as i64,
+            name: format!("user-{i}"),
+        }
+    }
+
+    /// Meter `i`: `meter_id = Uuid::from_u128(i + 1)`, owned by user `i`.
+    pub fn meter(&self, i: u64) -> Meter {
+        Meter {
+            meter_id: Uuid::from_u128(u128::from(i) + 1),
+            user_id: i as i64,
+        }
+    }
+
+    /// All users.
+    pub fn all_users(&self) -> Vec<User> {
+        (0..self.users).map(|i| self.user(i)).collect()
+    }
+
+    /// All meters.
+    pub fn all_meters(&self) -> Vec<Meter> {
+        (0..self.users).map(|i| self.meter(i)).collect()
+    }
+
+    /// Read `j`: meter `(j · 7919) mod U`, on 2023-01-(1 + (j · 104729) mod 31)
+    /// at hour `(j · 13) mod 24`, with value `((j · 2654435761) mod 10000) / 100`.
+    pub fn read(&self, j: u64) -> MeterRead {
+        let m = j * 7919 % self.users;
+        let day = 1 + (j * 104_729 % 31) as u32;
+        let hour = (j * 13 % 24) as u32;
+        let timestamp = NaiveDate::from_ymd_opt(2023, 1, day)
+            .and_then(|d| d.and_hms_opt(hour, 0, 0))
+            .expect("days 1..=31 of January and hours 0..24 exist");
+        MeterRead {
+            meter_id: Uuid::from_u128(u128::from(m) + 1),
+            timestamp,
+            value: F64::new((j.wrapping_mul(2_654_435_761) % 10_000) as f64 / 100.0),
+        }
+    }
+
+    /// Reads `range`, in order.
+    pub fn reads(&self, range: std::ops::Range<u64>) -> Vec<MeterRead> {
+        range.map(|j| self.read(j)).collect()
+    }
+
+    /// The expected daily usage after all reads: `(user, meter, date) → sum`,
+    /// computed directly from the data.
+    pub fn expected_daily(&self) -> BTreeMap<(i64, Uuid, NaiveDate), f64> {
+        let mut sums = BTreeMap::new();
+        for j in 0..self.reads {
+            let r = self.read(j);
+            let m = j * 7919 % self.users;
+            *sums
+                .entry((m as i64, r.meter_id, r.timestamp.date()))
+                .or_insert(0.0) += r.value.get();
+        }
+        sums
+    }
+
+    /// Whether `cache` (the stored daily usage) equals [`expected_daily`](Self::expected_daily),
+    /// up to float rounding; `Err` says what differs.
+    ///
+    /// # Errors
+    /// A description of the first difference.
+    pub fn check(&self, cache: &ZSet<DailyUsage>) -> Result<(), String> {
+        let expected = self.expected_daily();
+        if cache.len() != expected.len() {
+            return Err(format!(
+                "{} daily rows, expected {}",
+                cache.len(),
+                expected.len()
+            ));
+        }
+        for (d, w) in cache.iter() {
+            if w != 1 {
+                return Err(format!("{d:?} has weight {w}"));
+            }
+            let Some(sum) = expected.get(&(d.user_id, d.meter_id, d.date)) else {
+                return Err(format!("unexpected row {d:?}"));
+            };
+            if (sum - d.value.get()).abs() > 1e-6 * sum.abs().max(1.0) {
+                return Err(format!("{d:?}: expected value {sum}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,2 @@
+//! Multi-worker batched ingest (DESIGN §5).
+#![deny(missing_docs)]
