@@ -255,13 +255,10 @@ impl Query {
     ///
     /// ```
     /// # use graph::{Graph, GraphError};
-    /// let (graph, ()) = Graph::build(|q| {
-    ///     q.scope("billing", || -> Result<(), GraphError> {
-    ///         let (_input, _s) = q.input::<i64>("amounts")?;
-    ///         Ok(())
-    ///     })
+    /// let (_graph, input) = Graph::build(|q| {
+    ///     q.scope("billing", || Ok(q.input::<i64>("amounts")?.0))
     /// })?;
-    /// assert!(graph.to_dot().contains("billing/amounts"));
+    /// assert_eq!(input.path().as_str(), "billing/amounts");
     /// # Ok::<(), GraphError>(())
     /// ```
     pub fn scope<R>(&self, name: &str, f: impl FnOnce() -> R) -> R {

@@ -209,8 +209,8 @@ impl Graph {
 ///
 /// ```
 /// # use graph::{Graph, GraphError, Changes};
-/// let (_graph, input) = Graph::build(|q| Ok(q.input::<&'static str>("words")?.0))?;
-/// let changes = Changes::new().insert(&input, ["a", "b"]).remove(&input, ["a"]);
+/// let (_graph, input) = Graph::build(|q| Ok(q.input::<char>("letters")?.0))?;
+/// let changes = Changes::new().insert(&input, ['a', 'b']).remove(&input, ['a']);
 /// assert!(!changes.is_empty());
 /// # Ok::<(), GraphError>(())
 /// ```

@@ -169,13 +169,13 @@ mod tests {
     #[test]
     fn nested_groups_wrap_and_unwrap() {
         type G2 = Grouped<String, Grouped<i64>>;
-        let row = <G2 as Scope>::wrap("v", (((), 7), "k".to_owned()));
-        assert_eq!(row, Pair::new(Pair::new("v", "k".to_owned()), 7));
-        assert_eq!(*G2::value(&row), "v");
+        let row = <G2 as Scope>::wrap('v', (((), 7), "k".to_owned()));
+        assert_eq!(row, Pair::new(Pair::new('v', "k".to_owned()), 7));
+        assert_eq!(*G2::value(&row), 'v');
         assert_eq!(G2::key(&row), (((), 7), "k".to_owned()));
-        let mapped = G2::map_row(&row, |v| v.len() as i64);
+        let mapped = G2::map_row(&row, |v| v.len_utf8() as i64);
         assert_eq!(mapped, Pair::new(Pair::new(1, "k".to_owned()), 7));
-        let by_len = Index::new("len", |v: &&str| v.len() as i64);
+        let by_len = Index::new("len", |v: &char| v.len_utf8() as i64);
         let lifted = G2::lift_index(&by_len, &["day".to_owned(), "name".to_owned()]);
         assert_eq!(lifted.key(&row), ((((), 7), "k".to_owned()), 1));
         let parts: Vec<&str> = lifted.spec().parts.iter().map(|p| &**p).collect();
