@@ -882,7 +882,7 @@ impl<'q, T: Data, S: Scope> Stream<'q, ZSet<T>, S> {
     pub fn raw_delay(self, indexes: &[&dyn AsDynIndex<S::Row<T>>]) -> Self {
         let at = At(Location::caller());
         self.refuse_nested("delay", at);
-        let path = self.path().suffixed(".delay");
+        let path = self.path().child("delay");
         let indexes: Vec<Arc<dyn DynIndex<S::Row<T>>>> =
             indexes.iter().map(|i| i.dyn_index()).collect();
         for ix in &indexes {
@@ -890,14 +890,15 @@ impl<'q, T: Data, S: Scope> Stream<'q, ZSet<T>, S> {
                 self.q.record_error(e);
             }
         }
+        // Two delays of one stream hold the same value: they share the state.
         let state = self.q.declare(
-            path.clone(),
+            path,
             Arc::new(ZSetCodec::<S::Row<T>>::new(false, indexes)),
             at,
-            false,
+            true,
         );
         let id = self.q.push_vertex(Vertex {
-            path: self.q.unique(path, at),
+            path: self.q.unique(self.path().suffixed(".delay"), at),
             label: "delay",
             inputs: vec![self.id],
             op: Op::Delay(state),
@@ -1066,14 +1067,15 @@ impl<'q, V: Scalar> Stream<'q, V, Root> {
     }
 
     fn scalar_delay_vertex(&self, at: At, base: Path) -> Self {
-        let path = base.suffixed(".delay");
+        let path = base.child("delay");
+        // Two delays of one stream hold the same value: they share the state.
         let state = self.q.declare(
             path.clone(),
             Arc::new(ZSetCodec::<V>::new(false, Vec::new())),
             at,
-            false,
+            true,
         );
-        let vpath = self.q.unique(path.clone(), at);
+        let vpath = self.q.unique(base.suffixed(".delay"), at);
         let id = self.q.push_vertex(Vertex {
             path: vpath,
             label: "delay",

@@ -34,8 +34,8 @@ impl fmt::Debug for At {
 pub enum GraphError {
     /// Two vertices or states would have the same path.
     #[error(
-        "duplicate path `{path}`: first created at {first}, again at {second}; \
-         give one of them another name with `.named(..)`"
+        "duplicate path `{path}`: first created at {first}, again at {second}; name one of them \
+         (or, for state kept by an operator, the stream it is applied to) with `.named(..)`"
     )]
     DuplicatePath {
         /// The path.

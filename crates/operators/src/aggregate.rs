@@ -64,9 +64,7 @@ pub trait Aggregates<'q, T: Data, S: FlatScope>: Sized {
     /// assert_eq!(graph.insert(&mut store, &input, ['x', 'y'])?.get(&out)?, &zset! { 2 => 1 });
     /// # Ok::<(), GraphError>(())
     /// ```
-    fn count(self) -> Stream<'q, ZSet<i64>, S> {
-        self.reduce(0i64, |_| 1)
-    }
+    fn count(self) -> Stream<'q, ZSet<i64>, S>;
 
     /// `group(by)`, `reduce(zero, pick_value)` per group, `flatten`: one
     /// `Pair(aggregate, key)` per non-empty group.
@@ -105,84 +103,12 @@ impl<'q, T: Data, S: FlatScope> Aggregates<'q, T, S> for Stream<'q, ZSet<T>, S> 
     where
         V: Data + Add<Output = V> + Mul<i64, Output = V>,
     {
-        type Row<V, K> = Pair<Aggregate<V>, K>;
-        let q = self.query();
-        let path = self.path().suffixed(".reduce");
-        let parts = crate::group_parts(&self);
-        let part_refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let key: Index<Row<V, S::Key>, S::Key> =
-            Index::with_parts("group", &part_refs, |r: &Row<V, S::Key>| r.right.clone());
-        let state = q.declare_keyed(path.clone(), key.clone());
-        self.apply_ctx(
-            &[],
-            "reduce",
-            vec![state],
-            Some(path),
-            move |ctx, ins: &[&Slot]| {
-                let delta = ctx.zset::<S::Row<T>>(ins[0])?;
-                // Per group: Σ pick·w and Σ w of this change.
-                let mut changes: HashMap<S::Key, (V, i64)> = HashMap::new();
-                for (row, w) in delta.iter() {
-                    let entry = changes
-                        .entry(S::key(row))
-                        .or_insert_with(|| (zero.clone(), 0));
-                    entry.0 = entry.0.clone() + pick_value(S::value(row)) * w;
-                    entry.1 += w;
-                }
-                if let (true, Some(root)) = (changes.is_empty(), S::root_key()) {
-                    // The root aggregate exists from the first iteration on.
-                    changes.insert(root, (zero.clone(), 0));
-                }
-                if changes.is_empty() {
-                    return Ok(ZSet::new());
-                }
-                let keys: Vec<S::Key> = changes.keys().cloned().collect();
-                let stored = ctx.read::<Row<V, S::Key>>(
-                    state,
-                    Read::ByIndex {
-                        index: 0,
-                        keys: &keys,
-                    },
-                )?;
-                let mut old: HashMap<S::Key, Aggregate<V>> = stored
-                    .into_iter()
-                    .map(|r| (r.value.right, r.value.left))
-                    .collect();
-                let mut out = ZSet::new();
-                let mut writes: KeyedDelta<Row<V, S::Key>> = Vec::new();
-                for (k, (dv, dc)) in changes {
-                    let before = old.remove(&k);
-                    let after = match &before {
-                        Some(b) => Aggregate {
-                            value: b.value.clone() + dv,
-                            count: b.count + dc,
-                        },
-                        None => Aggregate {
-                            value: zero.clone() + dv,
-                            count: dc,
-                        },
-                    };
-                    let present = |a: &Aggregate<V>| S::ROOT || a.count != 0;
-                    if before.as_ref() == Some(&after) {
-                        continue;
-                    }
-                    if let Some(b) = before.as_ref().filter(|b| present(b)) {
-                        out.update(S::wrap(b.value.clone(), k.clone()), -1);
-                    }
-                    if present(&after) {
-                        out.update(S::wrap(after.value.clone(), k.clone()), 1);
-                    }
-                    // Keep a group's row while it has a count or a non-zero sum
-                    // (rows may cancel in count but not in value, or vice versa).
-                    let keep = S::ROOT || after.count != 0 || after.value != zero;
-                    writes.push((Pair::new(after, k), keep));
-                }
-                if !writes.is_empty() {
-                    ctx.write(state, Box::new(writes));
-                }
-                Ok(out)
-            },
-        )
+        reduce_named(self, "reduce", zero, pick_value)
+    }
+
+    #[track_caller]
+    fn count(self) -> Stream<'q, ZSet<i64>, S> {
+        reduce_named(self, "count", 0i64, |_| 1)
     }
 
     #[track_caller]
@@ -200,4 +126,96 @@ impl<'q, T: Data, S: FlatScope> Aggregates<'q, T, S> for Stream<'q, ZSet<T>, S> 
             .per_group(|g| g.reduce(zero, pick_value))
             .flatten()
     }
+}
+
+/// `reduce` keeping its state at `stream/name`.
+#[track_caller]
+fn reduce_named<'q, T: Data, S: FlatScope, V>(
+    stream: Stream<'q, ZSet<T>, S>,
+    name: &'static str,
+    zero: V,
+    pick_value: impl Fn(&T) -> V + Send + Sync + 'static,
+) -> Stream<'q, ZSet<V>, S>
+where
+    V: Data + Add<Output = V> + Mul<i64, Output = V>,
+{
+    type Row<V, K> = Pair<Aggregate<V>, K>;
+    let q = stream.query();
+    let state_path = stream.path().child(name);
+    let path = stream.path().suffixed(&format!(".{name}"));
+    let parts = crate::group_parts(&stream);
+    let part_refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let key: Index<Row<V, S::Key>, S::Key> =
+        Index::with_parts("group", &part_refs, |r: &Row<V, S::Key>| r.right.clone());
+    let state = q.declare_keyed(state_path, key.clone());
+    stream.apply_ctx(
+        &[],
+        name,
+        vec![state],
+        Some(path),
+        move |ctx, ins: &[&Slot]| {
+            let delta = ctx.zset::<S::Row<T>>(ins[0])?;
+            // Per group: Σ pick·w and Σ w of this change.
+            let mut changes: HashMap<S::Key, (V, i64)> = HashMap::new();
+            for (row, w) in delta.iter() {
+                let entry = changes
+                    .entry(S::key(row))
+                    .or_insert_with(|| (zero.clone(), 0));
+                entry.0 = entry.0.clone() + pick_value(S::value(row)) * w;
+                entry.1 += w;
+            }
+            if let (true, Some(root)) = (changes.is_empty(), S::root_key()) {
+                // The root aggregate exists from the first iteration on.
+                changes.insert(root, (zero.clone(), 0));
+            }
+            if changes.is_empty() {
+                return Ok(ZSet::new());
+            }
+            let keys: Vec<S::Key> = changes.keys().cloned().collect();
+            let stored = ctx.read::<Row<V, S::Key>>(
+                state,
+                Read::ByIndex {
+                    index: 0,
+                    keys: &keys,
+                },
+            )?;
+            let mut old: HashMap<S::Key, Aggregate<V>> = stored
+                .into_iter()
+                .map(|r| (r.value.right, r.value.left))
+                .collect();
+            let mut out = ZSet::new();
+            let mut writes: KeyedDelta<Row<V, S::Key>> = Vec::new();
+            for (k, (dv, dc)) in changes {
+                let before = old.remove(&k);
+                let after = match &before {
+                    Some(b) => Aggregate {
+                        value: b.value.clone() + dv,
+                        count: b.count + dc,
+                    },
+                    None => Aggregate {
+                        value: zero.clone() + dv,
+                        count: dc,
+                    },
+                };
+                let present = |a: &Aggregate<V>| S::ROOT || a.count != 0;
+                if before.as_ref() == Some(&after) {
+                    continue;
+                }
+                if let Some(b) = before.as_ref().filter(|b| present(b)) {
+                    out.update(S::wrap(b.value.clone(), k.clone()), -1);
+                }
+                if present(&after) {
+                    out.update(S::wrap(after.value.clone(), k.clone()), 1);
+                }
+                // Keep a group's row while it has a count or a non-zero sum
+                // (rows may cancel in count but not in value, or vice versa).
+                let keep = S::ROOT || after.count != 0 || after.value != zero;
+                writes.push((Pair::new(after, k), keep));
+            }
+            if !writes.is_empty() {
+                ctx.write(state, Box::new(writes));
+            }
+            Ok(out)
+        },
+    )
 }

@@ -74,11 +74,12 @@ impl<'q, T: Data, S: FlatScope> FirstN<'q, T, S> for Stream<'q, ZSet<T>, S> {
         let prefix = PrefixIndex::new(ordered.clone());
         let (integral, _) = self.raw_integrate(&[&prefix]);
         let path = self.path().suffixed(&format!(".first_n({n})"));
+        let state_path = self.path().child(&format!("first_n({},{n})", index.name()));
         let group_refs: Vec<&str> = group_parts.iter().map(String::as_str).collect();
         let by_group: Index<S::Row<T>, S::Key> =
             Index::with_parts("group", &group_refs, |row: &S::Row<T>| S::key(row));
         let previous =
-            q.declare_zset::<S::Row<T>>(path.clone(), false, vec![Arc::new(by_group.clone())]);
+            q.declare_zset::<S::Row<T>>(state_path, false, vec![Arc::new(by_group.clone())]);
         self.apply_ctx(
             &[integral.id()],
             "first_n",
@@ -108,10 +109,21 @@ impl<'q, T: Data, S: FlatScope> FirstN<'q, T, S> for Stream<'q, ZSet<T>, S> {
                     }
                     Handle::State { state, delta } => {
                         let pos = ctx.index_position(state, ordered.spec())?;
-                        if let Some(d) = delta {
-                            for (row, w) in d.iter() {
-                                current.entry(S::key(row)).or_default().update_ref(row, w);
+                        let delta = delta.cloned().unwrap_or_default();
+                        // The change's rows with their exact stored weights: a
+                        // row whose stored weight is not positive is not among
+                        // the first rows read below, but the change may revive it.
+                        let values: Vec<S::Row<T>> = delta.values().cloned().collect();
+                        let mut exact: ZSet<S::Row<T>> = ZSet::new();
+                        if !values.is_empty() {
+                            let read = Read::ByValues { values: &values };
+                            for r in ctx.read::<S::Row<T>>(state, read)? {
+                                exact.update(r.value, r.weight);
                             }
+                        }
+                        for (row, w) in delta.iter() {
+                            let entry = current.entry(S::key(row)).or_default();
+                            entry.update_ref(row, w + exact.get(row));
                         }
                         let read = Read::FirstByIndex {
                             index: pos,
@@ -119,10 +131,10 @@ impl<'q, T: Data, S: FlatScope> FirstN<'q, T, S> for Stream<'q, ZSet<T>, S> {
                             limit,
                         };
                         for r in ctx.read::<S::Row<T>>(state, read)? {
-                            current
-                                .entry(S::key(&r.value))
-                                .or_default()
-                                .update(r.value, r.weight);
+                            if !delta.contains(&r.value) {
+                                let entry = current.entry(S::key(&r.value)).or_default();
+                                entry.update(r.value, r.weight);
+                            }
                         }
                     }
                 }

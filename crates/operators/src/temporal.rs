@@ -52,6 +52,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// assert_eq!(graph.insert(&mut store, &input, ["second".to_string()])?.get(&out)?, &zset! { "first".to_string() => 1 });
     /// # Ok::<(), GraphError>(())
     /// ```
+    #[track_caller]
     fn delay(self) -> Stream<'q, ZSet<T>, S> {
         self.delay_indexed(&[])
     }
@@ -88,6 +89,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// assert_eq!(step(zset! { 'a' => 4 })?.get(&out)?, &zset! { 'a' => 5, 'b' => -1 });
     /// # Ok::<(), GraphError>(())
     /// ```
+    #[track_caller]
     fn integrate(self) -> Stream<'q, ZSet<T>, S> {
         self.integrate_indexed(&[])
     }
@@ -122,6 +124,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// assert_eq!(graph.insert(&mut store, &input, [2])?.get(&out)?, &zset! { 1 => 1 });
     /// # Ok::<(), GraphError>(())
     /// ```
+    #[track_caller]
     fn integrate_delay(self) -> Stream<'q, ZSet<T>, S> {
         self.integrate_delay_indexed(&[])
     }

@@ -1,0 +1,156 @@
+//! Running queries against every store and comparing with the oracle.
+
+use std::collections::BTreeMap;
+
+use graph::{Changes, Graph, GraphError, Input, Output, Query, StateStore};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use zset::{Data, ZSet};
+
+use crate::oracle::{Rel, bump};
+
+/// A store to run the suite against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+}
+
+/// Every store available here.
+pub fn kinds() -> Vec<Kind> {
+    vec![Kind::Memory]
+}
+
+impl Kind {
+    pub fn open(self, graph: &Graph) -> Result<Box<dyn StateStore>, GraphError> {
+        match self {
+            Kind::Memory => Ok(Box::new(store::Memory::new(graph))),
+        }
+    }
+
+    /// The same store, dropped and opened again on the same state (memory:
+    /// the same tables, through a new handle).
+    pub fn reopen(
+        self,
+        graph: &Graph,
+        store: Box<dyn StateStore>,
+    ) -> Result<Box<dyn StateStore>, GraphError> {
+        let _ = graph;
+        Ok(store)
+    }
+}
+
+pub fn fail(e: impl std::fmt::Display) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
+
+/// Batches of `(row, ±1)` over `rows`: small domains, so rows repeat and
+/// weights cancel.
+pub fn batches<T: std::fmt::Debug + Clone>(
+    rows: impl Strategy<Value = T> + Clone,
+    max_batches: usize,
+    max_rows: usize,
+) -> impl Strategy<Value = Vec<Vec<(T, i64)>>> {
+    let weight = prop_oneof![Just(1i64), Just(-1i64), Just(1i64), Just(2i64)];
+    prop::collection::vec(
+        prop::collection::vec((rows, weight), 0..=max_rows),
+        1..=max_batches,
+    )
+}
+
+fn accumulate<O: Data, P: Ord + Clone>(
+    acc: &mut Rel<P>,
+    out: &ZSet<O>,
+    to_oracle: &impl Fn(&O) -> P,
+) -> Result<(), TestCaseError> {
+    for (v, w) in out.iter() {
+        prop_assert!(w != 0, "zero weight in an output delta");
+        bump(acc, &to_oracle(v), w);
+    }
+    Ok(())
+}
+
+/// Runs `batches` into a one-input query on `kind` (re-opening the store
+/// half-way), checking after every batch that the integral of the output
+/// equals `oracle` of the integral of the input.
+pub fn run1<I: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
+    kind: Kind,
+    build: impl FnOnce(&Query) -> Result<(Input<I>, Output<ZSet<O>>), GraphError>,
+    to_oracle: impl Fn(&O) -> P,
+    oracle: impl Fn(&Rel<I>) -> Rel<P>,
+    batches: &[Vec<(I, i64)>],
+) -> Result<(), TestCaseError> {
+    let (graph, (input, output)) = Graph::build(build).map_err(fail)?;
+    let mut store = kind.open(&graph).map_err(fail)?;
+    let mut acc_in: Rel<I> = BTreeMap::new();
+    let mut acc_out: Rel<P> = BTreeMap::new();
+    for (i, batch) in batches.iter().enumerate() {
+        if i == batches.len() / 2 {
+            store = kind.reopen(&graph, store).map_err(fail)?;
+        }
+        for (v, w) in batch {
+            bump(&mut acc_in, v, *w);
+        }
+        let change: ZSet<I> = batch.iter().cloned().collect();
+        let out = graph
+            .iteration(&mut *store, Changes::new().zset(&input, change))
+            .map_err(fail)?;
+        accumulate(&mut acc_out, out.get(&output).map_err(fail)?, &to_oracle)?;
+        prop_assert_eq!(&acc_out, &oracle(&acc_in), "{:?} after batch {}", kind, i);
+    }
+    Ok(())
+}
+
+/// As [`run1`] for a query with two inputs.
+#[allow(clippy::type_complexity)]
+pub fn run2<A: Data, B: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
+    kind: Kind,
+    build: impl FnOnce(&Query) -> Result<(Input<A>, Input<B>, Output<ZSet<O>>), GraphError>,
+    to_oracle: impl Fn(&O) -> P,
+    oracle: impl Fn(&Rel<A>, &Rel<B>) -> Rel<P>,
+    batches: &[(Vec<(A, i64)>, Vec<(B, i64)>)],
+) -> Result<(), TestCaseError> {
+    let (graph, (a, b, output)) = Graph::build(build).map_err(fail)?;
+    let mut store = kind.open(&graph).map_err(fail)?;
+    let mut acc_a: Rel<A> = BTreeMap::new();
+    let mut acc_b: Rel<B> = BTreeMap::new();
+    let mut acc_out: Rel<P> = BTreeMap::new();
+    for (i, (ba, bb)) in batches.iter().enumerate() {
+        if i == batches.len() / 2 {
+            store = kind.reopen(&graph, store).map_err(fail)?;
+        }
+        for (v, w) in ba {
+            bump(&mut acc_a, v, *w);
+        }
+        for (v, w) in bb {
+            bump(&mut acc_b, v, *w);
+        }
+        let za: ZSet<A> = ba.iter().cloned().collect();
+        let zb: ZSet<B> = bb.iter().cloned().collect();
+        let out = graph
+            .iteration(&mut *store, Changes::new().zset(&a, za).zset(&b, zb))
+            .map_err(fail)?;
+        accumulate(&mut acc_out, out.get(&output).map_err(fail)?, &to_oracle)?;
+        prop_assert_eq!(
+            &acc_out,
+            &oracle(&acc_a, &acc_b),
+            "{:?} after batch {}",
+            kind,
+            i
+        );
+    }
+    Ok(())
+}
+
+/// Two-input batches.
+#[allow(clippy::type_complexity)]
+pub fn batches2<A: std::fmt::Debug + Clone, B: std::fmt::Debug + Clone>(
+    a: impl Strategy<Value = A> + Clone,
+    b: impl Strategy<Value = B> + Clone,
+    max_batches: usize,
+    max_rows: usize,
+) -> impl Strategy<Value = Vec<(Vec<(A, i64)>, Vec<(B, i64)>)>> {
+    let weight = prop_oneof![Just(1i64), Just(-1i64), Just(1i64)];
+    let side_a = prop::collection::vec((a, weight.clone()), 0..=max_rows);
+    let side_b = prop::collection::vec((b, weight), 0..=max_rows);
+    prop::collection::vec((side_a, side_b), 1..=max_batches)
+}

@@ -1,0 +1,6 @@
+//! The store crate's one integration-test binary: the generic suite run
+//! against every store (see `harness::kinds`).
+
+mod harness;
+mod oracle;
+mod queries;

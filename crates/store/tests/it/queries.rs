@@ -1,0 +1,261 @@
+//! The correctness contract, per operator and for composed queries: after
+//! every batch, the integral of the outputs equals the query evaluated from
+//! scratch (by `oracle`) on the integral of the inputs, on every store, with
+//! the store re-opened half-way.
+
+use std::collections::BTreeMap;
+
+use operators::prelude::*;
+use proptest::prelude::*;
+
+use crate::harness::{batches, batches2, fail, kinds, run1, run2};
+use crate::oracle::{self, Rel, bump, from_rows};
+
+/// 32 cases per property by default; `PROPTEST_CASES` overrides.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn linear_operators(b in batches(0i64..8, 6, 6)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<i64>("x")?;
+                let a = x.map(|v| v % 3);
+                let m = x.filter(|v| v % 2 == 0).map_many(|v| vec![*v, v + 10]);
+                Ok((input, q.output("out", a.add(m.neg()))?))
+            }, |v| *v, |x| {
+                let a = oracle::map(x, |v| v % 3);
+                let evens = oracle::filter(x, |v| v % 2 == 0);
+                let m = from_rows(evens.iter().flat_map(|(v, w)| [(*v, *w), (v + 10, *w)]));
+                oracle::add(&a, &oracle::neg(&m))
+            }, &b)?;
+        }
+    }
+
+    #[test]
+    fn join(b in batches2((0i64..3, 0i64..3), (0i64..3, 0i64..3), 6, 5)) {
+        for kind in kinds() {
+            run2(kind, |q| {
+                let (l, ls) = q.input::<(i64, i64)>("l")?;
+                let (r, rs) = q.input::<(i64, i64)>("r")?;
+                let k = Index::new("k", |x: &(i64, i64)| x.0);
+                Ok((l, r, q.output("out", ls.join(rs, &k, &k))?))
+            }, |p: &Pair<(i64, i64), (i64, i64)>| (p.left, p.right),
+               |l, r| oracle::join(l, r, |x| x.0, |x| x.0), &b)?;
+        }
+    }
+
+    #[test]
+    fn outer_join(b in batches2((0i64..3, 0i64..3), (0i64..3, 0i64..2), 6, 5)) {
+        for kind in kinds() {
+            run2(kind, |q| {
+                let (l, ls) = q.input::<(i64, i64)>("l")?;
+                let (r, rs) = q.input::<(i64, i64)>("r")?;
+                let k = Index::new("k", |x: &(i64, i64)| x.0);
+                Ok((l, r, q.output("out", ls.outer_join(rs, &k, &k))?))
+            }, |p: &Pair<(i64, i64), OrEmpty<(i64, i64)>>| (p.left, p.right.as_option().copied()),
+               |l, r| oracle::outer_join(l, r, |x| x.0, |x| x.0), &b)?;
+        }
+    }
+
+    #[test]
+    fn distinct_under_negative_weights(b in batches(0i64..5, 8, 6)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<i64>("x")?;
+                Ok((input, q.output("out", x.distinct())?))
+            }, |v| *v, oracle::distinct, &b)?;
+        }
+    }
+
+    #[test]
+    fn reduce_and_count_at_the_root(b in batches(-3i64..5, 6, 5)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<i64>("x")?;
+                let sum = x.reduce(0i64, |v| *v).map(|s| (0, *s));
+                let count = x.count().map(|c| (1, *c));
+                Ok((input, q.output("out", sum.add(count))?))
+            }, |v| *v, |x| {
+                let sum: i64 = x.iter().map(|(v, w)| v * w).sum();
+                let count: i64 = x.values().sum();
+                from_rows([((0, sum), 1), ((1, count), 1)])
+            }, &b)?;
+        }
+    }
+
+    #[test]
+    fn group_reduce_flatten(b in batches((0i64..3, -3i64..4), 8, 6)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<(i64, i64)>("x")?;
+                let by = Index::new("g", |r: &(i64, i64)| r.0);
+                Ok((input, q.output("out", x.group_reduce_flatten(&by, 0i64, |r| r.1))?))
+            }, |p: &Pair<i64, i64>| (p.left, p.right),
+               |x| oracle::group_sum(x, |r| r.0, 0i64, |r| r.1), &b)?;
+        }
+    }
+
+    #[test]
+    fn first_n_under_deletes(b in batches((0i64..4, 0i64..4), 8, 5)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<(i64, i64)>("x")?;
+                let by = Index::new("b", |r: &(i64, i64)| Desc(r.1));
+                Ok((input, q.output("out", x.first_n(&by, 3))?))
+            }, |v| *v, |x| oracle::first_n(x, |r| std::cmp::Reverse(r.1), 3), &b)?;
+        }
+    }
+
+    #[test]
+    fn first_n_per_group(b in batches((0i64..3, 0i64..4), 8, 5)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<(i64, i64)>("x")?;
+                let g = Index::new("g", |r: &(i64, i64)| r.0);
+                let by = Index::new("b", |r: &(i64, i64)| r.1);
+                Ok((input, q.output("out", x.group(&g).first_n(&by, 2).flatten())?))
+            }, |p: &Pair<(i64, i64), i64>| (p.left, p.right), |x| {
+                let mut out = Rel::new();
+                for g in 0..3 {
+                    let part = oracle::filter(x, |r| r.0 == g);
+                    for (v, w) in oracle::first_n(&part, |r| r.1, 2) {
+                        bump(&mut out, &(v, g), w);
+                    }
+                }
+                out
+            }, &b)?;
+        }
+    }
+
+    #[test]
+    fn nested_groups(b in batches((0i64..2, 0i64..3, -2i64..3), 8, 6)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<(i64, i64, i64)>("x")?;
+                let outer = Index::new("a", |r: &(i64, i64, i64)| r.0);
+                let inner = Index::new("b", |r: &(i64, i64, i64)| r.1);
+                let sums = x.group(&outer).per_group(|g| g.group(&inner).reduce(0i64, |r| r.2).flatten()).flatten();
+                Ok((input, q.output("out", sums)?))
+            }, |p: &Pair<Pair<i64, i64>, i64>| (p.left.left, p.left.right, p.right), |x| {
+                oracle::group_sum(x, |r| (r.0, r.1), 0i64, |r| r.2)
+                    .into_iter()
+                    .map(|((sum, (a, b)), w)| ((sum, b, a), w))
+                    .collect()
+            }, &b)?;
+        }
+    }
+
+    #[test]
+    fn join_within_groups(b in batches2((0i64..2, 0i64..2, 0i64..2), (0i64..2, 0i64..2, 0i64..2), 6, 5)) {
+        type Row = (i64, i64, i64);
+        for kind in kinds() {
+            run2(kind, |q| {
+                let (l, ls) = q.input::<Row>("l")?;
+                let (r, rs) = q.input::<Row>("r")?;
+                let g = Index::new("g", |x: &Row| x.0);
+                let k = Index::new("k", |x: &Row| x.1);
+                let joined = ls.group(&g).join(rs.group(&g), &k, &k).flatten();
+                Ok((l, r, q.output("out", joined)?))
+            }, |p: &Pair<Pair<Row, Row>, i64>| (p.left.left, p.left.right, p.right), |l, r| {
+                oracle::join(l, r, |x| (x.0, x.1), |x| (x.0, x.1))
+                    .into_iter()
+                    .map(|((a, b), w)| ((a, b, a.0), w))
+                    .collect()
+            }, &b)?;
+        }
+    }
+
+    #[test]
+    fn transitive_closure_with_edge_deletions(toggles in prop::collection::vec(prop::collection::vec((0i64..5, 0i64..5), 0..5), 1..8)) {
+        // Toggling keeps the edge relation a set: insert absent edges,
+        // delete present ones.
+        let mut present = std::collections::BTreeSet::new();
+        let mut batches = Vec::new();
+        for batch in toggles {
+            let mut change: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+            for e in batch {
+                let w = if present.contains(&e) { -1 } else { 1 };
+                if w == 1 { present.insert(e); } else { present.remove(&e); }
+                *change.entry(e).or_default() += w;
+            }
+            batches.push(change.into_iter().filter(|(_, w)| *w != 0).collect::<Vec<_>>());
+        }
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, e) = q.input::<(i64, i64)>("edges")?;
+                let paths = e.map(|(a, b)| Pair::new(*a, *b)).transitive_closure()?;
+                Ok((input, q.output("paths", paths)?))
+            }, |p: &Pair<i64, i64>| (p.left, p.right), oracle::transitive_closure, &batches)?;
+        }
+    }
+
+    #[test]
+    fn delay_integrate_differentiate(b in batches(0i64..4, 6, 4)) {
+        for kind in kinds() {
+            let (graph, (input, outs)) = Graph::build(|q| {
+                let (input, x) = q.input::<i64>("x")?;
+                let outs = [
+                    q.output("delay", x.delay())?,
+                    q.output("integrate", x.integrate())?,
+                    q.output("integrate_delay", x.integrate_delay())?,
+                    q.output("differentiate", x.differentiate())?,
+                ];
+                Ok((input, outs))
+            }).map_err(fail)?;
+            let mut store = kind.open(&graph).map_err(fail)?;
+            let mut sum: Rel<i64> = Rel::new();
+            let mut previous: Rel<i64> = Rel::new();
+            for (i, batch) in b.iter().enumerate() {
+                let now = from_rows(batch.iter().copied());
+                let before = sum.clone();
+                sum = oracle::add(&sum, &now);
+                let out = graph.iteration(&mut *store, Changes::new().zset(&input, batch.iter().copied().collect())).map_err(fail)?;
+                let got = |o: usize| -> Result<Rel<i64>, TestCaseError> {
+                    Ok(out.get(&outs[o]).map_err(fail)?.iter().map(|(v, w)| (*v, w)).collect())
+                };
+                prop_assert_eq!(got(0)?, previous.clone(), "delay at {}", i);
+                prop_assert_eq!(got(1)?, sum.clone(), "integrate at {}", i);
+                prop_assert_eq!(got(2)?, before, "integrate_delay at {}", i);
+                prop_assert_eq!(got(3)?, oracle::add(&now, &oracle::neg(&previous)), "differentiate at {}", i);
+                previous = now;
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_streams(b in batches(-3i64..4, 6, 4)) {
+        for kind in kinds() {
+            let (graph, (input, outs)) = Graph::build(|q| {
+                let (input, x) = q.input::<i64>("x")?;
+                // The current sum as a scalar stream.
+                let total = x.reduce(0i64, |v| *v).integrate().make_scalar(0);
+                let change = ScalarOps::differentiate(total);
+                let again = ScalarOps::integrate(change);
+                let before = ScalarOps::delay(total);
+                Ok((input, [q.output_scalar("total", total)?, q.output_scalar("change", change)?,
+                            q.output_scalar("again", again)?, q.output_scalar("before", before)?]))
+            }).map_err(fail)?;
+            let mut store = kind.open(&graph).map_err(fail)?;
+            let (mut total, mut previous) = (0i64, 0i64);
+            for batch in &b {
+                total += batch.iter().map(|(v, w)| v * w).sum::<i64>();
+                let out = graph.iteration(&mut *store, Changes::new().zset(&input, batch.iter().copied().collect())).map_err(fail)?;
+                let got: Vec<i64> = outs.iter().map(|o| out.get(o).copied()).collect::<Result<_, _>>().map_err(fail)?;
+                prop_assert_eq!(got, vec![total, total - previous, total, previous]);
+                previous = total;
+            }
+        }
+    }
+}
