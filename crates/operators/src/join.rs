@@ -33,6 +33,20 @@ pub trait Joins<'q, T: Data, S: Scope>: Sized {
     /// assert_eq!(change.get(&joined)?, &zset! { Pair::new((1, "ann".to_string()), (1, 100)) => 1 });
     /// # Ok::<(), GraphError>(())
     /// ```
+    ///
+    /// Key types are checked when the query compiles: joining an `i64` key
+    /// with a `String` key does not build.
+    ///
+    /// ```compile_fail
+    /// use operators::prelude::*;
+    /// let _ = Graph::build(|q| {
+    ///     let (_a, a) = q.input::<(i64, String)>("a")?;
+    ///     let (_b, b) = q.input::<(String, i64)>("b")?;
+    ///     let by_int = Index::new("k", |x: &(i64, String)| x.0);
+    ///     let by_text = Index::new("k", |x: &(String, i64)| x.0.clone());
+    ///     Ok(a.join(b, &by_int, &by_text))
+    /// });
+    /// ```
     fn join<U: Data, K: IndexKey + Hash>(
         self,
         other: Stream<'q, ZSet<U>, S>,
@@ -72,6 +86,34 @@ pub trait Joins<'q, T: Data, S: Scope>: Sized {
         on_left: &Index<T, K>,
         on_right: &Index<U, K>,
     ) -> Stream<'q, ZSet<Pair<T, OrEmpty<U>>>, S>;
+
+    /// The join of this iteration's values of the two streams, not
+    /// incremental: `stream_join(a, b)[t] = a[t] ⋈ b[t]` (the per-batch
+    /// join, as dbsp's `stream_join`). Applied to integrals and followed by
+    /// `differentiate` it equals [`join`](Self::join), at the cost of
+    /// reading both whole integrals every iteration.
+    ///
+    /// ```
+    /// use operators::prelude::*;
+    /// let k = Index::new("k", |x: &(i64, char)| x.0);
+    /// let (graph, (a, b, out)) = Graph::build(|q| {
+    ///     let (a, x) = q.input::<(i64, char)>("a")?;
+    ///     let (b, y) = q.input::<(i64, char)>("b")?;
+    ///     Ok((a, b, q.output("pairs", x.stream_join(y, &k, &k))?))
+    /// })?;
+    /// let mut store = store::Memory::new(&graph);
+    /// let change = graph.iteration(&mut store, Changes::new().insert(&a, [(1, 'x')]).insert(&b, [(1, 'y')]))?;
+    /// assert_eq!(change.get(&out)?, &zset! { Pair::new((1, 'x'), (1, 'y')) => 1 });
+    /// // Nothing is remembered: the next iteration joins only its own values.
+    /// assert!(graph.insert(&mut store, &b, [(1, 'z')])?.get(&out)?.is_empty());
+    /// # Ok::<(), GraphError>(())
+    /// ```
+    fn stream_join<U: Data, K: IndexKey + Hash>(
+        self,
+        other: Stream<'q, ZSet<U>, S>,
+        on_left: &Index<T, K>,
+        on_right: &Index<U, K>,
+    ) -> Stream<'q, ZSet<Pair<T, U>>, S>;
 }
 
 /// Joins rows of two Z-sets that share a key: `Σ l·r` over matching pairs.
@@ -148,6 +190,23 @@ impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
                 Ok(out)
             },
         )
+    }
+
+    #[track_caller]
+    fn stream_join<U: Data, K: IndexKey + Hash>(
+        self,
+        other: Stream<'q, ZSet<U>, S>,
+        on_left: &Index<T, K>,
+        on_right: &Index<U, K>,
+    ) -> Stream<'q, ZSet<Pair<T, U>>, S> {
+        let parts = crate::group_parts(&self);
+        let li = S::lift_index(on_left, &parts);
+        let ri = S::lift_index(on_right, &parts);
+        self.apply2(other, "stream_join", move |a, b| {
+            let mut out = ZSet::new();
+            join_rows::<S, T, U, _>(a, b, &li, &ri, &mut out);
+            out
+        })
     }
 
     #[track_caller]

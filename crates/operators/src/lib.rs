@@ -54,7 +54,9 @@ pub mod prelude {
         Aggregate, Aggregates, Distinct, FirstN, GroupedOps, Grouping, Integrals, Joins, Linear,
         Recursion, ScalarOps, Scalars, ScopedIndex, TransitiveClosure,
     };
-    pub use graph::{Cache, Changes, Graph, GraphError, Input, Output, Query, Stream, Time};
+    pub use graph::{
+        Cache, Changes, Graph, GraphError, Input, Output, Outputs, Query, Stream, Time,
+    };
     pub use zset::{Data, Desc, F64, Index, OrEmpty, Pair, ZSet, zset};
 }
 

@@ -11,17 +11,17 @@ use crate::oracle::{Rel, bump};
 
 /// A store to run the suite against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Memory,
 }
 
 /// Every store available here.
-pub fn kinds() -> Vec<Kind> {
+pub(crate) fn kinds() -> Vec<Kind> {
     vec![Kind::Memory]
 }
 
 impl Kind {
-    pub fn open(self, graph: &Graph) -> Result<Box<dyn StateStore>, GraphError> {
+    pub(crate) fn open(self, graph: &Graph) -> Result<Box<dyn StateStore>, GraphError> {
         match self {
             Kind::Memory => Ok(Box::new(store::Memory::new(graph))),
         }
@@ -29,7 +29,7 @@ impl Kind {
 
     /// The same store, dropped and opened again on the same state (memory:
     /// the same tables, through a new handle).
-    pub fn reopen(
+    pub(crate) fn reopen(
         self,
         graph: &Graph,
         store: Box<dyn StateStore>,
@@ -39,13 +39,13 @@ impl Kind {
     }
 }
 
-pub fn fail(e: impl std::fmt::Display) -> TestCaseError {
+pub(crate) fn fail(e: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(e.to_string())
 }
 
 /// Batches of `(row, ±1)` over `rows`: small domains, so rows repeat and
 /// weights cancel.
-pub fn batches<T: std::fmt::Debug + Clone>(
+pub(crate) fn batches<T: std::fmt::Debug + Clone>(
     rows: impl Strategy<Value = T> + Clone,
     max_batches: usize,
     max_rows: usize,
@@ -72,7 +72,7 @@ fn accumulate<O: Data, P: Ord + Clone>(
 /// Runs `batches` into a one-input query on `kind` (re-opening the store
 /// half-way), checking after every batch that the integral of the output
 /// equals `oracle` of the integral of the input.
-pub fn run1<I: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
+pub(crate) fn run1<I: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
     kind: Kind,
     build: impl FnOnce(&Query) -> Result<(Input<I>, Output<ZSet<O>>), GraphError>,
     to_oracle: impl Fn(&O) -> P,
@@ -102,7 +102,7 @@ pub fn run1<I: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
 
 /// As [`run1`] for a query with two inputs.
 #[allow(clippy::type_complexity)]
-pub fn run2<A: Data, B: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
+pub(crate) fn run2<A: Data, B: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
     kind: Kind,
     build: impl FnOnce(&Query) -> Result<(Input<A>, Input<B>, Output<ZSet<O>>), GraphError>,
     to_oracle: impl Fn(&O) -> P,
@@ -143,7 +143,7 @@ pub fn run2<A: Data, B: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
 
 /// Two-input batches.
 #[allow(clippy::type_complexity)]
-pub fn batches2<A: std::fmt::Debug + Clone, B: std::fmt::Debug + Clone>(
+pub(crate) fn batches2<A: std::fmt::Debug + Clone, B: std::fmt::Debug + Clone>(
     a: impl Strategy<Value = A> + Clone,
     b: impl Strategy<Value = B> + Clone,
     max_batches: usize,

@@ -1,6 +1,8 @@
 //! The store crate's one integration-test binary: the generic suite run
 //! against every store (see `harness::kinds`).
 
+mod bad_input;
+mod examples;
 mod harness;
 mod oracle;
 mod queries;

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
-pub type Rel<T> = BTreeMap<T, i64>;
+pub(crate) type Rel<T> = BTreeMap<T, i64>;
 
 /// Adds `w` to `v`'s weight, dropping it at zero.
-pub fn bump<T: Ord + Clone>(rel: &mut Rel<T>, v: &T, w: i64) {
+pub(crate) fn bump<T: Ord + Clone>(rel: &mut Rel<T>, v: &T, w: i64) {
     let entry = rel.entry(v.clone()).or_insert(0);
     *entry += w;
     if *entry == 0 {
@@ -17,7 +17,7 @@ pub fn bump<T: Ord + Clone>(rel: &mut Rel<T>, v: &T, w: i64) {
     }
 }
 
-pub fn from_rows<T: Ord + Clone>(rows: impl IntoIterator<Item = (T, i64)>) -> Rel<T> {
+pub(crate) fn from_rows<T: Ord + Clone>(rows: impl IntoIterator<Item = (T, i64)>) -> Rel<T> {
     let mut rel = Rel::new();
     for (v, w) in rows {
         bump(&mut rel, &v, w);
@@ -25,27 +25,27 @@ pub fn from_rows<T: Ord + Clone>(rows: impl IntoIterator<Item = (T, i64)>) -> Re
     rel
 }
 
-pub fn map<T, U: Ord + Clone>(rel: &Rel<T>, f: impl Fn(&T) -> U) -> Rel<U> {
+pub(crate) fn map<T, U: Ord + Clone>(rel: &Rel<T>, f: impl Fn(&T) -> U) -> Rel<U> {
     from_rows(rel.iter().map(|(v, w)| (f(v), *w)))
 }
 
-pub fn filter<T: Ord + Clone>(rel: &Rel<T>, f: impl Fn(&T) -> bool) -> Rel<T> {
+pub(crate) fn filter<T: Ord + Clone>(rel: &Rel<T>, f: impl Fn(&T) -> bool) -> Rel<T> {
     rel.iter()
         .filter(|(v, _)| f(v))
         .map(|(v, w)| (v.clone(), *w))
         .collect()
 }
 
-pub fn add<T: Ord + Clone>(a: &Rel<T>, b: &Rel<T>) -> Rel<T> {
+pub(crate) fn add<T: Ord + Clone>(a: &Rel<T>, b: &Rel<T>) -> Rel<T> {
     from_rows(a.iter().chain(b.iter()).map(|(v, w)| (v.clone(), *w)))
 }
 
-pub fn neg<T: Ord + Clone>(a: &Rel<T>) -> Rel<T> {
+pub(crate) fn neg<T: Ord + Clone>(a: &Rel<T>) -> Rel<T> {
     a.iter().map(|(v, w)| (v.clone(), -w)).collect()
 }
 
 /// Every pair with equal keys, weight `wl · wr`.
-pub fn join<L: Ord + Clone, R: Ord + Clone, K: Eq>(
+pub(crate) fn join<L: Ord + Clone, R: Ord + Clone, K: Eq>(
     l: &Rel<L>,
     r: &Rel<R>,
     kl: impl Fn(&L) -> K,
@@ -64,7 +64,7 @@ pub fn join<L: Ord + Clone, R: Ord + Clone, K: Eq>(
 
 /// The join, plus `(l, None)` for each left row whose key's right rows have
 /// a total weight that is not positive.
-pub fn outer_join<L: Ord + Clone, R: Ord + Clone, K: Eq>(
+pub(crate) fn outer_join<L: Ord + Clone, R: Ord + Clone, K: Eq>(
     l: &Rel<L>,
     r: &Rel<R>,
     kl: impl Fn(&L) -> K,
@@ -88,7 +88,7 @@ pub fn outer_join<L: Ord + Clone, R: Ord + Clone, K: Eq>(
 }
 
 /// Values of positive weight, each once.
-pub fn distinct<T: Ord + Clone>(rel: &Rel<T>) -> Rel<T> {
+pub(crate) fn distinct<T: Ord + Clone>(rel: &Rel<T>) -> Rel<T> {
     rel.iter()
         .filter(|(_, w)| **w > 0)
         .map(|(v, _)| (v.clone(), 1))
@@ -96,7 +96,7 @@ pub fn distinct<T: Ord + Clone>(rel: &Rel<T>) -> Rel<T> {
 }
 
 /// For each key whose rows' weights do not sum to zero: `(Σ pick·w, key)`.
-pub fn group_sum<
+pub(crate) fn group_sum<
     T,
     K: Ord + Clone,
     V: Ord + Clone + std::ops::Add<Output = V> + std::ops::Mul<i64, Output = V>,
@@ -120,7 +120,11 @@ pub fn group_sum<
 }
 
 /// The first `n` units of the positive rows, by `(key, value)`.
-pub fn first_n<T: Ord + Clone, K: Ord>(rel: &Rel<T>, key: impl Fn(&T) -> K, n: i64) -> Rel<T> {
+pub(crate) fn first_n<T: Ord + Clone, K: Ord>(
+    rel: &Rel<T>,
+    key: impl Fn(&T) -> K,
+    n: i64,
+) -> Rel<T> {
     let mut rows: Vec<(K, &T, i64)> = rel
         .iter()
         .filter(|(_, w)| **w > 0)
@@ -142,7 +146,7 @@ pub fn first_n<T: Ord + Clone, K: Ord>(rel: &Rel<T>, key: impl Fn(&T) -> K, n: i
 
 /// The fixed point of `Y = distinct(E + E∘Y)` from `Y = ∅`: every `(a, b)`
 /// joined by a path, computed by iterating the definition.
-pub fn transitive_closure(edges: &Rel<(i64, i64)>) -> Rel<(i64, i64)> {
+pub(crate) fn transitive_closure(edges: &Rel<(i64, i64)>) -> Rel<(i64, i64)> {
     let mut y: Rel<(i64, i64)> = Rel::new();
     loop {
         let mut next = edges.clone();
