@@ -63,7 +63,7 @@ fn run(graph: &Graph, q: &MeterReads, store: &mut dyn StateStore) -> Result<(), 
         read(meter_1, 2, 6, 6.0),
         read(meter_2, 2, 6, 100.0),
     ];
-    let mut show = |what: &str, out: graph::Outputs| -> Result<(), GraphError> {
+    let show = |what: &str, out: graph::Outputs| -> Result<(), GraphError> {
         println!("{what}: daily usage changed by");
         println!("{}", out.get(&q.daily)?);
         Ok(())

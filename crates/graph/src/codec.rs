@@ -205,10 +205,10 @@ fn scan_ids<'a>(
 }
 
 fn tree_remove<K: Ord>(tree: &mut BTreeMap<K, IdSet>, key: K, id: u32) {
-    if let Some(ids) = tree.get_mut(&key) {
-        if ids.remove(id) {
-            tree.remove(&key);
-        }
+    if let Some(ids) = tree.get_mut(&key)
+        && ids.remove(id)
+    {
+        tree.remove(&key);
     }
 }
 

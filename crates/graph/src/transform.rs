@@ -194,15 +194,15 @@ fn remove_identities(
     sinks: &mut [VertexId],
 ) {
     // Resolve chains of identities to their first non-identity source.
-    let n = vertices.len();
-    let mut target: Vec<VertexId> = (0..n as u32).map(VertexId).collect();
-    for v in 0..n {
-        let mut t = VertexId(v as u32);
-        while matches!(vertices[t.ix()].op, Op::Identity) {
-            t = vertices[t.ix()].inputs[0];
-        }
-        target[v] = t;
-    }
+    let target: Vec<VertexId> = (0..vertices.len() as u32)
+        .map(|v| {
+            let mut t = VertexId(v);
+            while matches!(vertices[t.ix()].op, Op::Identity) {
+                t = vertices[t.ix()].inputs[0];
+            }
+            t
+        })
+        .collect();
     let fix = |id: &mut VertexId| *id = target[id.ix()];
     for v in vertices.iter_mut() {
         v.inputs.iter_mut().for_each(fix);

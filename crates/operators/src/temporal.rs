@@ -20,9 +20,9 @@ impl<T: Data, K: IndexKey, S: Scope> ScopedIndex<T, S> for Index<T, K> {
     }
 }
 
-fn lifted<'a, T: Data, S: Scope>(
+fn lifted<T: Data, S: Scope>(
     stream: &Stream<'_, ZSet<T>, S>,
-    indexes: &[&'a dyn ScopedIndex<T, S>],
+    indexes: &[&dyn ScopedIndex<T, S>],
 ) -> Vec<Arc<dyn DynIndex<S::Row<T>>>> {
     let parts = crate::group_parts(stream);
     indexes.iter().map(|ix| ix.lift(&parts)).collect()

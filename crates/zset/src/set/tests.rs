@@ -50,7 +50,7 @@ proptest! {
     fn map_and_filter_are_linear(a in small_zset(), b in small_zset()) {
         let f = |x: &u8| x / 2;
         prop_assert_eq!((&a + &b).map(f), &a.map(f) + &b.map(f));
-        let p = |x: &u8| x % 2 == 0;
+        let p = |x: &u8| x.is_multiple_of(2);
         prop_assert_eq!((&a + &b).filter(p), &a.filter(p) + &b.filter(p));
         let g = |x: &u8| vec![*x, x + 10];
         prop_assert_eq!((&a + &b).map_many(g), &a.map_many(g) + &b.map_many(g));

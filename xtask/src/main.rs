@@ -1,0 +1,97 @@
+//! `cargo xtask <command>`: the project's only script (matklad's xtask
+//! pattern). See `usage()` for the commands.
+
+mod pg;
+mod tidy;
+
+use std::process::{Command, ExitCode};
+
+fn usage() -> &'static str {
+    "usage: cargo xtask <command>
+
+commands:
+  test    fmt check, clippy -D warnings, every test of the workspace (with a
+          throwaway Postgres unless STEPPING_TEST_PG is set), and
+          `cargo bench --no-run`; what CI runs
+  ci      the same as test
+  pg      start a throwaway Postgres and print its connection string;
+          stops it on Enter"
+}
+
+/// The workspace root (the parent of this crate).
+fn root() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// Runs `cargo args...` at the workspace root with `envs`, failing on a
+/// non-zero exit.
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    eprintln!("\n==> cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn test() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    // A throwaway Postgres unless the caller gave one; stopped on drop.
+    let server = match std::env::var("STEPPING_TEST_PG") {
+        Ok(url) if !url.is_empty() => {
+            eprintln!("==> using Postgres from STEPPING_TEST_PG");
+            None
+        }
+        _ => Some(pg::Server::start()?),
+    };
+    let url = match &server {
+        Some(s) => s.url(),
+        None => std::env::var("STEPPING_TEST_PG").unwrap_or_default(),
+    };
+    let envs = [
+        ("STEPPING_TEST_PG", url.as_str()),
+        ("STEPPING_REQUIRE_PG", "1"),
+    ];
+    cargo(&["test", "--workspace", "--all-targets"], &envs)?;
+    cargo(&["test", "--workspace", "--doc"], &envs)?;
+    cargo(&["bench", "--workspace", "--no-run"], &[])?;
+    drop(server);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test" | "ci") => test(),
+        Some("pg") => pg::serve(),
+        _ => {
+            eprintln!("{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
