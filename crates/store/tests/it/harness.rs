@@ -13,29 +13,79 @@ use crate::oracle::{Rel, bump};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Memory,
+    Sqlite,
 }
 
 /// Every store available here.
 pub(crate) fn kinds() -> Vec<Kind> {
-    vec![Kind::Memory]
+    vec![Kind::Memory, Kind::Sqlite]
+}
+
+/// An open store, with whatever keeps its state alive (a temporary
+/// directory for SQLite files).
+pub(crate) struct Opened {
+    store: Box<dyn StateStore>,
+    kind: Kind,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = dyn StateStore;
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl std::ops::DerefMut for Opened {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.store
+    }
+}
+
+fn sqlite_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("state.db")
 }
 
 impl Kind {
-    pub(crate) fn open(self, graph: &Graph) -> Result<Box<dyn StateStore>, GraphError> {
-        match self {
-            Kind::Memory => Ok(Box::new(store::Memory::new(graph))),
-        }
+    pub(crate) fn open(self, graph: &Graph) -> Result<Opened, GraphError> {
+        Ok(match self {
+            Kind::Memory => Opened {
+                store: Box::new(store::Memory::new(graph)),
+                kind: self,
+                dir: None,
+            },
+            Kind::Sqlite => {
+                let dir =
+                    tempfile::tempdir().map_err(|e| graph::StoreError::backend("tempdir", e))?;
+                let store =
+                    store::Sqlite::open(sqlite_file(&dir), graph, store::OpenOptions::default())?;
+                Opened {
+                    store: Box::new(store),
+                    kind: self,
+                    dir: Some(dir),
+                }
+            }
+        })
     }
+}
 
-    /// The same store, dropped and opened again on the same state (memory:
-    /// the same tables, through a new handle).
-    pub(crate) fn reopen(
-        self,
-        graph: &Graph,
-        store: Box<dyn StateStore>,
-    ) -> Result<Box<dyn StateStore>, GraphError> {
-        let _ = graph;
-        Ok(store)
+impl Opened {
+    /// The same state, through a store dropped and opened again (SQL stores:
+    /// attaching to the existing tables; memory: the same tables).
+    pub(crate) fn reopen(self, graph: &Graph) -> Result<Opened, GraphError> {
+        match (self.kind, &self.dir) {
+            (Kind::Sqlite, Some(dir)) => {
+                let path = sqlite_file(dir);
+                drop(self.store);
+                let store = store::Sqlite::open(path, graph, store::OpenOptions::attach())?;
+                Ok(Opened {
+                    store: Box::new(store),
+                    kind: self.kind,
+                    dir: self.dir,
+                })
+            }
+            _ => Ok(self),
+        }
     }
 }
 
@@ -85,7 +135,7 @@ pub(crate) fn run1<I: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
     let mut acc_out: Rel<P> = BTreeMap::new();
     for (i, batch) in batches.iter().enumerate() {
         if i == batches.len() / 2 {
-            store = kind.reopen(&graph, store).map_err(fail)?;
+            store = store.reopen(&graph).map_err(fail)?;
         }
         for (v, w) in batch {
             bump(&mut acc_in, v, *w);
@@ -116,7 +166,7 @@ pub(crate) fn run2<A: Data, B: Data, O: Data, P: Ord + Clone + std::fmt::Debug>(
     let mut acc_out: Rel<P> = BTreeMap::new();
     for (i, (ba, bb)) in batches.iter().enumerate() {
         if i == batches.len() / 2 {
-            store = kind.reopen(&graph, store).map_err(fail)?;
+            store = store.reopen(&graph).map_err(fail)?;
         }
         for (v, w) in ba {
             bump(&mut acc_a, v, *w);

@@ -1,0 +1,376 @@
+//! What the SQL stores share: how a state becomes a table (names, columns,
+//! indexes, the recorded shape), the SQL both dialects speak, and reads and
+//! writes encoded as plain data (`SqlRead`, `EncodedRow`) so that any
+//! backend, or a thread bridging to an application's own transaction, can
+//! run them.
+//!
+//! Table layout, per state:
+//!
+//! | column | what |
+//! |---|---|
+//! | `identity` | primary key: xxh3 of the row's (keyed states: the key's) postcard bytes |
+//! | `step` | nested (recursion) states only; the primary key is `(identity, step)` |
+//! | `data` | the row, postcard bytes |
+//! | one per index key part | typed: `BIGINT`, `DOUBLE`/`REAL`, `TEXT`, `BOOLEAN`, dates, UUIDs |
+//! | `c` | the weight |
+//!
+//! plus one SQL index per `Index`, in its key order, and two shared tables:
+//! `<prefix>last_update(table_name, t)` and `<prefix>tables(table_name,
+//! path, kind, shape)`.
+
+use std::any::Any;
+
+use graph::{EncodedRow, Read, StateKind, StateSpec, StoreError, identity_of};
+use zset::{ColumnType, KeyColumn, KeyValue};
+
+/// The longest identifier both Postgres (63 bytes) and SQLite accept.
+const MAX_IDENT: usize = 63;
+
+/// A name made of `[a-z0-9_]` only (so it never needs quoting and can never
+/// inject SQL), from any text: other characters become `_`, and a short hash
+/// of the original is appended when anything was replaced or cut, so that
+/// different names stay different.
+pub(crate) fn ident(raw: &str, max: usize) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut lossy = false;
+    for c in raw.chars() {
+        let c2 = c.to_ascii_lowercase();
+        if c2.is_ascii_lowercase() || c2.is_ascii_digit() || c2 == '_' {
+            lossy |= c2 != c;
+            out.push(c2);
+        } else {
+            lossy = true;
+            if !out.ends_with('_') {
+                out.push('_');
+            }
+        }
+    }
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, 'x');
+        lossy = true;
+    }
+    if lossy || out.len() > max {
+        let hash = format!("{:08x}", identity_of(raw.as_bytes()) as u64 & 0xffff_ffff);
+        out.truncate(max.saturating_sub(hash.len() + 1));
+        while out.ends_with('_') {
+            out.pop();
+        }
+        out.push('_');
+        out.push_str(&hash);
+    }
+    out
+}
+
+/// Checks a user-given table prefix: `[a-z0-9_]*`, starting with a letter.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
+    let ok = prefix
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+        && prefix.len() <= 20;
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName {
+            name: prefix.to_owned(),
+            reason: "a table prefix is up to 20 characters of [a-z0-9_], starting with a letter"
+                .into(),
+        })
+    }
+}
+
+/// One typed key column of a state table.
+#[derive(Clone, Debug)]
+pub(crate) struct Column {
+    pub(crate) name: String,
+    pub(crate) key: KeyColumn,
+}
+
+/// One SQL index: a contiguous run of the table's key columns.
+#[derive(Clone, Debug)]
+pub(crate) struct IndexSchema {
+    pub(crate) name: String,
+    pub(crate) columns: std::ops::Range<usize>,
+    /// How many leading columns form the prefix of a prefix index.
+    pub(crate) prefix: usize,
+}
+
+/// A state's table.
+#[derive(Clone, Debug)]
+pub(crate) struct TableSchema {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) kind: StateKind,
+    pub(crate) shape: String,
+    pub(crate) columns: Vec<Column>,
+    pub(crate) indexes: Vec<IndexSchema>,
+}
+
+impl TableSchema {
+    /// The table for `spec`, its name prefixed by `prefix`.
+    pub(crate) fn of(spec: &StateSpec, prefix: &str) -> TableSchema {
+        let name = format!(
+            "{prefix}{}",
+            ident(spec.path().as_str(), MAX_IDENT - prefix.len())
+        );
+        let mut columns: Vec<Column> = Vec::new();
+        let mut indexes = Vec::new();
+        for (i, ix) in spec.indexes().iter().enumerate() {
+            let start = columns.len();
+            for (part, key) in ix.parts.iter().zip(&ix.columns) {
+                let raw = if ix.parts.len() == 1 && **part == *ix.name {
+                    part.to_string()
+                } else {
+                    format!("{}__{part}", ix.name)
+                };
+                let mut col = ident(&raw, 40);
+                if matches!(col.as_str(), "identity" | "data" | "c" | "step")
+                    || columns.iter().any(|c: &Column| c.name == col)
+                {
+                    col = format!("{col}_{i}");
+                }
+                columns.push(Column {
+                    name: format!("k_{col}"),
+                    key: *key,
+                });
+            }
+            indexes.push(IndexSchema {
+                name: format!("{name}__{}", ident(&ix.name, 20)),
+                columns: start..columns.len(),
+                prefix: spec.codec().prefix_columns(i),
+            });
+        }
+        TableSchema {
+            name,
+            path: spec.path().to_string(),
+            kind: spec.kind(),
+            shape: spec.shape(),
+            columns,
+            indexes,
+        }
+    }
+
+    pub(crate) fn nested(&self) -> bool {
+        self.kind == StateKind::Nested
+    }
+}
+
+/// The types a dialect gives key columns.
+pub(crate) trait Dialect {
+    /// The SQL type of a key column.
+    fn column_type(&self, ty: ColumnType) -> &'static str;
+    /// The type of `identity`, `c` and `t`.
+    fn bigint(&self) -> &'static str;
+    /// The type of `data`.
+    fn blob(&self) -> &'static str;
+    /// How an index orders `NULL`s, after `ASC`/`DESC` (Rust order: `None` first).
+    fn nulls(&self, descending: bool) -> &'static str;
+    /// Extra words after `CREATE TABLE ... (...)`.
+    fn table_options(&self, schema: &TableSchema) -> &'static str;
+}
+
+/// `CREATE TABLE` and `CREATE INDEX` statements for `schema`.
+pub(crate) fn create_statements(d: &dyn Dialect, schema: &TableSchema) -> Vec<String> {
+    let mut cols = vec![format!("identity {} NOT NULL", d.bigint())];
+    if schema.nested() {
+        cols.push("step INTEGER NOT NULL".into());
+    }
+    cols.push(format!("data {} NOT NULL", d.blob()));
+    for c in &schema.columns {
+        let null = if c.key.nullable { "" } else { " NOT NULL" };
+        cols.push(format!("{} {}{null}", c.name, d.column_type(c.key.ty)));
+    }
+    cols.push(format!("c {} NOT NULL", d.bigint()));
+    let pk = if schema.nested() {
+        "PRIMARY KEY (identity, step)"
+    } else {
+        "PRIMARY KEY (identity)"
+    };
+    cols.push(pk.into());
+    let mut out = vec![format!(
+        "CREATE TABLE {} (\n    {}\n){}",
+        schema.name,
+        cols.join(",\n    "),
+        d.table_options(schema)
+    )];
+    for ix in &schema.indexes {
+        if ix.columns.is_empty() {
+            continue;
+        }
+        let cols: Vec<String> = schema.columns[ix.columns.clone()]
+            .iter()
+            .map(|c| {
+                let dir = if c.key.descending { "DESC" } else { "ASC" };
+                format!("{} {dir}{}", c.name, d.nulls(c.key.descending))
+            })
+            .collect();
+        out.push(format!(
+            "CREATE INDEX {} ON {} ({})",
+            ix.name,
+            schema.name,
+            cols.join(", ")
+        ));
+    }
+    if schema.nested() {
+        out.push(format!(
+            "CREATE INDEX {}__step ON {} (step)",
+            schema.name, schema.name
+        ));
+    }
+    out
+}
+
+/// A read, encoded: key values instead of typed keys.
+#[derive(Clone, Debug)]
+pub(crate) enum SqlRead {
+    All,
+    ByIndex {
+        index: usize,
+        keys: Vec<Vec<KeyValue>>,
+    },
+    ByIdentity {
+        ids: Vec<i64>,
+    },
+    First {
+        index: usize,
+        prefixes: Option<Vec<Vec<KeyValue>>>,
+        limit: usize,
+    },
+}
+
+impl SqlRead {
+    /// Encodes `read` with `spec`'s codec.
+    pub(crate) fn of(spec: &StateSpec, read: &Read<'_>) -> SqlRead {
+        let codec = spec.codec();
+        match *read {
+            Read::All => SqlRead::All,
+            Read::ByIndex { index, keys } => SqlRead::ByIndex {
+                index,
+                keys: dedup(codec.key_values(index, keys)),
+            },
+            Read::ByValues { values } => {
+                let mut ids = codec.identities(values);
+                ids.sort_unstable();
+                ids.dedup();
+                SqlRead::ByIdentity { ids }
+            }
+            Read::FirstByIndex {
+                index,
+                prefixes,
+                limit,
+            } => SqlRead::First {
+                index,
+                prefixes: prefixes.map(|p| dedup(codec.prefix_values(index, p))),
+                limit,
+            },
+        }
+    }
+}
+
+fn dedup(mut keys: Vec<Vec<KeyValue>>) -> Vec<Vec<KeyValue>> {
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// A row as read from a table.
+#[derive(Clone, Debug)]
+pub(crate) struct SqlRow {
+    pub(crate) identity: i64,
+    pub(crate) data: Vec<u8>,
+    pub(crate) weight: i64,
+    pub(crate) step: u32,
+}
+
+/// Decodes `rows` of `schema`'s table into `sink`, naming the table and
+/// row of anything that does not decode.
+pub(crate) fn decode_rows(
+    spec: &StateSpec,
+    schema: &TableSchema,
+    rows: Vec<SqlRow>,
+    sink: &mut dyn Any,
+) -> Result<(), StoreError> {
+    let codec = spec.codec();
+    for row in rows {
+        codec
+            .decode(&row.data, row.weight, row.step, sink)
+            .map_err(|detail| StoreError::Corrupt {
+                table: schema.name.clone(),
+                identity: row.identity.to_string(),
+                detail,
+            })?;
+    }
+    Ok(())
+}
+
+/// The rows of a delta, encoded and checked: no two rows with the same
+/// primary key (two different values whose identities collide are an
+/// error, never a silent merge).
+pub(crate) fn encode_delta(
+    spec: &StateSpec,
+    schema: &TableSchema,
+    delta: &dyn Any,
+) -> Result<Vec<EncodedRow>, StoreError> {
+    let mut rows = Vec::new();
+    spec.codec()
+        .encode_delta(delta, &mut rows)
+        .map_err(|e| match e {
+            StoreError::Unrepresentable { detail, .. } => StoreError::Unrepresentable {
+                table: schema.name.clone(),
+                detail,
+            },
+            other => other,
+        })?;
+    rows.sort_unstable_by_key(|r| (r.identity, r.step));
+    for pair in rows.windows(2) {
+        if (pair[0].identity, pair[0].step) == (pair[1].identity, pair[1].step) {
+            return Err(StoreError::IdentityCollision {
+                table: schema.name.clone(),
+                identity: pair[0].identity,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// SQLite and Postgres agree on dates written `YYYY-MM-DD`; SQLite keeps
+/// them as text, which orders correctly only for years 0 to 9999.
+pub(crate) fn four_digit_year(year: i32) -> bool {
+    (0..=9999).contains(&year)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_safe_and_distinct() {
+        assert_eq!(ident("users", 63), "users");
+        assert_eq!(ident("daily_usage", 63), "daily_usage");
+        let a = ident("users.join(meters).map", 63);
+        let b = ident("users.join(meters)/map", 63);
+        assert!(a.starts_with("users_join_meters_map_"), "{a}");
+        assert_ne!(a, b);
+        let evil = ident("x\"; DROP TABLE users; --", 63);
+        assert!(
+            evil.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{evil}"
+        );
+        let long = ident(&"a".repeat(500), 63);
+        assert!(long.len() <= 63);
+        assert_ne!(long, ident(&"a".repeat(501), 63));
+        assert!(ident("Ünïcödé", 63).is_ascii());
+        assert_ne!(ident("Users", 63), ident("users", 63));
+        assert!(ident("1st", 63).starts_with('x'));
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(check_prefix("st_").is_ok());
+        assert!(check_prefix("app1_").is_ok());
+        assert!(check_prefix("").is_err());
+        assert!(check_prefix("x; drop").is_err());
+        assert!(check_prefix("_x").is_err());
+    }
+}

@@ -1,0 +1,981 @@
+//! The SQLite store (the embedded default): one table per state in a file,
+//! next to whatever else the application keeps there.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use graph::{
+    EncodedRow, Graph, Read, StateId, StateKind, StateSpec, StateStore, StateTx, StoreError, Time,
+    Value, identity_of,
+};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use zset::{ColumnType, KeyValue};
+
+use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year};
+use crate::wait::Backoff;
+
+/// How a SQL store is opened.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Create missing tables (default `true`). With `false`, a missing
+    /// table is an error: the way to attach to state written by another
+    /// process ("weeks later, in another service, read the cache").
+    pub create_tables: bool,
+    /// Prefix of every table name (default `st_`), so that state tables sit
+    /// beside the application's own: `[a-z0-9_]`, starting with a letter.
+    pub prefix: String,
+    /// How long an iteration waits for its frontier (default 30 s).
+    pub max_wait: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create_tables: true,
+            prefix: "st_".into(),
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Attach to existing tables only.
+    pub fn attach() -> Self {
+        OpenOptions {
+            create_tables: false,
+            ..OpenOptions::default()
+        }
+    }
+}
+
+struct SqliteDialect;
+
+impl Dialect for SqliteDialect {
+    fn column_type(&self, ty: ColumnType) -> &'static str {
+        match ty {
+            ColumnType::Bool | ColumnType::Int => "INTEGER",
+            ColumnType::Float => "REAL",
+            ColumnType::Bytes | ColumnType::Uuid => "BLOB",
+            _ => "TEXT",
+        }
+    }
+    fn bigint(&self) -> &'static str {
+        "INTEGER"
+    }
+    fn blob(&self) -> &'static str {
+        "BLOB"
+    }
+    fn nulls(&self, _descending: bool) -> &'static str {
+        // SQLite already sorts NULL first ascending and last descending.
+        ""
+    }
+    fn table_options(&self, _schema: &TableSchema) -> &'static str {
+        ""
+    }
+}
+
+/// The SQL of one table, built once.
+struct TableSql {
+    select: String,
+    by_index: Vec<String>,
+    by_identity: String,
+    first: Vec<String>,
+    ties: Vec<String>,
+    upsert: String,
+    delete: String,
+    max_step: String,
+}
+
+impl TableSql {
+    fn of(s: &TableSchema) -> TableSql {
+        let cols = if s.nested() {
+            "identity, data, c, step"
+        } else {
+            "identity, data, c"
+        };
+        let select = format!("SELECT {cols} FROM {}", s.name);
+        let eq = |range: std::ops::Range<usize>| -> String {
+            s.columns[range]
+                .iter()
+                .map(|c| format!("{} IS ?", c.name))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let by_index = s
+            .indexes
+            .iter()
+            .map(|ix| {
+                if ix.columns.is_empty() {
+                    select.clone()
+                } else {
+                    format!("{select} WHERE {}", eq(ix.columns.clone()))
+                }
+            })
+            .collect();
+        let order = |ix: &sql::IndexSchema| -> String {
+            let cols: Vec<String> = s.columns[ix.columns.clone()]
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {}",
+                        c.name,
+                        if c.key.descending { "DESC" } else { "ASC" }
+                    )
+                })
+                .collect();
+            if cols.is_empty() {
+                String::new()
+            } else {
+                format!(" ORDER BY {}", cols.join(", "))
+            }
+        };
+        let key_cols = |ix: &sql::IndexSchema| -> String {
+            s.columns[ix.columns.clone()]
+                .iter()
+                .map(|c| format!(", {}", c.name))
+                .collect()
+        };
+        let prefix_where = |ix: &sql::IndexSchema| -> String {
+            let p = ix.columns.start..ix.columns.start + ix.prefix;
+            if p.is_empty() {
+                String::new()
+            } else {
+                format!("{} AND ", eq(p))
+            }
+        };
+        let first = s
+            .indexes
+            .iter()
+            .map(|ix| {
+                format!(
+                    "SELECT {cols}{} FROM {} WHERE {}c > 0{} LIMIT ?",
+                    key_cols(ix),
+                    s.name,
+                    prefix_where(ix),
+                    order(ix)
+                )
+            })
+            .collect();
+        let ties = s
+            .indexes
+            .iter()
+            .map(|ix| {
+                let all = if ix.columns.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} AND ", eq(ix.columns.clone()))
+                };
+                format!(
+                    "SELECT {cols}{} FROM {} WHERE {all}c > 0",
+                    key_cols(ix),
+                    s.name
+                )
+            })
+            .collect();
+        let names: Vec<&str> = s.columns.iter().map(|c| c.name.as_str()).collect();
+        let mut insert_cols = vec!["identity"];
+        if s.nested() {
+            insert_cols.push("step");
+        }
+        insert_cols.push("data");
+        insert_cols.extend(&names);
+        insert_cols.push("c");
+        let marks = vec!["?"; insert_cols.len()].join(", ");
+        let conflict = if s.nested() {
+            "identity, step"
+        } else {
+            "identity"
+        };
+        let upsert = match s.kind {
+            StateKind::Keyed => {
+                let same_key: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("{n} IS excluded.{n}"))
+                    .collect();
+                let guard = if same_key.is_empty() {
+                    String::new()
+                } else {
+                    format!(" WHERE {}", same_key.join(" AND "))
+                };
+                format!(
+                    "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET data = excluded.data, c = excluded.c{guard} RETURNING c",
+                    s.name,
+                    insert_cols.join(", ")
+                )
+            }
+            _ => format!(
+                "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET c = c + excluded.c WHERE data = excluded.data RETURNING c",
+                s.name,
+                insert_cols.join(", ")
+            ),
+        };
+        let delete = if s.nested() {
+            format!("DELETE FROM {} WHERE identity = ? AND step = ?", s.name)
+        } else {
+            format!("DELETE FROM {} WHERE identity = ?", s.name)
+        };
+        TableSql {
+            by_identity: format!("{select} WHERE identity = ?"),
+            select,
+            by_index,
+            first,
+            ties,
+            upsert,
+            delete,
+            max_step: format!("SELECT MAX(step) FROM {}", s.name),
+        }
+    }
+}
+
+/// A key value as SQLite keeps it. NaN is stored as the text `NaN`, which
+/// SQLite sorts after every number (as Postgres and `F64` do); dates and
+/// times are ISO-8601 text (years 0 to 9999).
+fn to_sqlite(table: &str, v: &KeyValue) -> Result<SqlValue, StoreError> {
+    let bad = |detail: String| StoreError::Unrepresentable {
+        table: table.to_owned(),
+        detail,
+    };
+    Ok(match v {
+        KeyValue::Null => SqlValue::Null,
+        KeyValue::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        KeyValue::Int(i) => SqlValue::Integer(*i),
+        KeyValue::Float(f) if f.get().is_nan() => SqlValue::Text("NaN".into()),
+        KeyValue::Float(f) => SqlValue::Real(f.get()),
+        KeyValue::Text(s) => SqlValue::Text(s.clone()),
+        KeyValue::Bytes(b) => SqlValue::Blob(b.clone()),
+        KeyValue::Uuid(u) => SqlValue::Blob(u.as_bytes().to_vec()),
+        KeyValue::Date(d) => {
+            if !four_digit_year(chrono::Datelike::year(d)) {
+                return Err(bad(format!("date {d} is outside years 0 to 9999")));
+            }
+            SqlValue::Text(d.format("%Y-%m-%d").to_string())
+        }
+        KeyValue::Timestamp(t) => {
+            if !four_digit_year(chrono::Datelike::year(t)) {
+                return Err(bad(format!("timestamp {t} is outside years 0 to 9999")));
+            }
+            SqlValue::Text(t.format("%Y-%m-%d %H:%M:%S%.9f").to_string())
+        }
+        other => return Err(bad(format!("unsupported key value {other:?}"))),
+    })
+}
+
+fn backend(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let context = context.into();
+    move |e| StoreError::backend(context, e)
+}
+
+/// Reads a state row, checking every column's type and the identity.
+fn row_of(
+    table: &str,
+    nested: bool,
+    verify: bool,
+    r: &rusqlite::Row<'_>,
+) -> Result<SqlRow, StoreError> {
+    let identity: i64 = r.get(0).map_err(|e| StoreError::Corrupt {
+        table: table.to_owned(),
+        identity: "?".into(),
+        detail: format!("identity is not an integer: {e}"),
+    })?;
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: table.to_owned(),
+        identity: identity.to_string(),
+        detail,
+    };
+    let data: Vec<u8> = r
+        .get(1)
+        .map_err(|e| corrupt(format!("data is not a blob: {e}")))?;
+    let weight: i64 = r
+        .get(2)
+        .map_err(|e| corrupt(format!("weight c is not an integer: {e}")))?;
+    let step: i64 = if nested {
+        r.get(3)
+            .map_err(|e| corrupt(format!("step is not an integer: {e}")))?
+    } else {
+        0
+    };
+    if verify && identity_of(&data) != identity {
+        return Err(corrupt("the identity does not match the row's data".into()));
+    }
+    if weight == 0 {
+        return Err(corrupt("a stored weight is 0".into()));
+    }
+    let step = u32::try_from(step).map_err(|_| corrupt(format!("step {step} is out of range")))?;
+    Ok(SqlRow {
+        identity,
+        data,
+        weight,
+        step,
+    })
+}
+
+/// The SQLite store: state in a SQLite file (WAL mode, `synchronous =
+/// NORMAL`), one table per state, read through indexes and written as
+/// deltas; an iteration is one transaction.
+///
+/// ```
+/// # use graph::{Graph, GraphError};
+/// # use operators::prelude::*;
+/// let dir = tempfile::tempdir().unwrap();
+/// let (graph, (input, cache)) = Graph::build(|q| {
+///     let (input, words) = q.input::<String>("words")?;
+///     Ok((input, q.cache("word_set", words.distinct(), &[])?))
+/// })?;
+/// let mut store = store::Sqlite::open(dir.path().join("state.db"), &graph, store::OpenOptions::default())?;
+/// graph.insert(&mut store, &input, ["hello".to_string()])?;
+/// drop(store);
+/// // Later, elsewhere: attach to the same file and read the cache.
+/// let mut store = store::Sqlite::open(dir.path().join("state.db"), &graph, store::OpenOptions::attach())?;
+/// assert_eq!(cache.zset(&mut store)?, zset! { "hello".to_string() => 1 });
+/// # Ok::<(), GraphError>(())
+/// ```
+pub struct Sqlite {
+    conn: Connection,
+    path: PathBuf,
+    fingerprint: String,
+    prefix: String,
+    specs: Vec<StateSpec>,
+    schemas: Vec<TableSchema>,
+    sql: Vec<TableSql>,
+    max_wait: Duration,
+    created: usize,
+    /// Tables checked for `read_committed` from other graphs, by path.
+    attached: HashMap<String, (TableSchema, TableSql)>,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Sqlite({}, {} tables)",
+            self.path.display(),
+            self.schemas.len()
+        )
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend(format!("opening {}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(60))
+        .map_err(backend("setting busy_timeout"))?;
+    conn.set_prepared_statement_cache_capacity(512);
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(backend(format!("configuring {}", path.display())))?;
+    Ok(conn)
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the SQLite file at `path` for `graph`'s
+    /// states: creates missing tables (unless `options.create_tables` is
+    /// false) and checks that existing ones hold the same shape of state.
+    ///
+    /// # Errors
+    /// [`StoreError::MissingTable`], [`StoreError::SchemaMismatch`] naming
+    /// the table, an invalid prefix, or a SQLite failure.
+    pub fn open(
+        path: impl AsRef<Path>,
+        graph: &Graph,
+        options: OpenOptions,
+    ) -> Result<Sqlite, StoreError> {
+        check_prefix(&options.prefix)?;
+        let path = path.as_ref().to_path_buf();
+        let conn = open_connection(&path)?;
+        let specs = graph.states().to_vec();
+        let schemas: Vec<TableSchema> = specs
+            .iter()
+            .map(|s| TableSchema::of(s, &options.prefix))
+            .collect();
+        let mut store = Sqlite {
+            conn,
+            path,
+            fingerprint: graph.fingerprint().to_owned(),
+            prefix: options.prefix.clone(),
+            sql: schemas.iter().map(TableSql::of).collect(),
+            specs,
+            schemas,
+            max_wait: options.max_wait,
+            created: 0,
+            attached: HashMap::new(),
+        };
+        store.created = store.prepare_tables(options.create_tables)?;
+        Ok(store)
+    }
+
+    /// How many tables this open created (0: every table already existed).
+    pub fn tables_created(&self) -> usize {
+        self.created
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The SQL table name of each state, by path.
+    pub fn table_names(&self) -> Vec<(String, String)> {
+        self.schemas
+            .iter()
+            .map(|s| (s.path.clone(), s.name.clone()))
+            .collect()
+    }
+
+    /// The underlying connection, e.g. to query cache tables with plain SQL.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The last input time committed to every table (the smallest
+    /// `last_update`; 0 for a new store): every iteration up to it is
+    /// fully applied.
+    ///
+    /// # Errors
+    /// A read failure.
+    pub fn last_time(&self) -> Result<i64, StoreError> {
+        let mut min: Option<i64> = None;
+        for s in &self.schemas {
+            let t = self.last_update(&s.name)?.unwrap_or(0);
+            min = Some(min.map_or(t, |m: i64| m.min(t)));
+        }
+        Ok(min.unwrap_or(0))
+    }
+
+    fn meta(&self) -> (String, String) {
+        (
+            format!("{}tables", self.prefix),
+            format!("{}last_update", self.prefix),
+        )
+    }
+
+    /// Creates or checks every table; returns how many were created.
+    fn prepare_tables(&mut self, create: bool) -> Result<usize, StoreError> {
+        let (tables, last_update) = self.meta();
+        if create {
+            self.conn
+                .execute_batch(&format!(
+                    "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
+                     CREATE TABLE IF NOT EXISTS {last_update} (table_name TEXT PRIMARY KEY, t INTEGER NOT NULL);"
+                ))
+                .map_err(backend("creating the metadata tables"))?;
+        }
+        let mut created = 0;
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(backend("starting to create tables"))?;
+        for schema in &self.schemas {
+            if check_table(&tx, &tables, schema)? {
+                continue;
+            }
+            if !create {
+                return Err(StoreError::MissingTable {
+                    table: schema.name.clone(),
+                    path: schema.path.clone(),
+                });
+            }
+            for stmt in sql::create_statements(&SqliteDialect, schema) {
+                tx.execute_batch(&stmt)
+                    .map_err(backend(format!("creating `{}`", schema.name)))?;
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO {tables} (table_name, path, kind, shape) VALUES (?, ?, ?, ?)"
+                ),
+                (
+                    &schema.name,
+                    &schema.path,
+                    schema.kind.name(),
+                    &schema.shape,
+                ),
+            )
+            .map_err(backend(format!("recording `{}`", schema.name)))?;
+            tx.execute(
+                &format!("INSERT OR IGNORE INTO {last_update} (table_name, t) VALUES (?, 0)"),
+                [&schema.name],
+            )
+            .map_err(backend(format!("recording `{}`", schema.name)))?;
+            created += 1;
+        }
+        tx.commit().map_err(backend("committing new tables"))?;
+        Ok(created)
+    }
+
+    fn last_update(&self, table: &str) -> Result<Option<i64>, StoreError> {
+        let (_, last_update) = self.meta();
+        self.conn
+            .prepare_cached(&format!("SELECT t FROM {last_update} WHERE table_name = ?"))
+            .and_then(|mut s| s.query_row([table], |r| r.get::<_, i64>(0)).optional())
+            .map_err(backend(format!("reading the last update of `{table}`")))
+    }
+
+    fn run_read(
+        &self,
+        schema: &TableSchema,
+        sql: &TableSql,
+        read: &SqlRead,
+    ) -> Result<Vec<SqlRow>, StoreError> {
+        let ctx = || format!("reading `{}`", schema.name);
+        let verify = schema.kind != StateKind::Keyed;
+        let nested = schema.nested();
+        let mut rows = Vec::new();
+        let collect =
+            |stmt: &str, params: Vec<SqlValue>, rows: &mut Vec<SqlRow>| -> Result<(), StoreError> {
+                let mut st = self.conn.prepare_cached(stmt).map_err(backend(ctx()))?;
+                let mut q = st.query(params_from_iter(params)).map_err(backend(ctx()))?;
+                while let Some(r) = q.next().map_err(backend(ctx()))? {
+                    rows.push(row_of(&schema.name, nested, verify, r)?);
+                }
+                Ok(())
+            };
+        match read {
+            SqlRead::All => collect(&sql.select, Vec::new(), &mut rows)?,
+            SqlRead::ByIndex { index, keys } => {
+                let stmt = sql
+                    .by_index
+                    .get(*index)
+                    .ok_or_else(|| bad_index(schema, *index))?;
+                for key in keys {
+                    let params = key
+                        .iter()
+                        .map(|v| to_sqlite(&schema.name, v))
+                        .collect::<Result<_, _>>()?;
+                    collect(stmt, params, &mut rows)?;
+                }
+            }
+            SqlRead::ByIdentity { ids } => {
+                for id in ids {
+                    collect(&sql.by_identity, vec![SqlValue::Integer(*id)], &mut rows)?;
+                }
+            }
+            SqlRead::First {
+                index,
+                prefixes,
+                limit,
+            } => {
+                let ix = schema
+                    .indexes
+                    .get(*index)
+                    .ok_or_else(|| bad_index(schema, *index))?;
+                let width = ix.columns.len();
+                let groups: Vec<Vec<KeyValue>> =
+                    prefixes.clone().unwrap_or_else(|| vec![Vec::new()]);
+                for prefix in groups {
+                    let mut params: Vec<SqlValue> = prefix
+                        .iter()
+                        .map(|v| to_sqlite(&schema.name, v))
+                        .collect::<Result<_, _>>()?;
+                    params.push(SqlValue::Integer(*limit as i64));
+                    let (first, last_key) =
+                        self.first_rows(schema, &sql.first[*index], params, width)?;
+                    let got = first.len();
+                    rows.extend(first);
+                    if got >= *limit
+                        && let Some(last_key) = last_key
+                    {
+                        // Every further row tied with the last one, so the caller
+                        // can break ties exactly.
+                        let (ties, _) =
+                            self.first_rows(schema, &sql.ties[*index], last_key, width)?;
+                        let seen: std::collections::HashSet<i64> =
+                            rows.iter().map(|r| r.identity).collect();
+                        rows.extend(ties.into_iter().filter(|r| !seen.contains(&r.identity)));
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Rows of a `first`/`ties` query, and the key columns of the last one.
+    fn first_rows(
+        &self,
+        schema: &TableSchema,
+        stmt: &str,
+        params: Vec<SqlValue>,
+        width: usize,
+    ) -> Result<(Vec<SqlRow>, Option<Vec<SqlValue>>), StoreError> {
+        let ctx = || format!("reading the first rows of `{}`", schema.name);
+        let nested = schema.nested();
+        let base = if nested { 4 } else { 3 };
+        let mut st = self.conn.prepare_cached(stmt).map_err(backend(ctx()))?;
+        let mut q = st.query(params_from_iter(params)).map_err(backend(ctx()))?;
+        let mut rows = Vec::new();
+        let mut last = None;
+        while let Some(r) = q.next().map_err(backend(ctx()))? {
+            rows.push(row_of(&schema.name, nested, true, r)?);
+            let key: Vec<SqlValue> = (0..width)
+                .map(|i| r.get::<_, SqlValue>(base + i))
+                .collect::<Result<_, _>>()
+                .map_err(backend(ctx()))?;
+            last = Some(key);
+        }
+        Ok((rows, last))
+    }
+
+    fn write_rows(
+        &self,
+        schema: &TableSchema,
+        sql: &TableSql,
+        rows: &[EncodedRow],
+    ) -> Result<(), StoreError> {
+        let ctx = || format!("writing `{}`", schema.name);
+        let mut upsert = self
+            .conn
+            .prepare_cached(&sql.upsert)
+            .map_err(backend(ctx()))?;
+        let mut delete = self
+            .conn
+            .prepare_cached(&sql.delete)
+            .map_err(backend(ctx()))?;
+        let keyed = schema.kind == StateKind::Keyed;
+        for row in rows {
+            let mut key_params: Vec<SqlValue> = Vec::with_capacity(row.keys.len() + 1);
+            if keyed && row.weight == 0 {
+                key_params.push(SqlValue::Integer(row.identity));
+                delete
+                    .execute(params_from_iter(key_params))
+                    .map_err(backend(ctx()))?;
+                continue;
+            }
+            let mut params: Vec<SqlValue> = Vec::with_capacity(row.keys.len() + 4);
+            params.push(SqlValue::Integer(row.identity));
+            if schema.nested() {
+                params.push(SqlValue::Integer(i64::from(row.step)));
+            }
+            params.push(SqlValue::Blob(row.data.clone()));
+            for k in &row.keys {
+                params.push(to_sqlite(&schema.name, k)?);
+            }
+            params.push(SqlValue::Integer(row.weight));
+            let c: Option<i64> = upsert
+                .query_row(params_from_iter(params), |r| r.get(0))
+                .optional()
+                .map_err(backend(ctx()))?;
+            match c {
+                None => {
+                    return Err(StoreError::IdentityCollision {
+                        table: schema.name.clone(),
+                        identity: row.identity,
+                    });
+                }
+                Some(0) if !keyed => {
+                    key_params.push(SqlValue::Integer(row.identity));
+                    if schema.nested() {
+                        key_params.push(SqlValue::Integer(i64::from(row.step)));
+                    }
+                    delete
+                        .execute(params_from_iter(key_params))
+                        .map_err(backend(ctx()))?;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn set_last_update(&self, table: &str, t: i64) -> Result<(), StoreError> {
+        let (_, last_update) = self.meta();
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO {last_update} (table_name, t) VALUES (?, ?) ON CONFLICT (table_name) DO UPDATE SET t = max(t, excluded.t)"
+            ))
+            .and_then(|mut s| s.execute((table, t)))
+            .map(|_| ())
+            .map_err(backend(format!("recording the last update of `{table}`")))
+    }
+
+    /// Waits until `table` has been written up to `frontier`.
+    fn wait_for(&self, table: &str, frontier: i64, max_wait: Duration) -> Result<(), StoreError> {
+        let start = Instant::now();
+        let mut backoff = Backoff::new();
+        loop {
+            let seen = self.last_update(table)?;
+            if seen.unwrap_or(0) >= frontier {
+                return Ok(());
+            }
+            if start.elapsed() >= max_wait {
+                return Err(StoreError::FrontierTimeout {
+                    table: table.to_owned(),
+                    frontier,
+                    seen,
+                    waited_ms: start.elapsed().as_millis() as u64,
+                });
+            }
+            backoff.sleep(max_wait.saturating_sub(start.elapsed()));
+        }
+    }
+}
+
+fn bad_index(schema: &TableSchema, index: usize) -> StoreError {
+    StoreError::SchemaMismatch {
+        table: schema.name.clone(),
+        detail: format!("no index number {index}"),
+    }
+}
+
+/// Whether `schema`'s table exists with the same shape (`Ok(false)`: it
+/// does not exist at all).
+fn check_table(conn: &Connection, tables: &str, schema: &TableSchema) -> Result<bool, StoreError> {
+    let recorded: Option<(String, String)> = conn
+        .query_row(
+            &format!("SELECT path, shape FROM {tables} WHERE table_name = ?"),
+            [&schema.name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .or_else(|e| match e {
+            // No metadata table yet: nothing was created here.
+            rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
+                Ok(None)
+            }
+            e => Err(e),
+        })
+        .map_err(backend(format!("reading the shape of `{}`", schema.name)))?;
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            [&schema.name],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(backend("reading sqlite_master"))?
+        .is_some();
+    match (recorded, exists) {
+        (None, false) => Ok(false),
+        (None, true) => Err(StoreError::SchemaMismatch {
+            table: schema.name.clone(),
+            detail: "the table exists but was not created by stepping-rs".into(),
+        }),
+        (Some(_), false) => Err(StoreError::MissingTable {
+            table: schema.name.clone(),
+            path: schema.path.clone(),
+        }),
+        (Some((path, shape)), true) => {
+            if shape != schema.shape || path != schema.path {
+                Err(StoreError::SchemaMismatch {
+                    table: schema.name.clone(),
+                    detail: format!(
+                        "it holds `{path}`: `{shape}`; this query expects `{}`: `{}`",
+                        schema.path, schema.shape
+                    ),
+                })
+            } else {
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl StateStore for Sqlite {
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        let n = self.schemas.len();
+        let mut tx = SqliteTx {
+            store: self,
+            time,
+            open: false,
+            waited: vec![false; n],
+            buffered: vec![Vec::new(); n],
+            done: false,
+        };
+        if time.flush_every_set != Some(true) {
+            // All or nothing: wait for every table, then hold the write lock
+            // for the whole iteration.
+            for s in 0..n {
+                tx.wait(s)?;
+            }
+            tx.store
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(backend("starting an iteration"))?;
+            tx.open = true;
+        }
+        Ok(Box::new(tx))
+    }
+
+    fn next_time(&mut self) -> Result<i64, StoreError> {
+        let mut max = 0;
+        for s in &self.schemas {
+            max = max.max(self.last_update(&s.name)?.unwrap_or(0));
+        }
+        Ok(max + 1)
+    }
+
+    fn read_committed(
+        &mut self,
+        spec: &StateSpec,
+        read: &Read<'_>,
+        sink: &mut dyn Any,
+    ) -> Result<(), StoreError> {
+        let path = spec.path().as_str();
+        let sql_read = SqlRead::of(spec, read);
+        if let Some(i) = self
+            .specs
+            .iter()
+            .position(|s| s.path() == spec.path() && s.shape() == spec.shape())
+        {
+            let rows = self.run_read(&self.schemas[i], &self.sql[i], &sql_read)?;
+            return sql::decode_rows(spec, &self.schemas[i], rows, sink);
+        }
+        if !self.attached.contains_key(path) {
+            let schema = TableSchema::of(spec, &self.prefix);
+            let (tables, _) = self.meta();
+            if !check_table(&self.conn, &tables, &schema)? {
+                return Err(StoreError::MissingTable {
+                    table: schema.name.clone(),
+                    path: path.to_owned(),
+                });
+            }
+            let sql = TableSql::of(&schema);
+            self.attached.insert(path.to_owned(), (schema, sql));
+        }
+        let (schema, sql) = &self.attached[path];
+        if schema.shape != spec.shape() {
+            return Err(StoreError::SchemaMismatch {
+                table: schema.name.clone(),
+                detail: "shape changed".into(),
+            });
+        }
+        let rows = self.run_read(schema, sql, &sql_read)?;
+        sql::decode_rows(spec, schema, rows, sink)
+    }
+}
+
+struct SqliteTx<'s> {
+    store: &'s mut Sqlite,
+    time: Time,
+    /// A transaction spanning the iteration is open.
+    open: bool,
+    waited: Vec<bool>,
+    /// With `flush_every_set = Some(true)`: writes held until their flush.
+    buffered: Vec<Vec<EncodedRow>>,
+    done: bool,
+}
+
+impl SqliteTx<'_> {
+    fn wait(&mut self, s: usize) -> Result<(), StoreError> {
+        if !self.waited[s] {
+            let max_wait = self.store.max_wait;
+            self.store
+                .wait_for(&self.store.schemas[s].name, self.time.frontier, max_wait)?;
+            self.waited[s] = true;
+        }
+        Ok(())
+    }
+}
+
+impl StateTx for SqliteTx<'_> {
+    fn read(
+        &mut self,
+        state: StateId,
+        read: &Read<'_>,
+        sink: &mut dyn Any,
+    ) -> Result<(), StoreError> {
+        let s = state.index();
+        self.wait(s)?;
+        let store = &*self.store;
+        let rows = store.run_read(
+            &store.schemas[s],
+            &store.sql[s],
+            &SqlRead::of(&store.specs[s], read),
+        )?;
+        sql::decode_rows(&store.specs[s], &store.schemas[s], rows, sink)
+    }
+
+    fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError> {
+        let s = state.index();
+        self.wait(s)?;
+        let store = &*self.store;
+        let max: Option<i64> = store
+            .conn
+            .prepare_cached(&store.sql[s].max_step)
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(backend(format!("reading `{}`", store.schemas[s].name)))?;
+        Ok(max.and_then(|m| u32::try_from(m).ok()))
+    }
+
+    fn apply(&mut self, state: StateId, delta: Value) -> Result<(), StoreError> {
+        let s = state.index();
+        self.wait(s)?;
+        let store = &*self.store;
+        let rows = sql::encode_delta(&store.specs[s], &store.schemas[s], &*delta)?;
+        if self.open {
+            store.write_rows(&store.schemas[s], &store.sql[s], &rows)
+        } else {
+            self.buffered[s].extend(rows);
+            Ok(())
+        }
+    }
+
+    fn flush(&mut self, state: StateId) -> Result<(), StoreError> {
+        if self.open || self.time.flush_every_set != Some(true) {
+            return Ok(());
+        }
+        let s = state.index();
+        self.wait(s)?;
+        let rows = std::mem::take(&mut self.buffered[s]);
+        let store = &*self.store;
+        let name = &store.schemas[s].name;
+        let tx = store
+            .conn
+            .unchecked_transaction()
+            .map_err(backend(format!("flushing `{name}`")))?;
+        store.write_rows(&store.schemas[s], &store.sql[s], &rows)?;
+        store.set_last_update(name, self.time.input_time)?;
+        tx.commit()
+            .map_err(backend(format!("committing `{name}`")))?;
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        if !self.open {
+            // Pipelined: every table was committed at its flush; make sure
+            // none was left behind (its time must still move on).
+            for s in 0..self.buffered.len() {
+                if !self.buffered[s].is_empty() {
+                    self.flush(StateId(s as u32))?;
+                }
+                let name = self.store.schemas[s].name.clone();
+                if self.store.last_update(&name)?.unwrap_or(0) < self.time.input_time {
+                    self.store.set_last_update(&name, self.time.input_time)?;
+                }
+            }
+            return Ok(());
+        }
+        if self.time.flush_every_set.is_none() {
+            // A dry run: dropping rolls back.
+            return Ok(());
+        }
+        for s in 0..self.store.schemas.len() {
+            self.store
+                .set_last_update(&self.store.schemas[s].name, self.time.input_time)?;
+        }
+        // On any error above, or if COMMIT fails, dropping rolls back.
+        self.store
+            .conn
+            .execute_batch("COMMIT")
+            .map_err(backend("committing an iteration"))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteTx<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.done {
+            // Best effort: an error here leaves SQLite to roll back when the
+            // connection closes.
+            let _ = self.store.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
