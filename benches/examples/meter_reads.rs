@@ -1,9 +1,13 @@
 //! The meter-reads example of the original's documentation, on a store of
-//! your choice (default: in memory until the SQLite store lands).
+//! your choice: by default the SQLite file `./meter_reads.db`.
 //!
 //! ```text
-//! cargo run --release --example meter_reads [-- --memory]
+//! cargo run --release --example meter_reads [-- --sqlite PATH | --memory] [--keep]
 //! ```
+//!
+//! Each run starts from empty state (the file is re-created) unless
+//! `--keep` asks to re-use it, in which case the same changes are applied
+//! again on top of the stored state.
 //!
 //! It inserts a user, their meter and six half-hourly reads (one for an
 //! unknown meter), printing what changed in the daily usage after each
@@ -19,7 +23,7 @@ use uuid::Uuid;
 use zset::{F64, render_table};
 
 fn usage() -> &'static str {
-    "usage: meter_reads [--memory]"
+    "usage: meter_reads [--sqlite PATH | --memory] [--keep]"
 }
 
 fn read(meter: Uuid, day: u32, hour: u32, value: f64) -> MeterRead {
@@ -102,21 +106,67 @@ fn run(graph: &Graph, q: &MeterReads, store: &mut dyn StateStore) -> Result<(), 
     print_cache(q, store)
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] | ["--memory"] => {}
-        _ => {
-            eprintln!("{}", usage());
-            return ExitCode::from(2);
+enum Choice {
+    Memory,
+    Sqlite(std::path::PathBuf),
+}
+
+fn parse(args: &[String]) -> Option<(Choice, bool)> {
+    let mut choice = Choice::Sqlite("meter_reads.db".into());
+    let mut keep = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--memory" => choice = Choice::Memory,
+            "--sqlite" => choice = Choice::Sqlite(it.next()?.into()),
+            "--keep" => keep = true,
+            _ => return None,
         }
     }
-    let result = meter_reads::build().and_then(|(graph, q)| {
-        println!("store: memory (nothing persists)\n");
-        let mut store = store::Memory::new(&graph);
-        run(&graph, &q, &mut store)
-    });
-    match result {
+    Some((choice, keep))
+}
+
+fn open_and_run(choice: Choice, keep: bool) -> Result<(), GraphError> {
+    let (graph, q) = meter_reads::build()?;
+    match choice {
+        Choice::Memory => {
+            println!("store: memory (nothing persists)\n");
+            let mut store = store::Memory::new(&graph);
+            run(&graph, &q, &mut store)
+        }
+        Choice::Sqlite(path) => {
+            let existed = path.exists();
+            if existed && !keep {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            let mut store = store::Sqlite::open(&path, &graph, store::OpenOptions::default())?;
+            let how = match (existed, keep) {
+                (true, true) => format!("re-used, {} tables created", store.tables_created()),
+                (true, false) => "re-created (pass --keep to re-use it)".to_owned(),
+                (false, _) => "created".to_owned(),
+            };
+            println!("store: sqlite {} ({how})\n", path.display());
+            run(&graph, &q, &mut store)?;
+            println!("state tables:");
+            for (path, table) in store.table_names() {
+                println!("  {table:<40} {path}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((choice, keep)) = parse(&args) else {
+        eprintln!("{}", usage());
+        return ExitCode::from(2);
+    };
+    match open_and_run(choice, keep) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -15,5 +15,16 @@ mod sqlite;
 mod wait;
 
 pub use graph::StoreError;
+
+/// Counters of a SQL store's work, for tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// State rows read.
+    pub rows_read: u64,
+    /// State rows written (upserted or deleted).
+    pub rows_written: u64,
+    /// SQL statements run for state reads and writes.
+    pub statements: u64,
+}
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
 pub use sqlite::{OpenOptions, Sqlite};

@@ -14,6 +14,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use zset::{ColumnType, KeyValue};
 
+use crate::StoreStats;
 use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year};
 use crate::wait::Backoff;
 
@@ -268,6 +269,23 @@ fn backend(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreE
     move |e| StoreError::backend(context, e)
 }
 
+/// Errors while `doing` something to `schema`'s table; a table dropped
+/// behind our back is reported as missing, not as a mystery.
+fn on(schema: &TableSchema, doing: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let (table, path, context) = (
+        schema.name.clone(),
+        schema.path.clone(),
+        format!("{doing} `{}`", schema.name),
+    );
+    move |e| {
+        if e.to_string().contains("no such table") {
+            StoreError::MissingTable { table, path }
+        } else {
+            StoreError::backend(context, e)
+        }
+    }
+}
+
 /// Reads a state row, checking every column's type and the identity.
 fn row_of(
     table: &str,
@@ -344,6 +362,7 @@ pub struct Sqlite {
     created: usize,
     /// Tables checked for `read_committed` from other graphs, by path.
     attached: HashMap<String, (TableSchema, TableSql)>,
+    stats: std::cell::Cell<StoreStats>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -404,9 +423,27 @@ impl Sqlite {
             max_wait: options.max_wait,
             created: 0,
             attached: HashMap::new(),
+            stats: std::cell::Cell::new(StoreStats::default()),
         };
         store.created = store.prepare_tables(options.create_tables)?;
         Ok(store)
+    }
+
+    /// Rows read and written and statements run since the store was
+    /// opened (or since [`reset_stats`](Self::reset_stats)).
+    pub fn stats(&self) -> StoreStats {
+        self.stats.get()
+    }
+
+    /// Zeroes the counters of [`stats`](Self::stats).
+    pub fn reset_stats(&self) {
+        self.stats.set(StoreStats::default());
+    }
+
+    fn count(&self, f: impl FnOnce(&mut StoreStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
     }
 
     /// How many tables this open created (0: every table already existed).
@@ -441,7 +478,7 @@ impl Sqlite {
     pub fn last_time(&self) -> Result<i64, StoreError> {
         let mut min: Option<i64> = None;
         for s in &self.schemas {
-            let t = self.last_update(&s.name)?.unwrap_or(0);
+            let t = self.time_of(&s.name)?;
             min = Some(min.map_or(t, |m: i64| m.min(t)));
         }
         Ok(min.unwrap_or(0))
@@ -507,6 +544,16 @@ impl Sqlite {
         Ok(created)
     }
 
+    /// `table`'s last update time; its row must exist (every table gets one
+    /// when created).
+    fn time_of(&self, table: &str) -> Result<i64, StoreError> {
+        self.last_update(table)?.ok_or_else(|| StoreError::Corrupt {
+            table: self.meta().1,
+            identity: table.to_owned(),
+            detail: "no last_update row for this table, so the time of its state is unknown".into(),
+        })
+    }
+
     fn last_update(&self, table: &str) -> Result<Option<i64>, StoreError> {
         let (_, last_update) = self.meta();
         self.conn
@@ -521,15 +568,15 @@ impl Sqlite {
         sql: &TableSql,
         read: &SqlRead,
     ) -> Result<Vec<SqlRow>, StoreError> {
-        let ctx = || format!("reading `{}`", schema.name);
+        let ctx = || on(schema, "reading");
         let verify = schema.kind != StateKind::Keyed;
         let nested = schema.nested();
         let mut rows = Vec::new();
         let collect =
             |stmt: &str, params: Vec<SqlValue>, rows: &mut Vec<SqlRow>| -> Result<(), StoreError> {
-                let mut st = self.conn.prepare_cached(stmt).map_err(backend(ctx()))?;
-                let mut q = st.query(params_from_iter(params)).map_err(backend(ctx()))?;
-                while let Some(r) = q.next().map_err(backend(ctx()))? {
+                let mut st = self.conn.prepare_cached(stmt).map_err(ctx())?;
+                let mut q = st.query(params_from_iter(params)).map_err(ctx())?;
+                while let Some(r) = q.next().map_err(ctx())? {
                     rows.push(row_of(&schema.name, nested, verify, r)?);
                 }
                 Ok(())
@@ -601,19 +648,21 @@ impl Sqlite {
         params: Vec<SqlValue>,
         width: usize,
     ) -> Result<(Vec<SqlRow>, Option<Vec<SqlValue>>), StoreError> {
-        let ctx = || format!("reading the first rows of `{}`", schema.name);
+        let ctx = || on(schema, "reading the first rows of");
         let nested = schema.nested();
         let base = if nested { 4 } else { 3 };
-        let mut st = self.conn.prepare_cached(stmt).map_err(backend(ctx()))?;
-        let mut q = st.query(params_from_iter(params)).map_err(backend(ctx()))?;
+        let mut st = self.conn.prepare_cached(stmt).map_err(ctx())?;
+        let mut q = st.query(params_from_iter(params)).map_err(ctx())?;
         let mut rows = Vec::new();
         let mut last = None;
-        while let Some(r) = q.next().map_err(backend(ctx()))? {
+        self.count(|s| s.statements += 1);
+        while let Some(r) = q.next().map_err(ctx())? {
+            self.count(|s| s.rows_read += 1);
             rows.push(row_of(&schema.name, nested, true, r)?);
             let key: Vec<SqlValue> = (0..width)
                 .map(|i| r.get::<_, SqlValue>(base + i))
                 .collect::<Result<_, _>>()
-                .map_err(backend(ctx()))?;
+                .map_err(ctx())?;
             last = Some(key);
         }
         Ok((rows, last))
@@ -625,23 +674,21 @@ impl Sqlite {
         sql: &TableSql,
         rows: &[EncodedRow],
     ) -> Result<(), StoreError> {
-        let ctx = || format!("writing `{}`", schema.name);
-        let mut upsert = self
-            .conn
-            .prepare_cached(&sql.upsert)
-            .map_err(backend(ctx()))?;
-        let mut delete = self
-            .conn
-            .prepare_cached(&sql.delete)
-            .map_err(backend(ctx()))?;
+        let ctx = || on(schema, "writing");
+        let mut upsert = self.conn.prepare_cached(&sql.upsert).map_err(ctx())?;
+        let mut delete = self.conn.prepare_cached(&sql.delete).map_err(ctx())?;
         let keyed = schema.kind == StateKind::Keyed;
+        self.count(|s| {
+            s.rows_written += rows.len() as u64;
+            s.statements += rows.len() as u64;
+        });
         for row in rows {
             let mut key_params: Vec<SqlValue> = Vec::with_capacity(row.keys.len() + 1);
             if keyed && row.weight == 0 {
                 key_params.push(SqlValue::Integer(row.identity));
                 delete
                     .execute(params_from_iter(key_params))
-                    .map_err(backend(ctx()))?;
+                    .map_err(ctx())?;
                 continue;
             }
             let mut params: Vec<SqlValue> = Vec::with_capacity(row.keys.len() + 4);
@@ -657,7 +704,7 @@ impl Sqlite {
             let c: Option<i64> = upsert
                 .query_row(params_from_iter(params), |r| r.get(0))
                 .optional()
-                .map_err(backend(ctx()))?;
+                .map_err(ctx())?;
             match c {
                 None => {
                     return Err(StoreError::IdentityCollision {
@@ -672,7 +719,7 @@ impl Sqlite {
                     }
                     delete
                         .execute(params_from_iter(key_params))
-                        .map_err(backend(ctx()))?;
+                        .map_err(ctx())?;
                 }
                 Some(_) => {}
             }
@@ -696,7 +743,7 @@ impl Sqlite {
         let start = Instant::now();
         let mut backoff = Backoff::new();
         loop {
-            let seen = self.last_update(table)?;
+            let seen = Some(self.time_of(table)?);
             if seen.unwrap_or(0) >= frontier {
                 return Ok(());
             }
@@ -806,7 +853,7 @@ impl StateStore for Sqlite {
     fn next_time(&mut self) -> Result<i64, StoreError> {
         let mut max = 0;
         for s in &self.schemas {
-            max = max.max(self.last_update(&s.name)?.unwrap_or(0));
+            max = max.max(self.time_of(&s.name)?);
         }
         Ok(max + 1)
     }
@@ -900,7 +947,7 @@ impl StateTx for SqliteTx<'_> {
             .conn
             .prepare_cached(&store.sql[s].max_step)
             .and_then(|mut st| st.query_row([], |r| r.get(0)))
-            .map_err(backend(format!("reading `{}`", store.schemas[s].name)))?;
+            .map_err(on(&store.schemas[s], "reading"))?;
         Ok(max.and_then(|m| u32::try_from(m).ok()))
     }
 

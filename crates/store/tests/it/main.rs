@@ -6,3 +6,4 @@ mod examples;
 mod harness;
 mod oracle;
 mod queries;
+mod sql_stores;
