@@ -8,7 +8,7 @@ use zset::{Data, Index, IndexKey, Weight, ZSet};
 use crate::builder::{Cache, Input, Output, Query};
 use crate::exec::run_iteration;
 use crate::vertex::{ScopeInfo, Value, Vertex, VertexId};
-use crate::{GraphError, Path, Read, StateId, StateSpec, StateStore, StoredRow, Time};
+use crate::{GraphError, Path, Read, StateId, StateSpec, StateStore, StateTx, StoredRow, Time};
 
 /// Who writes a state, at its write point.
 pub(crate) enum StateWriter {
@@ -156,6 +156,28 @@ impl Graph {
         }
         let inputs = changes.into_inputs(self)?;
         let mut tx = store.begin(time)?;
+        let values = run_iteration(&self.inner, &mut *tx, inputs)?;
+        tx.commit()?;
+        Ok(Outputs {
+            graph: self.inner.id,
+            values: values.into_iter().map(Some).collect(),
+        })
+    }
+
+    /// Runs one iteration with a transaction a store has already begun, and
+    /// commits it: for stores that run iterations inside transactions they
+    /// do not own (e.g. an application's own Postgres transaction). The
+    /// caller checks that the transaction belongs to a store opened for this
+    /// graph.
+    ///
+    /// # Errors
+    /// As for [`iteration`](Self::iteration).
+    pub fn iteration_with(
+        &self,
+        mut tx: Box<dyn StateTx + '_>,
+        changes: Changes,
+    ) -> Result<Outputs, GraphError> {
+        let inputs = changes.into_inputs(self)?;
         let values = run_iteration(&self.inner, &mut *tx, inputs)?;
         tx.commit()?;
         Ok(Outputs {

@@ -2,6 +2,8 @@
 //!
 //! - [`Memory`]: typed tables in memory; the reference store.
 //! - [`Sqlite`]: a SQLite file, the embedded default.
+//! - [`Postgres`]: tables in a Postgres database, through a connection pool;
+//!   iterations can also run inside the application's own transaction.
 //!
 //! Every store implements [`graph::StateStore`] and gives the same results
 //! for the same inputs; the SQL stores share their table layout and SQL
@@ -9,7 +11,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod bridge;
 mod memory;
+mod postgres;
 mod sql;
 mod sqlite;
 mod wait;
@@ -27,4 +31,8 @@ pub struct StoreStats {
     pub statements: u64,
 }
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
+pub use postgres::Postgres;
 pub use sqlite::{OpenOptions, Sqlite};
+
+/// The connection pool type of [`Postgres`] (deadpool-postgres).
+pub use deadpool_postgres::Pool as PgPool;

@@ -26,6 +26,10 @@ use zset::{ColumnType, KeyColumn, KeyValue};
 /// The longest identifier both Postgres (63 bytes) and SQLite accept.
 const MAX_IDENT: usize = 63;
 
+/// The longest table name: Postgres names a table's primary key index
+/// `<table>_pkey`, which must fit in an identifier too.
+const MAX_TABLE: usize = MAX_IDENT - "_pkey".len();
+
 /// A name made of `[a-z0-9_]` only (so it never needs quoting and can never
 /// inject SQL), from any text: other characters become `_`, and a short hash
 /// of the original is appended when anything was replaced or cut, so that
@@ -111,7 +115,7 @@ impl TableSchema {
     pub(crate) fn of(spec: &StateSpec, prefix: &str) -> TableSchema {
         let name = format!(
             "{prefix}{}",
-            ident(spec.path().as_str(), MAX_IDENT - prefix.len())
+            ident(spec.path().as_str(), MAX_TABLE - prefix.len())
         );
         let mut columns: Vec<Column> = Vec::new();
         let mut indexes = Vec::new();
@@ -135,7 +139,7 @@ impl TableSchema {
                 });
             }
             indexes.push(IndexSchema {
-                name: format!("{name}__{}", ident(&ix.name, 20)),
+                name: ident(&format!("{name}__ix_{i}_{}", ix.name), MAX_IDENT),
                 columns: start..columns.len(),
                 prefix: spec.codec().prefix_columns(i),
             });

@@ -16,9 +16,15 @@ impl Backoff {
         Backoff { next: Self::FIRST }
     }
 
+    /// The next interval, but no longer than `left`.
+    pub(crate) fn next(&mut self, left: Duration) -> Duration {
+        let pause = self.next.min(left);
+        self.next = (self.next * 2).min(Self::MAX);
+        pause
+    }
+
     /// Sleeps for the next interval, but no longer than `left`.
     pub(crate) fn sleep(&mut self, left: Duration) {
-        std::thread::sleep(self.next.min(left));
-        self.next = (self.next * 2).min(Self::MAX);
+        std::thread::sleep(self.next(left));
     }
 }

@@ -14,31 +14,99 @@ use crate::oracle::{Rel, bump};
 pub(crate) enum Kind {
     Memory,
     Sqlite,
+    Postgres,
+}
+
+/// The Postgres server of the suite: `STEPPING_TEST_PG`, or none (loudly,
+/// and an error when `STEPPING_REQUIRE_PG` is set, as `cargo xtask test`
+/// does).
+pub(crate) fn pg_url() -> Option<String> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    match std::env::var("STEPPING_TEST_PG") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("STEPPING_REQUIRE_PG").is_ok_and(|v| v == "1") {
+                panic!(
+                    "STEPPING_REQUIRE_PG is set but STEPPING_TEST_PG is not: no Postgres to test against"
+                );
+            }
+            WARNED.call_once(|| {
+                // Straight to stderr: the test harness does not capture it.
+                use std::io::Write;
+                let _ = std::io::stderr()
+                    .write_all(b"\n*** SKIPPING POSTGRES: STEPPING_TEST_PG is not set (run `cargo xtask test`) ***\n\n");
+            });
+            None
+        }
+    }
+}
+
+/// One pool for the whole test binary.
+pub(crate) fn pg_pool() -> Option<store::PgPool> {
+    static POOL: std::sync::OnceLock<Option<store::PgPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        pg_url().map(|url| store::Postgres::pool(&url, 16).expect("a valid STEPPING_TEST_PG"))
+    })
+    .clone()
+}
+
+/// A table prefix no other store of any test uses.
+pub(crate) fn unique_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("t{:x}_{n:x}_", std::process::id())
 }
 
 /// Every store available here.
 pub(crate) fn kinds() -> Vec<Kind> {
-    vec![Kind::Memory, Kind::Sqlite]
+    let mut kinds = vec![Kind::Memory, Kind::Sqlite];
+    if pg_pool().is_some() {
+        kinds.push(Kind::Postgres);
+    }
+    kinds
+}
+
+enum Store {
+    Memory(store::Memory),
+    Sqlite(store::Sqlite),
+    Postgres(store::Postgres),
 }
 
 /// An open store, with whatever keeps its state alive (a temporary
-/// directory for SQLite files).
+/// directory for SQLite files, a table prefix on Postgres).
 pub(crate) struct Opened {
-    store: Box<dyn StateStore>,
-    kind: Kind,
+    store: Option<Store>,
     dir: Option<tempfile::TempDir>,
+    prefix: String,
 }
 
 impl std::ops::Deref for Opened {
     type Target = dyn StateStore;
     fn deref(&self) -> &Self::Target {
-        &*self.store
+        match self.store.as_ref().expect("open") {
+            Store::Memory(s) => s,
+            Store::Sqlite(s) => s,
+            Store::Postgres(s) => s,
+        }
     }
 }
 
 impl std::ops::DerefMut for Opened {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut *self.store
+        match self.store.as_mut().expect("open") {
+            Store::Memory(s) => s,
+            Store::Sqlite(s) => s,
+            Store::Postgres(s) => s,
+        }
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        // Leave no tables behind on a long-lived server.
+        if let Some(Store::Postgres(s)) = self.store.take() {
+            let _ = s.drop_tables();
+        }
     }
 }
 
@@ -46,13 +114,21 @@ fn sqlite_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("state.db")
 }
 
+fn pg_options(prefix: &str, create_tables: bool) -> store::OpenOptions {
+    store::OpenOptions {
+        create_tables,
+        prefix: prefix.to_owned(),
+        ..store::OpenOptions::default()
+    }
+}
+
 impl Kind {
     pub(crate) fn open(self, graph: &Graph) -> Result<Opened, GraphError> {
         Ok(match self {
             Kind::Memory => Opened {
-                store: Box::new(store::Memory::new(graph)),
-                kind: self,
+                store: Some(Store::Memory(store::Memory::new(graph))),
                 dir: None,
+                prefix: String::new(),
             },
             Kind::Sqlite => {
                 let dir =
@@ -60,9 +136,19 @@ impl Kind {
                 let store =
                     store::Sqlite::open(sqlite_file(&dir), graph, store::OpenOptions::default())?;
                 Opened {
-                    store: Box::new(store),
-                    kind: self,
+                    store: Some(Store::Sqlite(store)),
                     dir: Some(dir),
+                    prefix: String::new(),
+                }
+            }
+            Kind::Postgres => {
+                let pool = pg_pool().expect("Postgres is in kinds() only when configured");
+                let prefix = unique_prefix();
+                let store = store::Postgres::with_pool(pool, graph, pg_options(&prefix, true))?;
+                Opened {
+                    store: Some(Store::Postgres(store)),
+                    dir: None,
+                    prefix,
                 }
             }
         })
@@ -72,20 +158,30 @@ impl Kind {
 impl Opened {
     /// The same state, through a store dropped and opened again (SQL stores:
     /// attaching to the existing tables; memory: the same tables).
-    pub(crate) fn reopen(self, graph: &Graph) -> Result<Opened, GraphError> {
-        match (self.kind, &self.dir) {
-            (Kind::Sqlite, Some(dir)) => {
-                let path = sqlite_file(dir);
-                drop(self.store);
-                let store = store::Sqlite::open(path, graph, store::OpenOptions::attach())?;
-                Ok(Opened {
-                    store: Box::new(store),
-                    kind: self.kind,
-                    dir: self.dir,
-                })
+    pub(crate) fn reopen(mut self, graph: &Graph) -> Result<Opened, GraphError> {
+        let store = match self.store.take() {
+            Some(Store::Sqlite(s)) => {
+                let path = s.path().to_path_buf();
+                drop(s);
+                Store::Sqlite(store::Sqlite::open(
+                    path,
+                    graph,
+                    store::OpenOptions::attach(),
+                )?)
             }
-            _ => Ok(self),
-        }
+            Some(Store::Postgres(s)) => {
+                let pool = s.connection_pool().clone();
+                drop(s);
+                Store::Postgres(store::Postgres::with_pool(
+                    pool,
+                    graph,
+                    pg_options(&self.prefix, false),
+                )?)
+            }
+            other => other.expect("open"),
+        };
+        self.store = Some(store);
+        Ok(self)
     }
 }
 

@@ -241,7 +241,7 @@ fn hostile_names_are_stored_safely() -> R {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
             "{table}"
         );
-        assert!(table.len() <= 63, "{table}");
+        assert!(table.len() <= 58, "{table}");
     }
     drop(store);
     let (graph, (input, cache2)) = build()?;

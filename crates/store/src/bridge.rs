@@ -1,0 +1,217 @@
+//! Running an iteration inside a transaction the application holds.
+//!
+//! The engine is synchronous; the application's transaction is async. So
+//! the iteration runs on its own thread with a [`StateTx`] that sends every
+//! read and write, already encoded as plain data, to the caller's future,
+//! which runs them on the caller's transaction and sends the rows back.
+//! Everything happens inside a savepoint: an error rolls back to it, leaving
+//! the caller's transaction holding only the caller's own writes.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use graph::{
+    Changes, EncodedRow, Graph, GraphError, Outputs, Read, StateId, StateTx, StoreError, Time,
+    Value,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::GenericClient;
+
+use crate::StoreStats;
+use crate::postgres::{
+    Borrowed, Conn, Tables, max_step, pg, read_rows, set_last_update, wait_for, write_rows,
+};
+use crate::sql::{self, SqlRead, SqlRow};
+
+const SAVEPOINT: &str = "stepping_iteration";
+
+enum Request {
+    Read {
+        table: usize,
+        read: SqlRead,
+        reply: oneshot::Sender<Result<Vec<SqlRow>, StoreError>>,
+    },
+    MaxStep {
+        table: usize,
+        reply: oneshot::Sender<Result<Option<u32>, StoreError>>,
+    },
+    Write {
+        table: usize,
+        rows: Vec<EncodedRow>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Commit {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// The iteration's side: every call is a request to the caller's future.
+struct BridgeTx {
+    requests: mpsc::UnboundedSender<Request>,
+    tables: Arc<Tables>,
+    time: Time,
+}
+
+fn gone() -> StoreError {
+    StoreError::backend(
+        "running an iteration in the caller's transaction",
+        "the caller's future stopped",
+    )
+}
+
+impl BridgeTx {
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(make(reply)).map_err(|_| gone())?;
+        answer.blocking_recv().map_err(|_| gone())?
+    }
+}
+
+impl StateTx for BridgeTx {
+    fn read(
+        &mut self,
+        state: StateId,
+        read: &Read<'_>,
+        sink: &mut dyn Any,
+    ) -> Result<(), StoreError> {
+        let s = state.index();
+        let read = SqlRead::of(&self.tables.specs[s], read);
+        let rows = self.ask(|reply| Request::Read {
+            table: s,
+            read,
+            reply,
+        })?;
+        sql::decode_rows(&self.tables.specs[s], &self.tables.schemas[s], rows, sink)
+    }
+
+    fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError> {
+        self.ask(|reply| Request::MaxStep {
+            table: state.index(),
+            reply,
+        })
+    }
+
+    fn apply(&mut self, state: StateId, delta: Value) -> Result<(), StoreError> {
+        let s = state.index();
+        let rows = sql::encode_delta(&self.tables.specs[s], &self.tables.schemas[s], &*delta)?;
+        self.ask(|reply| Request::Write {
+            table: s,
+            rows,
+            reply,
+        })
+    }
+
+    fn flush(&mut self, _state: StateId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        if self.time.flush_every_set.is_none() {
+            return Ok(());
+        }
+        self.ask(|reply| Request::Commit { reply })
+    }
+}
+
+async fn serve<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    stats: &Mutex<StoreStats>,
+    time: Time,
+    request: Request,
+) {
+    match request {
+        Request::Read { table, read, reply } => {
+            let _ = reply.send(
+                read_rows(
+                    conn,
+                    &tables.schemas[table],
+                    &tables.sql[table],
+                    &read,
+                    stats,
+                )
+                .await,
+            );
+        }
+        Request::MaxStep { table, reply } => {
+            let _ = reply.send(max_step(conn, &tables.schemas[table], &tables.sql[table]).await);
+        }
+        Request::Write { table, rows, reply } => {
+            let _ = reply.send(
+                write_rows(
+                    conn,
+                    &tables.schemas[table],
+                    &tables.sql[table],
+                    &rows,
+                    stats,
+                )
+                .await,
+            );
+        }
+        Request::Commit { reply } => {
+            let names: Vec<String> = tables.schemas.iter().map(|s| s.name.clone()).collect();
+            let _ = reply.send(set_last_update(conn, tables, &names, time.input_time).await);
+        }
+    }
+}
+
+/// Runs one iteration of `graph` on `client` (see the module docs).
+pub(crate) async fn run<C: GenericClient + Sync>(
+    client: &C,
+    tables: Arc<Tables>,
+    stats: Arc<Mutex<StoreStats>>,
+    max_wait: Duration,
+    graph: Graph,
+    changes: Changes,
+    time: Time,
+) -> Result<Outputs, GraphError> {
+    let conn = Borrowed {
+        client,
+        cache: tokio::sync::Mutex::new(HashMap::new()),
+    };
+    for s in &tables.schemas {
+        wait_for(&conn, &tables, &s.name, time.frontier, max_wait).await?;
+    }
+    client
+        .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))
+        .await
+        .map_err(pg("opening a savepoint"))?;
+    let (requests, mut incoming) = mpsc::unbounded_channel();
+    let (done, result) = oneshot::channel();
+    let bridge = BridgeTx {
+        requests,
+        tables: Arc::clone(&tables),
+        time,
+    };
+    std::thread::Builder::new()
+        .name("stepping-iteration".into())
+        .spawn(move || {
+            let _ = done.send(graph.iteration_with(Box::new(bridge), changes));
+        })
+        .map_err(|e| StoreError::backend("starting the iteration thread", e))?;
+    // Serve requests until the iteration drops its sender (it finished).
+    while let Some(request) = incoming.recv().await {
+        serve(&conn, &tables, &stats, time, request).await;
+    }
+    let outcome = result
+        .await
+        .map_err(|_| gone())
+        .map_err(GraphError::from)
+        .and_then(|r| r);
+    let keep = outcome.is_ok() && time.flush_every_set.is_some();
+    let end = if keep {
+        format!("RELEASE SAVEPOINT {SAVEPOINT}")
+    } else {
+        format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
+    };
+    client
+        .batch_execute(&end)
+        .await
+        .map_err(pg("closing the savepoint"))?;
+    outcome
+}

@@ -1,0 +1,1484 @@
+//! The Postgres store: state tables next to the application's own, written
+//! through a connection pool.
+//!
+//! The API is synchronous: calls run on a small runtime owned by this
+//! crate. From async code, call it inside `tokio::task::spawn_blocking`, or
+//! run an iteration inside a transaction you already hold with
+//! [`Postgres::iteration_in`].
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, NaiveDateTime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use graph::{
+    Changes, EncodedRow, Graph, GraphError, Outputs, Read, StateId, StateKind, StateSpec,
+    StateStore, StateTx, StoreError, Time, Value, identity_of,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, NoTls, Row, Statement};
+use uuid::Uuid;
+use zset::{ColumnType, KeyValue};
+
+use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix};
+use crate::wait::Backoff;
+use crate::{OpenOptions, StoreStats};
+
+/// The runtime every Postgres store of this process runs its I/O on.
+fn runtime() -> Result<&'static tokio::runtime::Runtime, StoreError> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("stepping-postgres")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| StoreError::backend("starting the Postgres runtime", e.clone()))
+}
+
+/// Runs `f` to completion on the store's runtime.
+fn block_on<F: Future>(f: F) -> Result<F::Output, StoreError> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(StoreError::backend(
+            "calling the synchronous Postgres store",
+            "called from inside an async runtime: use tokio::task::spawn_blocking, or Postgres::iteration_in",
+        ));
+    }
+    Ok(runtime()?.block_on(f))
+}
+
+pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    let context = context.into();
+    move |e| StoreError::backend(context, describe(e))
+}
+
+/// The driver's error with the server's message and SQLSTATE, which its
+/// own `Display` leaves out.
+fn describe(e: tokio_postgres::Error) -> graph::BoxError {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()).into(),
+        None => Box::new(e),
+    }
+}
+
+/// Errors while `doing` something to `schema`'s table (a dropped table is
+/// reported as missing).
+fn on(schema: &TableSchema, doing: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    let (table, path, context) = (
+        schema.name.clone(),
+        schema.path.clone(),
+        format!("{doing} `{}`", schema.name),
+    );
+    move |e| {
+        let undefined = e
+            .as_db_error()
+            .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::UNDEFINED_TABLE);
+        if undefined {
+            StoreError::MissingTable { table, path }
+        } else {
+            StoreError::backend(context, describe(e))
+        }
+    }
+}
+
+struct PgDialect;
+
+impl Dialect for PgDialect {
+    fn column_type(&self, ty: ColumnType) -> &'static str {
+        match ty {
+            ColumnType::Bool => "BOOLEAN",
+            ColumnType::Int => "BIGINT",
+            ColumnType::Float => "DOUBLE PRECISION",
+            ColumnType::Text => "TEXT COLLATE \"C\"",
+            ColumnType::Bytes => "BYTEA",
+            ColumnType::Uuid => "UUID",
+            ColumnType::Date => "DATE",
+            ColumnType::Timestamp => "TIMESTAMP",
+            _ => "BYTEA",
+        }
+    }
+    fn bigint(&self) -> &'static str {
+        "BIGINT"
+    }
+    fn blob(&self) -> &'static str {
+        "BYTEA"
+    }
+    fn nulls(&self, descending: bool) -> &'static str {
+        // Rust order: `None` first ascending, so last descending.
+        if descending {
+            " NULLS LAST"
+        } else {
+            " NULLS FIRST"
+        }
+    }
+    fn table_options(&self, _schema: &TableSchema) -> &'static str {
+        ""
+    }
+}
+
+fn array_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Bool => "bool[]",
+        ColumnType::Int => "int8[]",
+        ColumnType::Float => "float8[]",
+        ColumnType::Text => "text[]",
+        ColumnType::Uuid => "uuid[]",
+        ColumnType::Date => "date[]",
+        ColumnType::Timestamp => "timestamp[]",
+        _ => "bytea[]",
+    }
+}
+
+/// One typed array parameter (a column of many rows or keys).
+#[derive(Debug)]
+enum PgArray {
+    Bool(Vec<Option<bool>>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Text(Vec<Option<String>>),
+    Bytes(Vec<Option<Vec<u8>>>),
+    Uuid(Vec<Option<Uuid>>),
+    Date(Vec<Option<NaiveDate>>),
+    Timestamp(Vec<Option<NaiveDateTime>>),
+}
+
+impl PgArray {
+    fn new(ty: ColumnType, capacity: usize) -> Self {
+        match ty {
+            ColumnType::Bool => PgArray::Bool(Vec::with_capacity(capacity)),
+            ColumnType::Int => PgArray::Int(Vec::with_capacity(capacity)),
+            ColumnType::Float => PgArray::Float(Vec::with_capacity(capacity)),
+            ColumnType::Text => PgArray::Text(Vec::with_capacity(capacity)),
+            ColumnType::Uuid => PgArray::Uuid(Vec::with_capacity(capacity)),
+            ColumnType::Date => PgArray::Date(Vec::with_capacity(capacity)),
+            ColumnType::Timestamp => PgArray::Timestamp(Vec::with_capacity(capacity)),
+            _ => PgArray::Bytes(Vec::with_capacity(capacity)),
+        }
+    }
+
+    fn push(&mut self, table: &str, v: &KeyValue) -> Result<(), StoreError> {
+        let mismatch = || StoreError::Unrepresentable {
+            table: table.to_owned(),
+            detail: format!("key value {v:?} does not fit its column"),
+        };
+        match (self, v) {
+            (PgArray::Bool(a), KeyValue::Null) => a.push(None),
+            (PgArray::Int(a), KeyValue::Null) => a.push(None),
+            (PgArray::Float(a), KeyValue::Null) => a.push(None),
+            (PgArray::Text(a), KeyValue::Null) => a.push(None),
+            (PgArray::Bytes(a), KeyValue::Null) => a.push(None),
+            (PgArray::Uuid(a), KeyValue::Null) => a.push(None),
+            (PgArray::Date(a), KeyValue::Null) => a.push(None),
+            (PgArray::Timestamp(a), KeyValue::Null) => a.push(None),
+            (PgArray::Bool(a), KeyValue::Bool(b)) => a.push(Some(*b)),
+            (PgArray::Int(a), KeyValue::Int(i)) => a.push(Some(*i)),
+            (PgArray::Float(a), KeyValue::Float(f)) => a.push(Some(f.get())),
+            (PgArray::Text(a), KeyValue::Text(s)) => a.push(Some(s.clone())),
+            (PgArray::Bytes(a), KeyValue::Bytes(b)) => a.push(Some(b.clone())),
+            (PgArray::Uuid(a), KeyValue::Uuid(u)) => a.push(Some(*u)),
+            (PgArray::Date(a), KeyValue::Date(d)) => a.push(Some(*d)),
+            (PgArray::Timestamp(a), KeyValue::Timestamp(t)) => a.push(Some(*t)),
+            _ => return Err(mismatch()),
+        }
+        Ok(())
+    }
+
+    fn param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            PgArray::Bool(a) => a,
+            PgArray::Int(a) => a,
+            PgArray::Float(a) => a,
+            PgArray::Text(a) => a,
+            PgArray::Bytes(a) => a,
+            PgArray::Uuid(a) => a,
+            PgArray::Date(a) => a,
+            PgArray::Timestamp(a) => a,
+        }
+    }
+}
+
+/// One key value as a query parameter.
+fn scalar_param(v: &KeyValue) -> Box<dyn ToSql + Sync + Send> {
+    match v {
+        KeyValue::Null => Box::new(Option::<i64>::None),
+        KeyValue::Bool(b) => Box::new(*b),
+        KeyValue::Int(i) => Box::new(*i),
+        KeyValue::Float(f) => Box::new(f.get()),
+        KeyValue::Text(s) => Box::new(s.clone()),
+        KeyValue::Bytes(b) => Box::new(b.clone()),
+        KeyValue::Uuid(u) => Box::new(*u),
+        KeyValue::Date(d) => Box::new(*d),
+        KeyValue::Timestamp(t) => Box::new(*t),
+        other => Box::new(format!("{other:?}")),
+    }
+}
+
+/// A key column read back from a row (for tie-breaking reads).
+fn key_from_row(row: &Row, i: usize, ty: ColumnType) -> Result<KeyValue, tokio_postgres::Error> {
+    fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> KeyValue) -> KeyValue {
+        v.map_or(KeyValue::Null, f)
+    }
+    Ok(match ty {
+        ColumnType::Bool => opt(row.try_get::<_, Option<bool>>(i)?, KeyValue::Bool),
+        ColumnType::Int => opt(row.try_get::<_, Option<i64>>(i)?, KeyValue::Int),
+        ColumnType::Float => opt(row.try_get::<_, Option<f64>>(i)?, |f| {
+            KeyValue::Float(zset::F64::new(f))
+        }),
+        ColumnType::Text => opt(row.try_get::<_, Option<String>>(i)?, KeyValue::Text),
+        ColumnType::Uuid => opt(row.try_get::<_, Option<Uuid>>(i)?, KeyValue::Uuid),
+        ColumnType::Date => opt(row.try_get::<_, Option<NaiveDate>>(i)?, KeyValue::Date),
+        ColumnType::Timestamp => opt(
+            row.try_get::<_, Option<NaiveDateTime>>(i)?,
+            KeyValue::Timestamp,
+        ),
+        _ => opt(row.try_get::<_, Option<Vec<u8>>>(i)?, KeyValue::Bytes),
+    })
+}
+
+/// The SQL of one table, built once.
+#[derive(Debug)]
+pub(crate) struct PgSql {
+    cols: &'static str,
+    select: String,
+    by_index: Vec<String>,
+    by_identity: String,
+    upsert: String,
+    delete: String,
+    max_step: String,
+}
+
+impl PgSql {
+    fn of(s: &TableSchema) -> PgSql {
+        let cols = if s.nested() {
+            "t.identity, t.data, t.c, t.step"
+        } else {
+            "t.identity, t.data, t.c"
+        };
+        let select = format!("SELECT {cols} FROM {} AS t", s.name);
+        let by_index = s
+            .indexes
+            .iter()
+            .map(|ix| {
+                if ix.columns.is_empty() {
+                    return select.clone();
+                }
+                let cs = &s.columns[ix.columns.clone()];
+                let arrays: Vec<String> = cs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("${}::{}", i + 1, array_type(c.key.ty)))
+                    .collect();
+                let names: Vec<String> = (0..cs.len()).map(|i| format!("k{i}")).collect();
+                let on: Vec<String> = cs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("t.{} = k.k{i}", c.name))
+                    .collect();
+                format!(
+                    "SELECT {cols} FROM {} AS t JOIN unnest({}) AS k({}) ON {}",
+                    s.name,
+                    arrays.join(", "),
+                    names.join(", "),
+                    on.join(" AND ")
+                )
+            })
+            .collect();
+        let mut insert_cols: Vec<String> = vec!["identity".into()];
+        let mut types: Vec<&str> = vec!["int8[]"];
+        if s.nested() {
+            insert_cols.push("step".into());
+            types.push("int4[]");
+        }
+        insert_cols.push("data".into());
+        types.push("bytea[]");
+        for c in &s.columns {
+            insert_cols.push(c.name.clone());
+            types.push(array_type(c.key.ty));
+        }
+        insert_cols.push("c".into());
+        types.push("int8[]");
+        let params: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}", i + 1))
+            .collect();
+        let conflict = if s.nested() {
+            "identity, step"
+        } else {
+            "identity"
+        };
+        let returning = if s.nested() {
+            "t.identity, t.step, t.c"
+        } else {
+            "t.identity, 0::int4, t.c"
+        };
+        let upsert = match s.kind {
+            StateKind::Keyed => {
+                let same: Vec<String> = s
+                    .columns
+                    .iter()
+                    .map(|c| format!("t.{0} IS NOT DISTINCT FROM excluded.{0}", c.name))
+                    .collect();
+                let guard = if same.is_empty() {
+                    String::new()
+                } else {
+                    format!(" WHERE {}", same.join(" AND "))
+                };
+                format!(
+                    "INSERT INTO {} AS t ({}) SELECT * FROM unnest({}) ON CONFLICT ({conflict}) DO UPDATE SET data = excluded.data, c = excluded.c{guard} RETURNING {returning}",
+                    s.name,
+                    insert_cols.join(", "),
+                    params.join(", ")
+                )
+            }
+            _ => format!(
+                "INSERT INTO {} AS t ({}) SELECT * FROM unnest({}) ON CONFLICT ({conflict}) DO UPDATE SET c = t.c + excluded.c WHERE t.data = excluded.data RETURNING {returning}",
+                s.name,
+                insert_cols.join(", "),
+                params.join(", ")
+            ),
+        };
+        let delete = if s.nested() {
+            format!(
+                "DELETE FROM {} AS t USING unnest($1::int8[], $2::int4[]) AS d(i, s) WHERE t.identity = d.i AND t.step = d.s",
+                s.name
+            )
+        } else {
+            format!("DELETE FROM {} WHERE identity = ANY($1::int8[])", s.name)
+        };
+        PgSql {
+            cols,
+            by_identity: format!("{select} WHERE t.identity = ANY($1::int8[])"),
+            select,
+            by_index,
+            upsert,
+            delete,
+            max_step: format!("SELECT MAX(step) FROM {}", s.name),
+        }
+    }
+
+    /// `first` (or, with `ties`, the rows equal to a key) for one prefix:
+    /// built per pattern of `NULL`s in the values.
+    fn first(&self, s: &TableSchema, index: usize, values: &[KeyValue], ties: bool) -> String {
+        let ix = &s.indexes[index];
+        let cs = &s.columns[ix.columns.clone()];
+        let mut conds = Vec::new();
+        let mut n = 0;
+        for (c, v) in cs.iter().zip(values) {
+            if matches!(v, KeyValue::Null) {
+                conds.push(format!("t.{} IS NULL", c.name));
+            } else {
+                n += 1;
+                conds.push(format!("t.{} = ${n}", c.name));
+            }
+        }
+        conds.push("t.c > 0".into());
+        let keys: String = cs.iter().map(|c| format!(", t.{}", c.name)).collect();
+        let mut q = format!(
+            "SELECT {}{keys} FROM {} AS t WHERE {}",
+            self.cols,
+            s.name,
+            conds.join(" AND ")
+        );
+        if !ties {
+            let order: Vec<String> = cs
+                .iter()
+                .map(|c| {
+                    let dir = if c.key.descending {
+                        "DESC NULLS LAST"
+                    } else {
+                        "ASC NULLS FIRST"
+                    };
+                    format!("t.{} {dir}", c.name)
+                })
+                .collect();
+            if !order.is_empty() {
+                q.push_str(&format!(" ORDER BY {}", order.join(", ")));
+            }
+            q.push_str(&format!(" LIMIT ${}", n + 1));
+        }
+        q
+    }
+}
+
+/// Everything about one graph's tables.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub(crate) prefix: String,
+    pub(crate) specs: Vec<StateSpec>,
+    pub(crate) schemas: Vec<TableSchema>,
+    pub(crate) sql: Vec<PgSql>,
+}
+
+impl Tables {
+    fn last_update(&self) -> String {
+        format!("{}last_update", self.prefix)
+    }
+    fn tables(&self) -> String {
+        format!("{}tables", self.prefix)
+    }
+}
+
+/// A connection the store's SQL runs on: a pooled client, or an
+/// application's own transaction.
+pub(crate) trait Conn: Sync {
+    type C: GenericClient + Sync;
+    fn client(&self) -> &Self::C;
+    fn prepare(
+        &self,
+        sql: &str,
+    ) -> impl Future<Output = Result<Statement, tokio_postgres::Error>> + Send;
+}
+
+impl Conn for deadpool_postgres::Object {
+    type C = tokio_postgres::Client;
+    fn client(&self) -> &tokio_postgres::Client {
+        self
+    }
+    fn prepare(
+        &self,
+        sql: &str,
+    ) -> impl Future<Output = Result<Statement, tokio_postgres::Error>> + Send {
+        self.prepare_cached(sql)
+    }
+}
+
+/// An application's connection or transaction, with our statement cache.
+pub(crate) struct Borrowed<'a, C> {
+    pub(crate) client: &'a C,
+    pub(crate) cache: tokio::sync::Mutex<HashMap<String, Statement>>,
+}
+
+impl<C: GenericClient + Sync> Conn for Borrowed<'_, C> {
+    type C = C;
+    fn client(&self) -> &C {
+        self.client
+    }
+    fn prepare(
+        &self,
+        sql: &str,
+    ) -> impl Future<Output = Result<Statement, tokio_postgres::Error>> + Send {
+        async move {
+            let mut cache = self.cache.lock().await;
+            if let Some(s) = cache.get(sql) {
+                return Ok(s.clone());
+            }
+            let s = self.client.prepare(sql).await?;
+            cache.insert(sql.to_owned(), s.clone());
+            Ok(s)
+        }
+    }
+}
+
+fn row_of(table: &str, nested: bool, verify: bool, r: &Row) -> Result<SqlRow, StoreError> {
+    let identity: i64 = r.try_get(0).map_err(|e| StoreError::Corrupt {
+        table: table.to_owned(),
+        identity: "?".into(),
+        detail: format!("identity: {e}"),
+    })?;
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: table.to_owned(),
+        identity: identity.to_string(),
+        detail,
+    };
+    let data: Vec<u8> = r.try_get(1).map_err(|e| corrupt(format!("data: {e}")))?;
+    let weight: i64 = r
+        .try_get(2)
+        .map_err(|e| corrupt(format!("weight c: {e}")))?;
+    let step: i32 = if nested {
+        r.try_get(3).map_err(|e| corrupt(format!("step: {e}")))?
+    } else {
+        0
+    };
+    if verify && identity_of(&data) != identity {
+        return Err(corrupt("the identity does not match the row's data".into()));
+    }
+    if weight == 0 {
+        return Err(corrupt("a stored weight is 0".into()));
+    }
+    let step = u32::try_from(step).map_err(|_| corrupt(format!("step {step} is out of range")))?;
+    Ok(SqlRow {
+        identity,
+        data,
+        weight,
+        step,
+    })
+}
+
+fn key_arrays(
+    schema: &TableSchema,
+    index: usize,
+    keys: &[Vec<KeyValue>],
+) -> Result<Vec<PgArray>, StoreError> {
+    let cs = &schema.columns[schema.indexes[index].columns.clone()];
+    let mut arrays: Vec<PgArray> = cs
+        .iter()
+        .map(|c| PgArray::new(c.key.ty, keys.len()))
+        .collect();
+    for key in keys {
+        for (a, v) in arrays.iter_mut().zip(key) {
+            a.push(&schema.name, v)?;
+        }
+    }
+    Ok(arrays)
+}
+
+pub(crate) async fn read_rows<C: Conn>(
+    conn: &C,
+    schema: &TableSchema,
+    sql: &PgSql,
+    read: &SqlRead,
+    stats: &Mutex<StoreStats>,
+) -> Result<Vec<SqlRow>, StoreError> {
+    let nested = schema.nested();
+    let verify = schema.kind != StateKind::Keyed;
+    let query = |text: String, params: Vec<Box<dyn ToSql + Sync + Send>>| async move {
+        let stmt = conn.prepare(&text).await.map_err(on(schema, "reading"))?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+        let rows = conn
+            .client()
+            .query(&stmt, &refs)
+            .await
+            .map_err(on(schema, "reading"))?;
+        if let Ok(mut s) = stats.lock() {
+            s.statements += 1;
+            s.rows_read += rows.len() as u64;
+        }
+        Ok::<Vec<Row>, StoreError>(rows)
+    };
+    let mut out = Vec::new();
+    match read {
+        SqlRead::All => {
+            for r in query(sql.select.clone(), Vec::new()).await? {
+                out.push(row_of(&schema.name, nested, verify, &r)?);
+            }
+        }
+        SqlRead::ByIndex { index, keys } => {
+            let ix = schema
+                .indexes
+                .get(*index)
+                .ok_or_else(|| bad_index(schema, *index))?;
+            if ix.columns.is_empty() {
+                if !keys.is_empty() {
+                    for r in query(sql.select.clone(), Vec::new()).await? {
+                        out.push(row_of(&schema.name, nested, verify, &r)?);
+                    }
+                }
+                return Ok(out);
+            }
+            // Keys with a NULL part cannot be matched with `=`: ask for them
+            // one at a time with `IS NULL`.
+            let (plain, nulls): (Vec<Vec<KeyValue>>, Vec<Vec<KeyValue>>) = keys
+                .iter()
+                .cloned()
+                .partition(|k| !k.contains(&KeyValue::Null));
+            if !plain.is_empty() {
+                let arrays = key_arrays(schema, *index, &plain)?;
+                let stmt = conn
+                    .prepare(&sql.by_index[*index])
+                    .await
+                    .map_err(on(schema, "reading"))?;
+                let refs: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(PgArray::param).collect();
+                let rows = conn
+                    .client()
+                    .query(&stmt, &refs)
+                    .await
+                    .map_err(on(schema, "reading"))?;
+                if let Ok(mut s) = stats.lock() {
+                    s.statements += 1;
+                    s.rows_read += rows.len() as u64;
+                }
+                for r in rows {
+                    out.push(row_of(&schema.name, nested, verify, &r)?);
+                }
+            }
+            for key in nulls {
+                let cs = &schema.columns[ix.columns.clone()];
+                let mut conds = Vec::new();
+                let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+                for (c, v) in cs.iter().zip(&key) {
+                    if matches!(v, KeyValue::Null) {
+                        conds.push(format!("t.{} IS NULL", c.name));
+                    } else {
+                        params.push(scalar_param(v));
+                        conds.push(format!("t.{} = ${}", c.name, params.len()));
+                    }
+                }
+                for r in query(
+                    format!("{} WHERE {}", sql.select, conds.join(" AND ")),
+                    params,
+                )
+                .await?
+                {
+                    out.push(row_of(&schema.name, nested, verify, &r)?);
+                }
+            }
+        }
+        SqlRead::ByIdentity { ids } => {
+            if !ids.is_empty() {
+                for r in query(sql.by_identity.clone(), vec![Box::new(ids.clone())]).await? {
+                    out.push(row_of(&schema.name, nested, verify, &r)?);
+                }
+            }
+        }
+        SqlRead::First {
+            index,
+            prefixes,
+            limit,
+        } => {
+            let ix = schema
+                .indexes
+                .get(*index)
+                .ok_or_else(|| bad_index(schema, *index))?;
+            let width = ix.columns.len();
+            let base = if nested { 4 } else { 3 };
+            let types: Vec<ColumnType> = schema.columns[ix.columns.clone()]
+                .iter()
+                .map(|c| c.key.ty)
+                .collect();
+            for prefix in prefixes.clone().unwrap_or_else(|| vec![Vec::new()]) {
+                let mut params: Vec<Box<dyn ToSql + Sync + Send>> = prefix
+                    .iter()
+                    .filter(|v| !matches!(v, KeyValue::Null))
+                    .map(scalar_param)
+                    .collect();
+                params.push(Box::new(*limit as i64));
+                let rows = query(sql.first(schema, *index, &prefix, false), params).await?;
+                let got = rows.len();
+                let mut last: Option<Vec<KeyValue>> = None;
+                for r in &rows {
+                    out.push(row_of(&schema.name, nested, true, r)?);
+                    let key = (0..width)
+                        .map(|i| key_from_row(r, base + i, types[i]))
+                        .collect::<Result<_, _>>();
+                    last = Some(key.map_err(on(schema, "reading"))?);
+                }
+                if got >= *limit
+                    && let Some(last) = last
+                {
+                    let params: Vec<Box<dyn ToSql + Sync + Send>> = last
+                        .iter()
+                        .filter(|v| !matches!(v, KeyValue::Null))
+                        .map(scalar_param)
+                        .collect();
+                    let seen: std::collections::HashSet<i64> =
+                        out.iter().map(|r| r.identity).collect();
+                    for r in query(sql.first(schema, *index, &last, true), params).await? {
+                        let row = row_of(&schema.name, nested, true, &r)?;
+                        if !seen.contains(&row.identity) {
+                            out.push(row);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a delta with one multi-row upsert (and one delete for rows whose
+/// weight reached zero); no statement carries the same key twice.
+pub(crate) async fn write_rows<C: Conn>(
+    conn: &C,
+    schema: &TableSchema,
+    sql: &PgSql,
+    rows: &[EncodedRow],
+    stats: &Mutex<StoreStats>,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let keyed = schema.kind == StateKind::Keyed;
+    let (upserts, deletes): (Vec<&EncodedRow>, Vec<&EncodedRow>) =
+        rows.iter().partition(|r| !(keyed && r.weight == 0));
+    if let Ok(mut s) = stats.lock() {
+        s.rows_written += rows.len() as u64;
+        s.statements += u64::from(!upserts.is_empty()) + u64::from(!deletes.is_empty());
+    }
+    if !deletes.is_empty() {
+        let ids: Vec<i64> = deletes.iter().map(|r| r.identity).collect();
+        let stmt = conn
+            .prepare(&sql.delete)
+            .await
+            .map_err(on(schema, "writing"))?;
+        conn.client()
+            .execute(&stmt, &[&ids])
+            .await
+            .map_err(on(schema, "writing"))?;
+    }
+    if upserts.is_empty() {
+        return Ok(());
+    }
+    let n = upserts.len();
+    let ids: Vec<i64> = upserts.iter().map(|r| r.identity).collect();
+    let steps: Vec<i32> = upserts.iter().map(|r| r.step as i32).collect();
+    let data: Vec<&[u8]> = upserts.iter().map(|r| r.data.as_slice()).collect();
+    let weights: Vec<i64> = upserts.iter().map(|r| r.weight).collect();
+    let mut keys: Vec<PgArray> = schema
+        .columns
+        .iter()
+        .map(|c| PgArray::new(c.key.ty, n))
+        .collect();
+    for r in &upserts {
+        for (a, v) in keys.iter_mut().zip(&r.keys) {
+            a.push(&schema.name, v)?;
+        }
+    }
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+    if schema.nested() {
+        params.push(&steps);
+    }
+    params.push(&data);
+    params.extend(keys.iter().map(PgArray::param));
+    params.push(&weights);
+    let stmt = conn
+        .prepare(&sql.upsert)
+        .await
+        .map_err(on(schema, "writing"))?;
+    let returned = conn
+        .client()
+        .query(&stmt, &params)
+        .await
+        .map_err(on(schema, "writing"))?;
+    if returned.len() != n {
+        let written: std::collections::HashSet<(i64, i32)> = returned
+            .iter()
+            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+            .collect();
+        let lost = upserts
+            .iter()
+            .find(|r| !written.contains(&(r.identity, r.step as i32)))
+            .map_or(0, |r| r.identity);
+        return Err(StoreError::IdentityCollision {
+            table: schema.name.clone(),
+            identity: lost,
+        });
+    }
+    if !keyed {
+        // Rows whose weight reached zero are deleted.
+        let mut zero_ids = Vec::new();
+        let mut zero_steps = Vec::new();
+        for r in &returned {
+            let c: i64 = r.try_get(2).map_err(on(schema, "writing"))?;
+            if c == 0 {
+                zero_ids.push(r.try_get::<_, i64>(0).map_err(on(schema, "writing"))?);
+                zero_steps.push(r.try_get::<_, i32>(1).map_err(on(schema, "writing"))?);
+            }
+        }
+        if !zero_ids.is_empty() {
+            let stmt = conn
+                .prepare(&sql.delete)
+                .await
+                .map_err(on(schema, "writing"))?;
+            if schema.nested() {
+                conn.client()
+                    .execute(&stmt, &[&zero_ids, &zero_steps])
+                    .await
+                    .map_err(on(schema, "writing"))?;
+            } else {
+                conn.client()
+                    .execute(&stmt, &[&zero_ids])
+                    .await
+                    .map_err(on(schema, "writing"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn time_of<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    table: &str,
+) -> Result<i64, StoreError> {
+    let stmt = conn
+        .prepare(&format!(
+            "SELECT t FROM {} WHERE table_name = $1",
+            tables.last_update()
+        ))
+        .await
+        .map_err(pg("reading last_update"))?;
+    let row = conn
+        .client()
+        .query_opt(&stmt, &[&table])
+        .await
+        .map_err(pg("reading last_update"))?;
+    match row {
+        Some(r) => r.try_get(0).map_err(pg("reading last_update")),
+        None => Err(StoreError::Corrupt {
+            table: tables.last_update(),
+            identity: table.to_owned(),
+            detail: "no last_update row for this table, so the time of its state is unknown".into(),
+        }),
+    }
+}
+
+pub(crate) async fn set_last_update<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    names: &[String],
+    t: i64,
+) -> Result<(), StoreError> {
+    let stmt = conn
+        .prepare(&format!(
+            "INSERT INTO {0} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
+             ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t)",
+            tables.last_update()
+        ))
+        .await
+        .map_err(pg("recording last_update"))?;
+    conn.client()
+        .execute(&stmt, &[&names, &t])
+        .await
+        .map_err(pg("recording last_update"))?;
+    Ok(())
+}
+
+pub(crate) async fn wait_for<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    table: &str,
+    frontier: i64,
+    max_wait: Duration,
+) -> Result<(), StoreError> {
+    let start = Instant::now();
+    let mut backoff = Backoff::new();
+    loop {
+        let seen = time_of(conn, tables, table).await?;
+        if seen >= frontier {
+            return Ok(());
+        }
+        if start.elapsed() >= max_wait {
+            return Err(StoreError::FrontierTimeout {
+                table: table.to_owned(),
+                frontier,
+                seen: Some(seen),
+                waited_ms: start.elapsed().as_millis() as u64,
+            });
+        }
+        let pause = backoff.next(max_wait.saturating_sub(start.elapsed()));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+pub(crate) async fn max_step<C: Conn>(
+    conn: &C,
+    schema: &TableSchema,
+    sql: &PgSql,
+) -> Result<Option<u32>, StoreError> {
+    let stmt = conn
+        .prepare(&sql.max_step)
+        .await
+        .map_err(on(schema, "reading"))?;
+    let row = conn
+        .client()
+        .query_one(&stmt, &[])
+        .await
+        .map_err(on(schema, "reading"))?;
+    let max: Option<i32> = row.try_get(0).map_err(on(schema, "reading"))?;
+    Ok(max.and_then(|m| u32::try_from(m).ok()))
+}
+
+fn bad_index(schema: &TableSchema, index: usize) -> StoreError {
+    StoreError::SchemaMismatch {
+        table: schema.name.clone(),
+        detail: format!("no index number {index}"),
+    }
+}
+
+/// The Postgres store: state tables (named `<prefix><path>`) in the
+/// database of a connection pool, read through indexes and written as
+/// multi-row upserts of the changed rows; an iteration is one transaction.
+///
+/// The store is synchronous (it runs its own small runtime). Several
+/// workers can share a pool ([`Postgres::with_pool`]).
+///
+/// ```no_run
+/// # use graph::{Graph, GraphError};
+/// # let (graph, _) = Graph::build(|q| Ok(q.input::<i64>("x")?.0))?;
+/// let mut store = store::Postgres::open("host=/var/run/postgresql user=app dbname=app", &graph, store::OpenOptions::default())?;
+/// # Ok::<(), GraphError>(())
+/// ```
+pub struct Postgres {
+    pool: Pool,
+    fingerprint: String,
+    tables: Arc<Tables>,
+    max_wait: Duration,
+    created: usize,
+    attached: HashMap<String, Arc<(TableSchema, PgSql)>>,
+    stats: Arc<Mutex<StoreStats>>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Postgres({} tables, prefix {:?})",
+            self.tables.schemas.len(),
+            self.tables.prefix
+        )
+    }
+}
+
+impl Postgres {
+    /// A connection pool for `config` (a tokio-postgres connection string,
+    /// `host=... user=... dbname=...` or `postgresql://...`) with up to
+    /// `max_size` connections.
+    ///
+    /// # Errors
+    /// An unparsable connection string.
+    pub fn pool(config: &str, max_size: usize) -> Result<Pool, StoreError> {
+        let pg_config: tokio_postgres::Config = config.parse().map_err(|e| {
+            StoreError::backend(format!("parsing the connection string {config:?}"), e)
+        })?;
+        let manager = Manager::from_config(
+            pg_config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(max_size)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::backend("building the connection pool", e))
+    }
+
+    /// Opens the store for `graph` on a new pool for `config`: creates
+    /// missing tables (unless `options.create_tables` is false) and checks
+    /// existing ones hold the same shape of state.
+    ///
+    /// # Errors
+    /// A connection failure, [`StoreError::MissingTable`],
+    /// [`StoreError::SchemaMismatch`] naming the table.
+    pub fn open(config: &str, graph: &Graph, options: OpenOptions) -> Result<Postgres, StoreError> {
+        Postgres::with_pool(Postgres::pool(config, 8)?, graph, options)
+    }
+
+    /// Opens the store for `graph` on an existing pool (shared by workers).
+    ///
+    /// # Errors
+    /// As for [`open`](Self::open).
+    pub fn with_pool(
+        pool: Pool,
+        graph: &Graph,
+        options: OpenOptions,
+    ) -> Result<Postgres, StoreError> {
+        check_prefix(&options.prefix)?;
+        let specs = graph.states().to_vec();
+        let schemas: Vec<TableSchema> = specs
+            .iter()
+            .map(|s| TableSchema::of(s, &options.prefix))
+            .collect();
+        let sql = schemas.iter().map(PgSql::of).collect();
+        let tables = Arc::new(Tables {
+            prefix: options.prefix.clone(),
+            specs,
+            schemas,
+            sql,
+        });
+        let mut store = Postgres {
+            pool,
+            fingerprint: graph.fingerprint().to_owned(),
+            tables,
+            max_wait: options.max_wait,
+            created: 0,
+            attached: HashMap::new(),
+            stats: Arc::new(Mutex::new(StoreStats::default())),
+        };
+        store.created = store.prepare_tables(options.create_tables)?;
+        Ok(store)
+    }
+
+    /// The pool, to share with other workers.
+    pub fn connection_pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// How many tables this open created (0: all existed already).
+    pub fn tables_created(&self) -> usize {
+        self.created
+    }
+
+    /// The SQL table name of each state, by path.
+    pub fn table_names(&self) -> Vec<(String, String)> {
+        self.tables
+            .schemas
+            .iter()
+            .map(|s| (s.path.clone(), s.name.clone()))
+            .collect()
+    }
+
+    /// Rows read and written and statements run (see [`StoreStats`]).
+    pub fn stats(&self) -> StoreStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Zeroes the counters of [`stats`](Self::stats).
+    pub fn reset_stats(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s = StoreStats::default();
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::backend("getting a connection from the pool", e))
+    }
+
+    /// The last input time committed to every table (0 for new tables).
+    ///
+    /// # Errors
+    /// A read failure or a missing `last_update` row.
+    pub fn last_time(&self) -> Result<i64, StoreError> {
+        block_on(async {
+            let conn = self.client().await?;
+            let mut min: Option<i64> = None;
+            for s in &self.tables.schemas {
+                let t = time_of(&conn, &self.tables, &s.name).await?;
+                min = Some(min.map_or(t, |m| m.min(t)));
+            }
+            Ok(min.unwrap_or(0))
+        })?
+    }
+
+    /// Drops every table of this graph (and its metadata rows): forgets the
+    /// state.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn drop_tables(self) -> Result<(), StoreError> {
+        block_on(async {
+            let conn = self.client().await?;
+            for s in &self.tables.schemas {
+                conn.batch_execute(&format!("DROP TABLE IF EXISTS {}", s.name))
+                    .await
+                    .map_err(pg("dropping a table"))?;
+                let names = vec![s.name.clone()];
+                for meta in [self.tables.tables(), self.tables.last_update()] {
+                    conn.execute(
+                        &format!("DELETE FROM {meta} WHERE table_name = ANY($1)"),
+                        &[&names],
+                    )
+                    .await
+                    .map_err(pg("forgetting a table"))?;
+                }
+            }
+            Ok(())
+        })?
+    }
+
+    fn prepare_tables(&mut self, create: bool) -> Result<usize, StoreError> {
+        let tables = Arc::clone(&self.tables);
+        block_on(async {
+            let mut conn = self.client().await?;
+            if create {
+                conn.batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
+                     CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, t BIGINT NOT NULL);",
+                    tables.tables(),
+                    tables.last_update()
+                ))
+                .await
+                .map_err(pg("creating the metadata tables"))?;
+            }
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(pg("starting to create tables"))?;
+            let borrowed = Borrowed {
+                client: &*tx,
+                cache: tokio::sync::Mutex::new(HashMap::new()),
+            };
+            let mut created = 0;
+            for schema in &tables.schemas {
+                if check_table(&borrowed, &tables, schema).await? {
+                    continue;
+                }
+                if !create {
+                    return Err(StoreError::MissingTable {
+                        table: schema.name.clone(),
+                        path: schema.path.clone(),
+                    });
+                }
+                for stmt in sql::create_statements(&PgDialect, schema) {
+                    tx.batch_execute(&stmt)
+                        .await
+                        .map_err(pg(format!("creating `{}`", schema.name)))?;
+                }
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (table_name, path, kind, shape) VALUES ($1, $2, $3, $4)",
+                        tables.tables()
+                    ),
+                    &[
+                        &schema.name,
+                        &schema.path,
+                        &schema.kind.name(),
+                        &schema.shape,
+                    ],
+                )
+                .await
+                .map_err(pg(format!("recording `{}`", schema.name)))?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (table_name, t) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                        tables.last_update()
+                    ),
+                    &[&schema.name],
+                )
+                .await
+                .map_err(pg(format!("recording `{}`", schema.name)))?;
+                created += 1;
+            }
+            tx.commit().await.map_err(pg("committing new tables"))?;
+            Ok(created)
+        })?
+    }
+
+    /// Runs one iteration inside `client`, a transaction (or connection) the
+    /// application already holds, so that its own writes and the view's
+    /// update commit or roll back together. The store never commits: the
+    /// caller does. `time.flush_every_set` must not be `Some(true)` (a
+    /// transaction cannot commit table by table).
+    ///
+    /// The iteration runs on a separate thread while this future executes
+    /// its SQL on `client`.
+    ///
+    /// # Errors
+    /// As for [`Graph::iteration_at`]; any error leaves the caller's
+    /// transaction holding only what the caller wrote (roll it back).
+    pub async fn iteration_in<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        graph: &Graph,
+        changes: Changes,
+        time: Time,
+    ) -> Result<Outputs, GraphError> {
+        if graph.fingerprint() != self.fingerprint {
+            return Err(GraphError::WrongStore {
+                store: self.fingerprint.clone(),
+                graph: graph.fingerprint().to_owned(),
+            });
+        }
+        if time.flush_every_set == Some(true) {
+            return Err(StoreError::backend(
+                "running an iteration in the caller's transaction",
+                "flush_every_set = Some(true) cannot commit tables one by one inside a transaction",
+            )
+            .into());
+        }
+        crate::bridge::run(
+            client,
+            Arc::clone(&self.tables),
+            Arc::clone(&self.stats),
+            self.max_wait,
+            graph.clone(),
+            changes,
+            time,
+        )
+        .await
+    }
+}
+
+/// Whether `schema`'s table exists with the same shape.
+async fn check_table<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    schema: &TableSchema,
+) -> Result<bool, StoreError> {
+    let exists_meta = conn
+        .client()
+        .query_opt("SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = $1 AND schemaname = ANY(current_schemas(false))", &[&tables.tables()])
+        .await
+        .map_err(pg("reading the catalog"))?
+        .is_some();
+    let recorded: Option<(String, String)> = if exists_meta {
+        conn.client()
+            .query_opt(
+                &format!(
+                    "SELECT path, shape FROM {} WHERE table_name = $1",
+                    tables.tables()
+                ),
+                &[&schema.name],
+            )
+            .await
+            .map_err(pg(format!("reading the shape of `{}`", schema.name)))?
+            .map(|r| (r.get(0), r.get(1)))
+    } else {
+        None
+    };
+    let exists = conn
+        .client()
+        .query_opt("SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = $1 AND schemaname = ANY(current_schemas(false))", &[&schema.name])
+        .await
+        .map_err(pg("reading the catalog"))?
+        .is_some();
+    match (recorded, exists) {
+        (None, false) => Ok(false),
+        (None, true) => Err(StoreError::SchemaMismatch {
+            table: schema.name.clone(),
+            detail: "the table exists but was not created by stepping-rs".into(),
+        }),
+        (Some(_), false) => Err(StoreError::MissingTable {
+            table: schema.name.clone(),
+            path: schema.path.clone(),
+        }),
+        (Some((path, shape)), true) => {
+            if shape != schema.shape || path != schema.path {
+                Err(StoreError::SchemaMismatch {
+                    table: schema.name.clone(),
+                    detail: format!(
+                        "it holds `{path}`: `{shape}`; this query expects `{}`: `{}`",
+                        schema.path, schema.shape
+                    ),
+                })
+            } else {
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl StateStore for Postgres {
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        let conn = block_on(self.client())??;
+        let n = self.tables.schemas.len();
+        let mut tx = PostgresTx {
+            store: self,
+            conn,
+            time,
+            open: false,
+            waited: vec![false; n],
+            buffered: vec![Vec::new(); n],
+            done: false,
+        };
+        if time.flush_every_set != Some(true) {
+            for s in 0..n {
+                tx.wait(s)?;
+            }
+            block_on(tx.conn.batch_execute("BEGIN"))?.map_err(pg("starting an iteration"))?;
+            tx.open = true;
+        }
+        Ok(Box::new(tx))
+    }
+
+    fn next_time(&mut self) -> Result<i64, StoreError> {
+        block_on(async {
+            let conn = self.client().await?;
+            let mut max = 0;
+            for s in &self.tables.schemas {
+                max = max.max(time_of(&conn, &self.tables, &s.name).await?);
+            }
+            Ok(max + 1)
+        })?
+    }
+
+    fn read_committed(
+        &mut self,
+        spec: &StateSpec,
+        read: &Read<'_>,
+        sink: &mut dyn Any,
+    ) -> Result<(), StoreError> {
+        let sql_read = SqlRead::of(spec, read);
+        let tables = Arc::clone(&self.tables);
+        let mine = tables
+            .specs
+            .iter()
+            .position(|s| s.path() == spec.path() && s.shape() == spec.shape());
+        let attached = match mine {
+            Some(_) => None,
+            None => {
+                let path = spec.path().to_string();
+                if !self.attached.contains_key(&path) {
+                    let schema = TableSchema::of(spec, &tables.prefix);
+                    let checked = block_on(async {
+                        let conn = self.client().await?;
+                        check_table(&conn, &tables, &schema).await
+                    })??;
+                    if !checked {
+                        return Err(StoreError::MissingTable {
+                            table: schema.name.clone(),
+                            path,
+                        });
+                    }
+                    let sql = PgSql::of(&schema);
+                    self.attached.insert(path.clone(), Arc::new((schema, sql)));
+                }
+                Some(Arc::clone(&self.attached[&path]))
+            }
+        };
+        let (schema, sql) = match (&mine, &attached) {
+            (Some(i), _) => (&tables.schemas[*i], &tables.sql[*i]),
+            (None, Some(a)) => (&a.0, &a.1),
+            (None, None) => unreachable!("either ours or attached"),
+        };
+        let rows = block_on(async {
+            let conn = self.client().await?;
+            read_rows(&conn, schema, sql, &sql_read, &self.stats).await
+        })??;
+        sql::decode_rows(spec, schema, rows, sink)
+    }
+}
+
+struct PostgresTx<'s> {
+    store: &'s Postgres,
+    conn: deadpool_postgres::Object,
+    time: Time,
+    open: bool,
+    waited: Vec<bool>,
+    buffered: Vec<Vec<EncodedRow>>,
+    done: bool,
+}
+
+impl PostgresTx<'_> {
+    fn wait(&mut self, s: usize) -> Result<(), StoreError> {
+        if !self.waited[s] {
+            let tables = &self.store.tables;
+            block_on(wait_for(
+                &self.conn,
+                tables,
+                &tables.schemas[s].name,
+                self.time.frontier,
+                self.store.max_wait,
+            ))??;
+            self.waited[s] = true;
+        }
+        Ok(())
+    }
+}
+
+impl StateTx for PostgresTx<'_> {
+    fn read(
+        &mut self,
+        state: StateId,
+        read: &Read<'_>,
+        sink: &mut dyn Any,
+    ) -> Result<(), StoreError> {
+        let s = state.index();
+        self.wait(s)?;
+        let t = &self.store.tables;
+        let sql_read = SqlRead::of(&t.specs[s], read);
+        let rows = block_on(read_rows(
+            &self.conn,
+            &t.schemas[s],
+            &t.sql[s],
+            &sql_read,
+            &self.store.stats,
+        ))??;
+        sql::decode_rows(&t.specs[s], &t.schemas[s], rows, sink)
+    }
+
+    fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError> {
+        let s = state.index();
+        self.wait(s)?;
+        let t = &self.store.tables;
+        block_on(max_step(&self.conn, &t.schemas[s], &t.sql[s]))?
+    }
+
+    fn apply(&mut self, state: StateId, delta: Value) -> Result<(), StoreError> {
+        let s = state.index();
+        self.wait(s)?;
+        let t = &self.store.tables;
+        let rows = sql::encode_delta(&t.specs[s], &t.schemas[s], &*delta)?;
+        if self.open {
+            block_on(write_rows(
+                &self.conn,
+                &t.schemas[s],
+                &t.sql[s],
+                &rows,
+                &self.store.stats,
+            ))?
+        } else {
+            self.buffered[s].extend(rows);
+            Ok(())
+        }
+    }
+
+    fn flush(&mut self, state: StateId) -> Result<(), StoreError> {
+        if self.open || self.time.flush_every_set != Some(true) {
+            return Ok(());
+        }
+        let s = state.index();
+        self.wait(s)?;
+        let rows = std::mem::take(&mut self.buffered[s]);
+        let t = Arc::clone(&self.store.tables);
+        let stats = Arc::clone(&self.store.stats);
+        let time = self.time.input_time;
+        let conn = &mut self.conn;
+        block_on(async move {
+            let tx = conn.transaction().await.map_err(pg("flushing a table"))?;
+            let borrowed = Borrowed {
+                client: &*tx,
+                cache: tokio::sync::Mutex::new(HashMap::new()),
+            };
+            write_rows(&borrowed, &t.schemas[s], &t.sql[s], &rows, &stats).await?;
+            set_last_update(
+                &borrowed,
+                &t,
+                std::slice::from_ref(&t.schemas[s].name),
+                time,
+            )
+            .await?;
+            tx.commit()
+                .await
+                .map_err(pg(format!("committing `{}`", t.schemas[s].name)))
+        })?
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let t = Arc::clone(&self.store.tables);
+        let names: Vec<String> = t.schemas.iter().map(|s| s.name.clone()).collect();
+        if !self.open {
+            for s in 0..self.buffered.len() {
+                if !self.buffered[s].is_empty() {
+                    self.flush(StateId(s as u32))?;
+                }
+            }
+            // Tables no state was written to still move on in time.
+            return block_on(set_last_update(
+                &self.conn,
+                &t,
+                &names,
+                self.time.input_time,
+            ))?;
+        }
+        if self.time.flush_every_set.is_none() {
+            return Ok(()); // a dry run: dropping rolls back
+        }
+        block_on(set_last_update(
+            &self.conn,
+            &t,
+            &names,
+            self.time.input_time,
+        ))??;
+        block_on(self.conn.batch_execute("COMMIT"))?.map_err(pg("committing an iteration"))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for PostgresTx<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.done {
+            // If even the rollback fails the connection is broken; the pool
+            // discards it when it is next checked.
+            let _ = block_on(self.conn.batch_execute("ROLLBACK"));
+        }
+    }
+}
