@@ -461,19 +461,14 @@ impl<C: GenericClient + Sync> Conn for Borrowed<'_, C> {
     fn client(&self) -> &C {
         self.client
     }
-    fn prepare(
-        &self,
-        sql: &str,
-    ) -> impl Future<Output = Result<Statement, tokio_postgres::Error>> + Send {
-        async move {
-            let mut cache = self.cache.lock().await;
-            if let Some(s) = cache.get(sql) {
-                return Ok(s.clone());
-            }
-            let s = self.client.prepare(sql).await?;
-            cache.insert(sql.to_owned(), s.clone());
-            Ok(s)
+    async fn prepare(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let mut cache = self.cache.lock().await;
+        if let Some(s) = cache.get(sql) {
+            return Ok(s.clone());
         }
+        let s = self.client.prepare(sql).await?;
+        cache.insert(sql.to_owned(), s.clone());
+        Ok(s)
     }
 }
 

@@ -743,15 +743,15 @@ impl Sqlite {
         let start = Instant::now();
         let mut backoff = Backoff::new();
         loop {
-            let seen = Some(self.time_of(table)?);
-            if seen.unwrap_or(0) >= frontier {
+            let seen = self.time_of(table)?;
+            if seen >= frontier {
                 return Ok(());
             }
             if start.elapsed() >= max_wait {
                 return Err(StoreError::FrontierTimeout {
                     table: table.to_owned(),
                     frontier,
-                    seen,
+                    seen: Some(seen),
                     waited_ms: start.elapsed().as_millis() as u64,
                 });
             }

@@ -57,6 +57,11 @@ pub(crate) fn unique_prefix() -> String {
     format!("t{:x}_{n:x}_", std::process::id())
 }
 
+/// The SQL stores available here.
+pub(crate) fn sql_kinds() -> Vec<Kind> {
+    kinds().into_iter().filter(|k| *k != Kind::Memory).collect()
+}
+
 /// Every store available here.
 pub(crate) fn kinds() -> Vec<Kind> {
     let mut kinds = vec![Kind::Memory, Kind::Sqlite];
@@ -68,16 +73,19 @@ pub(crate) fn kinds() -> Vec<Kind> {
 
 enum Store {
     Memory(store::Memory),
-    Sqlite(store::Sqlite),
-    Postgres(store::Postgres),
+    Sqlite(Box<store::Sqlite>),
+    Postgres(Box<store::Postgres>),
 }
 
 /// An open store, with whatever keeps its state alive (a temporary
 /// directory for SQLite files, a table prefix on Postgres).
 pub(crate) struct Opened {
     store: Option<Store>,
-    dir: Option<tempfile::TempDir>,
+    /// Keeps a SQLite file's directory until the store is done with it.
+    _dir: Option<tempfile::TempDir>,
     prefix: String,
+    /// Whether dropping this handle drops the (Postgres) tables.
+    owns: bool,
 }
 
 impl std::ops::Deref for Opened {
@@ -85,8 +93,8 @@ impl std::ops::Deref for Opened {
     fn deref(&self) -> &Self::Target {
         match self.store.as_ref().expect("open") {
             Store::Memory(s) => s,
-            Store::Sqlite(s) => s,
-            Store::Postgres(s) => s,
+            Store::Sqlite(s) => &**s,
+            Store::Postgres(s) => &**s,
         }
     }
 }
@@ -95,8 +103,8 @@ impl std::ops::DerefMut for Opened {
     fn deref_mut(&mut self) -> &mut Self::Target {
         match self.store.as_mut().expect("open") {
             Store::Memory(s) => s,
-            Store::Sqlite(s) => s,
-            Store::Postgres(s) => s,
+            Store::Sqlite(s) => &mut **s,
+            Store::Postgres(s) => &mut **s,
         }
     }
 }
@@ -104,10 +112,18 @@ impl std::ops::DerefMut for Opened {
 impl Drop for Opened {
     fn drop(&mut self) {
         // Leave no tables behind on a long-lived server.
-        if let Some(Store::Postgres(s)) = self.store.take() {
+        if let (true, Some(Store::Postgres(s))) = (self.owns, self.store.take()) {
             let _ = s.drop_tables();
         }
     }
+}
+
+fn sqlite(s: store::Sqlite) -> Store {
+    Store::Sqlite(Box::new(s))
+}
+
+fn postgres(s: store::Postgres) -> Store {
+    Store::Postgres(Box::new(s))
 }
 
 fn sqlite_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
@@ -127,8 +143,9 @@ impl Kind {
         Ok(match self {
             Kind::Memory => Opened {
                 store: Some(Store::Memory(store::Memory::new(graph))),
-                dir: None,
+                _dir: None,
                 prefix: String::new(),
+                owns: true,
             },
             Kind::Sqlite => {
                 let dir =
@@ -136,9 +153,10 @@ impl Kind {
                 let store =
                     store::Sqlite::open(sqlite_file(&dir), graph, store::OpenOptions::default())?;
                 Opened {
-                    store: Some(Store::Sqlite(store)),
-                    dir: Some(dir),
+                    store: Some(Store::Sqlite(Box::new(store))),
+                    _dir: Some(dir),
                     prefix: String::new(),
+                    owns: true,
                 }
             }
             Kind::Postgres => {
@@ -146,11 +164,118 @@ impl Kind {
                 let prefix = unique_prefix();
                 let store = store::Postgres::with_pool(pool, graph, pg_options(&prefix, true))?;
                 Opened {
-                    store: Some(Store::Postgres(store)),
-                    dir: None,
+                    store: Some(Store::Postgres(Box::new(store))),
+                    _dir: None,
                     prefix,
+                    owns: true,
                 }
             }
+        })
+    }
+}
+
+/// Runs `f` with a fresh connection to the test server, on a runtime of
+/// its own (never a connection of a store's pool).
+pub(crate) fn with_pg_client<T>(f: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
+    let url = pg_url().expect("Postgres is configured");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let task = tokio::spawn(connection);
+        let out = f(&client).await;
+        drop(client);
+        let _ = task.await;
+        out
+    })
+}
+
+impl Opened {
+    /// The table name prefix (`st_` for SQLite files).
+    pub(crate) fn prefix(&self) -> &str {
+        if self.prefix.is_empty() {
+            "st_"
+        } else {
+            &self.prefix
+        }
+    }
+
+    /// Runs raw SQL on a SQL store's database (to damage it on purpose).
+    pub(crate) fn sql(&self, statement: &str) {
+        match self.store.as_ref().expect("open") {
+            Store::Sqlite(s) => s.connection().execute_batch(statement).expect("sql"),
+            Store::Postgres(_) => {
+                with_pg_client(async |c| c.batch_execute(statement).await.expect("sql"))
+            }
+            Store::Memory(_) => panic!("no SQL in memory"),
+        }
+    }
+
+    /// Rows read and written by a SQL store so far.
+    pub(crate) fn stats(&self) -> store::StoreStats {
+        match self.store.as_ref().expect("open") {
+            Store::Sqlite(s) => s.stats(),
+            Store::Postgres(s) => s.stats(),
+            Store::Memory(_) => store::StoreStats::default(),
+        }
+    }
+
+    /// Zeroes [`stats`](Self::stats).
+    pub(crate) fn reset_stats(&self) {
+        match self.store.as_ref().expect("open") {
+            Store::Sqlite(s) => s.reset_stats(),
+            Store::Postgres(s) => s.reset_stats(),
+            Store::Memory(_) => {}
+        }
+    }
+
+    /// The Postgres store, if this is one.
+    pub(crate) fn postgres(&self) -> Option<&store::Postgres> {
+        match self.store.as_ref() {
+            Some(Store::Postgres(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Opens the same storage for `graph`, creating tables or only
+    /// attaching, without closing this store.
+    pub(crate) fn open_again(
+        &self,
+        graph: &Graph,
+        create_tables: bool,
+    ) -> Result<Opened, GraphError> {
+        let store = match self.store.as_ref().expect("open") {
+            Store::Sqlite(s) => {
+                let options = store::OpenOptions {
+                    create_tables,
+                    ..store::OpenOptions::default()
+                };
+                Store::Sqlite(Box::new(store::Sqlite::open(s.path(), graph, options)?))
+            }
+            Store::Postgres(s) => {
+                let pool = s.connection_pool().clone();
+                postgres(store::Postgres::with_pool(
+                    pool,
+                    graph,
+                    pg_options(&self.prefix, create_tables),
+                )?)
+            }
+            Store::Memory(_) => {
+                return Err(
+                    graph::StoreError::backend("open_again", "memory is not shared").into(),
+                );
+            }
+        };
+        // A second handle: only the first one drops the tables.
+        Ok(Opened {
+            store: Some(store),
+            _dir: None,
+            prefix: self.prefix.clone(),
+            owns: false,
         })
     }
 }
@@ -163,7 +288,7 @@ impl Opened {
             Some(Store::Sqlite(s)) => {
                 let path = s.path().to_path_buf();
                 drop(s);
-                Store::Sqlite(store::Sqlite::open(
+                sqlite(store::Sqlite::open(
                     path,
                     graph,
                     store::OpenOptions::attach(),
@@ -172,7 +297,7 @@ impl Opened {
             Some(Store::Postgres(s)) => {
                 let pool = s.connection_pool().clone();
                 drop(s);
-                Store::Postgres(store::Postgres::with_pool(
+                postgres(store::Postgres::with_pool(
                     pool,
                     graph,
                     pg_options(&self.prefix, false),

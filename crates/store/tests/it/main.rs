@@ -5,5 +5,6 @@ mod bad_input;
 mod examples;
 mod harness;
 mod oracle;
+mod postgres;
 mod queries;
 mod sql_stores;

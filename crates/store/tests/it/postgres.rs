@@ -1,0 +1,139 @@
+//! Postgres only: an iteration inside a transaction the application
+//! already holds commits or rolls back with it.
+
+use graph::Time;
+use operators::prelude::*;
+
+use crate::harness::{Kind, pg_url, with_pg_client};
+
+type R = Result<(), GraphError>;
+
+fn app_rows(table: &str) -> i64 {
+    with_pg_client(async |c| {
+        c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count")
+            .get(0)
+    })
+}
+
+#[test]
+fn an_iteration_commits_or_rolls_back_with_the_callers_transaction() -> R {
+    if pg_url().is_none() {
+        return Ok(());
+    }
+    let (graph, (input, set, cache)) = Graph::build(|q| {
+        let (input, words) = q.input::<String>("words")?;
+        let set = words.distinct();
+        Ok((input, q.output("set", set)?, q.cache("word_set", set, &[])?))
+    })?;
+    let mut opened = Kind::Postgres.open(&graph)?;
+    let app_table = format!("{}app_orders", opened.prefix());
+    opened.sql(&format!("CREATE TABLE {app_table} (id BIGINT PRIMARY KEY)"));
+    let t = opened.next_time()?;
+    // A second handle on the same tables, to look at the state.
+    let mut reader = opened.open_again(&graph, false)?;
+    let store = opened.postgres().expect("a Postgres store");
+    let url = pg_url().expect("configured");
+    // The application's own connection and runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let run = |id: i64, words: &[&str], commit: bool| -> Result<Outputs, GraphError> {
+        rt.block_on(async {
+            let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            let task = tokio::spawn(connection);
+            let tx = client.transaction().await.expect("begin");
+            tx.execute(&format!("INSERT INTO {app_table} VALUES ($1)"), &[&id])
+                .await
+                .expect("app insert");
+            let changes = Changes::new().insert(&input, words.iter().map(|w| w.to_string()));
+            let out = store
+                .iteration_in(&tx, &graph, changes, Time::new(t, t - 1))
+                .await;
+            if commit && out.is_ok() {
+                tx.commit().await.expect("commit");
+            } else {
+                tx.rollback().await.expect("rollback");
+            }
+            drop(client);
+            let _ = task.await;
+            out
+        })
+    };
+    // Rolled back: neither the application's row nor the view's state.
+    let out = run(1, &["a", "b"], false)?;
+    assert_eq!(
+        out.get(&set)?.len(),
+        2,
+        "the outputs are computed either way"
+    );
+    assert_eq!(app_rows(&app_table), 0);
+    assert!(cache.zset(&mut *reader)?.is_empty());
+    assert_eq!(
+        reader.next_time()?,
+        t,
+        "a rolled-back iteration leaves time where it was"
+    );
+    // Committed: both.
+    run(2, &["a", "b"], true)?;
+    assert_eq!(app_rows(&app_table), 1);
+    assert_eq!(
+        cache.zset(&mut *reader)?,
+        zset! { "a".to_string() => 1, "b".to_string() => 1 }
+    );
+    assert_eq!(reader.next_time()?, t + 1);
+    Ok(())
+}
+
+#[test]
+fn a_failed_iteration_leaves_the_callers_transaction_usable() -> R {
+    if pg_url().is_none() {
+        return Ok(());
+    }
+    let (graph, (input, cache)) = Graph::build(|q| {
+        let (input, words) = q.input::<String>("numbers")?;
+        let parsed = words.try_map(|w| w.parse::<i64>());
+        Ok((input, q.cache("parsed", parsed, &[])?))
+    })?;
+    let mut opened = Kind::Postgres.open(&graph)?;
+    let app_table = format!("{}app_log", opened.prefix());
+    opened.sql(&format!("CREATE TABLE {app_table} (id BIGINT PRIMARY KEY)"));
+    let t = opened.next_time()?;
+    let mut reader = opened.open_again(&graph, false)?;
+    let store = opened.postgres().expect("a Postgres store");
+    let url = pg_url().expect("configured");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let failed = rt.block_on(async {
+        let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let task = tokio::spawn(connection);
+        let tx = client.transaction().await.expect("begin");
+        let changes = Changes::new().insert(&input, ["1".to_string(), "x".to_string()]);
+        let out = store
+            .iteration_in(&tx, &graph, changes, Time::new(t, t - 1))
+            .await;
+        // The transaction is still usable: the application keeps its own write.
+        tx.execute(&format!("INSERT INTO {app_table} VALUES (7)"), &[])
+            .await
+            .expect("still usable");
+        tx.commit().await.expect("commit");
+        drop(client);
+        let _ = task.await;
+        out
+    });
+    assert!(matches!(failed, Err(GraphError::User { .. })), "{failed:?}");
+    assert_eq!(app_rows(&app_table), 1);
+    assert!(
+        cache.zset(&mut *reader)?.is_empty(),
+        "the failed iteration left no state"
+    );
+    Ok(())
+}
