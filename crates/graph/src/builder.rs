@@ -19,7 +19,7 @@ use zset::{Data, Index, IndexKey, ZSet};
 
 use crate::codec::{DynIndex, KeyedCodec, ZSetCodec};
 use crate::error::At;
-use crate::vertex::{Op, OpFn, RecursiveOp, ScalarDelayOp, ScopeInfo, Vertex, ZSetFns};
+use crate::vertex::{InputCodec, Op, OpFn, RecursiveOp, ScalarDelayOp, ScopeInfo, Vertex, ZSetFns};
 use crate::{
     Codec, Ctx, GraphError, Path, Rec, Root, Scope, ScopeId, Slot, StateId, StateSpec, Value,
     VertexId,
@@ -42,6 +42,7 @@ pub(crate) struct Builder {
     pub(crate) vertices: Vec<Vertex>,
     pub(crate) states: Vec<StateDecl>,
     pub(crate) inputs: Vec<VertexId>,
+    pub(crate) input_codecs: Vec<InputCodec>,
     pub(crate) outputs: Vec<VertexId>,
     pub(crate) sinks: Vec<VertexId>,
     pub(crate) scopes: Vec<ScopeInfo>,
@@ -229,6 +230,7 @@ impl Query {
                 vertices: Vec::new(),
                 states: Vec::new(),
                 inputs: Vec::new(),
+                input_codecs: Vec::new(),
                 outputs: Vec::new(),
                 sinks: Vec::new(),
                 scopes: vec![root],
@@ -341,6 +343,7 @@ impl Query {
             states: Vec::new(),
         });
         self.b.borrow_mut().inputs.push(id);
+        self.b.borrow_mut().input_codecs.push(InputCodec::of::<T>());
         let input = Input {
             graph: self.id,
             index,

@@ -1,13 +1,12 @@
 //! The finalized graph and running it: changes in, outputs out.
 
-use std::any::type_name;
 use std::sync::Arc;
 
 use zset::{Data, Index, IndexKey, Weight, ZSet};
 
 use crate::builder::{Cache, Input, Output, Query};
 use crate::exec::run_iteration;
-use crate::vertex::{ScopeInfo, Value, Vertex, VertexId};
+use crate::vertex::{InputCodec, ScopeInfo, Value, Vertex, VertexId};
 use crate::{GraphError, Path, Read, StateId, StateSpec, StateStore, StateTx, StoredRow, Time};
 
 /// Who writes a state, at its write point.
@@ -37,6 +36,7 @@ pub(crate) struct GraphInner {
     /// For each recursive vertex, the nested states of its body.
     pub(crate) rec_states: Vec<Vec<StateId>>,
     pub(crate) inputs: Vec<VertexId>,
+    pub(crate) input_codecs: Vec<InputCodec>,
     pub(crate) outputs: Vec<VertexId>,
     pub(crate) fingerprint: String,
 }
@@ -186,6 +186,45 @@ impl Graph {
         })
     }
 
+    /// Changes encoded by [`Changes::encode`], for this graph's inputs
+    /// (matched by path).
+    ///
+    /// # Errors
+    /// Bytes that are not encoded changes, or an input this graph lacks.
+    pub fn decode_changes(&self, bytes: &[u8]) -> Result<Changes, GraphError> {
+        let corrupt = |detail: String| {
+            GraphError::Store(crate::StoreError::Corrupt {
+                table: "changes".into(),
+                identity: String::new(),
+                detail,
+            })
+        };
+        let parts: Vec<(String, Vec<u8>)> =
+            postcard::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let g = &self.inner;
+        let mut changes = Changes::new();
+        for (path, data) in parts {
+            let index = g
+                .inputs
+                .iter()
+                .position(|v| g.vertices[v.ix()].path.as_str() == path)
+                .ok_or_else(|| GraphError::ForeignInput {
+                    path: Path::new(&path),
+                })?;
+            let codec = g.input_codecs[index];
+            let value =
+                (codec.decode)(&data).map_err(|e| corrupt(format!("changes of `{path}`: {e}")))?;
+            changes.entries.push(ChangeEntry {
+                graph: g.id,
+                index,
+                path: Path::new(&path),
+                value,
+                codec,
+            });
+        }
+        Ok(changes)
+    }
+
     /// One iteration inserting `rows` into `input` (each with weight 1).
     ///
     /// # Errors
@@ -245,9 +284,8 @@ struct ChangeEntry {
     graph: u64,
     index: usize,
     path: Path,
-    ty: &'static str,
     value: Value,
-    add: fn(&mut Value, Value),
+    codec: InputCodec,
 }
 
 impl std::fmt::Debug for Changes {
@@ -275,15 +313,8 @@ impl Changes {
             graph: input.graph,
             index: input.index,
             path: input.path.clone(),
-            ty: type_name::<ZSet<T>>(),
             value: Box::new(zset),
-            add: |acc, more| {
-                if let (Some(acc), Ok(more)) =
-                    (acc.downcast_mut::<ZSet<T>>(), more.downcast::<ZSet<T>>())
-                {
-                    *acc += *more;
-                }
-            },
+            codec: InputCodec::of::<T>(),
         });
         self
     }
@@ -303,6 +334,23 @@ impl Changes {
         self.zset(input, [(old, -1), (new, 1)].into_iter().collect())
     }
 
+    /// The changes as bytes (postcard: each input's path and Z-set), e.g.
+    /// to record a failed batch; [`Graph::decode_changes`] reads them back.
+    ///
+    /// # Errors
+    /// A row that cannot be serialized.
+    pub fn encode(&self) -> Result<Vec<u8>, GraphError> {
+        let mut parts: Vec<(String, Vec<u8>)> = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let bytes = (e.codec.encode)(&*e.value).map_err(|detail| {
+                crate::StoreError::backend(format!("encoding the changes of `{}`", e.path), detail)
+            })?;
+            parts.push((e.path.to_string(), bytes));
+        }
+        postcard::to_allocvec(&parts)
+            .map_err(|e| GraphError::Store(crate::StoreError::backend("encoding changes", e)))
+    }
+
     fn into_inputs(self, graph: &Graph) -> Result<Vec<Option<Value>>, GraphError> {
         let g = &graph.inner;
         let mut inputs: Vec<Option<Value>> = (0..g.inputs.len()).map(|_| None).collect();
@@ -311,15 +359,15 @@ impl Changes {
             let Some(vertex) = vertex.filter(|_| e.graph == g.id) else {
                 return Err(GraphError::ForeignInput { path: e.path });
             };
-            if vertex.ty != e.ty {
+            if vertex.ty != e.codec.type_name {
                 return Err(GraphError::TypeMismatch {
                     path: e.path,
                     expected: vertex.ty,
-                    found: e.ty,
+                    found: e.codec.type_name,
                 });
             }
             match &mut inputs[e.index] {
-                Some(acc) => (e.add)(acc, e.value),
+                Some(acc) => (e.codec.add)(acc, e.value),
                 slot @ None => *slot = Some(e.value),
             }
         }

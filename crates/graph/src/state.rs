@@ -263,6 +263,23 @@ pub trait MemTable: Send + Sync {
     fn max_step(&self) -> Option<u32>;
 }
 
+/// A batch whose iteration failed, as a store records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedBatch {
+    /// The batch's input time.
+    pub input_time: i64,
+    /// Its position in its ingest (or any number the caller chose).
+    pub batch: i64,
+    /// Its changes, [`Changes::encode`](crate::Changes::encode)d.
+    pub changes: Vec<u8>,
+    /// What went wrong.
+    pub error: String,
+    /// Tables that had already committed the batch's changes when it
+    /// failed (only with `flush_every_set = Some(true)`): its state is then
+    /// partially applied, and re-running it would apply those tables twice.
+    pub committed: Vec<String>,
+}
+
 /// A store: where the state of a graph lives between iterations.
 ///
 /// Implemented by `store::Memory`, `store::Sqlite` and `store::Postgres`.
@@ -297,6 +314,34 @@ pub trait StateStore {
         read: &Read<'_>,
         sink: &mut dyn Any,
     ) -> Result<(), StoreError>;
+
+    /// Records that the iteration at `time` failed (its transaction having
+    /// been rolled back), and moves every table's `last_update` to
+    /// `time.input_time` so that the batches after it proceed: a failed
+    /// batch never wedges the ones that follow. It first waits for the
+    /// frontier, like the iteration would have.
+    ///
+    /// # Errors
+    /// A frontier timeout (then nothing is recorded) or a write failure.
+    fn record_failure(
+        &mut self,
+        time: Time,
+        batch: i64,
+        changes: &[u8],
+        error: &str,
+    ) -> Result<FailedBatch, StoreError>;
+
+    /// The failed batches recorded and not yet forgotten, by input time.
+    ///
+    /// # Errors
+    /// A read failure.
+    fn failed_batches(&mut self) -> Result<Vec<FailedBatch>, StoreError>;
+
+    /// Forgets the failed batch recorded at `input_time` (after a retry).
+    ///
+    /// # Errors
+    /// A write failure.
+    fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError>;
 }
 
 /// One iteration's access to a store. It waits for the iteration's frontier

@@ -87,6 +87,7 @@ pub(crate) fn finalize(b: Builder, id: u64) -> Result<GraphInner, GraphError> {
         last_read,
         rec_states,
         inputs,
+        input_codecs: b.input_codecs,
         outputs,
         fingerprint,
     })

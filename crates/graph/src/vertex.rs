@@ -102,6 +102,40 @@ impl ZSetFns {
     }
 }
 
+/// How an input's changes are added, encoded and decoded, typed for its
+/// row type (for recording failed batches and retrying them).
+#[derive(Clone, Copy)]
+pub(crate) struct InputCodec {
+    pub(crate) add: fn(&mut Value, Value),
+    pub(crate) encode: fn(&dyn Any) -> Result<Vec<u8>, String>,
+    pub(crate) decode: fn(&[u8]) -> Result<Value, String>,
+    pub(crate) type_name: &'static str,
+}
+
+impl InputCodec {
+    pub(crate) fn of<T: Data>() -> Self {
+        InputCodec {
+            add: |acc, more| {
+                if let (Some(acc), Ok(more)) =
+                    (acc.downcast_mut::<ZSet<T>>(), more.downcast::<ZSet<T>>())
+                {
+                    *acc += *more;
+                }
+            },
+            encode: |v| match v.downcast_ref::<ZSet<T>>() {
+                Some(z) => postcard::to_allocvec(z).map_err(|e| e.to_string()),
+                None => Err(format!("not a {}", std::any::type_name::<ZSet<T>>())),
+            },
+            decode: |bytes| {
+                postcard::from_bytes::<ZSet<T>>(bytes)
+                    .map(|z| Box::new(z) as Value)
+                    .map_err(|e| e.to_string())
+            },
+            type_name: std::any::type_name::<ZSet<T>>(),
+        }
+    }
+}
+
 /// A scalar delay, kept until finalization replaces it by
 /// `make_set → delay → make_scalar` (the state is a one-row Z-set).
 pub(crate) struct ScalarDelayOp {

@@ -21,7 +21,7 @@ use tokio_postgres::GenericClient;
 
 use crate::StoreStats;
 use crate::postgres::{
-    Borrowed, Conn, Tables, max_step, pg, read_rows, set_last_update, wait_for, write_rows,
+    Borrowed, Conn, Tables, Wake, max_step, pg, read_rows, set_last_update, wait_for, write_rows,
 };
 use crate::sql::{self, SqlRead, SqlRow};
 
@@ -166,6 +166,8 @@ pub(crate) async fn run<C: GenericClient + Sync>(
     tables: Arc<Tables>,
     stats: Arc<Mutex<StoreStats>>,
     max_wait: Duration,
+    poll: (Duration, Duration),
+    wake: Option<Wake>,
     graph: Graph,
     changes: Changes,
     time: Time,
@@ -175,7 +177,16 @@ pub(crate) async fn run<C: GenericClient + Sync>(
         cache: tokio::sync::Mutex::new(HashMap::new()),
     };
     for s in &tables.schemas {
-        wait_for(&conn, &tables, &s.name, time.frontier, max_wait).await?;
+        wait_for(
+            &conn,
+            &tables,
+            &s.name,
+            time.frontier,
+            max_wait,
+            poll,
+            wake.clone(),
+        )
+        .await?;
     }
     client
         .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))

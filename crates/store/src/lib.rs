@@ -31,8 +31,5 @@ pub struct StoreStats {
     pub statements: u64,
 }
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
-pub use postgres::Postgres;
+pub use postgres::{PgPool, Postgres};
 pub use sqlite::{OpenOptions, Sqlite};
-
-/// The connection pool type of [`Postgres`] (deadpool-postgres).
-pub use deadpool_postgres::Pool as PgPool;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graph::{
-    Graph, MemTable, Path, Read, StateId, StateSpec, StateStore, StateTx, StoreError, Time, Value,
+    FailedBatch, Graph, MemTable, Path, Read, StateId, StateSpec, StateStore, StateTx, StoreError,
+    Time, Value,
 };
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -21,6 +22,7 @@ struct Shared {
     tick: Condvar,
     /// Serializes commits so that readers see whole iterations.
     commit: Mutex<()>,
+    failures: Mutex<Vec<FailedBatch>>,
 }
 
 /// A store that keeps every state in memory, typed (no serialization).
@@ -77,6 +79,7 @@ impl Memory {
                 clock,
                 tick: Condvar::new(),
                 commit: Mutex::new(()),
+                failures: Mutex::new(Vec::new()),
             }),
             fingerprint: graph.fingerprint().to_owned(),
             max_wait: DEFAULT_MAX_WAIT,
@@ -161,6 +164,55 @@ impl StateStore for Memory {
         let _whole_iterations = self.shared.commit.lock();
         self.shared.tables[table].read().read(read, sink)
     }
+
+    fn record_failure(
+        &mut self,
+        time: Time,
+        batch: i64,
+        changes: &[u8],
+        error: &str,
+    ) -> Result<FailedBatch, StoreError> {
+        for s in 0..self.shared.tables.len() {
+            wait_until(&self.shared, s, time.frontier, self.max_wait)?;
+        }
+        let _one_at_a_time = self.shared.commit.lock();
+        let mut clock = self.shared.clock.lock();
+        let committed: Vec<String> = clock
+            .iter()
+            .zip(&self.shared.specs)
+            .filter(|(t, _)| **t >= time.input_time)
+            .map(|(_, s)| s.path().to_string())
+            .collect();
+        for t in clock.iter_mut() {
+            *t = (*t).max(time.input_time);
+        }
+        drop(clock);
+        self.shared.tick.notify_all();
+        let failure = FailedBatch {
+            input_time: time.input_time,
+            batch,
+            changes: changes.to_vec(),
+            error: error.to_owned(),
+            committed,
+        };
+        let mut failures = self.shared.failures.lock();
+        failures.retain(|f| f.input_time != time.input_time);
+        failures.push(failure.clone());
+        failures.sort_by_key(|f| f.input_time);
+        Ok(failure)
+    }
+
+    fn failed_batches(&mut self) -> Result<Vec<FailedBatch>, StoreError> {
+        Ok(self.shared.failures.lock().clone())
+    }
+
+    fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError> {
+        self.shared
+            .failures
+            .lock()
+            .retain(|f| f.input_time != input_time);
+        Ok(())
+    }
 }
 
 struct MemoryTx<'s> {
@@ -175,28 +227,10 @@ impl MemoryTx<'_> {
     /// Waits until `state`'s table has reached the frontier (once per iteration).
     fn wait(&mut self, state: StateId) -> Result<(), StoreError> {
         let s = state.index();
-        if self.waited[s] {
-            return Ok(());
+        if !self.waited[s] {
+            wait_until(self.shared, s, self.time.frontier, self.max_wait)?;
+            self.waited[s] = true;
         }
-        let deadline = Instant::now() + self.max_wait;
-        let mut clock = self.shared.clock.lock();
-        while clock[s] < self.time.frontier {
-            if self
-                .shared
-                .tick
-                .wait_until(&mut clock, deadline)
-                .timed_out()
-                && clock[s] < self.time.frontier
-            {
-                return Err(StoreError::FrontierTimeout {
-                    table: self.shared.specs[s].path().to_string(),
-                    frontier: self.time.frontier,
-                    seen: Some(clock[s]),
-                    waited_ms: self.max_wait.as_millis() as u64,
-                });
-            }
-        }
-        self.waited[s] = true;
         Ok(())
     }
 
@@ -259,4 +293,26 @@ impl StateTx for MemoryTx<'_> {
         let all: Vec<usize> = (0..self.pending.len()).collect();
         self.publish(&all)
     }
+}
+
+/// Waits, without spinning, until table `s` has been written up to `frontier`.
+fn wait_until(
+    shared: &Shared,
+    s: usize,
+    frontier: i64,
+    max_wait: Duration,
+) -> Result<(), StoreError> {
+    let deadline = Instant::now() + max_wait;
+    let mut clock = shared.clock.lock();
+    while clock[s] < frontier {
+        if shared.tick.wait_until(&mut clock, deadline).timed_out() && clock[s] < frontier {
+            return Err(StoreError::FrontierTimeout {
+                table: shared.specs[s].path().to_string(),
+                frontier,
+                seen: Some(clock[s]),
+                waited_ms: max_wait.as_millis() as u64,
+            });
+        }
+    }
+    Ok(())
 }

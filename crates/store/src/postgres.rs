@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, NaiveDateTime};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use graph::{
-    Changes, EncodedRow, Graph, GraphError, Outputs, Read, StateId, StateKind, StateSpec,
-    StateStore, StateTx, StoreError, Time, Value, identity_of,
+    Changes, EncodedRow, FailedBatch, Graph, GraphError, Outputs, Read, StateId, StateKind,
+    StateSpec, StateStore, StateTx, StoreError, Time, Value, identity_of,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls, Row, Statement};
@@ -822,31 +822,50 @@ pub(crate) async fn set_last_update<C: Conn>(
     names: &[String],
     t: i64,
 ) -> Result<(), StoreError> {
+    // Also notify waiters, in the same transaction: they hear of it exactly
+    // when it commits.
     let stmt = conn
         .prepare(&format!(
-            "INSERT INTO {0} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
-             ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t)",
+            "WITH done AS (INSERT INTO {0} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
+             ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t) RETURNING 1) \
+             SELECT pg_notify($3, (SELECT count(*) FROM done)::text)",
             tables.last_update()
         ))
         .await
         .map_err(pg("recording last_update"))?;
+    let channel = channel(&tables.prefix);
     conn.client()
-        .execute(&stmt, &[&names, &t])
+        .execute(&stmt, &[&names, &t, &channel])
         .await
         .map_err(pg("recording last_update"))?;
     Ok(())
 }
 
+/// Commits announced by Postgres `NOTIFY`, as a generation counter.
+pub(crate) type Wake = tokio::sync::watch::Receiver<u64>;
+
+/// The `LISTEN`/`NOTIFY` channel of the tables with `prefix`.
+pub(crate) fn channel(prefix: &str) -> String {
+    format!("stepping_{prefix}")
+}
+
+/// Waits until `table` has been written up to `frontier`: polls with
+/// backoff between `poll.0` and `poll.1`, woken early by `wake`.
 pub(crate) async fn wait_for<C: Conn>(
     conn: &C,
     tables: &Tables,
     table: &str,
     frontier: i64,
     max_wait: Duration,
+    poll: (Duration, Duration),
+    mut wake: Option<Wake>,
 ) -> Result<(), StoreError> {
     let start = Instant::now();
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(poll.0, poll.1);
     loop {
+        if let Some(w) = wake.as_mut() {
+            w.borrow_and_update();
+        }
         let seen = time_of(conn, tables, table).await?;
         if seen >= frontier {
             return Ok(());
@@ -860,8 +879,58 @@ pub(crate) async fn wait_for<C: Conn>(
             });
         }
         let pause = backoff.next(max_wait.saturating_sub(start.elapsed()));
-        tokio::time::sleep(pause).await;
+        let woken = match wake.as_mut() {
+            Some(w) => tokio::time::timeout(pause, w.changed()).await,
+            None => {
+                tokio::time::sleep(pause).await;
+                Ok(Ok(()))
+            }
+        };
+        if let Ok(Err(_)) = woken {
+            // The listener is gone: poll only.
+            wake = None;
+        }
     }
+}
+
+/// A connection that `LISTEN`s to a channel and bumps a counter for every
+/// notification.
+struct Listener {
+    wake: Wake,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn listen(
+    config: &tokio_postgres::Config,
+    channel: &str,
+) -> Result<Listener, tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (bump, wake) = tokio::sync::watch::channel(0u64);
+    let (ready_tx, ready) = tokio::sync::oneshot::channel::<tokio_postgres::Client>();
+    let task = tokio::spawn(async move {
+        // Keep the client (and so the session and its LISTEN) alive.
+        let mut ready = ready;
+        let mut _client = None;
+        loop {
+            tokio::select! {
+                c = &mut ready, if _client.is_none() => { _client = c.ok(); }
+                message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => bump.send_modify(|g| *g += 1),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
+                },
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    let _ = ready_tx.send(client);
+    Ok(Listener { wake, task })
 }
 
 pub(crate) async fn max_step<C: Conn>(
@@ -889,6 +958,28 @@ fn bad_index(schema: &TableSchema, index: usize) -> StoreError {
     }
 }
 
+/// A connection pool for [`Postgres`] stores, shareable by workers of one
+/// process: deadpool-postgres, plus the configuration to open the extra
+/// connection that listens for commit notifications.
+#[derive(Clone)]
+pub struct PgPool {
+    pool: Pool,
+    config: Arc<tokio_postgres::Config>,
+}
+
+impl std::fmt::Debug for PgPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgPool({:?})", self.pool.status())
+    }
+}
+
+impl PgPool {
+    /// The underlying deadpool pool (e.g. for the application's own queries).
+    pub fn deadpool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
 /// The Postgres store: state tables (named `<prefix><path>`) in the
 /// database of a connection pool, read through indexes and written as
 /// multi-row upserts of the changed rows; an iteration is one transaction.
@@ -903,10 +994,12 @@ fn bad_index(schema: &TableSchema, index: usize) -> StoreError {
 /// # Ok::<(), GraphError>(())
 /// ```
 pub struct Postgres {
-    pool: Pool,
+    pool: PgPool,
     fingerprint: String,
     tables: Arc<Tables>,
     max_wait: Duration,
+    poll: (Duration, Duration),
+    listener: Mutex<Option<Arc<Listener>>>,
     created: usize,
     attached: HashMap<String, Arc<(TableSchema, PgSql)>>,
     stats: Arc<Mutex<StoreStats>>,
@@ -930,22 +1023,26 @@ impl Postgres {
     ///
     /// # Errors
     /// An unparsable connection string.
-    pub fn pool(config: &str, max_size: usize) -> Result<Pool, StoreError> {
+    pub fn pool(config: &str, max_size: usize) -> Result<PgPool, StoreError> {
         let pg_config: tokio_postgres::Config = config.parse().map_err(|e| {
             StoreError::backend(format!("parsing the connection string {config:?}"), e)
         })?;
         let manager = Manager::from_config(
-            pg_config,
+            pg_config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        Pool::builder(manager)
+        let pool = Pool::builder(manager)
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| StoreError::backend("building the connection pool", e))
+            .map_err(|e| StoreError::backend("building the connection pool", e))?;
+        Ok(PgPool {
+            pool,
+            config: Arc::new(pg_config),
+        })
     }
 
     /// Opens the store for `graph` on a new pool for `config`: creates
@@ -964,7 +1061,7 @@ impl Postgres {
     /// # Errors
     /// As for [`open`](Self::open).
     pub fn with_pool(
-        pool: Pool,
+        pool: PgPool,
         graph: &Graph,
         options: OpenOptions,
     ) -> Result<Postgres, StoreError> {
@@ -986,6 +1083,8 @@ impl Postgres {
             fingerprint: graph.fingerprint().to_owned(),
             tables,
             max_wait: options.max_wait,
+            poll: options.poll,
+            listener: Mutex::new(None),
             created: 0,
             attached: HashMap::new(),
             stats: Arc::new(Mutex::new(StoreStats::default())),
@@ -995,8 +1094,24 @@ impl Postgres {
     }
 
     /// The pool, to share with other workers.
-    pub fn connection_pool(&self) -> &Pool {
+    pub fn connection_pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A wake-up for frontier waits: notifications on this store's channel,
+    /// from a connection that `LISTEN`s to it (started on first use; `None`
+    /// if it cannot be, and waits then only poll).
+    fn wake(&self) -> Option<Wake> {
+        let mut listener = self.listener.lock().ok()?;
+        if listener.is_none() {
+            let config = Arc::clone(&self.pool.config);
+            let channel = channel(&self.tables.prefix);
+            *listener = block_on(async move { listen(&config, &channel).await.ok() })
+                .ok()
+                .flatten()
+                .map(Arc::new);
+        }
+        listener.as_ref().map(|l| l.wake.clone())
     }
 
     /// How many tables this open created (0: all existed already).
@@ -1027,6 +1142,7 @@ impl Postgres {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
+            .pool
             .get()
             .await
             .map_err(|e| StoreError::backend("getting a connection from the pool", e))
@@ -1174,11 +1290,20 @@ impl Postgres {
             )
             .into());
         }
+        // A listener this store already runs wakes the waits; starting one
+        // here would block the caller's runtime, so without one they poll.
+        let wake = self
+            .listener
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|l| l.wake.clone()));
         crate::bridge::run(
             client,
             Arc::clone(&self.tables),
             Arc::clone(&self.stats),
             self.max_wait,
+            self.poll,
+            wake,
             graph.clone(),
             changes,
             time,
@@ -1249,6 +1374,118 @@ async fn check_table<C: Conn>(
 impl StateStore for Postgres {
     fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    fn record_failure(
+        &mut self,
+        time: Time,
+        batch: i64,
+        changes: &[u8],
+        error: &str,
+    ) -> Result<FailedBatch, StoreError> {
+        let wake = self.wake();
+        let tables = Arc::clone(&self.tables);
+        let (max_wait, poll) = (self.max_wait, self.poll);
+        block_on(async {
+            let mut conn = self.client().await?;
+            create_failed_table(&conn, &tables).await?;
+            for s in &tables.schemas {
+                wait_for(
+                    &conn,
+                    &tables,
+                    &s.name,
+                    time.frontier,
+                    max_wait,
+                    poll,
+                    wake.clone(),
+                )
+                .await?;
+            }
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(pg("recording a failed batch"))?;
+            let borrowed = Borrowed {
+                client: &*tx,
+                cache: tokio::sync::Mutex::new(HashMap::new()),
+            };
+            let mut committed = Vec::new();
+            for s in &tables.schemas {
+                if time_of(&borrowed, &tables, &s.name).await? >= time.input_time {
+                    committed.push(s.path.clone());
+                }
+            }
+            let names: Vec<String> = tables.schemas.iter().map(|s| s.name.clone()).collect();
+            set_last_update(&borrowed, &tables, &names, time.input_time).await?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (input_time, batch, changes, error, committed) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (input_time) DO UPDATE SET batch = excluded.batch, changes = excluded.changes, \
+                     error = excluded.error, committed = excluded.committed",
+                    failed_table(&tables)
+                ),
+                &[&time.input_time, &batch, &changes, &error, &committed.join("\n")],
+            )
+            .await
+            .map_err(pg("recording a failed batch"))?;
+            tx.commit().await.map_err(pg("recording a failed batch"))?;
+            Ok(FailedBatch {
+                input_time: time.input_time,
+                batch,
+                changes: changes.to_vec(),
+                error: error.to_owned(),
+                committed,
+            })
+        })?
+    }
+
+    fn failed_batches(&mut self) -> Result<Vec<FailedBatch>, StoreError> {
+        let tables = Arc::clone(&self.tables);
+        block_on(async {
+            let conn = self.client().await?;
+            create_failed_table(&conn, &tables).await?;
+            let rows = conn
+                .query(
+                    &format!(
+                        "SELECT input_time, batch, changes, error, committed FROM {} ORDER BY input_time",
+                        failed_table(&tables)
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(pg("reading failed batches"))?;
+            rows.iter()
+                .map(|r| {
+                    let committed: String = r.try_get(4)?;
+                    Ok(FailedBatch {
+                        input_time: r.try_get(0)?,
+                        batch: r.try_get(1)?,
+                        changes: r.try_get(2)?,
+                        error: r.try_get(3)?,
+                        committed: committed.lines().map(str::to_owned).collect(),
+                    })
+                })
+                .collect::<Result<_, tokio_postgres::Error>>()
+                .map_err(pg("reading failed batches"))
+        })?
+    }
+
+    fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError> {
+        let tables = Arc::clone(&self.tables);
+        block_on(async {
+            let conn = self.client().await?;
+            create_failed_table(&conn, &tables).await?;
+            conn.execute(
+                &format!(
+                    "DELETE FROM {} WHERE input_time = $1",
+                    failed_table(&tables)
+                ),
+                &[&input_time],
+            )
+            .await
+            .map_err(pg("forgetting a failed batch"))?;
+            Ok(())
+        })?
     }
 
     fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
@@ -1345,12 +1582,15 @@ impl PostgresTx<'_> {
     fn wait(&mut self, s: usize) -> Result<(), StoreError> {
         if !self.waited[s] {
             let tables = &self.store.tables;
+            let wake = self.store.wake();
             block_on(wait_for(
                 &self.conn,
                 tables,
                 &tables.schemas[s].name,
                 self.time.frontier,
                 self.store.max_wait,
+                self.store.poll,
+                wake,
             ))??;
             self.waited[s] = true;
         }
@@ -1476,4 +1716,21 @@ impl Drop for PostgresTx<'_> {
             let _ = block_on(self.conn.batch_execute("ROLLBACK"));
         }
     }
+}
+
+fn failed_table(tables: &Tables) -> String {
+    format!("{}failed_batches", tables.prefix)
+}
+
+async fn create_failed_table(
+    conn: &deadpool_postgres::Object,
+    tables: &Tables,
+) -> Result<(), StoreError> {
+    conn.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (input_time BIGINT PRIMARY KEY, batch BIGINT NOT NULL, \
+         changes BYTEA NOT NULL, error TEXT NOT NULL, committed TEXT NOT NULL)",
+        failed_table(tables)
+    ))
+    .await
+    .map_err(pg("creating the failed-batch table"))
 }

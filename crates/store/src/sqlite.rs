@@ -4,11 +4,12 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graph::{
-    EncodedRow, Graph, Read, StateId, StateKind, StateSpec, StateStore, StateTx, StoreError, Time,
-    Value, identity_of,
+    EncodedRow, FailedBatch, Graph, Read, StateId, StateKind, StateSpec, StateStore, StateTx,
+    StoreError, Time, Value, identity_of,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
@@ -16,7 +17,7 @@ use zset::{ColumnType, KeyValue};
 
 use crate::StoreStats;
 use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year};
-use crate::wait::Backoff;
+use crate::wait::{Backoff, Notifier};
 
 /// How a SQL store is opened.
 #[derive(Clone, Debug)]
@@ -30,6 +31,12 @@ pub struct OpenOptions {
     pub prefix: String,
     /// How long an iteration waits for its frontier (default 30 s).
     pub max_wait: Duration,
+    /// The first and longest pause between two polls of a frontier (default
+    /// 1 ms and 100 ms, doubling in between). Waiters also wake as soon as
+    /// another worker of the same process commits (SQLite), or when the
+    /// database notifies them (Postgres `LISTEN`/`NOTIFY`), so polling is
+    /// only the fallback.
+    pub poll: (Duration, Duration),
 }
 
 impl Default for OpenOptions {
@@ -38,6 +45,7 @@ impl Default for OpenOptions {
             create_tables: true,
             prefix: "st_".into(),
             max_wait: Duration::from_secs(30),
+            poll: (Duration::from_millis(1), Duration::from_millis(100)),
         }
     }
 }
@@ -359,6 +367,8 @@ pub struct Sqlite {
     schemas: Vec<TableSchema>,
     sql: Vec<TableSql>,
     max_wait: Duration,
+    poll: (Duration, Duration),
+    notifier: Arc<Notifier>,
     created: usize,
     /// Tables checked for `read_committed` from other graphs, by path.
     attached: HashMap<String, (TableSchema, TableSql)>,
@@ -407,6 +417,8 @@ impl Sqlite {
         check_prefix(&options.prefix)?;
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        let key = notifier_key(&path);
         let specs = graph.states().to_vec();
         let schemas: Vec<TableSchema> = specs
             .iter()
@@ -421,6 +433,8 @@ impl Sqlite {
             specs,
             schemas,
             max_wait: options.max_wait,
+            poll: options.poll,
+            notifier: Notifier::for_key(&key),
             created: 0,
             attached: HashMap::new(),
             stats: std::cell::Cell::new(StoreStats::default()),
@@ -738,11 +752,13 @@ impl Sqlite {
             .map_err(backend(format!("recording the last update of `{table}`")))
     }
 
-    /// Waits until `table` has been written up to `frontier`.
+    /// Waits until `table` has been written up to `frontier`: polls with
+    /// backoff, woken early by commits of this process.
     fn wait_for(&self, table: &str, frontier: i64, max_wait: Duration) -> Result<(), StoreError> {
         let start = Instant::now();
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(self.poll.0, self.poll.1);
         loop {
+            let generation = self.notifier.generation();
             let seen = self.time_of(table)?;
             if seen >= frontier {
                 return Ok(());
@@ -755,8 +771,25 @@ impl Sqlite {
                     waited_ms: start.elapsed().as_millis() as u64,
                 });
             }
-            backoff.sleep(max_wait.saturating_sub(start.elapsed()));
+            self.notifier.wait(
+                generation,
+                backoff.next(max_wait.saturating_sub(start.elapsed())),
+            );
         }
+    }
+
+    fn failed_table(&self) -> String {
+        format!("{}failed_batches", self.prefix)
+    }
+
+    fn create_failed_table(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (input_time INTEGER PRIMARY KEY, batch INTEGER NOT NULL, \
+                 changes BLOB NOT NULL, error TEXT NOT NULL, committed TEXT NOT NULL)",
+                self.failed_table()
+            ))
+            .map_err(backend("creating the failed-batch table"))
     }
 }
 
@@ -896,6 +929,83 @@ impl StateStore for Sqlite {
         let rows = self.run_read(schema, sql, &sql_read)?;
         sql::decode_rows(spec, schema, rows, sink)
     }
+
+    fn record_failure(
+        &mut self,
+        time: Time,
+        batch: i64,
+        changes: &[u8],
+        error: &str,
+    ) -> Result<FailedBatch, StoreError> {
+        self.create_failed_table()?;
+        for s in &self.schemas {
+            self.wait_for(&s.name, time.frontier, self.max_wait)?;
+        }
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(backend("recording a failed batch"))?;
+        let mut committed = Vec::new();
+        for s in &self.schemas {
+            if self.time_of(&s.name)? >= time.input_time {
+                committed.push(s.path.clone());
+            }
+            self.set_last_update(&s.name, time.input_time)?;
+        }
+        tx.execute(
+            &format!(
+                "INSERT OR REPLACE INTO {} (input_time, batch, changes, error, committed) VALUES (?, ?, ?, ?, ?)",
+                self.failed_table()
+            ),
+            (time.input_time, batch, changes, error, committed.join("\n")),
+        )
+        .map_err(backend("recording a failed batch"))?;
+        tx.commit().map_err(backend("recording a failed batch"))?;
+        self.notifier.notify();
+        Ok(FailedBatch {
+            input_time: time.input_time,
+            batch,
+            changes: changes.to_vec(),
+            error: error.to_owned(),
+            committed,
+        })
+    }
+
+    fn failed_batches(&mut self) -> Result<Vec<FailedBatch>, StoreError> {
+        self.create_failed_table()?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT input_time, batch, changes, error, committed FROM {} ORDER BY input_time",
+                self.failed_table()
+            ))
+            .map_err(backend("reading failed batches"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let committed: String = r.get(4)?;
+                Ok(FailedBatch {
+                    input_time: r.get(0)?,
+                    batch: r.get(1)?,
+                    changes: r.get(2)?,
+                    error: r.get(3)?,
+                    committed: committed.lines().map(str::to_owned).collect(),
+                })
+            })
+            .map_err(backend("reading failed batches"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("reading failed batches"))
+    }
+
+    fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError> {
+        self.create_failed_table()?;
+        self.conn
+            .execute(
+                &format!("DELETE FROM {} WHERE input_time = ?", self.failed_table()),
+                [input_time],
+            )
+            .map(|_| ())
+            .map_err(backend("forgetting a failed batch"))
+    }
 }
 
 struct SqliteTx<'s> {
@@ -981,6 +1091,7 @@ impl StateTx for SqliteTx<'_> {
         store.set_last_update(name, self.time.input_time)?;
         tx.commit()
             .map_err(backend(format!("committing `{name}`")))?;
+        store.notifier.notify();
         Ok(())
     }
 
@@ -997,6 +1108,7 @@ impl StateTx for SqliteTx<'_> {
                     self.store.set_last_update(&name, self.time.input_time)?;
                 }
             }
+            self.store.notifier.notify();
             return Ok(());
         }
         if self.time.flush_every_set.is_none() {
@@ -1013,6 +1125,7 @@ impl StateTx for SqliteTx<'_> {
             .execute_batch("COMMIT")
             .map_err(backend("committing an iteration"))?;
         self.done = true;
+        self.store.notifier.notify();
         Ok(())
     }
 }
@@ -1025,4 +1138,9 @@ impl Drop for SqliteTx<'_> {
             let _ = self.store.conn.execute_batch("ROLLBACK");
         }
     }
+}
+
+/// The in-process wake-up key of a SQLite file: its canonical path.
+fn notifier_key(path: &Path) -> String {
+    format!("sqlite:{}", path.display())
 }
