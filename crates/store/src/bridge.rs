@@ -160,18 +160,30 @@ async fn serve<C: Conn>(
     }
 }
 
+/// What a bridged iteration needs from its store.
+pub(crate) struct Setup {
+    pub(crate) tables: Arc<Tables>,
+    pub(crate) stats: Arc<Mutex<StoreStats>>,
+    pub(crate) max_wait: Duration,
+    pub(crate) poll: (Duration, Duration),
+    pub(crate) wake: Option<Wake>,
+}
+
 /// Runs one iteration of `graph` on `client` (see the module docs).
 pub(crate) async fn run<C: GenericClient + Sync>(
     client: &C,
-    tables: Arc<Tables>,
-    stats: Arc<Mutex<StoreStats>>,
-    max_wait: Duration,
-    poll: (Duration, Duration),
-    wake: Option<Wake>,
+    setup: Setup,
     graph: Graph,
     changes: Changes,
     time: Time,
 ) -> Result<Outputs, GraphError> {
+    let Setup {
+        tables,
+        stats,
+        max_wait,
+        poll,
+        wake,
+    } = setup;
     let conn = Borrowed {
         client,
         cache: tokio::sync::Mutex::new(HashMap::new()),

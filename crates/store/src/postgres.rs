@@ -1297,18 +1297,14 @@ impl Postgres {
             .lock()
             .ok()
             .and_then(|l| l.as_ref().map(|l| l.wake.clone()));
-        crate::bridge::run(
-            client,
-            Arc::clone(&self.tables),
-            Arc::clone(&self.stats),
-            self.max_wait,
-            self.poll,
+        let setup = crate::bridge::Setup {
+            tables: Arc::clone(&self.tables),
+            stats: Arc::clone(&self.stats),
+            max_wait: self.max_wait,
+            poll: self.poll,
             wake,
-            graph.clone(),
-            changes,
-            time,
-        )
-        .await
+        };
+        crate::bridge::run(client, setup, graph.clone(), changes, time).await
     }
 }
 
