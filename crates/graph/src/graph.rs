@@ -334,6 +334,28 @@ impl Changes {
         self.zset(input, [(old, -1), (new, 1)].into_iter().collect())
     }
 
+    /// A copy of these changes (to keep while an iteration consumes them).
+    pub fn duplicate(&self) -> Changes {
+        Changes {
+            entries: self
+                .entries
+                .iter()
+                .map(|e| ChangeEntry {
+                    graph: e.graph,
+                    index: e.index,
+                    path: e.path.clone(),
+                    value: (e.codec.clone)(&*e.value),
+                    codec: e.codec,
+                })
+                .collect(),
+        }
+    }
+
+    /// How many rows the changes hold, over all inputs.
+    pub fn len(&self) -> usize {
+        self.entries.iter().map(|e| (e.codec.len)(&*e.value)).sum()
+    }
+
     /// The changes as bytes (postcard: each input's path and Z-set), e.g.
     /// to record a failed batch; [`Graph::decode_changes`] reads them back.
     ///

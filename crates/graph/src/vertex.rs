@@ -107,6 +107,8 @@ impl ZSetFns {
 #[derive(Clone, Copy)]
 pub(crate) struct InputCodec {
     pub(crate) add: fn(&mut Value, Value),
+    pub(crate) clone: fn(&dyn Any) -> Value,
+    pub(crate) len: fn(&dyn Any) -> usize,
     pub(crate) encode: fn(&dyn Any) -> Result<Vec<u8>, String>,
     pub(crate) decode: fn(&[u8]) -> Result<Value, String>,
     pub(crate) type_name: &'static str,
@@ -122,6 +124,8 @@ impl InputCodec {
                     *acc += *more;
                 }
             },
+            clone: |v| Box::new(v.downcast_ref::<ZSet<T>>().cloned().unwrap_or_default()),
+            len: |v| v.downcast_ref::<ZSet<T>>().map_or(0, ZSet::len),
             encode: |v| match v.downcast_ref::<ZSet<T>>() {
                 Some(z) => postcard::to_allocvec(z).map_err(|e| e.to_string()),
                 None => Err(format!("not a {}", std::any::type_name::<ZSet<T>>())),

@@ -1,2 +1,72 @@
-//! Multi-worker batched ingest (DESIGN §5).
+//! Multi-worker batched ingest (DESIGN §5): split input into batches, give
+//! each an input time, and run them on several workers, each with its own
+//! store connection, so that the result equals the serial ingest.
+//!
+//! Correctness comes from the time protocol every store implements
+//! ([`graph::Time`]): before touching a state table, an iteration waits
+//! until the table's `last_update` has reached its frontier (the previous
+//! batch's time); when it commits the table, it records its own time. With
+//! `flush_every_set = Some(false)` a batch commits all tables at once, so
+//! batches run one after another (workers overlap only what precedes the
+//! first table); with `Some(true)` each table commits as soon as it is set,
+//! so the next batch can run the early part of the graph while this one
+//! finishes the rest (pipelining).
+//!
+//! Waiting never spins: stores sleep with exponential backoff, woken early
+//! by commits of the same process (a condition variable) or, on Postgres,
+//! by `LISTEN`/`NOTIFY`; past `max_wait` the wait fails with
+//! [`StoreError::FrontierTimeout`](graph::StoreError) naming the table.
+//!
+//! A batch that fails (an error or a panic in a user function, a lost
+//! connection) never wedges the batches after it: its transaction is rolled
+//! back, the batch is recorded in the store's failed-batch table with its
+//! input, and its time is marked done so that its successors proceed.
+//! [`retry`] re-ingests recorded batches at new times.
+//!
+//! Start with [`Ingest`].
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod ingest;
+mod time;
+
+pub use ingest::{Failure, Ingest, Progress, Report, RetryReport, retry};
+pub use time::{Counter, TimeSource};
+
+/// What can go wrong in a parallel ingest (beyond a failed batch, which is
+/// recorded and reported, not an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParallelError {
+    /// A worker could not open its store.
+    #[error("worker {worker} could not open its store: {source}")]
+    Open {
+        /// The worker.
+        worker: usize,
+        /// Why.
+        #[source]
+        source: graph::GraphError,
+    },
+    /// A batch failed and its failure could not be recorded, so its
+    /// successors could not be released; the ingest stopped.
+    #[error(
+        "batch {batch} (time {input_time}) failed ({error}) and could not be recorded: {source}"
+    )]
+    Record {
+        /// The batch.
+        batch: usize,
+        /// Its input time.
+        input_time: i64,
+        /// Why it failed.
+        error: String,
+        /// Why recording failed.
+        #[source]
+        source: graph::StoreError,
+    },
+    /// Assigning times failed.
+    #[error("assigning input times: {0}")]
+    Time(#[source] graph::StoreError),
+    /// The engine or a store failed outside any batch.
+    #[error(transparent)]
+    Graph(#[from] graph::GraphError),
+}

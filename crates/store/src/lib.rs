@@ -31,5 +31,5 @@ pub struct StoreStats {
     pub statements: u64,
 }
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
-pub use postgres::{PgPool, Postgres};
+pub use postgres::{PgPool, PgSequence, Postgres};
 pub use sqlite::{OpenOptions, Sqlite};

@@ -1730,3 +1730,54 @@ async fn create_failed_table(
     .await
     .map_err(pg("creating the failed-batch table"))
 }
+
+/// A Postgres `SEQUENCE` handing out input times to workers in any number
+/// of processes (`<prefix>time`), created on first use to start after the
+/// store's last recorded time.
+#[derive(Debug)]
+pub struct PgSequence {
+    pool: PgPool,
+    name: String,
+}
+
+impl PgSequence {
+    /// The time sequence of `store`'s tables.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn of(store: &mut Postgres) -> Result<PgSequence, StoreError> {
+        let next = store.next_time()?;
+        let name = format!("{}time", store.tables.prefix);
+        let pool = store.pool.clone();
+        block_on(async {
+            let conn = store.client().await?;
+            conn.batch_execute(&format!(
+                "CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}"
+            ))
+            .await
+            .map_err(pg("creating the time sequence"))
+        })??;
+        Ok(PgSequence { pool, name })
+    }
+
+    /// The next time.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn next(&self) -> Result<i64, StoreError> {
+        block_on(async {
+            let conn = self
+                .pool
+                .pool
+                .get()
+                .await
+                .map_err(|e| StoreError::backend("getting a connection", e))?;
+            let row = conn
+                .query_one(&format!("SELECT nextval('{}')", self.name), &[])
+                .await
+                .map_err(pg("taking a time from the sequence"))?;
+            row.try_get::<_, i64>(0)
+                .map_err(pg("taking a time from the sequence"))
+        })?
+    }
+}

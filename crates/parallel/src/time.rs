@@ -1,0 +1,58 @@
+//! Where input times come from.
+
+use graph::StoreError;
+
+/// A source of input times: strictly increasing, with no gaps among the
+/// times it hands out (each batch's frontier is the time before it).
+pub trait TimeSource {
+    /// The next input time.
+    ///
+    /// # Errors
+    /// The source (e.g. a database sequence) failed.
+    fn next_time(&mut self) -> Result<i64, StoreError>;
+}
+
+/// Consecutive times from a starting point: batch `i` gets `start + i`.
+///
+/// ```
+/// use parallel::{Counter, TimeSource};
+/// let mut c = Counter::starting_at(5);
+/// assert_eq!((c.next_time().unwrap(), c.next_time().unwrap()), (5, 6));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    next: i64,
+}
+
+impl Counter {
+    /// Times `start`, `start + 1`, ...
+    pub fn starting_at(start: i64) -> Self {
+        Counter { next: start }
+    }
+
+    /// Times after the last one `store` has recorded.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn after<S: graph::StateStore + ?Sized>(store: &mut S) -> Result<Self, StoreError> {
+        Ok(Counter {
+            next: store.next_time()?,
+        })
+    }
+}
+
+impl TimeSource for Counter {
+    fn next_time(&mut self) -> Result<i64, StoreError> {
+        let t = self.next;
+        self.next += 1;
+        Ok(t)
+    }
+}
+
+/// A Postgres `SEQUENCE` as a global time source: workers in several
+/// processes take times from it.
+impl TimeSource for store::PgSequence {
+    fn next_time(&mut self) -> Result<i64, StoreError> {
+        store::PgSequence::next(self)
+    }
+}
