@@ -125,18 +125,15 @@ fn n_workers_give_the_serial_result_for_meter_reads() -> R {
     Ok(())
 }
 
+/// The closure query's handles: edges in; paths and distinct sources out.
+type ClosureHandles = (
+    graph::Input<(i64, i64)>,
+    Output<ZSet<Pair<i64, i64>>>,
+    Output<ZSet<i64>>,
+);
+
 /// Edges in, the transitive closure and the distinct set of sources out.
-fn closure_query() -> Result<
-    (
-        Graph,
-        (
-            graph::Input<(i64, i64)>,
-            Output<ZSet<Pair<i64, i64>>>,
-            Output<ZSet<i64>>,
-        ),
-    ),
-    GraphError,
-> {
+fn closure_query() -> Result<(Graph, ClosureHandles), GraphError> {
     Graph::build(|q| {
         let (input, edges) = q.input::<(i64, i64)>("edges")?;
         let paths = edges.map(|(a, b)| Pair::new(*a, *b)).transitive_closure()?;
