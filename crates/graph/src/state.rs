@@ -390,3 +390,39 @@ pub trait StateTx {
     /// already flushed one by one).
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
+
+/// A boxed store is a store (e.g. `Box<dyn StateStore>` chosen at run time).
+impl<S: StateStore + ?Sized> StateStore for Box<S> {
+    fn fingerprint(&self) -> &str {
+        (**self).fingerprint()
+    }
+    fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        (**self).begin(time)
+    }
+    fn next_time(&mut self) -> Result<i64, StoreError> {
+        (**self).next_time()
+    }
+    fn read_committed(
+        &mut self,
+        spec: &StateSpec,
+        read: &Read<'_>,
+        sink: &mut dyn Any,
+    ) -> Result<(), StoreError> {
+        (**self).read_committed(spec, read, sink)
+    }
+    fn record_failure(
+        &mut self,
+        time: Time,
+        batch: i64,
+        changes: &[u8],
+        error: &str,
+    ) -> Result<FailedBatch, StoreError> {
+        (**self).record_failure(time, batch, changes, error)
+    }
+    fn failed_batches(&mut self) -> Result<Vec<FailedBatch>, StoreError> {
+        (**self).failed_batches()
+    }
+    fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError> {
+        (**self).forget_failure(input_time)
+    }
+}

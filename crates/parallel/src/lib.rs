@@ -31,7 +31,7 @@ mod ingest;
 mod time;
 
 pub use ingest::{Failure, Ingest, Progress, Report, RetryReport, retry};
-pub use time::{Counter, TimeSource};
+pub use time::{Counter, Given, TimeSource};
 
 /// What can go wrong in a parallel ingest (beyond a failed batch, which is
 /// recorded and reported, not an error).

@@ -49,6 +49,37 @@ impl TimeSource for Counter {
     }
 }
 
+/// Times given in advance, e.g. every other batch's for one of two
+/// processes sharing an ingest (`[2, 4, 6, ...]`): batch time `t` always
+/// waits for `t - 1`, whoever runs it.
+///
+/// ```
+/// use parallel::{Given, TimeSource};
+/// let mut t = Given::new([2, 4, 6]);
+/// assert_eq!(t.next_time().unwrap(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Given {
+    times: std::collections::VecDeque<i64>,
+}
+
+impl Given {
+    /// These times, in order.
+    pub fn new(times: impl IntoIterator<Item = i64>) -> Self {
+        Given {
+            times: times.into_iter().collect(),
+        }
+    }
+}
+
+impl TimeSource for Given {
+    fn next_time(&mut self) -> Result<i64, StoreError> {
+        self.times
+            .pop_front()
+            .ok_or_else(|| StoreError::backend("assigning times", "more batches than given times"))
+    }
+}
+
 /// A Postgres `SEQUENCE` as a global time source: workers in several
 /// processes take times from it.
 impl TimeSource for store::PgSequence {

@@ -1,0 +1,209 @@
+//! `meter-ingest`: the meter-reads workload from the command line, against a
+//! SQLite file or a Postgres database, so that several OS processes can
+//! ingest into one store (and so that tests can start, stop and kill them).
+//!
+//! ```text
+//! meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] COMMAND
+//!
+//!   setup                 insert the users and meters, at time 1
+//!   ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J --to J]
+//!                         ingest reads J.. (default all) in batches of B (default 1000);
+//!                         batch b runs at time b + 2 (after setup), so processes can split
+//!                         the batches between them: with --share K/S this process runs
+//!                         batches b with b mod S == K
+//!   read-cache [--date YYYY-MM-DD]
+//!                         print the daily-usage cache (one date or all) as CSV:
+//!                         user_id,meter_id,date,value,weight
+//!   last-time             print the last input time every table has committed
+//! ```
+
+use std::process::ExitCode;
+
+use benches::meter_reads::{self, MeterReads, Workload};
+use chrono::NaiveDate;
+use graph::{Changes, Graph, GraphError, StateStore, Time};
+use parallel::{Given, Ingest};
+
+/// Where the state lives.
+#[derive(Clone)]
+enum Target {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+struct Args {
+    target: Target,
+    prefix: String,
+    workload: Workload,
+    command: Vec<String>,
+}
+
+fn usage() -> &'static str {
+    "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] \
+     (setup | ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J] [--to J] | \
+     read-cache [--date YYYY-MM-DD] | last-time)"
+}
+
+fn parse() -> Result<Args, String> {
+    let mut target = None;
+    let mut prefix = "st_".to_owned();
+    let mut workload = Workload {
+        users: 1000,
+        reads: 100_000,
+    };
+    let mut it = std::env::args().skip(1);
+    let mut command = Vec::new();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--sqlite" => target = Some(Target::Sqlite(value("--sqlite")?.into())),
+            "--postgres" => target = Some(Target::Postgres(value("--postgres")?)),
+            "--prefix" => prefix = value("--prefix")?,
+            "--users" => {
+                workload.users = value("--users")?
+                    .parse()
+                    .map_err(|e| format!("--users: {e}"))?
+            }
+            "--reads" => {
+                workload.reads = value("--reads")?
+                    .parse()
+                    .map_err(|e| format!("--reads: {e}"))?
+            }
+            _ => {
+                command.push(a);
+                command.extend(it.by_ref());
+            }
+        }
+    }
+    Ok(Args {
+        target: target.ok_or("choose --sqlite PATH or --postgres CONN")?,
+        prefix,
+        workload,
+        command,
+    })
+}
+
+fn open(
+    target: &Target,
+    graph: &Graph,
+    prefix: &str,
+    create: bool,
+) -> Result<Box<dyn StateStore>, GraphError> {
+    let options = store::OpenOptions {
+        create_tables: create,
+        prefix: prefix.to_owned(),
+        ..Default::default()
+    };
+    Ok(match target {
+        Target::Sqlite(path) => Box::new(store::Sqlite::open(path, graph, options)?),
+        Target::Postgres(conn) => Box::new(store::Postgres::open(conn, graph, options)?),
+    })
+}
+
+fn flag(command: &[String], name: &str) -> Option<String> {
+    command
+        .iter()
+        .position(|a| a == name)
+        .and_then(|i| command.get(i + 1).cloned())
+}
+
+fn number(command: &[String], name: &str, default: u64) -> Result<u64, String> {
+    flag(command, name).map_or(Ok(default), |v| {
+        v.parse().map_err(|e| format!("{name}: {e}"))
+    })
+}
+
+fn ingest(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std::error::Error>> {
+    let c = &args.command;
+    let batch = number(c, "--batch", 1000)?.max(1);
+    let workers = number(c, "--workers", 1)? as usize;
+    let from = number(c, "--from", 0)?;
+    let to = number(c, "--to", args.workload.reads)?.min(args.workload.reads);
+    let (share, of) = match flag(c, "--share") {
+        Some(s) => {
+            let (k, n) = s.split_once('/').ok_or("--share is K/S")?;
+            (k.parse::<u64>()?, n.parse::<u64>()?.max(1))
+        }
+        None => (0, 1),
+    };
+    let mut batches = Vec::new();
+    let mut times = Vec::new();
+    let mut b = 0;
+    let mut j = 0;
+    while j < args.workload.reads {
+        let end = (j + batch).min(args.workload.reads);
+        if b % of == share && j >= from && end <= to {
+            batches.push(Changes::new().insert(&q.reads, args.workload.reads(j..end)));
+            times.push(b as i64 + 2);
+        }
+        j = end;
+        b += 1;
+    }
+    let target = args.target.clone();
+    let report = Ingest::new(graph)
+        .workers(workers)
+        .pipelined(c.iter().any(|a| a == "--pipelined"))
+        .run(
+            |_| open(&target, graph, &args.prefix, false),
+            batches,
+            &mut Given::new(times),
+        )?;
+    eprintln!("{}", report.summary());
+    for f in &report.failures {
+        eprintln!(
+            "failed: batch {} at time {}: {}",
+            f.batch, f.input_time, f.error
+        );
+    }
+    Ok(())
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let (graph, q) = meter_reads::build()?;
+    match args.command.first().map(String::as_str) {
+        Some("setup") => {
+            let mut store = open(&args.target, &graph, &args.prefix, true)?;
+            let changes = Changes::new()
+                .insert(&q.users, args.workload.all_users())
+                .insert(&q.meters, args.workload.all_meters());
+            graph.iteration_at(&mut *store, changes, Time::new(1, 0))?;
+        }
+        Some("ingest") => ingest(&args, &graph, &q)?,
+        Some("read-cache") => {
+            let mut store = open(&args.target, &graph, &args.prefix, false)?;
+            let dates: Option<Vec<NaiveDate>> = flag(&args.command, "--date")
+                .map(|d| d.parse())
+                .transpose()?
+                .map(|d| vec![d]);
+            for (_, d, w) in
+                q.cache
+                    .iter_by_index(&mut *store, &meter_reads::by_date(), dates.as_deref())?
+            {
+                println!("{},{},{},{},{w}", d.user_id, d.meter_id, d.date, d.value);
+            }
+        }
+        Some("last-time") => {
+            let mut store = open(&args.target, &graph, &args.prefix, false)?;
+            println!("{}", store.next_time()? - 1);
+        }
+        _ => return Err(usage().into()),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}\n{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
