@@ -13,7 +13,11 @@ commands:
   test    fmt check, clippy -D warnings, every test of the workspace (with a
           throwaway Postgres unless STEPPING_TEST_PG is set), and
           `cargo bench --no-run`; what CI runs
-  ci      the same as test
+    ci      the same as test
+  bench   the meter-reads benchmark in release mode (a throwaway Postgres
+          unless STEPPING_TEST_PG is set); prints a table and writes
+          target/bench/meter_reads.json and .svg; extra arguments go to it
+          (e.g. `cargo xtask bench --reads 1000000`)
   pg      start a throwaway Postgres and print its connection string;
           stops it on Enter"
 }
@@ -77,11 +81,36 @@ fn test() -> Result<(), String> {
     Ok(())
 }
 
+fn bench(args: &[String]) -> Result<(), String> {
+    let server = match std::env::var("STEPPING_TEST_PG") {
+        Ok(url) if !url.is_empty() => None,
+        _ => Some(pg::Server::start()?),
+    };
+    let url = match &server {
+        Some(s) => s.url(),
+        None => std::env::var("STEPPING_TEST_PG").unwrap_or_default(),
+    };
+    let mut cargo_args = vec![
+        "run",
+        "--release",
+        "--package",
+        "benches",
+        "--bin",
+        "meter-bench",
+        "--",
+    ];
+    cargo_args.extend(args.iter().map(String::as_str));
+    cargo(&cargo_args, &[("STEPPING_TEST_PG", url.as_str())])?;
+    drop(server);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test" | "ci") => test(),
         Some("pg") => pg::serve(),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);

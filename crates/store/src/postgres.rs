@@ -978,6 +978,11 @@ impl PgPool {
     pub fn deadpool(&self) -> &Pool {
         &self.pool
     }
+
+    /// The connection configuration (e.g. to open a connection of one's own).
+    pub fn connection_config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
 }
 
 /// The Postgres store: state tables (named `<prefix><path>`) in the

@@ -1,0 +1,1045 @@
+//! The meter-reads benchmark, run by `cargo xtask bench`: every figure of
+//! DESIGN §7 in one run, beside the ceilings that bound them.
+//!
+//! For each store (memory, SQLite, Postgres) it ingests the deterministic
+//! workload ([`Workload`]) in batches of 1000, **checks the resulting cache
+//! against the sums computed from the data before reporting anything**, and
+//! measures reads/s (overall, first and last 10% of the ingest), iteration
+//! latency at batch size 1, bytes on disk per read, and the latency of
+//! reading one date from the cache. It measures 2-worker ingests, atomic
+//! and pipelined, against the serial one. Then the ceilings: raw upserts of
+//! the same number of rows into an equivalent table written directly, and
+//! the plain-SQL alternative (normalised tables, `GROUP BY` at read time).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use graph::{Changes, Graph, StateStore};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::meter_reads::{self, MeterReads, Workload};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Users (and meters).
+    pub users: u64,
+    /// Reads to ingest per run.
+    pub reads: u64,
+    /// A Postgres connection string, or none to skip Postgres.
+    pub postgres: Option<String>,
+    /// Where SQLite files go.
+    pub scratch: PathBuf,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Run {
+    /// `memory`, `sqlite` or `postgres`.
+    pub store: String,
+    /// Reads per batch.
+    pub batch: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// `None` for the store-default atomic iteration of a serial ingest.
+    pub flush_every_set: Option<bool>,
+    /// Reads per second over the whole ingest.
+    pub reads_per_s: f64,
+    /// Median iteration latency (batch size 1 runs).
+    pub iter_p50_us: Option<f64>,
+    /// 99th percentile iteration latency (batch size 1 runs).
+    pub iter_p99_us: Option<f64>,
+    /// Bytes on disk per ingested read.
+    pub bytes_per_read: Option<f64>,
+    /// Median latency of reading one date from the cache.
+    pub cache_read_us: Option<f64>,
+    /// Reads per second over the first 10% of the ingest.
+    pub first10_reads_per_s: Option<f64>,
+    /// Reads per second over the last 10% of the ingest.
+    pub last10_reads_per_s: Option<f64>,
+    /// State rows written per read.
+    pub state_rows_per_read: Option<f64>,
+}
+
+/// The bounds our figures are compared with.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Ceilings {
+    /// Raw upserts per second into an equivalent SQLite table.
+    pub sqlite_upsert_rows_per_s: f64,
+    /// Raw upserts per second into an equivalent Postgres table.
+    pub postgres_upsert_rows_per_s: Option<f64>,
+    /// State rows our ingest writes per read (SQLite).
+    pub state_rows_per_read: f64,
+    /// Rows per second inserted into normalised tables (SQLite).
+    pub classic_insert_rows_per_s: f64,
+    /// The `GROUP BY` query over all dates (SQLite), ms.
+    pub classic_query_all_ms: f64,
+    /// The `GROUP BY` query for one date (SQLite), ms.
+    pub classic_query_one_date_ms: f64,
+    /// The same three on Postgres.
+    pub postgres_classic_insert_rows_per_s: Option<f64>,
+    /// The `GROUP BY` query over all dates (Postgres), ms.
+    pub postgres_classic_query_all_ms: Option<f64>,
+    /// The `GROUP BY` query for one date (Postgres), ms.
+    pub postgres_classic_query_one_date_ms: Option<f64>,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Always `meter_reads`.
+    pub workload: &'static str,
+    /// Users.
+    pub users: u64,
+    /// Reads per run.
+    pub reads: u64,
+    /// The runs.
+    pub results: Vec<Run>,
+    /// The ceilings.
+    pub ceilings: Ceilings,
+    /// Reads/s per batch over the serial B = 1000 ingests, per store:
+    /// `(store, [(reads done, reads/s)])`.
+    pub series: Vec<(String, Vec<(u64, f64)>)>,
+    /// Stores whose results disagreed with the data (no figures reported).
+    pub disagreeing: Vec<String>,
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:<34} {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e6
+}
+
+/// The stores measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Memory => "memory",
+            Kind::Sqlite => "sqlite",
+            Kind::Postgres => "postgres",
+        }
+    }
+}
+
+/// A store for one run, and what is needed to open more handles on it.
+struct Target {
+    kind: Kind,
+    file: PathBuf,
+    prefix: String,
+    pool: Option<store::PgPool>,
+    memory: Option<store::Memory>,
+}
+
+impl Target {
+    fn new(kind: Kind, config: &Config, graph: &Graph, tag: &str) -> Result<Target, BoxError> {
+        let file = config.scratch.join(format!("bench-{tag}.db"));
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = file.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+        let prefix = format!("b_{tag}_");
+        let pool = match (kind, &config.postgres) {
+            (Kind::Postgres, Some(url)) => Some(store::Postgres::pool(url, 8)?),
+            _ => None,
+        };
+        let memory = (kind == Kind::Memory).then(|| store::Memory::new(graph));
+        let target = Target {
+            kind,
+            file,
+            prefix,
+            pool,
+            memory,
+        };
+        if let Some(pool) = &target.pool {
+            // Start from empty tables.
+            let store = store::Postgres::with_pool(pool.clone(), graph, target.options(true))?;
+            store.drop_tables()?;
+        }
+        Ok(target)
+    }
+
+    fn options(&self, create: bool) -> store::OpenOptions {
+        store::OpenOptions {
+            create_tables: create,
+            prefix: self.prefix.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn open(&self, graph: &Graph) -> Result<Box<dyn StateStore>, graph::GraphError> {
+        Ok(match self.kind {
+            Kind::Memory => Box::new(
+                self.memory
+                    .as_ref()
+                    .map(store::Memory::handle)
+                    .ok_or_else(|| graph::StoreError::backend("memory", "no memory store"))?,
+            ),
+            Kind::Sqlite => Box::new(store::Sqlite::open(&self.file, graph, self.options(true))?),
+            Kind::Postgres => {
+                let pool = self
+                    .pool
+                    .clone()
+                    .ok_or_else(|| graph::StoreError::backend("postgres", "no pool"))?;
+                Box::new(store::Postgres::with_pool(pool, graph, self.options(true))?)
+            }
+        })
+    }
+
+    /// Bytes the state occupies on disk.
+    fn bytes(&self) -> Result<Option<u64>, BoxError> {
+        Ok(match self.kind {
+            Kind::Memory => None,
+            Kind::Sqlite => {
+                let conn = rusqlite::Connection::open(&self.file)?;
+                conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+                Some(std::fs::metadata(&self.file)?.len())
+            }
+            Kind::Postgres => {
+                let pool = self.pool.as_ref().ok_or("no pool")?;
+                let like = format!("{}%", self.prefix);
+                Some(pg(pool, async move |c| {
+                    let row = c
+                        .query_one(
+                            "SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
+                             WHERE c.relkind = 'r' AND c.relname LIKE $1",
+                            &[&like],
+                        )
+                        .await?;
+                    Ok(row.get::<_, i64>(0) as u64)
+                })?)
+            }
+        })
+    }
+}
+
+/// Runs `f` on a pooled Postgres connection, on a runtime of the bench's own.
+fn pg<T>(
+    pool: &store::PgPool,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, BoxError>,
+) -> Result<T, BoxError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        // A fresh connection, not one of the store's (those live on its runtime).
+        let config = pool_config(pool)?;
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(connection);
+        let out = f(&client).await;
+        drop(client);
+        let _ = task.await;
+        out
+    })
+}
+
+fn pool_config(pool: &store::PgPool) -> Result<tokio_postgres::Config, BoxError> {
+    Ok(pool.connection_config().clone())
+}
+
+fn setup(
+    graph: &Graph,
+    q: &MeterReads,
+    w: &Workload,
+    store: &mut dyn StateStore,
+) -> Result<(), BoxError> {
+    graph.insert(store, &q.users, w.all_users())?;
+    graph.insert(store, &q.meters, w.all_meters())?;
+    Ok(())
+}
+
+/// Serial ingest at batch 1000: reads/s, the series over the ingest, the
+/// check of the cache, bytes per read, cache read latency.
+fn serial(
+    kind: Kind,
+    config: &Config,
+    graph: &Graph,
+    q: &MeterReads,
+) -> Result<(Run, Vec<(u64, f64)>, bool), BoxError> {
+    let w = Workload {
+        users: config.users,
+        reads: config.reads,
+    };
+    let target = Target::new(kind, config, graph, "serial")?;
+    let mut store = target.open(graph)?;
+    setup(graph, q, &w, &mut *store)?;
+    let batch = 1000u64;
+    let batches = w.reads.div_ceil(batch);
+    let progress = bar(batches, &format!("{}: ingest, batch {batch}", kind.name()));
+    let mut per_batch = Vec::with_capacity(batches as usize);
+    let mut series = Vec::new();
+    for b in 0..batches {
+        let reads = w.reads(b * batch..((b + 1) * batch).min(w.reads));
+        let n = reads.len() as u64;
+        let started = Instant::now();
+        graph.insert(&mut *store, &q.reads, reads)?;
+        let dt = started.elapsed();
+        per_batch.push((n, dt));
+        series.push(((b + 1) * batch, n as f64 / dt.as_secs_f64()));
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let total: Duration = per_batch.iter().map(|(_, d)| *d).sum();
+    let tenth = (per_batch.len() / 10).max(1);
+    let rate = |slice: &[(u64, Duration)]| {
+        let n: u64 = slice.iter().map(|(n, _)| n).sum();
+        let t: f64 = slice.iter().map(|(_, d)| d.as_secs_f64()).sum();
+        n as f64 / t.max(1e-9)
+    };
+    // Correctness before timing: the cache against the data.
+    let cache = q.cache.zset(&mut *store)?;
+    let agrees = w
+        .check(&cache)
+        .map_err(|e| eprintln!("{}: the cache disagrees with the data: {e}", kind.name()))
+        .is_ok();
+    let date = chrono::NaiveDate::from_ymd_opt(2023, 1, 2).ok_or("date")?;
+    let mut reads = Vec::new();
+    for _ in 0..100 {
+        let started = Instant::now();
+        let rows = q
+            .cache
+            .iter_by_index(&mut *store, &meter_reads::by_date(), Some(&[date]))?;
+        reads.push(started.elapsed());
+        assert!(!rows.is_empty());
+    }
+    reads.sort();
+    drop(store);
+    let bytes = target.bytes()?;
+    Ok((
+        Run {
+            store: kind.name().into(),
+            batch,
+            workers: 1,
+            flush_every_set: Some(false),
+            reads_per_s: w.reads as f64 / total.as_secs_f64(),
+            bytes_per_read: bytes.map(|b| b as f64 / w.reads as f64),
+            cache_read_us: Some(percentile(&reads, 0.5)),
+            first10_reads_per_s: Some(rate(&per_batch[..tenth])),
+            last10_reads_per_s: Some(rate(&per_batch[per_batch.len() - tenth..])),
+            ..Run::default()
+        },
+        series,
+        agrees,
+    ))
+}
+
+/// Iteration latency at batch size 1, on a warm store.
+fn single_reads(
+    kind: Kind,
+    config: &Config,
+    graph: &Graph,
+    q: &MeterReads,
+) -> Result<Run, BoxError> {
+    let w = Workload {
+        users: config.users,
+        reads: config.reads,
+    };
+    let target = Target::new(kind, config, graph, "single")?;
+    let mut store = target.open(graph)?;
+    setup(graph, q, &w, &mut *store)?;
+    let warm = 10_000.min(w.reads);
+    for b in 0..warm.div_ceil(1000) {
+        graph.insert(
+            &mut *store,
+            &q.reads,
+            w.reads(b * 1000..((b + 1) * 1000).min(warm)),
+        )?;
+    }
+    let n = 1000u64;
+    let progress = bar(n, &format!("{}: batch 1", kind.name()));
+    let mut latencies = Vec::with_capacity(n as usize);
+    for j in warm..warm + n {
+        let read = w.read(j);
+        let started = Instant::now();
+        graph.insert(&mut *store, &q.reads, [read])?;
+        latencies.push(started.elapsed());
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let total: Duration = latencies.iter().sum();
+    latencies.sort();
+    Ok(Run {
+        store: kind.name().into(),
+        batch: 1,
+        workers: 1,
+        flush_every_set: Some(false),
+        reads_per_s: n as f64 / total.as_secs_f64(),
+        iter_p50_us: Some(percentile(&latencies, 0.5)),
+        iter_p99_us: Some(percentile(&latencies, 0.99)),
+        ..Run::default()
+    })
+}
+
+/// A parallel ingest with `workers` workers.
+fn parallel_run(
+    kind: Kind,
+    config: &Config,
+    graph: &Graph,
+    q: &MeterReads,
+    workers: usize,
+    pipelined: bool,
+) -> Result<Run, BoxError> {
+    let w = Workload {
+        users: config.users,
+        reads: config.reads,
+    };
+    let target = Target::new(
+        kind,
+        config,
+        graph,
+        &format!("p{workers}{}", u8::from(pipelined)),
+    )?;
+    let mut store = target.open(graph)?;
+    setup(graph, q, &w, &mut *store)?;
+    let mut times = parallel::Counter::after(&mut *store)?;
+    let batches: Vec<Changes> = (0..w.reads.div_ceil(1000))
+        .map(|b| Changes::new().insert(&q.reads, w.reads(b * 1000..((b + 1) * 1000).min(w.reads))))
+        .collect();
+    eprintln!(
+        "{}: {workers} workers, {} ...",
+        kind.name(),
+        if pipelined { "pipelined" } else { "atomic" }
+    );
+    let report = parallel::Ingest::new(graph)
+        .workers(workers)
+        .pipelined(pipelined)
+        .run(|_| target.open(graph), batches, &mut times)?;
+    if !report.failures.is_empty() {
+        return Err(format!(
+            "{} batches failed: {:?}",
+            report.failures.len(),
+            report.failures[0]
+        )
+        .into());
+    }
+    w.check(&q.cache.zset(&mut *store)?)?;
+    Ok(Run {
+        store: kind.name().into(),
+        batch: 1000,
+        workers,
+        flush_every_set: Some(pipelined),
+        reads_per_s: w.reads as f64 / report.elapsed.as_secs_f64(),
+        ..Run::default()
+    })
+}
+
+/// State rows written per read by the SQLite ingest.
+fn rows_per_read(config: &Config, graph: &Graph, q: &MeterReads) -> Result<f64, BoxError> {
+    let w = Workload {
+        users: config.users,
+        reads: config.reads.min(20_000),
+    };
+    let target = Target::new(Kind::Sqlite, config, graph, "rows")?;
+    let mut store = store::Sqlite::open(&target.file, graph, target.options(true))?;
+    setup(graph, q, &w, &mut store)?;
+    store.reset_stats();
+    for b in 0..w.reads.div_ceil(1000) {
+        graph.insert(
+            &mut store,
+            &q.reads,
+            w.reads(b * 1000..((b + 1) * 1000).min(w.reads)),
+        )?;
+    }
+    Ok(store.stats().rows_written as f64 / w.reads as f64)
+}
+
+/// Raw upserts of `rows` rows, 1000 per transaction, into a table shaped like
+/// the reads state (64-bit identity, a blob, a 16-byte indexed key, a weight).
+fn sqlite_upserts(config: &Config, rows: u64) -> Result<f64, BoxError> {
+    let file = config.scratch.join("bench-raw.db");
+    let _ = std::fs::remove_file(&file);
+    let conn = rusqlite::Connection::open(&file)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;
+         CREATE TABLE t (identity INTEGER NOT NULL PRIMARY KEY, data BLOB NOT NULL, k BLOB NOT NULL, c INTEGER NOT NULL);
+         CREATE INDEX t_k ON t (k);",
+    )?;
+    let data = vec![7u8; 40];
+    let started = Instant::now();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in 0..rows.div_ceil(1000) {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut st = conn.prepare_cached(
+                "INSERT INTO t (identity, data, k, c) VALUES (?, ?, ?, ?) ON CONFLICT (identity) DO UPDATE SET c = c + excluded.c",
+            )?;
+            for i in 0..1000.min(rows - chunk * 1000) {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let key = ((chunk * 1000 + i) % 1000).to_be_bytes().repeat(2);
+                st.execute((x as i64, &data, key, 1i64))?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The same into Postgres, 1000 rows per multi-row upsert.
+fn postgres_upserts(pool: &store::PgPool, rows: u64) -> Result<f64, BoxError> {
+    pg(pool, async move |c| {
+        c.batch_execute(
+            "DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (identity BIGINT PRIMARY KEY, data BYTEA NOT NULL, k UUID NOT NULL, c BIGINT NOT NULL); CREATE INDEX bench_raw_k ON bench_raw (k);",
+        )
+        .await?;
+        let st = c
+            .prepare(
+                "INSERT INTO bench_raw AS t (identity, data, k, c) SELECT * FROM unnest($1::int8[], $2::bytea[], $3::uuid[], $4::int8[]) \
+                 ON CONFLICT (identity) DO UPDATE SET c = t.c + excluded.c",
+            )
+            .await?;
+        let data = vec![7u8; 40];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let started = Instant::now();
+        for chunk in 0..rows.div_ceil(1000) {
+            let n = 1000.min(rows - chunk * 1000);
+            let mut ids = Vec::with_capacity(n as usize);
+            let mut keys = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ids.push(x as i64);
+                keys.push(uuid::Uuid::from_u128(u128::from((chunk * 1000 + i) % 1000)));
+            }
+            let datas: Vec<&[u8]> = (0..n).map(|_| data.as_slice()).collect();
+            let cs = vec![1i64; n as usize];
+            c.execute(&st, &[&ids, &datas, &keys, &cs]).await?;
+        }
+        let rate = rows as f64 / started.elapsed().as_secs_f64();
+        c.batch_execute("DROP TABLE bench_raw").await?;
+        Ok(rate)
+    })
+}
+
+/// The plain-SQL alternative on SQLite: normalised tables, the aggregate
+/// computed by a `GROUP BY` at read time.
+fn sqlite_classic(config: &Config) -> Result<(f64, f64, f64), BoxError> {
+    let w = Workload {
+        users: config.users,
+        reads: config.reads,
+    };
+    let file = config.scratch.join("bench-classic.db");
+    let _ = std::fs::remove_file(&file);
+    let conn = rusqlite::Connection::open(&file)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;
+         CREATE TABLE users (user_id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE meters (meter_id BLOB PRIMARY KEY, user_id INTEGER NOT NULL);
+         CREATE TABLE reads (meter_id BLOB NOT NULL, ts TEXT NOT NULL, value REAL NOT NULL);
+         CREATE INDEX reads_ts ON reads (ts);",
+    )?;
+    {
+        let tx = conn.unchecked_transaction()?;
+        for u in w.all_users() {
+            tx.execute("INSERT INTO users VALUES (?, ?)", (u.user_id, &u.name))?;
+        }
+        for m in w.all_meters() {
+            tx.execute(
+                "INSERT INTO meters VALUES (?, ?)",
+                (m.meter_id.as_bytes().to_vec(), m.user_id),
+            )?;
+        }
+        tx.commit()?;
+    }
+    let started = Instant::now();
+    for b in 0..w.reads.div_ceil(1000) {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut st = conn.prepare_cached("INSERT INTO reads VALUES (?, ?, ?)")?;
+            for r in w.reads(b * 1000..((b + 1) * 1000).min(w.reads)) {
+                st.execute((
+                    r.meter_id.as_bytes().to_vec(),
+                    r.timestamp.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    r.value.get(),
+                ))?;
+            }
+        }
+        tx.commit()?;
+    }
+    let insert = w.reads as f64 / started.elapsed().as_secs_f64();
+    let query = "SELECT u.user_id, m.meter_id, substr(r.ts, 1, 10) AS d, sum(r.value) FROM reads r \
+                 JOIN meters m ON m.meter_id = r.meter_id JOIN users u ON u.user_id = m.user_id";
+    let time = |sql: &str| -> Result<f64, BoxError> {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let mut st = conn.prepare_cached(sql)?;
+            let n = st.query_map([], |_| Ok(()))?.count();
+            assert!(n > 0);
+            best = best.min(started.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(best)
+    };
+    let all = time(&format!("{query} GROUP BY 1, 2, 3"))?;
+    let one = time(&format!(
+        "{query} WHERE r.ts >= '2023-01-02' AND r.ts < '2023-01-03' GROUP BY 1, 2, 3"
+    ))?;
+    Ok((insert, all, one))
+}
+
+/// The plain-SQL alternative on Postgres.
+fn postgres_classic(pool: &store::PgPool, config: &Config) -> Result<(f64, f64, f64), BoxError> {
+    let w = Workload {
+        users: config.users,
+        reads: config.reads,
+    };
+    pg(pool, async move |c| {
+        c.batch_execute(
+            "DROP TABLE IF EXISTS bench_reads, bench_meters, bench_users;
+             CREATE TABLE bench_users (user_id BIGINT PRIMARY KEY, name TEXT NOT NULL);
+             CREATE TABLE bench_meters (meter_id UUID PRIMARY KEY, user_id BIGINT NOT NULL);
+             CREATE TABLE bench_reads (meter_id UUID NOT NULL, ts TIMESTAMP NOT NULL, value DOUBLE PRECISION NOT NULL);
+             CREATE INDEX bench_reads_ts ON bench_reads (ts);",
+        )
+        .await?;
+        let ids: Vec<i64> = w.all_users().iter().map(|u| u.user_id).collect();
+        let names: Vec<String> = w.all_users().into_iter().map(|u| u.name).collect();
+        c.execute(
+            "INSERT INTO bench_users SELECT * FROM unnest($1::int8[], $2::text[])",
+            &[&ids, &names],
+        )
+        .await?;
+        let meters: Vec<uuid::Uuid> = w.all_meters().iter().map(|m| m.meter_id).collect();
+        c.execute(
+            "INSERT INTO bench_meters SELECT * FROM unnest($1::uuid[], $2::int8[])",
+            &[&meters, &ids],
+        )
+        .await?;
+        let st = c.prepare("INSERT INTO bench_reads SELECT * FROM unnest($1::uuid[], $2::timestamp[], $3::float8[])").await?;
+        let started = Instant::now();
+        for b in 0..w.reads.div_ceil(1000) {
+            let reads = w.reads(b * 1000..((b + 1) * 1000).min(w.reads));
+            let m: Vec<uuid::Uuid> = reads.iter().map(|r| r.meter_id).collect();
+            let t: Vec<chrono::NaiveDateTime> = reads.iter().map(|r| r.timestamp).collect();
+            let v: Vec<f64> = reads.iter().map(|r| r.value.get()).collect();
+            c.execute(&st, &[&m, &t, &v]).await?;
+        }
+        let insert = w.reads as f64 / started.elapsed().as_secs_f64();
+        c.batch_execute("ANALYZE bench_reads, bench_meters, bench_users")
+            .await?;
+        let query = "SELECT u.user_id, m.meter_id, r.ts::date AS d, sum(r.value) FROM bench_reads r \
+                     JOIN bench_meters m ON m.meter_id = r.meter_id JOIN bench_users u ON u.user_id = m.user_id";
+        let mut timed = Vec::new();
+        for sql in [
+            format!("{query} GROUP BY 1, 2, 3"),
+            format!("{query} WHERE r.ts >= '2023-01-02' AND r.ts < '2023-01-03' GROUP BY 1, 2, 3"),
+        ] {
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let started = Instant::now();
+                let rows = c.query(&sql, &[]).await?;
+                assert!(!rows.is_empty());
+                best = best.min(started.elapsed().as_secs_f64() * 1e3);
+            }
+            timed.push(best);
+        }
+        c.batch_execute("DROP TABLE bench_reads, bench_meters, bench_users")
+            .await?;
+        Ok((insert, timed[0], timed[1]))
+    })
+}
+
+/// Runs everything.
+///
+/// # Errors
+/// A store or database failure.
+pub fn run(config: &Config) -> Result<Report, BoxError> {
+    let (graph, q) = meter_reads::build()?;
+    let mut kinds = vec![Kind::Memory, Kind::Sqlite];
+    if config.postgres.is_some() {
+        kinds.push(Kind::Postgres);
+    }
+    let mut results = Vec::new();
+    let mut series = Vec::new();
+    let mut disagreeing = Vec::new();
+    let rows_per_read = rows_per_read(config, &graph, &q)?;
+    for &kind in &kinds {
+        let (mut run, s, agrees) = serial(kind, config, &graph, &q)?;
+        if !agrees {
+            disagreeing.push(kind.name().to_owned());
+            continue;
+        }
+        if kind == Kind::Sqlite {
+            run.state_rows_per_read = Some(rows_per_read);
+        }
+        results.push(run);
+        series.push((kind.name().to_owned(), s));
+        results.push(single_reads(kind, config, &graph, &q)?);
+    }
+    for &kind in &kinds {
+        if kind == Kind::Memory || disagreeing.iter().any(|d| d == kind.name()) {
+            continue;
+        }
+        for pipelined in [false, true] {
+            results.push(parallel_run(kind, config, &graph, &q, 2, pipelined)?);
+        }
+    }
+    eprintln!("ceilings ...");
+    let upsert_rows = ((rows_per_read * config.reads as f64) as u64).max(1000);
+    let mut ceilings = Ceilings {
+        sqlite_upsert_rows_per_s: sqlite_upserts(config, upsert_rows)?,
+        state_rows_per_read: rows_per_read,
+        ..Ceilings::default()
+    };
+    let (insert, all, one) = sqlite_classic(config)?;
+    ceilings.classic_insert_rows_per_s = insert;
+    ceilings.classic_query_all_ms = all;
+    ceilings.classic_query_one_date_ms = one;
+    if let Some(url) = &config.postgres {
+        let pool = store::Postgres::pool(url, 4)?;
+        ceilings.postgres_upsert_rows_per_s = Some(postgres_upserts(&pool, upsert_rows)?);
+        let (insert, all, one) = postgres_classic(&pool, config)?;
+        ceilings.postgres_classic_insert_rows_per_s = Some(insert);
+        ceilings.postgres_classic_query_all_ms = Some(all);
+        ceilings.postgres_classic_query_one_date_ms = Some(one);
+    }
+    Ok(Report {
+        workload: "meter_reads",
+        users: config.users,
+        reads: config.reads,
+        results,
+        ceilings,
+        series,
+        disagreeing,
+    })
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "✓" } else { "✗" }
+}
+
+/// The report as tables: the runs, then the ceilings with ratios and the
+/// targets of the bench issue.
+pub fn render(report: &Report) -> String {
+    let mut runs = comfy_table::Table::new();
+    runs.set_header([
+        "store",
+        "batch",
+        "workers",
+        "flush_every_set",
+        "reads/s",
+        "p50 µs",
+        "p99 µs",
+        "bytes/read",
+        "cache read µs",
+        "first 10% r/s",
+        "last 10% r/s",
+    ]);
+    for r in &report.results {
+        runs.add_row([
+            r.store.clone(),
+            r.batch.to_string(),
+            r.workers.to_string(),
+            r.flush_every_set.map_or("-".into(), |f| f.to_string()),
+            format!("{:.0}", r.reads_per_s),
+            fmt(r.iter_p50_us, 0),
+            fmt(r.iter_p99_us, 0),
+            fmt(r.bytes_per_read, 0),
+            fmt(r.cache_read_us, 0),
+            fmt(r.first10_reads_per_s, 0),
+            fmt(r.last10_reads_per_s, 0),
+        ]);
+    }
+    let c = &report.ceilings;
+    let find = |store: &str, batch: u64, workers: usize, flush: Option<bool>| {
+        report.results.iter().find(|r| {
+            r.store == store
+                && r.batch == batch
+                && r.workers == workers
+                && r.flush_every_set == flush
+        })
+    };
+    let mut checks = comfy_table::Table::new();
+    checks.set_header(["figure", "ours", "bound / target", "ratio", "target met"]);
+    let mut row = |what: &str, ours: f64, bound: f64, ratio: Option<f64>, ok: bool| {
+        checks.add_row([
+            what.to_owned(),
+            format!("{ours:.1}"),
+            format!("{bound:.1}"),
+            ratio.map_or("-".into(), |r| format!("{r:.2}")),
+            mark(ok).to_owned(),
+        ]);
+    };
+    if let Some(m) = find("memory", 1000, 1, Some(false)) {
+        row(
+            "memory reads/s ≥ 1,000,000",
+            m.reads_per_s,
+            1e6,
+            None,
+            m.reads_per_s >= 1e6,
+        );
+    }
+    let sqlite_ceiling = c.sqlite_upsert_rows_per_s / c.state_rows_per_read.max(1e-9);
+    if let Some(s) = find("sqlite", 1000, 1, Some(false)) {
+        row(
+            "sqlite reads/s ≥ 50,000",
+            s.reads_per_s,
+            50_000.0,
+            None,
+            s.reads_per_s >= 50_000.0,
+        );
+        let ratio = s.reads_per_s / sqlite_ceiling;
+        row(
+            "sqlite vs store-bound ceiling ≥ 50%",
+            s.reads_per_s,
+            sqlite_ceiling,
+            Some(ratio),
+            ratio >= 0.5,
+        );
+        row(
+            "sqlite bytes/read ≤ 200",
+            s.bytes_per_read.unwrap_or(0.0),
+            200.0,
+            None,
+            s.bytes_per_read.unwrap_or(f64::MAX) <= 200.0,
+        );
+    }
+    if let (Some(p), Some(up)) = (
+        find("postgres", 1000, 1, Some(false)),
+        c.postgres_upsert_rows_per_s,
+    ) {
+        let ceiling = up / c.state_rows_per_read.max(1e-9);
+        row(
+            "postgres reads/s ≥ 25,000",
+            p.reads_per_s,
+            25_000.0,
+            None,
+            p.reads_per_s >= 25_000.0,
+        );
+        let ratio = p.reads_per_s / ceiling;
+        row(
+            "postgres vs store-bound ceiling ≥ 50%",
+            p.reads_per_s,
+            ceiling,
+            Some(ratio),
+            ratio >= 0.5,
+        );
+    }
+    for store in ["memory", "sqlite", "postgres"] {
+        if let Some(r) = find(store, 1000, 1, Some(false)) {
+            let (first, last) = (
+                r.first10_reads_per_s.unwrap_or(0.0),
+                r.last10_reads_per_s.unwrap_or(0.0),
+            );
+            let ratio = last / first.max(1e-9);
+            row(
+                &format!("{store} last 10% ≥ 75% of first 10%"),
+                last,
+                first,
+                Some(ratio),
+                ratio >= 0.75,
+            );
+        }
+    }
+    for (store, limit) in [("memory", 20.0), ("sqlite", 150.0), ("postgres", 1500.0)] {
+        if let Some(r) = find(store, 1, 1, Some(false)) {
+            let p50 = r.iter_p50_us.unwrap_or(f64::MAX);
+            row(
+                &format!("{store} batch-1 p50 µs ≤ {limit}"),
+                p50,
+                limit,
+                None,
+                p50 <= limit,
+            );
+        }
+    }
+    for store in ["sqlite", "postgres"] {
+        if let Some(r) = find(store, 1000, 1, Some(false)) {
+            let us = r.cache_read_us.unwrap_or(f64::MAX);
+            row(
+                &format!("{store} cache read of one date µs ≤ 1000"),
+                us,
+                1000.0,
+                None,
+                us <= 1000.0,
+            );
+        }
+        let serial = find(store, 1000, 1, Some(false)).map_or(0.0, |r| r.reads_per_s);
+        for flush in [false, true] {
+            if let Some(r) = find(store, 1000, 2, Some(flush)) {
+                let speedup = r.reads_per_s / serial.max(1e-9);
+                let target = if flush || store == "postgres" {
+                    1.5
+                } else {
+                    0.0
+                };
+                row(
+                    &format!("{store} 2 workers, flush_every_set {flush}: speedup"),
+                    r.reads_per_s,
+                    serial,
+                    Some(speedup),
+                    speedup >= target,
+                );
+            }
+        }
+    }
+    let mut ceil = comfy_table::Table::new();
+    ceil.set_header(["ceiling", "value"]);
+    ceil.add_row([
+        "sqlite raw upserts rows/s".to_owned(),
+        format!("{:.0}", c.sqlite_upsert_rows_per_s),
+    ]);
+    if let Some(p) = c.postgres_upsert_rows_per_s {
+        ceil.add_row(["postgres raw upserts rows/s".to_owned(), format!("{p:.0}")]);
+    }
+    ceil.add_row([
+        "state rows written per read".to_owned(),
+        format!("{:.2}", c.state_rows_per_read),
+    ]);
+    ceil.add_row([
+        "plain SQL (sqlite): insert rows/s".to_owned(),
+        format!("{:.0}", c.classic_insert_rows_per_s),
+    ]);
+    ceil.add_row([
+        "plain SQL (sqlite): GROUP BY all dates ms".to_owned(),
+        format!("{:.1}", c.classic_query_all_ms),
+    ]);
+    ceil.add_row([
+        "plain SQL (sqlite): GROUP BY one date ms".to_owned(),
+        format!("{:.1}", c.classic_query_one_date_ms),
+    ]);
+    if let (Some(i), Some(a), Some(o)) = (
+        c.postgres_classic_insert_rows_per_s,
+        c.postgres_classic_query_all_ms,
+        c.postgres_classic_query_one_date_ms,
+    ) {
+        ceil.add_row([
+            "plain SQL (postgres): insert rows/s".to_owned(),
+            format!("{i:.0}"),
+        ]);
+        ceil.add_row([
+            "plain SQL (postgres): GROUP BY all dates ms".to_owned(),
+            format!("{a:.1}"),
+        ]);
+        ceil.add_row([
+            "plain SQL (postgres): GROUP BY one date ms".to_owned(),
+            format!("{o:.1}"),
+        ]);
+    }
+    let mut out = format!(
+        "meter reads: {} users, {} reads per run\n\n{runs}\n\n{ceil}\n\n{checks}\n",
+        report.users, report.reads
+    );
+    if !report.disagreeing.is_empty() {
+        out.push_str(&format!(
+            "\nNO FIGURES for stores whose results disagreed with the data: {:?}\n",
+            report.disagreeing
+        ));
+    }
+    out
+}
+
+/// Writes the report as JSON.
+///
+/// # Errors
+/// An I/O failure.
+pub fn write_json(report: &Report, path: &Path) -> Result<(), BoxError> {
+    std::fs::write(path, serde_json::to_string_pretty(report)?)?;
+    Ok(())
+}
+
+/// Writes an SVG chart: reads/s per store (bars) and reads/s over the ingest
+/// (one line per store, log scale).
+///
+/// # Errors
+/// An I/O or drawing failure.
+pub fn write_svg(report: &Report, path: &Path) -> Result<(), BoxError> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1100, 450)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(420);
+    let serial: Vec<&Run> = report
+        .results
+        .iter()
+        .filter(|r| r.batch == 1000 && r.workers == 1)
+        .collect();
+    let max = serial.iter().map(|r| r.reads_per_s).fold(1.0, f64::max);
+    let mut bars = ChartBuilder::on(&left)
+        .caption("reads/s, batch 1000 (log)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..serial.len().max(1), (100f64..max * 2.0).log_scale())?;
+    bars.configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(&|i| serial.get(*i).map_or(String::new(), |r| r.store.clone()))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    let colors = [BLUE, GREEN, RED];
+    bars.draw_series(serial.iter().enumerate().map(|(i, r)| {
+        let mut bar = Rectangle::new(
+            [(i, 100f64), (i + 1, r.reads_per_s)],
+            colors[i % 3].mix(0.6).filled(),
+        );
+        bar.set_margin(0, 0, 12, 12);
+        bar
+    }))?;
+    let max_x = report.reads.max(1);
+    let max_y = report
+        .series
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|(_, y)| *y))
+        .fold(1.0, f64::max);
+    let mut lines = ChartBuilder::on(&right)
+        .caption(
+            "reads/s per batch over the ingest (log)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..max_x, (100f64..max_y * 2.0).log_scale())?;
+    lines
+        .configure_mesh()
+        .x_desc("reads ingested")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    for (i, (store, s)) in report.series.iter().enumerate() {
+        let color = colors[i % 3];
+        lines
+            .draw_series(LineSeries::new(
+                s.iter().map(|(x, y)| (*x, *y)),
+                color.stroke_width(2),
+            ))?
+            .label(store.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    lines
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

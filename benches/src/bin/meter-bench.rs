@@ -1,0 +1,68 @@
+//! `meter-bench`: the meter-reads benchmark (see `benches::bench`); run it
+//! with `cargo xtask bench`, which builds it in release mode and provides a
+//! Postgres server.
+//!
+//! ```text
+//! meter-bench [--reads N] [--users U] [--out DIR]
+//! ```
+//!
+//! Postgres comes from `STEPPING_TEST_PG` (skipped, loudly, without it).
+//! Writes `DIR/meter_reads.json` and `DIR/meter_reads.svg` (default
+//! `target/bench`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use benches::bench::{self, Config};
+
+fn main() -> ExitCode {
+    let mut config = Config {
+        users: 1000,
+        reads: 100_000,
+        postgres: std::env::var("STEPPING_TEST_PG")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        scratch: std::env::temp_dir(),
+    };
+    let mut out = PathBuf::from("target/bench");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let value = args.next();
+        let parsed = match (a.as_str(), value) {
+            ("--reads", Some(v)) => v.parse().map(|n| config.reads = n).is_ok(),
+            ("--users", Some(v)) => v.parse().map(|n| config.users = n).is_ok(),
+            ("--out", Some(v)) => {
+                out = v.into();
+                true
+            }
+            _ => false,
+        };
+        if !parsed {
+            eprintln!("usage: meter-bench [--reads N] [--users U] [--out DIR]");
+            return ExitCode::from(2);
+        }
+    }
+    if config.postgres.is_none() {
+        eprintln!(
+            "*** SKIPPING POSTGRES: STEPPING_TEST_PG is not set (run `cargo xtask bench`) ***"
+        );
+    }
+    let result = bench::run(&config).and_then(|report| {
+        println!("{}", bench::render(&report));
+        std::fs::create_dir_all(&out)?;
+        bench::write_json(&report, &out.join("meter_reads.json"))?;
+        bench::write_svg(&report, &out.join("meter_reads.svg"))?;
+        println!(
+            "wrote {0}/meter_reads.json and {0}/meter_reads.svg",
+            out.display()
+        );
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
