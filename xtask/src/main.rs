@@ -18,6 +18,13 @@ commands:
           unless STEPPING_TEST_PG is set); prints a table and writes
           target/bench/meter_reads.json and .svg; extra arguments go to it
           (e.g. `cargo xtask bench --reads 1000000`)
+  soak    the crash test (meter-ingest processes killed with SIGKILL at
+          random points, the store checked after every kill) in release
+          mode with many kills, on SQLite and a throwaway Postgres (unless
+          STEPPING_TEST_PG is set); options --kills N (default 500),
+          --reads N (default 20000), --batch B (default 10), --seed S
+          (replays a schedule); also read from STEPPING_CRASH_KILLS,
+          _READS, _BATCH, _SEED
   pg      start a throwaway Postgres and print its connection string;
           stops it on Enter"
 }
@@ -45,6 +52,23 @@ fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     }
 }
 
+/// A Postgres for tests: the one in `STEPPING_TEST_PG` if set, else a
+/// throwaway server (stopped when the returned handle drops); and its
+/// connection string.
+fn test_postgres() -> Result<(Option<pg::Server>, String), String> {
+    match std::env::var("STEPPING_TEST_PG") {
+        Ok(url) if !url.is_empty() => {
+            eprintln!("==> using Postgres from STEPPING_TEST_PG");
+            Ok((None, url))
+        }
+        _ => {
+            let server = pg::Server::start()?;
+            let url = server.url();
+            Ok((Some(server), url))
+        }
+    }
+}
+
 fn test() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     cargo(
@@ -59,17 +83,7 @@ fn test() -> Result<(), String> {
         &[],
     )?;
     // A throwaway Postgres unless the caller gave one; stopped on drop.
-    let server = match std::env::var("STEPPING_TEST_PG") {
-        Ok(url) if !url.is_empty() => {
-            eprintln!("==> using Postgres from STEPPING_TEST_PG");
-            None
-        }
-        _ => Some(pg::Server::start()?),
-    };
-    let url = match &server {
-        Some(s) => s.url(),
-        None => std::env::var("STEPPING_TEST_PG").unwrap_or_default(),
-    };
+    let (server, url) = test_postgres()?;
     let envs = [
         ("STEPPING_TEST_PG", url.as_str()),
         ("STEPPING_REQUIRE_PG", "1"),
@@ -82,14 +96,7 @@ fn test() -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let server = match std::env::var("STEPPING_TEST_PG") {
-        Ok(url) if !url.is_empty() => None,
-        _ => Some(pg::Server::start()?),
-    };
-    let url = match &server {
-        Some(s) => s.url(),
-        None => std::env::var("STEPPING_TEST_PG").unwrap_or_default(),
-    };
+    let (server, url) = test_postgres()?;
     let mut cargo_args = vec![
         "run",
         "--release",
@@ -105,12 +112,66 @@ fn bench(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo xtask soak`: only the crash test (`benches/tests/it/crash.rs`),
+/// in release mode, with many kills and reads.
+fn soak(args: &[String]) -> Result<(), String> {
+    let mut settings = [
+        ("--kills", "STEPPING_CRASH_KILLS", "500".to_owned()),
+        ("--reads", "STEPPING_CRASH_READS", "20000".to_owned()),
+        ("--batch", "STEPPING_CRASH_BATCH", "10".to_owned()),
+        ("--seed", "STEPPING_CRASH_SEED", String::new()),
+    ];
+    for (_, var, value) in &mut settings {
+        if let Ok(v) = std::env::var(var) {
+            *value = v;
+        }
+    }
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (_, _, value) = settings
+            .iter_mut()
+            .find(|(flag, _, _)| flag == a)
+            .ok_or(format!("soak: unknown option {a:?}\n{}", usage()))?;
+        *value = it.next().ok_or(format!("soak: {a} needs a value"))?.clone();
+        if value.parse::<u64>().is_err() {
+            return Err(format!("soak: {a} {value:?} is not a number"));
+        }
+    }
+    let (server, url) = test_postgres()?;
+    let mut envs = vec![
+        ("STEPPING_TEST_PG", url.as_str()),
+        ("STEPPING_REQUIRE_PG", "1"),
+    ];
+    envs.extend(
+        settings
+            .iter()
+            .map(|(_, var, value)| (*var, value.as_str())),
+    );
+    cargo(
+        &[
+            "test",
+            "--release",
+            "--package",
+            "benches",
+            "--test",
+            "it",
+            "--",
+            "crash::",
+            "--nocapture",
+        ],
+        &envs,
+    )?;
+    drop(server);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test" | "ci") => test(),
         Some("pg") => pg::serve(),
         Some("bench") => bench(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);

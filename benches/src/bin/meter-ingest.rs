@@ -83,20 +83,35 @@ fn parse() -> Result<Args, String> {
     })
 }
 
+fn options(prefix: &str, create: bool) -> store::OpenOptions {
+    store::OpenOptions {
+        create_tables: create,
+        prefix: prefix.to_owned(),
+        ..Default::default()
+    }
+}
+
 fn open(
     target: &Target,
     graph: &Graph,
     prefix: &str,
     create: bool,
 ) -> Result<Box<dyn StateStore>, GraphError> {
-    let options = store::OpenOptions {
-        create_tables: create,
-        prefix: prefix.to_owned(),
-        ..Default::default()
-    };
+    let options = options(prefix, create);
     Ok(match target {
         Target::Sqlite(path) => Box::new(store::Sqlite::open(path, graph, options)?),
         Target::Postgres(conn) => Box::new(store::Postgres::open(conn, graph, options)?),
+    })
+}
+
+/// The last input time every table has committed (`last_time`, the
+/// smallest of the tables' times; with atomic iterations they are all
+/// equal).
+fn last_time(target: &Target, graph: &Graph, prefix: &str) -> Result<i64, GraphError> {
+    let options = options(prefix, false);
+    Ok(match target {
+        Target::Sqlite(path) => store::Sqlite::open(path, graph, options)?.last_time()?,
+        Target::Postgres(conn) => store::Postgres::open(conn, graph, options)?.last_time()?,
     })
 }
 
@@ -182,10 +197,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{},{},{},{},{w}", d.user_id, d.meter_id, d.date, d.value);
             }
         }
-        Some("last-time") => {
-            let mut store = open(&args.target, &graph, &args.prefix, false)?;
-            println!("{}", store.next_time()? - 1);
-        }
+        Some("last-time") => println!("{}", last_time(&args.target, &graph, &args.prefix)?),
         _ => return Err(usage().into()),
     }
     Ok(())

@@ -2,6 +2,8 @@
 //! an ingest, continue one another's, and read each other's cache; the
 //! result is the serial one.
 
+mod crash;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 

@@ -1,0 +1,586 @@
+//! Crash safety: `meter-ingest` processes killed with SIGKILL at random
+//! points, against a SQLite file and a Postgres database. After every kill
+//! the store, re-opened by this process (`create_tables: false`), holds
+//! exactly the batches it committed, all or nothing each (iterations are
+//! atomic, `flush_every_set = Some(false)`): every table at the same last
+//! input time `t`, the daily-usage cache equal to the sums of the reads of
+//! batches `0..t - 1` computed directly from the data, nothing recorded as
+//! failed, and nothing that was seen committed before the kill lost. Then a
+//! new process resumes the ingest after `t` (`--from`) and is killed in its
+//! turn, until one finishes; the final cache is the full oracle.
+//!
+//! Kill points are random: very early (while the process starts, opens the
+//! store and runs its first batch), or after a random number of commits
+//! plus a random part of one more batch (so inside a batch, its reads and
+//! writes, or its commit). The setup process (table creation, users and
+//! meters) is killed at random too. Every choice comes from one seeded RNG,
+//! printed at the start; timing still varies from run to run.
+//!
+//! Environment: `STEPPING_CRASH_KILLS` (kills of ingest processes over all
+//! stores, default 24), `STEPPING_CRASH_READS` (reads per ingest, default
+//! 2400), `STEPPING_CRASH_BATCH` (reads per batch, default 10),
+//! `STEPPING_CRASH_SEED` (replays a schedule). `cargo xtask soak` runs this
+//! test in release mode with many more kills and reads.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use benches::meter_reads::{self, MeterReads, Workload};
+use graph::{Graph, StateStore, StoreError};
+
+/// How long a child may go without finishing or committing before the test
+/// calls it hung.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={v:?}: {e}")),
+        _ => default,
+    }
+}
+
+/// Where one ingest (one round) keeps its state.
+#[derive(Debug, Clone)]
+enum Place {
+    Sqlite(PathBuf),
+    Postgres { conn: String, prefix: String },
+}
+
+/// A store opened by this process.
+enum Opened {
+    Sqlite(Box<store::Sqlite>),
+    Postgres(store::Postgres),
+}
+
+impl Opened {
+    /// The last input time every table has committed.
+    fn last_time(&self) -> Result<i64, StoreError> {
+        match self {
+            Opened::Sqlite(s) => s.last_time(),
+            Opened::Postgres(s) => s.last_time(),
+        }
+    }
+
+    fn store(&mut self) -> &mut dyn StateStore {
+        match self {
+            Opened::Sqlite(s) => &mut **s,
+            Opened::Postgres(s) => s,
+        }
+    }
+}
+
+impl Place {
+    fn name(&self) -> &'static str {
+        match self {
+            Place::Sqlite(_) => "sqlite",
+            Place::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The arguments that point `meter-ingest` here.
+    fn args(&self) -> Vec<String> {
+        match self {
+            Place::Sqlite(path) => vec!["--sqlite".into(), path.display().to_string()],
+            Place::Postgres { conn, prefix } => vec![
+                "--postgres".into(),
+                conn.clone(),
+                "--prefix".into(),
+                prefix.clone(),
+            ],
+        }
+    }
+
+    /// Attaches to the existing tables, as another process would.
+    fn open(&self, graph: &Graph) -> Result<Opened, StoreError> {
+        let options = |prefix: &str| store::OpenOptions {
+            create_tables: false,
+            prefix: prefix.to_owned(),
+            ..Default::default()
+        };
+        Ok(match self {
+            Place::Sqlite(path) => {
+                Opened::Sqlite(Box::new(store::Sqlite::open(path, graph, options("st_"))?))
+            }
+            Place::Postgres { conn, prefix } => {
+                Opened::Postgres(store::Postgres::open(conn, graph, options(prefix))?)
+            }
+        })
+    }
+}
+
+/// Drops every Postgres table whose name starts with `prefix`; returns how
+/// many there were.
+fn drop_pg_tables(conn: &str, prefix: &str) -> Result<usize, Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT tablename::text FROM pg_tables \
+                 WHERE schemaname = current_schema() AND left(tablename, length($1)) = $1",
+                &[&prefix],
+            )
+            .await?;
+        for row in &rows {
+            let name: String = row.try_get(0)?;
+            // The prefix is ours and `[a-z0-9_]`; so is the rest of the name.
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                .await?;
+        }
+        drop(client);
+        let _ = task.await;
+        Ok(rows.len())
+    })
+}
+
+/// Drops the test's Postgres tables however the test ends.
+struct PgCleanup {
+    conn: String,
+    prefix: String,
+}
+
+impl Drop for PgCleanup {
+    fn drop(&mut self) {
+        if let Err(e) = drop_pg_tables(&self.conn, &self.prefix) {
+            eprintln!("crash: could not drop tables {}*: {e}", self.prefix);
+        }
+    }
+}
+
+fn random_upto(rng: &mut fastrand::Rng, d: Duration) -> Duration {
+    Duration::from_micros(rng.u64(0..=d.as_micros() as u64))
+}
+
+/// Waits for `child` to exit, up to `PATIENCE`.
+fn wait(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: did not finish within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The kills over one store.
+#[derive(Debug, Default)]
+struct Tally {
+    ingest_kills: u64,
+    early_kills: u64,
+    setup_kills: u64,
+    children: u64,
+    rounds: u64,
+}
+
+/// The crash test against one store.
+struct Crash<'a> {
+    graph: &'a Graph,
+    q: &'a MeterReads,
+    w: Workload,
+    batch: u64,
+    rng: fastrand::Rng,
+    /// Where children's standard error goes.
+    logs: &'a Path,
+    /// What every failure message starts with (store and seed).
+    ctx: String,
+    /// Estimates, from what was observed: process start to its first
+    /// commit, one batch, a setup.
+    startup: Duration,
+    per_batch: Duration,
+    setup: Duration,
+    tally: Tally,
+}
+
+impl Crash<'_> {
+    /// Batches in one ingest; batch `b` runs at input time `b + 2`.
+    fn batches(&self) -> i64 {
+        self.w.reads.div_ceil(self.batch) as i64
+    }
+
+    fn spawn(&mut self, place: &Place, args: &[&str]) -> (Child, PathBuf) {
+        self.tally.children += 1;
+        let log = self.logs.join(format!(
+            "{}-{}-{}.log",
+            place.name(),
+            self.tally.rounds,
+            self.tally.children
+        ));
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_meter-ingest"))
+            .args(place.args())
+            .args([
+                "--users",
+                &self.w.users.to_string(),
+                "--reads",
+                &self.w.reads.to_string(),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn meter-ingest");
+        (child, log)
+    }
+
+    /// A child that was not killed must have succeeded, with no failed batch.
+    fn assert_clean_exit(&self, status: ExitStatus, log: &Path, what: &str) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            status.success(),
+            "{}: {what} failed ({status}): {text}",
+            self.ctx
+        );
+        assert!(
+            !text.contains("failed:"),
+            "{}: {what} reported failed batches: {text}",
+            self.ctx
+        );
+    }
+
+    /// A killed child must have died of the SIGKILL.
+    fn assert_killed(&self, status: ExitStatus, log: &Path) {
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{}: the child did not die of SIGKILL ({status}): {}",
+            self.ctx,
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// Re-opens the store and checks that it holds exactly a prefix of the
+    /// batches: returns its last committed input time.
+    fn committed(&self, place: &Place) -> i64 {
+        let ctx = &self.ctx;
+        for _ in 0..100 {
+            let mut s = place
+                .open(self.graph)
+                .unwrap_or_else(|e| panic!("{ctx}: re-opening the store after a kill: {e}"));
+            let t = s.last_time().expect("last_time");
+            let newest = s.store().next_time().expect("next_time") - 1;
+            let cache = self.q.cache.zset(s.store()).expect("reading the cache");
+            let failed = s.store().failed_batches().expect("failed_batches");
+            if s.last_time().expect("last_time") != t {
+                // A Postgres COMMIT the killed process had already sent
+                // landed meanwhile: read again.
+                continue;
+            }
+            assert_eq!(
+                t, newest,
+                "{ctx}: tables at different times (last committed by every table {t}, \
+                 by some {newest}): an iteration was not atomic"
+            );
+            assert!(
+                failed.is_empty(),
+                "{ctx}: failed batches recorded: {failed:?}"
+            );
+            assert!(
+                (1..=self.batches() + 1).contains(&t),
+                "{ctx}: last time {t} outside 1..={}",
+                self.batches() + 1
+            );
+            let reads = (t as u64 - 1) * self.batch;
+            if let Err(e) = self.w.check_upto(&cache, reads) {
+                panic!(
+                    "{ctx}: at last time {t} the cache is not that of the first {} batches \
+                     ({} reads): {e}",
+                    t - 1,
+                    reads.min(self.w.reads)
+                );
+            }
+            return t;
+        }
+        panic!("{ctx}: the last committed time kept changing with no process running");
+    }
+
+    /// Creates the tables and inserts users and meters (time 1); half the
+    /// time kills the first setup process at a random point, then recovers
+    /// the way a user would: re-run setup unless it had committed.
+    fn setup(&mut self, place: &Place) {
+        let run = |me: &mut Self| {
+            let started = Instant::now();
+            let (mut child, log) = me.spawn(place, &["setup"]);
+            let status = wait(&mut child, "setup");
+            me.assert_clean_exit(status, &log, "setup");
+            me.setup = (me.setup + started.elapsed()) / 2;
+        };
+        if !self.rng.bool() {
+            run(self);
+            return;
+        }
+        let pause = random_upto(&mut self.rng, self.setup * 3 / 2);
+        let (mut child, log) = self.spawn(place, &["setup"]);
+        std::thread::sleep(pause);
+        let killed = child.try_wait().expect("try_wait").is_none();
+        if killed {
+            child.kill().expect("SIGKILL");
+        }
+        let status = child.wait().expect("wait");
+        if !killed {
+            self.assert_clean_exit(status, &log, "setup");
+            return;
+        }
+        self.assert_killed(status, &log);
+        self.tally.setup_kills += 1;
+        let state = match place.open(self.graph) {
+            // Tables not (all) created: nothing committed.
+            Err(e) => format!("tables incomplete ({e})"),
+            Ok(mut s) => {
+                let t = s.last_time().expect("last_time");
+                let cache = self.q.cache.zset(s.store()).expect("reading the cache");
+                match t {
+                    1 => {
+                        eprintln!(
+                            "{}: setup killed after {pause:?}: it had committed",
+                            self.ctx
+                        );
+                        return;
+                    }
+                    0 => {
+                        assert!(
+                            cache.is_empty(),
+                            "{}: nothing committed, yet the cache has rows",
+                            self.ctx
+                        );
+                        "tables created, nothing committed".to_owned()
+                    }
+                    t => panic!("{}: after setup, last time {t}", self.ctx),
+                }
+            }
+        };
+        eprintln!(
+            "{}: setup killed after {pause:?}: {state}; setup again",
+            self.ctx
+        );
+        run(self);
+    }
+
+    /// One whole ingest into a fresh store, killed `kills_left` times at
+    /// most; returns how many kills it used.
+    fn round(&mut self, place: &Place, kills_left: u64) -> u64 {
+        self.tally.rounds += 1;
+        self.setup(place);
+        let last = self.batches() + 1;
+        let mut t = self.committed(place);
+        assert_eq!(t, 1, "{}: after setup", self.ctx);
+        let poll = place.open(self.graph).expect("open for polling");
+        let mut kills = 0;
+        while t < last {
+            let from = (t as u64 - 1) * self.batch;
+            let started = Instant::now();
+            let (mut child, log) = self.spawn(
+                place,
+                &[
+                    "ingest",
+                    "--batch",
+                    &self.batch.to_string(),
+                    "--from",
+                    &from.to_string(),
+                ],
+            );
+            // The newest time seen committed while the child ran.
+            let mut seen = t;
+            let mut how = String::new();
+            if kills < kills_left {
+                if self.rng.u8(0..4) == 0 {
+                    // Very early: starting, opening the store, first batch.
+                    let pause = random_upto(&mut self.rng, self.startup * 3 / 2);
+                    std::thread::sleep(pause);
+                    how = format!("early, after {pause:?}");
+                } else {
+                    // After k commits, then part of one more batch.
+                    let spread = 2 * (last - t) / (kills_left - kills + 1) as i64;
+                    let k = self.rng.i64(1..=spread.max(1));
+                    let mut first = None;
+                    while seen < t + k && child.try_wait().expect("try_wait").is_none() {
+                        assert!(
+                            started.elapsed() < PATIENCE,
+                            "{}: no progress in {PATIENCE:?} (time {seen}, log {})",
+                            self.ctx,
+                            log.display()
+                        );
+                        let now = poll.last_time().expect("polling last_time");
+                        if now > seen {
+                            first.get_or_insert(started.elapsed());
+                            seen = now;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    if let Some(first) = first {
+                        self.startup = (self.startup + first) / 2;
+                        let more = (seen - t - 1) as u32;
+                        if more > 0 {
+                            let each = (started.elapsed() - first) / more;
+                            self.per_batch = (self.per_batch + each) / 2;
+                        }
+                    }
+                    let pause = random_upto(&mut self.rng, self.per_batch * 3 / 2);
+                    std::thread::sleep(pause);
+                    how = format!("after {} commits and {pause:?}", seen - t);
+                }
+            }
+            let killed = !how.is_empty() && child.try_wait().expect("try_wait").is_none();
+            if killed {
+                // `Child::kill` is SIGKILL on Unix: no unwinding, no destructors.
+                child.kill().expect("SIGKILL");
+                let status = child.wait().expect("wait");
+                self.assert_killed(status, &log);
+                kills += 1;
+                self.tally.ingest_kills += 1;
+                if how.starts_with("early") {
+                    self.tally.early_kills += 1;
+                }
+            } else {
+                let status = wait(&mut child, "ingest");
+                self.assert_clean_exit(status, &log, "ingest");
+            }
+            let now = self.committed(place);
+            assert!(
+                now >= seen,
+                "{}: committed batches lost: time {seen} was committed before the kill, \
+                 the store shows {now} after",
+                self.ctx
+            );
+            if killed {
+                eprintln!(
+                    "{}: kill {} of round {} ({how}): time {t} -> {now} of {last}",
+                    self.ctx, self.tally.ingest_kills, self.tally.rounds
+                );
+            } else {
+                assert_eq!(
+                    now, last,
+                    "{}: an ingest finished without committing every batch",
+                    self.ctx
+                );
+            }
+            t = now;
+        }
+        drop(poll);
+        // Finished: the whole oracle, and the same through the command line.
+        let mut s = place.open(self.graph).expect("open");
+        let cache = self.q.cache.zset(s.store()).expect("reading the cache");
+        if let Err(e) = self.w.check(&cache) {
+            panic!("{}: the final cache: {e}", self.ctx);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_meter-ingest"))
+            .args(place.args())
+            .arg("last-time")
+            .output()
+            .expect("meter-ingest last-time");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            last.to_string(),
+            "{}: meter-ingest last-time at the end ({})",
+            self.ctx,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let (Opened::Postgres(s), Place::Postgres { conn, prefix }) = (s, place) {
+            s.drop_tables().expect("drop_tables");
+            drop_pg_tables(conn, prefix).expect("dropping the metadata tables");
+        }
+        kills
+    }
+}
+
+#[test]
+fn killed_ingests_leave_exactly_their_committed_batches() {
+    let seed = match std::env::var("STEPPING_CRASH_SEED") {
+        Ok(s) if !s.trim().is_empty() => s.trim().parse().expect("STEPPING_CRASH_SEED"),
+        _ => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    };
+    let total_kills = env_u64("STEPPING_CRASH_KILLS", 24);
+    let reads = env_u64("STEPPING_CRASH_READS", 2400);
+    let batch = env_u64("STEPPING_CRASH_BATCH", 10).max(1);
+    // Few reads per (user, meter, day), so that a daily sum stays far below
+    // 10 000 and one more read (at least 0.01) is always visible in it.
+    let w = Workload {
+        users: (reads / 100).clamp(20, 1000),
+        reads,
+    };
+    eprintln!(
+        "crash: seed {seed} (STEPPING_CRASH_SEED={seed} replays the kill schedule), \
+         {total_kills} kills, {reads} reads in batches of {batch}, {} users",
+        w.users
+    );
+    let (graph, q) = meter_reads::build().expect("build");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pg = super::pg_url();
+    // This run's Postgres tables: `k<8 hex digits>_r<round>_` (a table
+    // prefix has at most 20 characters), unique by process and clock.
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let unique = format!(
+        "k{:08x}_",
+        (clock ^ u64::from(std::process::id()).rotate_left(32)) as u32
+    );
+    let _cleanup = pg.as_ref().map(|conn| PgCleanup {
+        conn: conn.clone(),
+        prefix: unique.clone(),
+    });
+    let stores: Vec<&str> = if pg.is_some() {
+        vec!["sqlite", "postgres"]
+    } else {
+        vec!["sqlite"]
+    };
+    let started = Instant::now();
+    let mut summary = Vec::new();
+    for (i, name) in stores.iter().enumerate() {
+        // Kills split between the stores, the first taking the remainder.
+        let mine = total_kills / stores.len() as u64
+            + u64::from((i as u64) < total_kills % stores.len() as u64);
+        let mut crash = Crash {
+            graph: &graph,
+            q: &q,
+            w,
+            batch,
+            rng: fastrand::Rng::with_seed(
+                seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
+            logs: dir.path(),
+            ctx: format!("{name} (seed {seed})"),
+            startup: Duration::from_millis(30),
+            per_batch: Duration::from_millis(5),
+            setup: Duration::from_millis(50),
+            tally: Tally::default(),
+        };
+        let mut left = mine;
+        // Rounds of whole ingests, each into a fresh store, until every
+        // kill is spent (at least one round).
+        while left > 0 || crash.tally.rounds == 0 {
+            let round = crash.tally.rounds;
+            let place = match *name {
+                "sqlite" => Place::Sqlite(dir.path().join(format!("round{round}.db"))),
+                _ => Place::Postgres {
+                    conn: pg.clone().unwrap_or_default(),
+                    prefix: format!("{unique}r{round}_"),
+                },
+            };
+            left -= crash.round(&place, left);
+        }
+        assert_eq!(crash.tally.ingest_kills, mine, "{name}: kills");
+        summary.push(format!("{name}: {:?}", crash.tally));
+    }
+    if let Some(conn) = &pg {
+        let left = drop_pg_tables(conn, &unique).expect("dropping tables");
+        assert_eq!(left, 0, "tables {unique}* left behind");
+    }
+    eprintln!("crash: {} in {:.1?}", summary.join("; "), started.elapsed());
+}
