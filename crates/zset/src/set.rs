@@ -437,6 +437,13 @@ impl<'de, T: Deserialize<'de> + Eq + Hash> Deserialize<'de> for ZSet<T> {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ZSet<T>, A::Error> {
                 let mut z = ZSet::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
                 while let Some((v, w)) = seq.next_element::<(T, Weight)>()? {
+                    // Bytes from a store may repeat a value: its weights sum,
+                    // and a sum that overflows is an error, not a panic.
+                    if z.get(&v).checked_add(w).is_none() {
+                        return Err(serde::de::Error::custom(
+                            "the weights of a value overflow i64",
+                        ));
+                    }
                     z.update(v, w);
                 }
                 Ok(z)
