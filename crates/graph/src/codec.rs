@@ -469,14 +469,20 @@ impl<R: Data> Codec for ZSetCodec<R> {
     fn prefix_columns(&self, index: usize) -> usize {
         self.indexes.get(index).map_or(0, |ix| ix.prefix_columns())
     }
-    fn identities(&self, values: &dyn Any) -> Vec<i64> {
+    fn locate(&self, values: &dyn Any) -> Vec<(i64, Vec<KeyValue>)> {
         let Some(values) = values.downcast_ref::<Vec<R>>() else {
             return Vec::new();
         };
         values
             .iter()
-            .filter_map(|v| encode_value(v).ok())
-            .map(|b| identity_of(&b))
+            .filter_map(|v| {
+                let identity = identity_of(&encode_value(v).ok()?);
+                let mut keys = Vec::new();
+                for ix in &self.indexes {
+                    ix.row_key_values(v, &mut keys);
+                }
+                Some((identity, keys))
+            })
             .collect()
     }
     fn decode(
@@ -572,14 +578,16 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
     fn prefix_columns(&self, _index: usize) -> usize {
         0
     }
-    fn identities(&self, values: &dyn Any) -> Vec<i64> {
+    fn locate(&self, values: &dyn Any) -> Vec<(i64, Vec<KeyValue>)> {
         let Some(values) = values.downcast_ref::<Vec<R>>() else {
             return Vec::new();
         };
         values
             .iter()
-            .filter_map(|v| encode_value(&self.key.key(v)).ok())
-            .map(|b| identity_of(&b))
+            .filter_map(|v| {
+                let key = self.key.key(v);
+                Some((identity_of(&encode_value(&key).ok()?), values_of(&key)))
+            })
             .collect()
     }
     fn decode(

@@ -219,8 +219,10 @@ pub trait Codec: Send + Sync + 'static {
     fn prefix_values(&self, index: usize, prefixes: &dyn Any) -> Vec<Vec<KeyValue>>;
     /// How many leading columns of index `index` form its prefix.
     fn prefix_columns(&self, index: usize) -> usize;
-    /// The identity of each value in `values` (a `&[R]`).
-    fn identities(&self, values: &dyn Any) -> Vec<i64>;
+    /// The identity of each value in `values` (a `&[R]`) with the values of
+    /// every index's key columns, as [`EncodedRow::keys`] holds them: where
+    /// a SQL store finds the row of a value.
+    fn locate(&self, values: &dyn Any) -> Vec<(i64, Vec<KeyValue>)>;
     /// Decodes one stored row and pushes it onto `sink` (a `Vec<StoredRow<R>>`).
     ///
     /// # Errors

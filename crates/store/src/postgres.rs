@@ -107,6 +107,10 @@ impl Dialect for PgDialect {
     fn bigint(&self) -> &'static str {
         "BIGINT"
     }
+    fn can_cluster(&self, columns: &[sql::Column]) -> bool {
+        // A primary key's columns are never NULL and always ascending.
+        columns.iter().all(|c| !c.key.nullable && !c.key.descending)
+    }
     fn blob(&self) -> &'static str {
         "BYTEA"
     }
@@ -309,11 +313,7 @@ impl PgSql {
             .enumerate()
             .map(|(i, t)| format!("${}::{t}", i + 1))
             .collect();
-        let conflict = if s.nested() {
-            "identity, step"
-        } else {
-            "identity"
-        };
+        let conflict = s.primary_key().join(", ");
         let returning = if s.nested() {
             "t.identity, t.step, t.c"
         } else {
@@ -345,17 +345,36 @@ impl PgSql {
                 params.join(", ")
             ),
         };
-        let delete = if s.nested() {
-            format!(
-                "DELETE FROM {} AS t USING unnest($1::int8[], $2::int4[]) AS d(i, s) WHERE t.identity = d.i AND t.step = d.s",
-                s.name
+        // Rows by primary key (`by_identity`: every step), from one array
+        // per column: `$1..` the clustered key columns, then identities,
+        // then steps.
+        let located = |with_step: bool| -> (String, String) {
+            let mut arrays = Vec::new();
+            let mut on = Vec::new();
+            for (i, c) in s.columns[s.clustered.clone()].iter().enumerate() {
+                arrays.push(format!("${}::{}", i + 1, array_type(c.key.ty)));
+                on.push(format!("t.{} = d.k{i}", c.name));
+            }
+            let mut names: Vec<String> = (0..arrays.len()).map(|i| format!("k{i}")).collect();
+            arrays.push(format!("${}::int8[]", arrays.len() + 1));
+            names.push("i".into());
+            on.push("t.identity = d.i".into());
+            if with_step {
+                arrays.push(format!("${}::int4[]", arrays.len() + 1));
+                names.push("s".into());
+                on.push("t.step = d.s".into());
+            }
+            (
+                format!("unnest({}) AS d({})", arrays.join(", "), names.join(", ")),
+                on.join(" AND "),
             )
-        } else {
-            format!("DELETE FROM {} WHERE identity = ANY($1::int8[])", s.name)
         };
+        let (d, on) = located(s.nested());
+        let delete = format!("DELETE FROM {} AS t USING {d} WHERE {on}", s.name);
+        let (d, on) = located(false);
         PgSql {
             cols,
-            by_identity: format!("{select} WHERE t.identity = ANY($1::int8[])"),
+            by_identity: format!("{select} JOIN {d} ON {on}"),
             select,
             by_index,
             upsert,
@@ -512,7 +531,21 @@ fn key_arrays(
     index: usize,
     keys: &[Vec<KeyValue>],
 ) -> Result<Vec<PgArray>, StoreError> {
-    let cs = &schema.columns[schema.indexes[index].columns.clone()];
+    columns_arrays(schema, schema.indexes[index].columns.clone(), keys)
+}
+
+/// One array per clustered key column, of `keys` (each the clustered
+/// columns' values).
+fn pk_arrays(schema: &TableSchema, keys: &[Vec<KeyValue>]) -> Result<Vec<PgArray>, StoreError> {
+    columns_arrays(schema, schema.clustered.clone(), keys)
+}
+
+fn columns_arrays(
+    schema: &TableSchema,
+    columns: std::ops::Range<usize>,
+    keys: &[Vec<KeyValue>],
+) -> Result<Vec<PgArray>, StoreError> {
+    let cs = &schema.columns[columns];
     let mut arrays: Vec<PgArray> = cs
         .iter()
         .map(|c| PgArray::new(c.key.ty, keys.len()))
@@ -619,7 +652,29 @@ pub(crate) async fn read_rows<C: Conn>(
         }
         SqlRead::ByIdentity { ids } => {
             if !ids.is_empty() {
-                for r in query(sql.by_identity.clone(), vec![Box::new(ids.clone())]).await? {
+                let keys: Vec<Vec<KeyValue>> = ids
+                    .iter()
+                    .map(|(_, k)| k[schema.clustered.clone()].to_vec())
+                    .collect();
+                let identities: Vec<i64> = ids.iter().map(|(i, _)| *i).collect();
+                let arrays = pk_arrays(schema, &keys)?;
+                let mut params: Vec<&(dyn ToSql + Sync)> =
+                    arrays.iter().map(PgArray::param).collect();
+                params.push(&identities);
+                let stmt = conn
+                    .prepare(&sql.by_identity)
+                    .await
+                    .map_err(on(schema, "reading"))?;
+                let rows = conn
+                    .client()
+                    .query(&stmt, &params)
+                    .await
+                    .map_err(on(schema, "reading"))?;
+                if let Ok(mut s) = stats.lock() {
+                    s.statements += 1;
+                    s.rows_read += rows.len() as u64;
+                }
+                for r in rows {
                     out.push(row_of(&schema.name, nested, verify, &r)?);
                 }
             }
@@ -699,15 +754,7 @@ pub(crate) async fn write_rows<C: Conn>(
         s.statements += u64::from(!upserts.is_empty()) + u64::from(!deletes.is_empty());
     }
     if !deletes.is_empty() {
-        let ids: Vec<i64> = deletes.iter().map(|r| r.identity).collect();
-        let stmt = conn
-            .prepare(&sql.delete)
-            .await
-            .map_err(on(schema, "writing"))?;
-        conn.client()
-            .execute(&stmt, &[&ids])
-            .await
-            .map_err(on(schema, "writing"))?;
+        delete_rows(conn, schema, sql, &deletes).await?;
     }
     if upserts.is_empty() {
         return Ok(());
@@ -759,33 +806,56 @@ pub(crate) async fn write_rows<C: Conn>(
     }
     if !keyed {
         // Rows whose weight reached zero are deleted.
-        let mut zero_ids = Vec::new();
-        let mut zero_steps = Vec::new();
+        let mut zero = std::collections::HashSet::new();
         for r in &returned {
             let c: i64 = r.try_get(2).map_err(on(schema, "writing"))?;
             if c == 0 {
-                zero_ids.push(r.try_get::<_, i64>(0).map_err(on(schema, "writing"))?);
-                zero_steps.push(r.try_get::<_, i32>(1).map_err(on(schema, "writing"))?);
+                let id = r.try_get::<_, i64>(0).map_err(on(schema, "writing"))?;
+                let step = r.try_get::<_, i32>(1).map_err(on(schema, "writing"))?;
+                zero.insert((id, step));
             }
         }
-        if !zero_ids.is_empty() {
-            let stmt = conn
-                .prepare(&sql.delete)
-                .await
-                .map_err(on(schema, "writing"))?;
-            if schema.nested() {
-                conn.client()
-                    .execute(&stmt, &[&zero_ids, &zero_steps])
-                    .await
-                    .map_err(on(schema, "writing"))?;
-            } else {
-                conn.client()
-                    .execute(&stmt, &[&zero_ids])
-                    .await
-                    .map_err(on(schema, "writing"))?;
+        if !zero.is_empty() {
+            if let Ok(mut s) = stats.lock() {
+                s.statements += 1;
             }
+            let rows: Vec<&EncodedRow> = upserts
+                .into_iter()
+                .filter(|r| zero.contains(&(r.identity, r.step as i32)))
+                .collect();
+            delete_rows(conn, schema, sql, &rows).await?;
         }
     }
+    Ok(())
+}
+
+/// Deletes `rows` by primary key, in one statement.
+async fn delete_rows<C: Conn>(
+    conn: &C,
+    schema: &TableSchema,
+    sql: &PgSql,
+    rows: &[&EncodedRow],
+) -> Result<(), StoreError> {
+    let keys: Vec<Vec<KeyValue>> = rows
+        .iter()
+        .map(|r| r.keys[schema.clustered.clone()].to_vec())
+        .collect();
+    let arrays = pk_arrays(schema, &keys)?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.identity).collect();
+    let steps: Vec<i32> = rows.iter().map(|r| r.step as i32).collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(PgArray::param).collect();
+    params.push(&ids);
+    if schema.nested() {
+        params.push(&steps);
+    }
+    let stmt = conn
+        .prepare(&sql.delete)
+        .await
+        .map_err(on(schema, "writing"))?;
+    conn.client()
+        .execute(&stmt, &params)
+        .await
+        .map_err(on(schema, "writing"))?;
     Ok(())
 }
 
@@ -1074,7 +1144,7 @@ impl Postgres {
         let specs = graph.states().to_vec();
         let schemas: Vec<TableSchema> = specs
             .iter()
-            .map(|s| TableSchema::of(s, &options.prefix))
+            .map(|s| TableSchema::of(s, &options.prefix, &PgDialect))
             .collect();
         let sql = schemas.iter().map(PgSql::of).collect();
         let tables = Arc::new(Tables {
@@ -1539,7 +1609,7 @@ impl StateStore for Postgres {
             None => {
                 let path = spec.path().to_string();
                 if !self.attached.contains_key(&path) {
-                    let schema = TableSchema::of(spec, &tables.prefix);
+                    let schema = TableSchema::of(spec, &tables.prefix, &PgDialect);
                     let checked = block_on(async {
                         let conn = self.client().await?;
                         check_table(&conn, &tables, &schema).await

@@ -8,15 +8,22 @@
 //!
 //! | column | what |
 //! |---|---|
-//! | `identity` | primary key: xxh3 of the row's (keyed states: the key's) postcard bytes |
-//! | `step` | nested (recursion) states only; the primary key is `(identity, step)` |
+//! | `identity` | xxh3 of the row's (keyed states: the key's) postcard bytes |
+//! | `step` | nested (recursion) states only |
 //! | `data` | the row, postcard bytes |
 //! | one per index key part | typed: `BIGINT`, `DOUBLE`/`REAL`, `TEXT`, `BOOLEAN`, dates, UUIDs |
 //! | `c` | the weight |
 //!
-//! plus one SQL index per `Index`, in its key order, and two shared tables:
-//! `<prefix>last_update(table_name, t)` and `<prefix>tables(table_name,
-//! path, kind, shape)`.
+//! The primary key is *clustered* on the state's first index where the
+//! dialect can do so (its key columns are never `NULL`; Postgres: all
+//! ascending): `(first index's key columns, identity[, step])`, so rows
+//! that are read together are stored together, and that index costs no
+//! second B-tree. Otherwise it is `(identity[, step])` with the first index
+//! beside it. Every further `Index` is one SQL index, in its key order.
+//! Two shared tables: `<prefix>last_update(table_name, t)` and
+//! `<prefix>tables(table_name, path, kind, shape)`; the recorded shape
+//! includes the layout, so a table written by another layout is a
+//! [`StoreError::SchemaMismatch`], never misread.
 
 use std::any::Any;
 
@@ -108,11 +115,14 @@ pub(crate) struct TableSchema {
     pub(crate) shape: String,
     pub(crate) columns: Vec<Column>,
     pub(crate) indexes: Vec<IndexSchema>,
+    /// The key columns that lead the primary key (the first index's when
+    /// the table is clustered on it; else empty).
+    pub(crate) clustered: std::ops::Range<usize>,
 }
 
 impl TableSchema {
-    /// The table for `spec`, its name prefixed by `prefix`.
-    pub(crate) fn of(spec: &StateSpec, prefix: &str) -> TableSchema {
+    /// The table for `spec` in `dialect`, its name prefixed by `prefix`.
+    pub(crate) fn of(spec: &StateSpec, prefix: &str, dialect: &dyn Dialect) -> TableSchema {
         let name = format!(
             "{prefix}{}",
             ident(spec.path().as_str(), MAX_TABLE - prefix.len())
@@ -144,18 +154,45 @@ impl TableSchema {
                 prefix: spec.codec().prefix_columns(i),
             });
         }
+        let clustered = match indexes.first() {
+            Some(ix)
+                if !ix.columns.is_empty() && dialect.can_cluster(&columns[ix.columns.clone()]) =>
+            {
+                ix.columns.clone()
+            }
+            _ => 0..0,
+        };
+        let layout = if clustered.is_empty() {
+            "by identity".to_owned()
+        } else {
+            format!("clustered on {}", indexes[0].name)
+        };
         TableSchema {
             name,
             path: spec.path().to_string(),
             kind: spec.kind(),
-            shape: spec.shape(),
+            shape: format!("{}; layout {layout}", spec.shape()),
             columns,
             indexes,
+            clustered,
         }
     }
 
     pub(crate) fn nested(&self) -> bool {
         self.kind == StateKind::Nested
+    }
+
+    /// The primary key's columns, in order.
+    pub(crate) fn primary_key(&self) -> Vec<&str> {
+        let mut pk: Vec<&str> = self.columns[self.clustered.clone()]
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        pk.push("identity");
+        if self.nested() {
+            pk.push("step");
+        }
+        pk
     }
 }
 
@@ -171,6 +208,8 @@ pub(crate) trait Dialect {
     fn nulls(&self, descending: bool) -> &'static str;
     /// Extra words after `CREATE TABLE ... (...)`.
     fn table_options(&self, schema: &TableSchema) -> &'static str;
+    /// Whether a primary key can lead with these key columns.
+    fn can_cluster(&self, columns: &[Column]) -> bool;
 }
 
 /// `CREATE TABLE` and `CREATE INDEX` statements for `schema`.
@@ -185,12 +224,19 @@ pub(crate) fn create_statements(d: &dyn Dialect, schema: &TableSchema) -> Vec<St
         cols.push(format!("{} {}{null}", c.name, d.column_type(c.key.ty)));
     }
     cols.push(format!("c {} NOT NULL", d.bigint()));
-    let pk = if schema.nested() {
-        "PRIMARY KEY (identity, step)"
-    } else {
-        "PRIMARY KEY (identity)"
-    };
-    cols.push(pk.into());
+    let pk: Vec<String> = schema.columns[schema.clustered.clone()]
+        .iter()
+        .map(|c| {
+            let dir = if c.key.descending { " DESC" } else { "" };
+            format!("{}{dir}", c.name)
+        })
+        .chain(
+            schema.primary_key()[schema.clustered.len()..]
+                .iter()
+                .map(|c| c.to_string()),
+        )
+        .collect();
+    cols.push(format!("PRIMARY KEY ({})", pk.join(", ")));
     let mut out = vec![format!(
         "CREATE TABLE {} (\n    {}\n){}",
         schema.name,
@@ -198,7 +244,7 @@ pub(crate) fn create_statements(d: &dyn Dialect, schema: &TableSchema) -> Vec<St
         d.table_options(schema)
     )];
     for ix in &schema.indexes {
-        if ix.columns.is_empty() {
+        if ix.columns.is_empty() || ix.columns == schema.clustered {
             continue;
         }
         let cols: Vec<String> = schema.columns[ix.columns.clone()]
@@ -232,8 +278,10 @@ pub(crate) enum SqlRead {
         index: usize,
         keys: Vec<Vec<KeyValue>>,
     },
+    /// Rows by identity, with every index's key values of each (as
+    /// [`EncodedRow::keys`]), for a table clustered on its first index.
     ByIdentity {
-        ids: Vec<i64>,
+        ids: Vec<(i64, Vec<KeyValue>)>,
     },
     First {
         index: usize,
@@ -253,9 +301,9 @@ impl SqlRead {
                 keys: dedup(codec.key_values(index, keys)),
             },
             Read::ByValues { values } => {
-                let mut ids = codec.identities(values);
-                ids.sort_unstable();
-                ids.dedup();
+                let mut ids = codec.locate(values);
+                ids.sort_unstable_by_key(|(id, _)| *id);
+                ids.dedup_by_key(|(id, _)| *id);
                 SqlRead::ByIdentity { ids }
             }
             Read::FirstByIndex {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{Datelike, Timelike};
 use graph::{
     EncodedRow, FailedBatch, Graph, Read, StateId, StateKind, StateSpec, StateStore, StateTx,
     StoreError, Time, Value, identity_of,
@@ -81,8 +82,17 @@ impl Dialect for SqliteDialect {
         // SQLite already sorts NULL first ascending and last descending.
         ""
     }
-    fn table_options(&self, _schema: &TableSchema) -> &'static str {
-        ""
+    fn table_options(&self, schema: &TableSchema) -> &'static str {
+        // A clustered table is its primary key's B-tree: no rowid beside it.
+        if schema.clustered.is_empty() {
+            ""
+        } else {
+            " WITHOUT ROWID"
+        }
+    }
+    fn can_cluster(&self, columns: &[sql::Column]) -> bool {
+        // WITHOUT ROWID primary keys cannot hold NULLs.
+        columns.iter().all(|c| !c.key.nullable)
     }
 }
 
@@ -94,7 +104,11 @@ struct TableSql {
     first: Vec<String>,
     ties: Vec<String>,
     upsert: String,
+    /// Deletes a row by primary key.
     delete: String,
+    /// Deletes a row by primary key if it holds exactly this data and
+    /// weight: a removal that cancels a row in one statement.
+    cancel: String,
     max_step: String,
 }
 
@@ -193,11 +207,13 @@ impl TableSql {
         insert_cols.extend(&names);
         insert_cols.push("c");
         let marks = vec!["?"; insert_cols.len()].join(", ");
-        let conflict = if s.nested() {
-            "identity, step"
-        } else {
-            "identity"
-        };
+        let pk = s.primary_key();
+        let conflict = pk.join(", ");
+        let by_pk = pk
+            .iter()
+            .map(|c| format!("{c} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         let upsert = match s.kind {
             StateKind::Keyed => {
                 let same_key: Vec<String> = names
@@ -221,19 +237,25 @@ impl TableSql {
                 insert_cols.join(", ")
             ),
         };
-        let delete = if s.nested() {
-            format!("DELETE FROM {} WHERE identity = ? AND step = ?", s.name)
-        } else {
-            format!("DELETE FROM {} WHERE identity = ?", s.name)
-        };
+        let delete = format!("DELETE FROM {} WHERE {by_pk}", s.name);
+        let cancel = format!("{delete} AND data = ? AND c = ?");
         TableSql {
-            by_identity: format!("{select} WHERE identity = ?"),
+            // Every step of a nested value.
+            by_identity: format!(
+                "{select} WHERE {}",
+                pk.iter()
+                    .filter(|c| **c != "step")
+                    .map(|c| format!("{c} = ?"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            ),
             select,
             by_index,
             first,
             ties,
             upsert,
             delete,
+            cancel,
             max_step: format!("SELECT MAX(step) FROM {}", s.name),
         }
     }
@@ -257,16 +279,25 @@ fn to_sqlite(table: &str, v: &KeyValue) -> Result<SqlValue, StoreError> {
         KeyValue::Bytes(b) => SqlValue::Blob(b.clone()),
         KeyValue::Uuid(u) => SqlValue::Blob(u.as_bytes().to_vec()),
         KeyValue::Date(d) => {
-            if !four_digit_year(chrono::Datelike::year(d)) {
+            if !four_digit_year(d.year()) {
                 return Err(bad(format!("date {d} is outside years 0 to 9999")));
             }
-            SqlValue::Text(d.format("%Y-%m-%d").to_string())
+            SqlValue::Text(format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()))
         }
         KeyValue::Timestamp(t) => {
-            if !four_digit_year(chrono::Datelike::year(t)) {
+            if !four_digit_year(t.year()) {
                 return Err(bad(format!("timestamp {t} is outside years 0 to 9999")));
             }
-            SqlValue::Text(t.format("%Y-%m-%d %H:%M:%S%.9f").to_string())
+            SqlValue::Text(format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.nanosecond()
+            ))
         }
         other => return Err(bad(format!("unsupported key value {other:?}"))),
     })
@@ -279,19 +310,38 @@ fn backend(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreE
 
 /// Errors while `doing` something to `schema`'s table; a table dropped
 /// behind our back is reported as missing, not as a mystery.
-fn on(schema: &TableSchema, doing: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    let (table, path, context) = (
-        schema.name.clone(),
-        schema.path.clone(),
-        format!("{doing} `{}`", schema.name),
-    );
+fn on<'s>(
+    schema: &'s TableSchema,
+    doing: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError + 's {
     move |e| {
         if e.to_string().contains("no such table") {
-            StoreError::MissingTable { table, path }
+            StoreError::MissingTable {
+                table: schema.name.clone(),
+                path: schema.path.clone(),
+            }
         } else {
-            StoreError::backend(context, e)
+            StoreError::backend(format!("{doing} `{}`", schema.name), e)
         }
     }
+}
+
+/// Binds key value `v` as parameter `i` of `st`, as [`to_sqlite`] stores it,
+/// without copying text or bytes first.
+fn bind_key(
+    st: &mut rusqlite::Statement<'_>,
+    i: usize,
+    schema: &TableSchema,
+    v: &KeyValue,
+) -> Result<(), StoreError> {
+    let bound = match v {
+        KeyValue::Int(x) => st.raw_bind_parameter(i, x),
+        KeyValue::Text(t) => st.raw_bind_parameter(i, t.as_str()),
+        KeyValue::Bytes(b) => st.raw_bind_parameter(i, b.as_slice()),
+        KeyValue::Uuid(u) => st.raw_bind_parameter(i, &u.as_bytes()[..]),
+        other => st.raw_bind_parameter(i, to_sqlite(&schema.name, other)?),
+    };
+    bound.map_err(on(schema, "writing"))
 }
 
 /// Reads a state row, checking every column's type and the identity.
@@ -369,6 +419,9 @@ pub struct Sqlite {
     max_wait: Duration,
     poll: (Duration, Duration),
     notifier: Arc<Notifier>,
+    /// `SELECT` of every table's time, and `UPDATE` of them all.
+    times_sql: String,
+    set_all_sql: String,
     created: usize,
     /// Tables checked for `read_committed` from other graphs, by path.
     attached: HashMap<String, (TableSchema, TableSql)>,
@@ -391,9 +444,15 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(60))
         .map_err(backend("setting busy_timeout"))?;
     conn.set_prepared_statement_cache_capacity(512);
+    // A checkpoint copies the log back into the file and syncs both; at
+    // SQLite's default (every 1000 log pages), an ingest whose batches touch
+    // thousands of pages would checkpoint after nearly every commit. At
+    // 16384 pages (64 MiB) it checkpoints every several batches, copying
+    // each page once however many commits wrote it.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
+         PRAGMA wal_autocheckpoint = 16384;
          PRAGMA cache_size = -65536;
          PRAGMA temp_store = MEMORY;",
     )
@@ -418,15 +477,14 @@ impl Sqlite {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
         let path = std::fs::canonicalize(&path).unwrap_or(path);
-        let key = notifier_key(&path);
+        let notifier = Notifier::for_key(&notifier_key(&path));
         let specs = graph.states().to_vec();
         let schemas: Vec<TableSchema> = specs
             .iter()
-            .map(|s| TableSchema::of(s, &options.prefix))
+            .map(|s| TableSchema::of(s, &options.prefix, &SqliteDialect))
             .collect();
         let mut store = Sqlite {
             conn,
-            path,
             fingerprint: graph.fingerprint().to_owned(),
             prefix: options.prefix.clone(),
             sql: schemas.iter().map(TableSql::of).collect(),
@@ -434,11 +492,29 @@ impl Sqlite {
             schemas,
             max_wait: options.max_wait,
             poll: options.poll,
-            notifier: Notifier::for_key(&key),
+            times_sql: String::new(),
+            set_all_sql: String::new(),
+            path,
+            notifier,
             created: 0,
             attached: HashMap::new(),
             stats: std::cell::Cell::new(StoreStats::default()),
         };
+        // Table names are `[a-z0-9_]` (see `sql::ident`): safe as literals.
+        let names: Vec<String> = store
+            .schemas
+            .iter()
+            .map(|s| format!("'{}'", s.name))
+            .collect();
+        let (_, last_update) = store.meta();
+        store.times_sql = format!(
+            "SELECT table_name, t FROM {last_update} WHERE table_name IN ({})",
+            names.join(", ")
+        );
+        store.set_all_sql = format!(
+            "UPDATE {last_update} SET t = max(t, ?) WHERE table_name IN ({})",
+            names.join(", ")
+        );
         store.created = store.prepare_tables(options.create_tables)?;
         Ok(store)
     }
@@ -611,8 +687,13 @@ impl Sqlite {
                 }
             }
             SqlRead::ByIdentity { ids } => {
-                for id in ids {
-                    collect(&sql.by_identity, vec![SqlValue::Integer(*id)], &mut rows)?;
+                for (id, keys) in ids {
+                    let mut params = Vec::with_capacity(schema.clustered.len() + 1);
+                    for k in &keys[schema.clustered.clone()] {
+                        params.push(to_sqlite(&schema.name, k)?);
+                    }
+                    params.push(SqlValue::Integer(*id));
+                    collect(&sql.by_identity, params, &mut rows)?;
                 }
             }
             SqlRead::First {
@@ -691,34 +772,68 @@ impl Sqlite {
         let ctx = || on(schema, "writing");
         let mut upsert = self.conn.prepare_cached(&sql.upsert).map_err(ctx())?;
         let mut delete = self.conn.prepare_cached(&sql.delete).map_err(ctx())?;
+        let mut cancel = self.conn.prepare_cached(&sql.cancel).map_err(ctx())?;
         let keyed = schema.kind == StateKind::Keyed;
-        self.count(|s| {
-            s.rows_written += rows.len() as u64;
-            s.statements += rows.len() as u64;
-        });
+        let nested = schema.nested();
+        // Binds the primary key; returns the next parameter's number.
+        let bind_pk =
+            |st: &mut rusqlite::Statement<'_>, row: &EncodedRow| -> Result<usize, StoreError> {
+                let mut i = 1;
+                for k in &row.keys[schema.clustered.clone()] {
+                    bind_key(st, i, schema, k)?;
+                    i += 1;
+                }
+                st.raw_bind_parameter(i, row.identity).map_err(ctx())?;
+                if nested {
+                    st.raw_bind_parameter(i + 1, row.step).map_err(ctx())?;
+                    return Ok(i + 2);
+                }
+                Ok(i + 1)
+            };
+        let mut statements = 0;
         for row in rows {
-            let mut key_params: Vec<SqlValue> = Vec::with_capacity(row.keys.len() + 1);
+            statements += 1;
             if keyed && row.weight == 0 {
-                key_params.push(SqlValue::Integer(row.identity));
-                delete
-                    .execute(params_from_iter(key_params))
-                    .map_err(ctx())?;
+                bind_pk(&mut delete, row)?;
+                delete.raw_execute().map_err(ctx())?;
                 continue;
             }
-            let mut params: Vec<SqlValue> = Vec::with_capacity(row.keys.len() + 4);
-            params.push(SqlValue::Integer(row.identity));
-            if schema.nested() {
-                params.push(SqlValue::Integer(i64::from(row.step)));
+            if !keyed && row.weight < 0 {
+                // Most removals cancel a stored row exactly: one statement.
+                let i = bind_pk(&mut cancel, row)?;
+                cancel
+                    .raw_bind_parameter(i, row.data.as_slice())
+                    .map_err(ctx())?;
+                cancel
+                    .raw_bind_parameter(i + 1, -row.weight)
+                    .map_err(ctx())?;
+                if cancel.raw_execute().map_err(ctx())? == 1 {
+                    continue;
+                }
+                statements += 1;
             }
-            params.push(SqlValue::Blob(row.data.clone()));
-            for k in &row.keys {
-                params.push(to_sqlite(&schema.name, k)?);
+            upsert.raw_bind_parameter(1, row.identity).map_err(ctx())?;
+            let mut i = 2;
+            if nested {
+                upsert.raw_bind_parameter(i, row.step).map_err(ctx())?;
+                i += 1;
             }
-            params.push(SqlValue::Integer(row.weight));
-            let c: Option<i64> = upsert
-                .query_row(params_from_iter(params), |r| r.get(0))
-                .optional()
+            upsert
+                .raw_bind_parameter(i, row.data.as_slice())
                 .map_err(ctx())?;
+            i += 1;
+            for k in &row.keys {
+                bind_key(&mut upsert, i, schema, k)?;
+                i += 1;
+            }
+            upsert.raw_bind_parameter(i, row.weight).map_err(ctx())?;
+            let c: Option<i64> = {
+                let mut q = upsert.raw_query();
+                match q.next().map_err(ctx())? {
+                    Some(r) => Some(r.get(0).map_err(ctx())?),
+                    None => None,
+                }
+            };
             match c {
                 None => {
                     return Err(StoreError::IdentityCollision {
@@ -727,17 +842,17 @@ impl Sqlite {
                     });
                 }
                 Some(0) if !keyed => {
-                    key_params.push(SqlValue::Integer(row.identity));
-                    if schema.nested() {
-                        key_params.push(SqlValue::Integer(i64::from(row.step)));
-                    }
-                    delete
-                        .execute(params_from_iter(key_params))
-                        .map_err(ctx())?;
+                    statements += 1;
+                    bind_pk(&mut delete, row)?;
+                    delete.raw_execute().map_err(ctx())?;
                 }
                 Some(_) => {}
             }
         }
+        self.count(|s| {
+            s.rows_written += rows.len() as u64;
+            s.statements += statements;
+        });
         Ok(())
     }
 
@@ -755,17 +870,86 @@ impl Sqlite {
     /// Waits until `table` has been written up to `frontier`: polls with
     /// backoff, woken early by commits of this process.
     fn wait_for(&self, table: &str, frontier: i64, max_wait: Duration) -> Result<(), StoreError> {
+        self.wait_until(frontier, max_wait, || {
+            Ok(Some((table.to_owned(), self.time_of(table)?)))
+        })
+    }
+
+    /// Waits until every table of this graph has been written up to
+    /// `frontier`, with one query per poll.
+    fn wait_all(&self, frontier: i64, max_wait: Duration) -> Result<(), StoreError> {
+        self.wait_until(frontier, max_wait, || {
+            let times = self.times()?;
+            Ok(self
+                .schemas
+                .iter()
+                .zip(times)
+                .min_by_key(|(_, t)| *t)
+                .map(|(s, t)| (s.name.clone(), t)))
+        })
+    }
+
+    /// The time of every table of this graph, in order, in one query.
+    fn times(&self) -> Result<Vec<i64>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&self.times_sql)
+            .map_err(backend("reading the last updates"))?;
+        let mut found: HashMap<String, i64> = HashMap::with_capacity(self.schemas.len());
+        let mut rows = st.query([]).map_err(backend("reading the last updates"))?;
+        while let Some(r) = rows.next().map_err(backend("reading the last updates"))? {
+            found.insert(
+                r.get(0).map_err(backend("reading the last updates"))?,
+                r.get(1).map_err(backend("reading the last updates"))?,
+            );
+        }
+        self.schemas
+            .iter()
+            .map(|s| match found.get(&s.name) {
+                Some(t) => Ok(*t),
+                None => self.time_of(&s.name),
+            })
+            .collect()
+    }
+
+    /// Sets every table's time to (at least) `t`, in one statement.
+    fn set_all(&self, t: i64) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached(&self.set_all_sql)
+            .and_then(|mut st| st.execute([t]))
+            .map_err(backend("recording the last updates"))?;
+        if changed != self.schemas.len() {
+            // A row went missing: recreate it (the frontier checks report
+            // it before this can be reached in an iteration).
+            for s in &self.schemas {
+                self.set_last_update(&s.name, t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls `seen` (the table furthest behind and its time) until it has
+    /// reached `frontier`.
+    fn wait_until(
+        &self,
+        frontier: i64,
+        max_wait: Duration,
+        seen: impl Fn() -> Result<Option<(String, i64)>, StoreError>,
+    ) -> Result<(), StoreError> {
         let start = Instant::now();
         let mut backoff = Backoff::new(self.poll.0, self.poll.1);
         loop {
             let generation = self.notifier.generation();
-            let seen = self.time_of(table)?;
+            let Some((table, seen)) = seen()? else {
+                return Ok(());
+            };
             if seen >= frontier {
                 return Ok(());
             }
             if start.elapsed() >= max_wait {
                 return Err(StoreError::FrontierTimeout {
-                    table: table.to_owned(),
+                    table,
                     frontier,
                     seen: Some(seen),
                     waited_ms: start.elapsed().as_millis() as u64,
@@ -871,9 +1055,8 @@ impl StateStore for Sqlite {
         if time.flush_every_set != Some(true) {
             // All or nothing: wait for every table, then hold the write lock
             // for the whole iteration.
-            for s in 0..n {
-                tx.wait(s)?;
-            }
+            tx.store.wait_all(time.frontier, tx.store.max_wait)?;
+            tx.waited.fill(true);
             tx.store
                 .conn
                 .execute_batch("BEGIN IMMEDIATE")
@@ -908,7 +1091,7 @@ impl StateStore for Sqlite {
             return sql::decode_rows(spec, &self.schemas[i], rows, sink);
         }
         if !self.attached.contains_key(path) {
-            let schema = TableSchema::of(spec, &self.prefix);
+            let schema = TableSchema::of(spec, &self.prefix, &SqliteDialect);
             let (tables, _) = self.meta();
             if !check_table(&self.conn, &tables, &schema)? {
                 return Err(StoreError::MissingTable {
@@ -920,7 +1103,7 @@ impl StateStore for Sqlite {
             self.attached.insert(path.to_owned(), (schema, sql));
         }
         let (schema, sql) = &self.attached[path];
-        if schema.shape != spec.shape() {
+        if schema.shape != TableSchema::of(spec, &self.prefix, &SqliteDialect).shape {
             return Err(StoreError::SchemaMismatch {
                 table: schema.name.clone(),
                 detail: "shape changed".into(),
@@ -1115,10 +1298,7 @@ impl StateTx for SqliteTx<'_> {
             // A dry run: dropping rolls back.
             return Ok(());
         }
-        for s in 0..self.store.schemas.len() {
-            self.store
-                .set_last_update(&self.store.schemas[s].name, self.time.input_time)?;
-        }
+        self.store.set_all(self.time.input_time)?;
         // On any error above, or if COMMIT fails, dropping rolls back.
         self.store
             .conn
