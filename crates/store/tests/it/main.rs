@@ -7,4 +7,5 @@ mod harness;
 mod oracle;
 mod postgres;
 mod queries;
+mod reliability;
 mod sql_stores;
