@@ -118,7 +118,8 @@ impl<R: Data, K: IndexKey> DynIndex<R> for Index<R, K> {
     fn new_tree(&self) -> Box<dyn IndexTree<R>> {
         Box::new(PlainTree {
             index: self.clone(),
-            tree: BTreeMap::new(),
+            ids: hashbrown::HashMap::new(),
+            order: std::collections::BTreeSet::new(),
         })
     }
 }
@@ -178,10 +179,12 @@ impl IdSet {
     }
 }
 
-/// Row ids by key, in key order.
+/// Row ids by key: hashed for inserts and lookups, with the keys also in
+/// order for scans.
 struct PlainTree<R, K> {
     index: Index<R, K>,
-    tree: BTreeMap<K, IdSet>,
+    ids: hashbrown::HashMap<K, IdSet>,
+    order: std::collections::BTreeSet<K>,
 }
 
 /// Visits the ids of `groups` (in key order) as scan items; `false` if `f`
@@ -214,17 +217,29 @@ fn tree_remove<K: Ord>(tree: &mut BTreeMap<K, IdSet>, key: K, id: u32) {
 
 impl<R: Data, K: IndexKey> IndexTree<R> for PlainTree<R, K> {
     fn insert(&mut self, row: &R, id: u32) {
-        self.tree.entry(self.index.key(row)).or_default().insert(id);
+        match self.ids.entry(self.index.key(row)) {
+            hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(id),
+            hashbrown::hash_map::Entry::Vacant(e) => {
+                self.order.insert(e.key().clone());
+                e.insert(IdSet::Empty).insert(id);
+            }
+        }
     }
     fn remove(&mut self, row: &R, id: u32) {
-        tree_remove(&mut self.tree, self.index.key(row), id);
+        let key = self.index.key(row);
+        if let Some(ids) = self.ids.get_mut(&key)
+            && ids.remove(id)
+        {
+            self.ids.remove(&key);
+            self.order.remove(&key);
+        }
     }
     fn lookup(&self, keys: &dyn Any, f: &mut dyn FnMut(u32)) -> bool {
         let Some(keys) = keys.downcast_ref::<Vec<K>>() else {
             return false;
         };
         for key in keys {
-            if let Some(ids) = self.tree.get(key) {
+            if let Some(ids) = self.ids.get(key) {
                 ids.for_each(|id| {
                     f(id);
                     true
@@ -238,7 +253,7 @@ impl<R: Data, K: IndexKey> IndexTree<R> for PlainTree<R, K> {
             return false;
         }
         f(ScanItem::Group);
-        scan_ids(self.tree.values(), f);
+        scan_ids(self.order.iter().filter_map(|k| self.ids.get(k)), f);
         true
     }
 }

@@ -5,7 +5,7 @@ use std::any::{Any, type_name};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use zset::{Data, Index, IndexKey, ZSet};
+use zset::{Data, Index, IndexKey, Weight, ZSet};
 
 use crate::graph::{GraphInner, StateWriter};
 use crate::vertex::{Op, Slot, Value, VertexId};
@@ -218,12 +218,28 @@ impl<'a> Ctx<'a> {
         index: &Index<R, K>,
         keys: Vec<K>,
     ) -> Result<ZSet<R>, GraphError> {
+        Ok(self.lookup_rows(slot, index, keys)?.into_iter().collect())
+    }
+
+    /// [`lookup`](Self::lookup) as a list of `(value, weight)` that may
+    /// name a value more than once (stored, and again in the iteration's
+    /// delta): for bilinear operators such as a join, which need no
+    /// consolidated input.
+    ///
+    /// # Errors
+    /// [`GraphError::MissingIndex`] or a store failure.
+    pub fn lookup_rows<R: Data, K: IndexKey>(
+        &mut self,
+        slot: &Slot,
+        index: &Index<R, K>,
+        keys: Vec<K>,
+    ) -> Result<Vec<(R, Weight)>, GraphError> {
         if keys.is_empty() {
-            return Ok(ZSet::new());
+            return Ok(Vec::new());
         }
         match self.handle::<R>(slot)? {
             Handle::Owned(z) => {
-                let wanted: std::collections::HashSet<&K> = keys.iter().collect();
+                let wanted: hashbrown::HashSet<&K> = keys.iter().collect();
                 Ok(z.iter()
                     .filter(|(v, _)| wanted.contains(&index.key(v)))
                     .map(|(v, w)| (v.clone(), w))
@@ -231,12 +247,12 @@ impl<'a> Ctx<'a> {
             }
             Handle::State { state, delta } => {
                 let pos = self.index_position(state, index.spec())?;
-                let mut out: ZSet<R> = ZSet::new();
+                let mut out: Vec<(R, Weight)> = Vec::new();
                 if let Some(d) = delta {
-                    let wanted: std::collections::HashSet<&K> = keys.iter().collect();
+                    let wanted: hashbrown::HashSet<&K> = keys.iter().collect();
                     for (v, w) in d.iter() {
                         if wanted.contains(&index.key(v)) {
-                            out.update_ref(v, w);
+                            out.push((v.clone(), w));
                         }
                     }
                 }
@@ -247,9 +263,7 @@ impl<'a> Ctx<'a> {
                         keys: &keys,
                     },
                 )?;
-                for r in rows {
-                    out.update(r.value, r.weight);
-                }
+                out.extend(rows.into_iter().map(|r| (r.value, r.weight)));
                 Ok(out)
             }
         }

@@ -107,7 +107,7 @@ impl<R: Data> MemZSet<R> {
                 };
                 if now_empty {
                     found.remove();
-                    self.delete(id);
+                    self.free_row(id);
                 }
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
@@ -140,16 +140,12 @@ impl<R: Data> MemZSet<R> {
 
     /// Removes row `id` from the slab and the indexes (its hash table entry
     /// is already gone).
-    fn delete(&mut self, id: u32) {
+    fn free_row(&mut self, id: u32) {
         let Some(entry) = self.rows[id as usize].take() else {
             return;
         };
         for tree in &mut self.trees {
             tree.remove(&entry.value, id);
-        }
-        let hash = self.hasher.hash_one(&entry.value);
-        if let Ok(found) = self.by_value.find_entry(hash, |other| *other == id) {
-            found.remove();
         }
         self.free.push(id);
         self.live -= 1;

@@ -1,6 +1,6 @@
 //! Linear aggregates (§11.1): `reduce`, `count`, `group_reduce_flatten`.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::hash::Hash;
 use std::ops::{Add, Mul};
 

@@ -1,6 +1,6 @@
 //! `distinct`, incrementally (Prop. 6.3).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use graph::{Read, Scope, Slot, Stepped, Stream};
 use zset::{Data, ZSet};

@@ -1,6 +1,6 @@
 //! `first_n`: the top rows by an index, per group.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 

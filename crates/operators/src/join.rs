@@ -1,10 +1,10 @@
 //! Joins: the incremental equi-join (Theorem 5.5) and the left outer join.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 use graph::{Ctx, GraphError, Read, Scope, Slot, StateId, Stepped, StoredRow, Stream};
-use zset::{Data, Index, IndexKey, OrEmpty, Pair, ZSet};
+use zset::{Data, Index, IndexKey, OrEmpty, Pair, Weight, ZSet};
 
 use crate::{Distinct, Linear};
 
@@ -124,25 +124,89 @@ fn join_rows<S: Scope, T: Data, U: Data, LK: IndexKey + Hash>(
     rkey: &Index<S::Row<U>, LK>,
     out: &mut ZSet<S::Row<Pair<T, U>>>,
 ) {
+    join_slices::<S, T, U, LK>(
+        &left.iter().collect::<Vec<_>>(),
+        &right.iter().collect::<Vec<_>>(),
+        lkey,
+        rkey,
+        out,
+    );
+}
+
+/// [`join_rows`] of rows given as lists (a row may appear more than once:
+/// the join is bilinear, so the sum is the same). The smaller side is
+/// indexed by key, without an allocation per key.
+fn join_slices<S: Scope, T: Data, U: Data, LK: IndexKey + Hash>(
+    left: &[(&S::Row<T>, Weight)],
+    right: &[(&S::Row<U>, Weight)],
+    lkey: &Index<S::Row<T>, LK>,
+    rkey: &Index<S::Row<U>, LK>,
+    out: &mut ZSet<S::Row<Pair<T, U>>>,
+) {
     if left.is_empty() || right.is_empty() {
         return;
     }
-    let mut by_key: HashMap<LK, Vec<(&S::Row<T>, i64)>> = HashMap::new();
-    for (row, w) in left.iter() {
-        by_key.entry(lkey.key(row)).or_default().push((row, w));
+    let mut emit = |l: &S::Row<T>, r: &S::Row<U>, w: Weight| {
+        let pair = Pair::new(S::value(l).clone(), S::value(r).clone());
+        out.update(S::wrap(pair, S::key(l)), w);
+    };
+    if left.len() <= right.len() {
+        let chains = KeyChains::new(left.iter().map(|(l, _)| lkey.key(l)));
+        for (r, wr) in right {
+            chains.for_each(&rkey.key(r), |i| {
+                let (l, wl) = left[i];
+                emit(l, r, wl * wr);
+            });
+        }
+    } else {
+        let chains = KeyChains::new(right.iter().map(|(r, _)| rkey.key(r)));
+        for (l, wl) in left {
+            chains.for_each(&lkey.key(l), |i| {
+                let (r, wr) = right[i];
+                emit(l, r, wl * wr);
+            });
+        }
     }
-    for (r, wr) in right.iter() {
-        if let Some(ls) = by_key.get(&rkey.key(r)) {
-            for (l, wl) in ls {
-                let pair = Pair::new(S::value(l).clone(), S::value(r).clone());
-                out.update(S::wrap(pair, S::key(l)), wl * wr);
+}
+
+/// The positions of a list's rows by key: one hash entry per key, and the
+/// rows sharing a key chained through `next`.
+struct KeyChains<K> {
+    heads: HashMap<K, usize>,
+    next: Vec<usize>,
+}
+
+impl<K: Eq + Hash> KeyChains<K> {
+    const END: usize = usize::MAX;
+
+    fn new(keys: impl ExactSizeIterator<Item = K>) -> Self {
+        let mut heads: HashMap<K, usize> = HashMap::with_capacity(keys.len());
+        let mut next = vec![Self::END; keys.len()];
+        for (i, k) in keys.enumerate() {
+            match heads.entry(k) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => {
+                    next[i] = *e.get();
+                    *e.get_mut() = i;
+                }
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                }
             }
+        }
+        KeyChains { heads, next }
+    }
+
+    fn for_each(&self, key: &K, mut f: impl FnMut(usize)) {
+        let mut i = self.heads.get(key).copied().unwrap_or(Self::END);
+        while i != Self::END {
+            f(i);
+            i = self.next[i];
         }
     }
 }
 
 fn keys_of<R, K: Eq + Hash + Clone>(z: &ZSet<R>, index: &Index<R, K>) -> Vec<K> {
-    let mut seen: std::collections::HashSet<K> = std::collections::HashSet::new();
+    let mut seen: hashbrown::HashSet<K> = hashbrown::HashSet::with_capacity(z.len());
     z.values()
         .map(|v| index.key(v))
         .filter(|k| seen.insert(k.clone()))
@@ -176,16 +240,20 @@ impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
             move |ctx, ins| {
                 let dl = ctx.zset::<S::Row<T>>(ins[0])?;
                 let dr = ctx.zset::<S::Row<U>>(ins[1])?;
-                let mut out = ZSet::new();
+                let mut out = ZSet::with_capacity(dl.len() + dr.len());
                 // I(l) ⋈ Δr: the left integral (with Δl) at Δr's keys.
                 if !dr.is_empty() {
-                    let left = ctx.lookup(ins[2], &li, keys_of(&dr, &ri))?;
-                    join_rows::<S, T, U, _>(&left, &dr, &li, &ri, &mut out);
+                    let left = ctx.lookup_rows(ins[2], &li, keys_of(&dr, &ri))?;
+                    let left: Vec<_> = left.iter().map(|(l, w)| (l, *w)).collect();
+                    let dr: Vec<_> = dr.iter().collect();
+                    join_slices::<S, T, U, _>(&left, &dr, &li, &ri, &mut out);
                 }
                 // Δl ⋈ z⁻¹I(r): the previous right integral at Δl's keys.
                 if !dl.is_empty() {
-                    let right = ctx.lookup(ins[3], &ri, keys_of(&dl, &li))?;
-                    join_rows::<S, T, U, _>(&dl, &right, &li, &ri, &mut out);
+                    let right = ctx.lookup_rows(ins[3], &ri, keys_of(&dl, &li))?;
+                    let right: Vec<_> = right.iter().map(|(r, w)| (r, *w)).collect();
+                    let dl: Vec<_> = dl.iter().collect();
+                    join_slices::<S, T, U, _>(&dl, &right, &li, &ri, &mut out);
                 }
                 Ok(out)
             },
@@ -275,7 +343,7 @@ fn fetch<R: Data, K: IndexKey + Hash>(
     let missing: Vec<K> = keys
         .into_iter()
         .filter(|k| !cache.contains_key(k))
-        .collect::<std::collections::HashSet<_>>()
+        .collect::<hashbrown::HashSet<_>>()
         .into_iter()
         .collect();
     if missing.is_empty() {
@@ -306,7 +374,7 @@ fn stored_at<R: Data, K: IndexKey + Hash>(
     steps: impl Fn(u32) -> bool,
 ) -> ZSet<R> {
     let mut out = ZSet::new();
-    let unique: std::collections::HashSet<K> = keys.into_iter().collect();
+    let unique: hashbrown::HashSet<K> = keys.into_iter().collect();
     for k in unique {
         for row in cache.get(&k).into_iter().flatten() {
             if steps(row.step) {
