@@ -135,6 +135,16 @@ pub enum GraphError {
         /// The graph's fingerprint.
         graph: String,
     },
+    /// A weight left the range of `i64` (weights near ±9.2·10¹⁸, given by
+    /// a caller or read from a damaged store); see [`zset::weight`].
+    #[error(
+        "a weight overflowed i64 in `{path}`; the iteration was rolled back (weights that large \
+         come from the changes given or from damaged stored rows)"
+    )]
+    WeightOverflow {
+        /// The vertex (or input) whose arithmetic overflowed.
+        path: Path,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -208,6 +218,18 @@ pub enum StoreError {
         table: String,
         /// What and why.
         detail: String,
+    },
+    /// Applying a change would take a stored weight out of the range of
+    /// `i64`.
+    #[error(
+        "a weight in `{table}` would overflow i64 (identity {identity}); the iteration was \
+         rolled back"
+    )]
+    WeightOverflow {
+        /// The table.
+        table: String,
+        /// The row's identity (or value, for the memory store).
+        identity: String,
     },
     /// A name that cannot be used for a table or column.
     #[error("invalid name {name:?}: {reason}")]

@@ -397,7 +397,14 @@ impl Run<'_, '_> {
             vertex: v,
             step,
         };
-        f(&mut ctx, &ins)
+        zset::weight::take_overflow();
+        let out = f(&mut ctx, &ins)?;
+        if zset::weight::take_overflow() {
+            return Err(GraphError::WeightOverflow {
+                path: vertex.path.clone(),
+            });
+        }
+        Ok(out)
     }
 
     fn exec(&mut self, v: VertexId, inputs: &mut [Option<Value>]) -> Result<Slot, GraphError> {
@@ -443,6 +450,21 @@ impl Run<'_, '_> {
         let mut max_stored: Option<u32> = None;
         for state in &g.rec_states[r.ix()] {
             let m = self.tx.max_step(*state)?;
+            if let Some(m) = m.filter(|m| *m >= rop.max_steps) {
+                // No iteration can have stored it: it would have failed.
+                return Err(GraphError::Store(crate::StoreError::Corrupt {
+                    table: self
+                        .tx
+                        .table_name(*state)
+                        .unwrap_or_else(|| g.states[state.index()].path().to_string()),
+                    identity: format!("the row at step {m}"),
+                    detail: format!(
+                        "a row is stored at inner step {m}, past the limit of {} steps of \
+                         recursion `{}`",
+                        rop.max_steps, vertex.path
+                    ),
+                }));
+            }
             max_stored = max_stored.max(m);
         }
         let mut acc = (fns.empty)();

@@ -389,7 +389,13 @@ impl Changes {
                 });
             }
             match &mut inputs[e.index] {
-                Some(acc) => (e.codec.add)(acc, e.value),
+                Some(acc) => {
+                    zset::weight::take_overflow();
+                    (e.codec.add)(acc, e.value);
+                    if zset::weight::take_overflow() {
+                        return Err(GraphError::WeightOverflow { path: e.path });
+                    }
+                }
                 slot @ None => *slot = Some(e.value),
             }
         }

@@ -33,6 +33,9 @@ pub(crate) struct MemZSet<R> {
     nested: bool,
     max_step: Option<u32>,
     live: usize,
+    /// At least the largest `|weight|` ever stored: while it plus a
+    /// delta's largest stays within `i64`, no weight can overflow.
+    max_abs: u64,
 }
 
 impl<R: Data> MemZSet<R> {
@@ -47,6 +50,7 @@ impl<R: Data> MemZSet<R> {
             nested,
             max_step: None,
             live: 0,
+            max_abs: 0,
         }
     }
 
@@ -70,6 +74,9 @@ impl<R: Data> MemZSet<R> {
         if self.nested {
             self.max_step = Some(self.max_step.map_or(step, |m| m.max(step)));
         }
+        // Sums are checked before a delta is applied (`check`); saturating
+        // keeps this path free of panics whatever happens.
+        self.max_abs = self.max_abs.saturating_add(weight.unsigned_abs());
         let hash = self.hasher.hash_one(value);
         let (rows, hasher) = (&self.rows, &self.hasher);
         let entry = self.by_value.entry(
@@ -93,12 +100,12 @@ impl<R: Data> MemZSet<R> {
                 };
                 let now_empty = match &mut entry.weights {
                     Weights::One(w) => {
-                        *w += weight;
+                        *w = w.saturating_add(weight);
                         *w == 0
                     }
                     Weights::Steps(steps) => {
                         match steps.iter_mut().find(|(s, _)| *s == step) {
-                            Some((_, w)) => *w += weight,
+                            Some((_, w)) => *w = w.saturating_add(weight),
                             None => steps.push((step, weight)),
                         }
                         steps.retain(|(_, w)| *w != 0);
@@ -270,6 +277,49 @@ impl<R: Data> MemTable for MemZSet<R> {
             return Ok(());
         }
         Err(wrong_type::<R>("a delta"))
+    }
+
+    fn check(&self, delta: &dyn Any) -> Result<(), String> {
+        let (z, step) = if let Some(z) = delta.downcast_ref::<ZSet<R>>() {
+            (z, None)
+        } else if let Some(s) = delta.downcast_ref::<Stepped<R>>() {
+            (&s.delta, Some(s.step))
+        } else {
+            return Ok(());
+        };
+        let largest = z.iter().map(|(_, w)| w.unsigned_abs()).max().unwrap_or(0);
+        if self.max_abs.saturating_add(largest) <= i64::MAX as u64 {
+            return Ok(());
+        }
+        for (v, w) in z.iter() {
+            let stored = match (
+                self.find(v).and_then(|id| self.rows[id as usize].as_ref()),
+                step,
+            ) {
+                (None, _) => 0,
+                (
+                    Some(Entry {
+                        weights: Weights::One(s),
+                        ..
+                    }),
+                    _,
+                ) => *s,
+                (
+                    Some(Entry {
+                        weights: Weights::Steps(steps),
+                        ..
+                    }),
+                    step,
+                ) => steps
+                    .iter()
+                    .find(|(s, _)| Some(*s) == step)
+                    .map_or(0, |(_, w)| *w),
+            };
+            if stored.checked_add(w).is_none() {
+                return Err(format!("{v:?}: stored weight {stored}, adding {w}"));
+            }
+        }
+        Ok(())
     }
 
     fn len(&self) -> usize {

@@ -255,6 +255,13 @@ pub trait MemTable: Send + Sync {
     /// # Errors
     /// A delta of the wrong type for this table.
     fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError>;
+    /// Checks that [`apply`](Self::apply)ing `delta` keeps every weight
+    /// within `i64` (so a store can check every table of an iteration
+    /// before changing any); `Err` describes the first row that would
+    /// overflow.
+    fn check(&self, _delta: &dyn Any) -> Result<(), String> {
+        Ok(())
+    }
     /// How many rows.
     fn len(&self) -> usize;
     /// Whether the table has no rows.
@@ -367,6 +374,11 @@ pub trait StateTx {
     /// # Errors
     /// As for [`read`](Self::read).
     fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError>;
+    /// The name under which the store keeps `state` (its SQL table), for
+    /// errors; `None`: its path names it.
+    fn table_name(&self, _state: StateId) -> Option<String> {
+        None
+    }
 
     /// Applies `delta` (typed for `state`'s codec). Called after every read
     /// of `state` in this iteration: once for an integral or a delay, once

@@ -6,7 +6,7 @@ use std::ops::{Add, Mul};
 
 use graph::{FlatScope, KeyedDelta, Read, Slot, Stream};
 use serde::{Deserialize, Serialize};
-use zset::{Data, Index, IndexKey, Pair, ZSet};
+use zset::{Data, Index, IndexKey, Pair, ZSet, weight};
 
 use crate::{GroupedOps, Grouping};
 
@@ -162,7 +162,7 @@ where
                     .entry(S::key(row))
                     .or_insert_with(|| (zero.clone(), 0));
                 entry.0 = entry.0.clone() + pick_value(S::value(row)) * w;
-                entry.1 += w;
+                entry.1 = weight::add(entry.1, w);
             }
             if let (true, Some(root)) = (changes.is_empty(), S::root_key()) {
                 // The root aggregate exists from the first iteration on.

@@ -3,7 +3,7 @@
 use hashbrown::HashMap;
 
 use graph::{Read, Scope, Slot, Stepped, Stream};
-use zset::{Data, ZSet};
+use zset::{Data, ZSet, weight};
 
 /// `distinct`.
 pub trait Distinct<'q, T: Data, S: Scope>: Sized {
@@ -59,7 +59,7 @@ impl<'q, T: Data, S: Scope> Distinct<'q, T, S> for Stream<'q, ZSet<T>, S> {
                 let mut out = ZSet::new();
                 for (v, w) in delta.iter() {
                     let before = old.get(v);
-                    out.update_ref(v, crossing(before, before + w));
+                    out.update_ref(v, crossing(before, weight::add(before, w)));
                 }
                 Ok(out)
             },
@@ -143,14 +143,10 @@ fn nested_distinct<'q, T: Data, S: Scope>(
             }
             let mut out = ZSet::new();
             for (v, t) in &mut scratch.touched {
-                let stored_k: i64 = t
-                    .stored
-                    .iter()
-                    .filter(|(s, _)| *s == k)
-                    .map(|(_, w)| w)
-                    .sum();
-                let old_k = t.old_before + stored_k;
-                let new_k = t.new_before + stored_k + d.get(v);
+                let stored_k: i64 =
+                    weight::sum(t.stored.iter().filter(|(s, _)| *s == k).map(|(_, w)| *w));
+                let old_k = weight::add(t.old_before, stored_k);
+                let new_k = weight::add(weight::add(t.new_before, stored_k), d.get(v));
                 let w = crossing(t.new_before, new_k) - crossing(t.old_before, old_k);
                 out.update_ref(v, w);
                 t.old_before = old_k;

@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use graph::{FlatScope, Handle, PrefixIndex, Read, Slot, Stream};
-use zset::{Data, Index, IndexKey, ZSet};
+use zset::{Data, Index, IndexKey, ZSet, weight};
 
 /// `first_n`.
 pub trait FirstN<'q, T: Data, S: FlatScope>: Sized {
@@ -123,7 +123,7 @@ impl<'q, T: Data, S: FlatScope> FirstN<'q, T, S> for Stream<'q, ZSet<T>, S> {
                         }
                         for (row, w) in delta.iter() {
                             let entry = current.entry(S::key(row)).or_default();
-                            entry.update_ref(row, w + exact.get(row));
+                            entry.update_ref(row, weight::add(w, exact.get(row)));
                         }
                         let read = Read::FirstByIndex {
                             index: pos,
@@ -145,8 +145,10 @@ impl<'q, T: Data, S: FlatScope> FirstN<'q, T, S> for Stream<'q, ZSet<T>, S> {
                         keys: &groups,
                     },
                 )?;
-                let mut out: ZSet<S::Row<T>> =
-                    before.into_iter().map(|r| (r.value, -r.weight)).collect();
+                let mut out: ZSet<S::Row<T>> = before
+                    .into_iter()
+                    .map(|r| (r.value, weight::neg(r.weight)))
+                    .collect();
                 for rows in current.values() {
                     out += take_first(rows, |r| ordered.key(r), n);
                 }

@@ -4,7 +4,7 @@ use hashbrown::HashMap;
 use std::hash::Hash;
 
 use graph::{Ctx, GraphError, Read, Scope, Slot, StateId, Stepped, StoredRow, Stream};
-use zset::{Data, Index, IndexKey, OrEmpty, Pair, Weight, ZSet};
+use zset::{Data, Index, IndexKey, OrEmpty, Pair, Weight, ZSet, weight};
 
 use crate::{Distinct, Linear};
 
@@ -155,7 +155,7 @@ fn join_slices<S: Scope, T: Data, U: Data, LK: IndexKey + Hash>(
         for (r, wr) in right {
             chains.for_each(&rkey.key(r), |i| {
                 let (l, wl) = left[i];
-                emit(l, r, wl * wr);
+                emit(l, r, weight::mul(wl, *wr));
             });
         }
     } else {
@@ -163,7 +163,7 @@ fn join_slices<S: Scope, T: Data, U: Data, LK: IndexKey + Hash>(
         for (l, wl) in left {
             chains.for_each(&lkey.key(l), |i| {
                 let (r, wr) = right[i];
-                emit(l, r, wl * wr);
+                emit(l, r, weight::mul(*wl, wr));
             });
         }
     }

@@ -89,6 +89,10 @@ impl StateTx for BridgeTx {
         sql::decode_rows(&self.tables.specs[s], &self.tables.schemas[s], rows, sink)
     }
 
+    fn table_name(&self, state: StateId) -> Option<String> {
+        Some(self.tables.schemas.get(state.index())?.name.clone())
+    }
+
     fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError> {
         self.ask(|reply| Request::MaxStep {
             table: state.index(),

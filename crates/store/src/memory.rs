@@ -237,6 +237,18 @@ impl MemoryTx<'_> {
     /// Applies the pending writes of `states` and records their time.
     fn publish(&mut self, states: &[usize]) -> Result<(), StoreError> {
         let _one_at_a_time = self.shared.commit.lock();
+        // Every table is checked before any changes: all or nothing.
+        for &s in states {
+            let table = self.shared.tables[s].read();
+            for delta in &self.pending[s] {
+                table
+                    .check(&**delta)
+                    .map_err(|identity| StoreError::WeightOverflow {
+                        table: self.shared.specs[s].path().to_string(),
+                        identity,
+                    })?;
+            }
+        }
         for &s in states {
             let mut table = self.shared.tables[s].write();
             for delta in self.pending[s].drain(..) {

@@ -870,14 +870,18 @@ pub(crate) async fn time_of<C: Conn>(
             tables.last_update()
         ))
         .await
-        .map_err(pg("reading last_update"))?;
+        .map_err(pg(format!("reading `{}`", tables.last_update())))?;
     let row = conn
         .client()
         .query_opt(&stmt, &[&table])
         .await
-        .map_err(pg("reading last_update"))?;
+        .map_err(pg(format!("reading `{}`", tables.last_update())))?;
     match row {
-        Some(r) => r.try_get(0).map_err(pg("reading last_update")),
+        Some(r) => r.try_get(0).map_err(|e| StoreError::Corrupt {
+            table: tables.last_update(),
+            identity: table.to_owned(),
+            detail: format!("its time is not an integer: {e}"),
+        }),
         None => Err(StoreError::Corrupt {
             table: tables.last_update(),
             identity: table.to_owned(),
@@ -1018,7 +1022,7 @@ pub(crate) async fn max_step<C: Conn>(
         .await
         .map_err(on(schema, "reading"))?;
     let max: Option<i32> = row.try_get(0).map_err(on(schema, "reading"))?;
-    Ok(max.and_then(|m| u32::try_from(m).ok()))
+    max.map(|m| sql::step_of(schema, i64::from(m))).transpose()
 }
 
 fn bad_index(schema: &TableSchema, index: usize) -> StoreError {
@@ -1406,7 +1410,15 @@ async fn check_table<C: Conn>(
             )
             .await
             .map_err(pg(format!("reading the shape of `{}`", schema.name)))?
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| Ok::<_, tokio_postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
+            .map_err(|e| StoreError::SchemaMismatch {
+                table: schema.name.clone(),
+                detail: format!(
+                    "its recorded path and shape in `{}` are not text: {e}",
+                    tables.tables()
+                ),
+            })?
     } else {
         None
     };
@@ -1688,6 +1700,10 @@ impl StateTx for PostgresTx<'_> {
             &self.store.stats,
         ))??;
         sql::decode_rows(&t.specs[s], &t.schemas[s], rows, sink)
+    }
+
+    fn table_name(&self, state: StateId) -> Option<String> {
+        Some(self.store.tables.schemas.get(state.index())?.name.clone())
     }
 
     fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError> {

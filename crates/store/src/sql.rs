@@ -385,6 +385,15 @@ pub(crate) fn encode_delta(
     Ok(rows)
 }
 
+/// A stored inner step, which must fit a `u32`.
+pub(crate) fn step_of(schema: &TableSchema, step: i64) -> Result<u32, StoreError> {
+    u32::try_from(step).map_err(|_| StoreError::Corrupt {
+        table: schema.name.clone(),
+        identity: format!("the row at step {step}"),
+        detail: format!("a row is stored at inner step {step}, not a step number"),
+    })
+}
+
 /// SQLite and Postgres agree on dates written `YYYY-MM-DD`; SQLite keeps
 /// them as text, which orders correctly only for years 0 to 9999.
 pub(crate) fn four_digit_year(year: i32) -> bool {

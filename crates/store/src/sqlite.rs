@@ -798,15 +798,13 @@ impl Sqlite {
                 delete.raw_execute().map_err(ctx())?;
                 continue;
             }
-            if !keyed && row.weight < 0 {
+            if let (false, Some(cancels)) = (keyed || row.weight >= 0, row.weight.checked_neg()) {
                 // Most removals cancel a stored row exactly: one statement.
                 let i = bind_pk(&mut cancel, row)?;
                 cancel
                     .raw_bind_parameter(i, row.data.as_slice())
                     .map_err(ctx())?;
-                cancel
-                    .raw_bind_parameter(i + 1, -row.weight)
-                    .map_err(ctx())?;
+                cancel.raw_bind_parameter(i + 1, cancels).map_err(ctx())?;
                 if cancel.raw_execute().map_err(ctx())? == 1 {
                     continue;
                 }
@@ -830,7 +828,11 @@ impl Sqlite {
             let c: Option<i64> = {
                 let mut q = upsert.raw_query();
                 match q.next().map_err(ctx())? {
-                    Some(r) => Some(r.get(0).map_err(ctx())?),
+                    // SQLite turns an integer sum that overflows into a float.
+                    Some(r) => Some(r.get(0).map_err(|_| StoreError::WeightOverflow {
+                        table: schema.name.clone(),
+                        identity: row.identity.to_string(),
+                    })?),
                     None => None,
                 }
             };
@@ -895,13 +897,24 @@ impl Sqlite {
             .conn
             .prepare_cached(&self.times_sql)
             .map_err(backend("reading the last updates"))?;
+        let (_, last_update) = self.meta();
         let mut found: HashMap<String, i64> = HashMap::with_capacity(self.schemas.len());
-        let mut rows = st.query([]).map_err(backend("reading the last updates"))?;
-        while let Some(r) = rows.next().map_err(backend("reading the last updates"))? {
-            found.insert(
-                r.get(0).map_err(backend("reading the last updates"))?,
-                r.get(1).map_err(backend("reading the last updates"))?,
-            );
+        let mut rows = st
+            .query([])
+            .map_err(backend(format!("reading `{last_update}`")))?;
+        while let Some(r) = rows
+            .next()
+            .map_err(backend(format!("reading `{last_update}`")))?
+        {
+            let table: String = r
+                .get(0)
+                .map_err(backend(format!("reading `{last_update}`")))?;
+            let t = r.get(1).map_err(|e| StoreError::Corrupt {
+                table: last_update.clone(),
+                identity: table.clone(),
+                detail: format!("its time is not an integer: {e}"),
+            })?;
+            found.insert(table, t);
         }
         self.schemas
             .iter()
@@ -1232,6 +1245,10 @@ impl StateTx for SqliteTx<'_> {
         sql::decode_rows(&store.specs[s], &store.schemas[s], rows, sink)
     }
 
+    fn table_name(&self, state: StateId) -> Option<String> {
+        Some(self.store.schemas.get(state.index())?.name.clone())
+    }
+
     fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError> {
         let s = state.index();
         self.wait(s)?;
@@ -1241,7 +1258,7 @@ impl StateTx for SqliteTx<'_> {
             .prepare_cached(&store.sql[s].max_step)
             .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .map_err(on(&store.schemas[s], "reading"))?;
-        Ok(max.and_then(|m| u32::try_from(m).ok()))
+        max.map(|m| sql::step_of(&store.schemas[s], m)).transpose()
     }
 
     fn apply(&mut self, state: StateId, delta: Value) -> Result<(), StoreError> {

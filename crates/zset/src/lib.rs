@@ -29,6 +29,7 @@ mod index;
 mod key;
 mod pair;
 mod set;
+pub mod weight;
 
 pub use data::Data;
 pub use display::{render_table, render_value};

@@ -11,7 +11,7 @@ use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Index, Weight};
+use crate::{Index, Weight, weight};
 
 /// A map from values to non-zero weights (DBSP Def. 3.1 ff.).
 ///
@@ -76,7 +76,7 @@ impl<T> ZSet<T> {
     /// The sum of all weights: the number of rows of a table, counting
     /// duplicates (what SQL's `COUNT(*)` would say).
     pub fn weight_sum(&self) -> Weight {
-        self.map.values().sum()
+        weight::sum(self.map.values().copied())
     }
 }
 
@@ -96,7 +96,7 @@ impl<T: Eq + Hash> ZSet<T> {
         match self.map.entry(value) {
             hashbrown::hash_map::Entry::Occupied(mut e) => {
                 let w = e.get_mut();
-                *w += weight;
+                *w = weight::add(*w, weight);
                 if *w == 0 {
                     e.remove();
                 }
@@ -117,7 +117,7 @@ impl<T: Eq + Hash> ZSet<T> {
             return;
         }
         if let Some(w) = self.map.get_mut(value) {
-            *w += weight;
+            *w = weight::add(*w, weight);
             if *w == 0 {
                 self.map.remove(value);
             }
@@ -195,7 +195,7 @@ impl<T: Eq + Hash> ZSet<T> {
             map: self
                 .map
                 .iter()
-                .map(|(v, w)| (v.clone(), w * factor))
+                .map(|(v, w)| (v.clone(), weight::mul(*w, factor)))
                 .collect(),
         }
     }
@@ -372,7 +372,7 @@ impl<T: Eq + Hash> Sub for ZSet<T> {
 impl<T: Eq + Hash + Clone> SubAssign<&ZSet<T>> for ZSet<T> {
     fn sub_assign(&mut self, rhs: &ZSet<T>) {
         for (v, w) in rhs.iter() {
-            self.update_ref(v, -w);
+            self.update_ref(v, weight::neg(w));
         }
     }
 }
@@ -388,7 +388,7 @@ impl<T: Eq + Hash> Neg for ZSet<T> {
     type Output = ZSet<T>;
     fn neg(mut self) -> ZSet<T> {
         for w in self.map.values_mut() {
-            *w = -*w;
+            *w = weight::neg(*w);
         }
         self
     }

@@ -609,11 +609,6 @@ fn stored_values_of_the_wrong_type_are_typed_errors_naming_table_and_row() -> R 
 /// The metadata tables damaged: a recorded shape that is not text, a
 /// `last_update` time that is not an integer. Opening the store and running
 /// an iteration give typed errors naming the state table, never a panic.
-///
-/// Postgres today panics on the first: `check_table` in
-/// crates/store/src/postgres.rs reads the recorded `path, shape` with
-/// `Row::get`, which panics when a column does not convert (`try_get` would
-/// return the error).
 #[test]
 fn damaged_metadata_is_a_typed_error_naming_the_table() -> R {
     let w = words()?;
@@ -1379,15 +1374,11 @@ fn damaged_row(kind: Kind, damage: &Damage) -> Result<(), TestCaseError> {
 /// then an iteration that reads them all: an error or a result, never a
 /// panic.
 ///
-/// Fails today: stored weights meet unchecked `i64` arithmetic, which
-/// panics in debug builds ("attempt to add/negate/multiply with overflow")
-/// and wraps in release: `distinct` adds them (crates/operators/src/distinct.rs,
-/// `old_before + stored_k`, `before + w` in `distinct`), `first_n` negates
-/// them (crates/operators/src/first_n.rs, `-r.weight`), the nested join
-/// multiplies them (crates/operators/src/join.rs, `wl * wr`), `ZSet::update`
-/// adds them (crates/zset/src/set.rs), and the SQLite store negates a
-/// delta's weight (crates/store/src/sqlite.rs, `-row.weight` in the
-/// `cancel` statement).
+/// Such weights are valid `i64`s, so a store cannot call them corrupt; the
+/// arithmetic that meets them (`distinct` adding, `first_n` negating, the
+/// join multiplying, the stores summing) reports the overflow instead:
+/// `GraphError::WeightOverflow` naming the operator, or a store error
+/// naming the table, and the iteration rolls back.
 #[test]
 fn extreme_stored_weights_are_errors_not_panics() -> R {
     let mut problems = Vec::new();
@@ -1413,6 +1404,7 @@ fn extreme_stored_weights_are_errors_not_panics() -> R {
                 match no_panic("an iteration", || graph.iteration(&mut *store, changes)) {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) if names_table(&e, &table) => {}
+                    Ok(Err(GraphError::WeightOverflow { .. })) => {}
                     Ok(Err(GraphError::RecursionLimit { .. }))
                         if spec.kind() == StateKind::Nested => {}
                     Ok(Err(e)) => problems.push(format!("{kind:?} {table} c = {weight}: {e:?}")),
@@ -1804,11 +1796,9 @@ fn none_keys_join_and_group_like_any_other_value_in_every_store() -> R {
 /// error (the iteration rolled back), not a panic and not a wrapped weight,
 /// on every store.
 ///
-/// Fails today on `Memory`: `distinct` adds the stored weight and the
-/// change's with unchecked `+` (crates/operators/src/distinct.rs,
-/// `before + w`), which panics with "attempt to add with overflow" in debug
-/// builds and wraps in release. (The SQL stores fail the iteration with the
-/// database's integer overflow and roll it back.)
+/// (`distinct` reports `GraphError::WeightOverflow`; the stores' own sums
+/// report a store error: the database's integer overflow, or
+/// `StoreError::WeightOverflow`.)
 #[test]
 fn weights_that_overflow_are_errors_on_every_store() -> R {
     let w = words()?;
@@ -1830,7 +1820,7 @@ fn weights_that_overflow_are_errors_on_every_store() -> R {
                 w.cache.zset(&mut *store)
             )),
             Ok(Err(e)) => {
-                if !matches!(e, GraphError::Store(_) | GraphError::User { .. }) {
+                if !matches!(e, GraphError::Store(_) | GraphError::WeightOverflow { .. }) {
                     problems.push(format!("{kind:?}: unexpected {e:?}"));
                 }
                 // Rolled back: the weight is still i64::MAX.
@@ -1842,6 +1832,51 @@ fn weights_that_overflow_are_errors_on_every_store() -> R {
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
+    Ok(())
+}
+
+/// A weight that only the store itself sums (a cache, no operator reads
+/// it): the store refuses the change, and with several tables written in
+/// one iteration none of them changes.
+#[test]
+fn a_stored_sum_that_overflows_changes_no_table_on_every_store() -> R {
+    let (graph, (input, cache, doubled)) = Graph::build(|q| {
+        let (input, x) = q.input::<String>("names")?;
+        Ok((
+            input,
+            q.cache("names_cache", x, &[])?,
+            q.cache("doubled_cache", x.map(|s| format!("{s}{s}")), &[])?,
+        ))
+    })?;
+    for kind in kinds() {
+        let mut store = kind.open(&graph)?;
+        let huge = zset! { "x".to_string() => i64::MAX };
+        graph.iteration(&mut *store, Changes::new().zset(&input, huge.clone()))?;
+        let outcome = no_panic("adding 1 to a stored i64::MAX", || {
+            graph.insert(&mut *store, &input, ["x".to_string(), "y".to_string()])
+        })
+        .unwrap_or_else(|p| panic!("{kind:?}: {p}"));
+        match outcome {
+            Err(GraphError::Store(e)) => assert!(
+                e.to_string().contains("cache") || e.to_string().contains("overflow"),
+                "{kind:?}: {e}"
+            ),
+            other => panic!("{kind:?}: expected a store error, got {other:?}"),
+        }
+        assert_eq!(cache.zset(&mut *store)?, huge, "{kind:?}");
+        assert_eq!(
+            doubled.zset(&mut *store)?,
+            zset! { "xx".to_string() => i64::MAX },
+            "{kind:?}"
+        );
+        // Not wedged: the next change is applied.
+        graph.insert(&mut *store, &input, ["y".to_string()])?;
+        assert_eq!(
+            cache.zset(&mut *store)?.get(&"y".to_string()),
+            1,
+            "{kind:?}"
+        );
+    }
     Ok(())
 }
 
