@@ -192,18 +192,16 @@ pub(crate) async fn run<C: GenericClient + Sync>(
         client,
         cache: tokio::sync::Mutex::new(HashMap::new()),
     };
-    for s in &tables.schemas {
-        wait_for(
-            &conn,
-            &tables,
-            &s.name,
-            time.frontier,
-            max_wait,
-            poll,
-            wake.clone(),
-        )
-        .await?;
-    }
+    wait_for(
+        &conn,
+        &tables,
+        &tables.names(),
+        time.frontier,
+        max_wait,
+        poll,
+        wake,
+    )
+    .await?;
     client
         .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))
         .await

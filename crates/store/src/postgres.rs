@@ -437,6 +437,10 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
+    /// Every table's name, in state order.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.schemas.iter().map(|s| s.name.clone()).collect()
+    }
     fn last_update(&self) -> String {
         format!("{}last_update", self.prefix)
     }
@@ -859,35 +863,64 @@ async fn delete_rows<C: Conn>(
     Ok(())
 }
 
-pub(crate) async fn time_of<C: Conn>(
+/// The times of the tables `names`, in order, in one query.
+pub(crate) async fn times_of<C: Conn>(
     conn: &C,
     tables: &Tables,
-    table: &str,
-) -> Result<i64, StoreError> {
+    names: &[String],
+) -> Result<Vec<i64>, StoreError> {
+    let last_update = tables.last_update();
     let stmt = conn
         .prepare(&format!(
-            "SELECT t FROM {} WHERE table_name = $1",
-            tables.last_update()
+            "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1)"
         ))
         .await
-        .map_err(pg(format!("reading `{}`", tables.last_update())))?;
-    let row = conn
+        .map_err(pg(format!("reading `{last_update}`")))?;
+    let rows = conn
         .client()
-        .query_opt(&stmt, &[&table])
+        .query(&stmt, &[&names])
         .await
-        .map_err(pg(format!("reading `{}`", tables.last_update())))?;
-    match row {
-        Some(r) => r.try_get(0).map_err(|e| StoreError::Corrupt {
-            table: tables.last_update(),
-            identity: table.to_owned(),
+        .map_err(pg(format!("reading `{last_update}`")))?;
+    let mut found: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let table: String = r
+            .try_get(0)
+            .map_err(pg(format!("reading `{last_update}`")))?;
+        let t = r.try_get(1).map_err(|e| StoreError::Corrupt {
+            table: last_update.clone(),
+            identity: table.clone(),
             detail: format!("its time is not an integer: {e}"),
-        }),
-        None => Err(StoreError::Corrupt {
-            table: tables.last_update(),
-            identity: table.to_owned(),
-            detail: "no last_update row for this table, so the time of its state is unknown".into(),
-        }),
+        })?;
+        found.insert(table, t);
     }
+    names
+        .iter()
+        .map(|n| {
+            found.get(n).copied().ok_or_else(|| StoreError::Corrupt {
+                table: last_update.clone(),
+                identity: n.clone(),
+                detail: "no last_update row for this table, so the time of its state is unknown"
+                    .into(),
+            })
+        })
+        .collect()
+}
+
+/// The table furthest behind among `names`, and its time, if it is
+/// before `frontier`.
+async fn behind<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    names: &[String],
+    frontier: i64,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let times = times_of(conn, tables, names).await?;
+    Ok(names
+        .iter()
+        .zip(times)
+        .min_by_key(|(_, t)| *t)
+        .filter(|(_, t)| *t < frontier)
+        .map(|(n, t)| (n.clone(), t)))
 }
 
 pub(crate) async fn set_last_update<C: Conn>(
@@ -923,12 +956,13 @@ pub(crate) fn channel(prefix: &str) -> String {
     format!("stepping_{prefix}")
 }
 
-/// Waits until `table` has been written up to `frontier`: polls with
-/// backoff between `poll.0` and `poll.1`, woken early by `wake`.
+/// Waits until every table of `names` has been written up to `frontier`
+/// (one query per poll): polls with backoff between `poll.0` and `poll.1`,
+/// woken early by `wake`.
 pub(crate) async fn wait_for<C: Conn>(
     conn: &C,
     tables: &Tables,
-    table: &str,
+    names: &[String],
     frontier: i64,
     max_wait: Duration,
     poll: (Duration, Duration),
@@ -940,13 +974,12 @@ pub(crate) async fn wait_for<C: Conn>(
         if let Some(w) = wake.as_mut() {
             w.borrow_and_update();
         }
-        let seen = time_of(conn, tables, table).await?;
-        if seen >= frontier {
+        let Some((table, seen)) = behind(conn, tables, names, frontier).await? else {
             return Ok(());
-        }
+        };
         if start.elapsed() >= max_wait {
             return Err(StoreError::FrontierTimeout {
-                table: table.to_owned(),
+                table,
                 frontier,
                 seen: Some(seen),
                 waited_ms: start.elapsed().as_millis() as u64,
@@ -1234,12 +1267,8 @@ impl Postgres {
     pub fn last_time(&self) -> Result<i64, StoreError> {
         block_on(async {
             let conn = self.client().await?;
-            let mut min: Option<i64> = None;
-            for s in &self.tables.schemas {
-                let t = time_of(&conn, &self.tables, &s.name).await?;
-                min = Some(min.map_or(t, |m| m.min(t)));
-            }
-            Ok(min.unwrap_or(0))
+            let times = times_of(&conn, &self.tables, &self.tables.names()).await?;
+            Ok(times.into_iter().min().unwrap_or(0))
         })?
     }
 
@@ -1472,18 +1501,8 @@ impl StateStore for Postgres {
         block_on(async {
             let mut conn = self.client().await?;
             create_failed_table(&conn, &tables).await?;
-            for s in &tables.schemas {
-                wait_for(
-                    &conn,
-                    &tables,
-                    &s.name,
-                    time.frontier,
-                    max_wait,
-                    poll,
-                    wake.clone(),
-                )
-                .await?;
-            }
+            let names = tables.names();
+            wait_for(&conn, &tables, &names, time.frontier, max_wait, poll, wake).await?;
             let tx = conn
                 .transaction()
                 .await
@@ -1492,13 +1511,14 @@ impl StateStore for Postgres {
                 client: &*tx,
                 cache: tokio::sync::Mutex::new(HashMap::new()),
             };
-            let mut committed = Vec::new();
-            for s in &tables.schemas {
-                if time_of(&borrowed, &tables, &s.name).await? >= time.input_time {
-                    committed.push(s.path.clone());
-                }
-            }
-            let names: Vec<String> = tables.schemas.iter().map(|s| s.name.clone()).collect();
+            let times = times_of(&borrowed, &tables, &names).await?;
+            let committed: Vec<String> = tables
+                .schemas
+                .iter()
+                .zip(times)
+                .filter(|(_, t)| *t >= time.input_time)
+                .map(|(s, _)| s.path.clone())
+                .collect();
             set_last_update(&borrowed, &tables, &names, time.input_time).await?;
             tx.execute(
                 &format!(
@@ -1584,11 +1604,41 @@ impl StateStore for Postgres {
             done: false,
         };
         if time.flush_every_set != Some(true) {
-            for s in 0..n {
-                tx.wait(s)?;
+            // All or nothing: one transaction, its writes held until the
+            // commit. `BEGIN` and the frontier check go out together; if a
+            // table is behind, roll back, wait outside a transaction, and
+            // try again.
+            let tables = Arc::clone(&tx.store.tables);
+            let names = tables.names();
+            loop {
+                let conn = &tx.conn;
+                let (begun, behind) = block_on(async {
+                    tokio::join!(
+                        conn.batch_execute("BEGIN"),
+                        behind(conn, &tables, &names, time.frontier)
+                    )
+                })?;
+                begun.map_err(pg("starting an iteration"))?;
+                tx.open = true;
+                if behind?.is_none() {
+                    break;
+                }
+                block_on(tx.conn.batch_execute("ROLLBACK"))?
+                    .map_err(pg("waiting for the frontier"))?;
+                tx.open = false;
+                let wake = tx.store.wake();
+                let (max_wait, poll) = (tx.store.max_wait, tx.store.poll);
+                block_on(wait_for(
+                    &tx.conn,
+                    &tables,
+                    &names,
+                    time.frontier,
+                    max_wait,
+                    poll,
+                    wake,
+                ))??;
             }
-            block_on(tx.conn.batch_execute("BEGIN"))?.map_err(pg("starting an iteration"))?;
-            tx.open = true;
+            tx.waited.fill(true);
         }
         Ok(Box::new(tx))
     }
@@ -1596,11 +1646,8 @@ impl StateStore for Postgres {
     fn next_time(&mut self) -> Result<i64, StoreError> {
         block_on(async {
             let conn = self.client().await?;
-            let mut max = 0;
-            for s in &self.tables.schemas {
-                max = max.max(time_of(&conn, &self.tables, &s.name).await?);
-            }
-            Ok(max + 1)
+            let times = times_of(&conn, &self.tables, &self.tables.names()).await?;
+            Ok(times.into_iter().max().unwrap_or(0) + 1)
         })?
     }
 
@@ -1669,7 +1716,7 @@ impl PostgresTx<'_> {
             block_on(wait_for(
                 &self.conn,
                 tables,
-                &tables.schemas[s].name,
+                std::slice::from_ref(&tables.schemas[s].name),
                 self.time.frontier,
                 self.store.max_wait,
                 self.store.poll,
@@ -1717,19 +1764,10 @@ impl StateTx for PostgresTx<'_> {
         let s = state.index();
         self.wait(s)?;
         let t = &self.store.tables;
-        let rows = sql::encode_delta(&t.specs[s], &t.schemas[s], &*delta)?;
-        if self.open {
-            block_on(write_rows(
-                &self.conn,
-                &t.schemas[s],
-                &t.sql[s],
-                &rows,
-                &self.store.stats,
-            ))?
-        } else {
-            self.buffered[s].extend(rows);
-            Ok(())
-        }
+        // Held until the table's flush (pipelined) or the commit, where the
+        // writes of every table go out together.
+        self.buffered[s].extend(sql::encode_delta(&t.specs[s], &t.schemas[s], &*delta)?);
+        Ok(())
     }
 
     fn flush(&mut self, state: StateId) -> Result<(), StoreError> {
@@ -1742,24 +1780,31 @@ impl StateTx for PostgresTx<'_> {
         let t = Arc::clone(&self.store.tables);
         let stats = Arc::clone(&self.store.stats);
         let time = self.time.input_time;
-        let conn = &mut self.conn;
+        let conn = &self.conn;
         block_on(async move {
-            let tx = conn.transaction().await.map_err(pg("flushing a table"))?;
-            let borrowed = Borrowed {
-                client: &*tx,
-                cache: tokio::sync::Mutex::new(HashMap::new()),
-            };
-            write_rows(&borrowed, &t.schemas[s], &t.sql[s], &rows, &stats).await?;
-            set_last_update(
-                &borrowed,
-                &t,
-                std::slice::from_ref(&t.schemas[s].name),
-                time,
-            )
-            .await?;
-            tx.commit()
-                .await
-                .map_err(pg(format!("committing `{}`", t.schemas[s].name)))
+            // One transaction for this table: `BEGIN`, its writes and its
+            // time pipelined, then `COMMIT` (or `ROLLBACK`).
+            let name = &t.schemas[s].name;
+            let (begun, written, timed) = tokio::join!(
+                conn.batch_execute("BEGIN"),
+                write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats),
+                set_last_update(conn, &t, std::slice::from_ref(name), time)
+            );
+            let result = first_error(vec![
+                begun.map_err(pg(format!("flushing `{name}`"))),
+                written,
+                timed,
+            ]);
+            match result {
+                Ok(()) => conn
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(pg(format!("committing `{name}`"))),
+                Err(e) => {
+                    let _ = conn.batch_execute("ROLLBACK").await;
+                    Err(e)
+                }
+            }
         })?
     }
 
@@ -1783,15 +1828,42 @@ impl StateTx for PostgresTx<'_> {
         if self.time.flush_every_set.is_none() {
             return Ok(()); // a dry run: dropping rolls back
         }
-        block_on(set_last_update(
-            &self.conn,
-            &t,
-            &names,
-            self.time.input_time,
-        ))??;
+        // Every table's writes and the times, pipelined on the one
+        // connection (the server runs them in order, in this transaction);
+        // the first failure is the one reported, and dropping rolls back.
+        let conn = &self.conn;
+        let stats = &self.store.stats;
+        let buffered = std::mem::take(&mut self.buffered);
+        let time = self.time.input_time;
+        block_on(async {
+            let writes = buffered
+                .iter()
+                .enumerate()
+                .filter(|(_, rows)| !rows.is_empty())
+                .map(|(s, rows)| write_rows(conn, &t.schemas[s], &t.sql[s], rows, stats));
+            let (written, timed) = tokio::join!(
+                futures_util::future::join_all(writes),
+                set_last_update(conn, &t, &names, time)
+            );
+            first_error(written.into_iter().chain([timed]).collect())
+        })??;
         block_on(self.conn.batch_execute("COMMIT"))?.map_err(pg("committing an iteration"))?;
         self.done = true;
         Ok(())
+    }
+}
+
+/// The error of pipelined statements: a statement after a failed one
+/// fails only because the transaction is aborted, so the one reported is
+/// the first that failed for a reason of its own.
+fn first_error(results: Vec<Result<(), StoreError>>) -> Result<(), StoreError> {
+    let mut errors: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
+    match errors
+        .iter()
+        .position(|e| !e.to_string().contains("transaction is aborted"))
+    {
+        Some(first) => Err(errors.swap_remove(first)),
+        None => errors.into_iter().next().map_or(Ok(()), Err),
     }
 }
 
