@@ -338,12 +338,38 @@ impl PgSql {
                     params.join(", ")
                 )
             }
-            _ => format!(
-                "INSERT INTO {} AS t ({}) SELECT * FROM unnest({}) ON CONFLICT ({conflict}) DO UPDATE SET c = t.c + excluded.c WHERE t.data = excluded.data RETURNING {returning}",
-                s.name,
-                insert_cols.join(", "),
-                params.join(", ")
-            ),
+            _ => {
+                // One statement: rows the delta cancels are deleted (no
+                // update leaving a zero row behind for a second statement),
+                // the rest are added. Every row of the delta comes back:
+                // the deleted ones with weight 0.
+                let pk: Vec<String> = s
+                    .primary_key()
+                    .iter()
+                    .map(|c| format!("t.{c} = d.{c}"))
+                    .collect();
+                let same_step = if s.nested() {
+                    " AND g.step = d.step"
+                } else {
+                    ""
+                };
+                let gone_returning = if s.nested() {
+                    "t.identity, t.step"
+                } else {
+                    "t.identity, 0::int4 AS step"
+                };
+                format!(
+                    "WITH d AS (SELECT * FROM unnest({params}) AS d({cols})), \
+                     gone AS (DELETE FROM {name} AS t USING d WHERE {pk} AND t.c + d.c = 0 AND t.data = d.data RETURNING {gone_returning}), \
+                     kept AS (INSERT INTO {name} AS t ({cols}) SELECT * FROM d WHERE NOT EXISTS (SELECT 1 FROM gone AS g WHERE g.identity = d.identity{same_step}) \
+                     ON CONFLICT ({conflict}) DO UPDATE SET c = t.c + excluded.c WHERE t.data = excluded.data RETURNING {returning}) \
+                     SELECT * FROM kept UNION ALL SELECT identity, step, 0::int8 FROM gone",
+                    name = s.name,
+                    cols = insert_cols.join(", "),
+                    params = params.join(", "),
+                    pk = pk.join(" AND "),
+                )
+            }
         };
         // Rows by primary key (`by_identity`: every step), from one array
         // per column: `$1..` the clustered key columns, then identities,
@@ -751,8 +777,20 @@ pub(crate) async fn write_rows<C: Conn>(
         return Ok(());
     }
     let keyed = schema.kind == StateKind::Keyed;
-    let (upserts, deletes): (Vec<&EncodedRow>, Vec<&EncodedRow>) =
+    let (mut upserts, deletes): (Vec<&EncodedRow>, Vec<&EncodedRow>) =
         rows.iter().partition(|r| !(keyed && r.weight == 0));
+    // In primary-key order: the new row versions of one key land next to
+    // each other in the heap (Postgres does not cluster tables), so a read
+    // by the first index touches few pages; and concurrent writers lock
+    // rows in one order.
+    if !schema.clustered.is_empty() {
+        upserts.sort_unstable_by(|a, b| {
+            a.keys[schema.clustered.clone()]
+                .cmp(&b.keys[schema.clustered.clone()])
+                .then(a.identity.cmp(&b.identity))
+                .then(a.step.cmp(&b.step))
+        });
+    }
     if let Ok(mut s) = stats.lock() {
         s.rows_written += rows.len() as u64;
         s.statements += u64::from(!upserts.is_empty()) + u64::from(!deletes.is_empty());
@@ -807,28 +845,6 @@ pub(crate) async fn write_rows<C: Conn>(
             table: schema.name.clone(),
             identity: lost,
         });
-    }
-    if !keyed {
-        // Rows whose weight reached zero are deleted.
-        let mut zero = std::collections::HashSet::new();
-        for r in &returned {
-            let c: i64 = r.try_get(2).map_err(on(schema, "writing"))?;
-            if c == 0 {
-                let id = r.try_get::<_, i64>(0).map_err(on(schema, "writing"))?;
-                let step = r.try_get::<_, i32>(1).map_err(on(schema, "writing"))?;
-                zero.insert((id, step));
-            }
-        }
-        if !zero.is_empty() {
-            if let Ok(mut s) = stats.lock() {
-                s.statements += 1;
-            }
-            let rows: Vec<&EncodedRow> = upserts
-                .into_iter()
-                .filter(|r| zero.contains(&(r.identity, r.step as i32)))
-                .collect();
-            delete_rows(conn, schema, sql, &rows).await?;
-        }
     }
     Ok(())
 }
