@@ -59,11 +59,8 @@ enum Opened {
 
 impl Opened {
     /// The last input time every table has committed.
-    fn last_time(&self) -> Result<i64, StoreError> {
-        match self {
-            Opened::Sqlite(s) => s.last_time(),
-            Opened::Postgres(s) => s.last_time(),
-        }
+    fn last_time(&mut self) -> Result<i64, StoreError> {
+        self.store().last_time()
     }
 
     fn store(&mut self) -> &mut dyn StateStore {
@@ -378,7 +375,7 @@ impl Crash<'_> {
         let last = self.batches() + 1;
         let mut t = self.committed(place);
         assert_eq!(t, 1, "{}: after setup", self.ctx);
-        let poll = place.open(self.graph).expect("open for polling");
+        let mut poll = place.open(self.graph).expect("open for polling");
         let mut kills = 0;
         while t < last {
             let from = (t as u64 - 1) * self.batch;

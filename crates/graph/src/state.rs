@@ -311,6 +311,16 @@ pub trait StateStore {
     /// The store cannot be read.
     fn next_time(&mut self) -> Result<i64, StoreError>;
 
+    /// The last input time committed to every table (the smallest
+    /// `last_update`; 0 for a new store): every iteration up to it is fully
+    /// applied, so after a crash an ingest resumes with the batches after
+    /// it. (With `flush_every_set = Some(true)` some tables may also hold
+    /// later iterations; [`next_time`](Self::next_time) is past all of them.)
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn last_time(&mut self) -> Result<i64, StoreError>;
+
     /// Reads committed rows of the state described by `spec` (which need
     /// not belong to the graph the store was opened for, e.g. a cache read
     /// from another service), pushing them onto `sink`.
@@ -415,6 +425,9 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
     }
     fn next_time(&mut self) -> Result<i64, StoreError> {
         (**self).next_time()
+    }
+    fn last_time(&mut self) -> Result<i64, StoreError> {
+        (**self).last_time()
     }
     fn read_committed(
         &mut self,

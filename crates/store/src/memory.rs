@@ -135,6 +135,10 @@ impl StateStore for Memory {
         Ok(self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1)
     }
 
+    fn last_time(&mut self) -> Result<i64, StoreError> {
+        Ok(Memory::last_time(self))
+    }
+
     fn read_committed(
         &mut self,
         spec: &StateSpec,

@@ -1667,6 +1667,10 @@ impl StateStore for Postgres {
         })?
     }
 
+    fn last_time(&mut self) -> Result<i64, StoreError> {
+        Postgres::last_time(self)
+    }
+
     fn read_committed(
         &mut self,
         spec: &StateSpec,

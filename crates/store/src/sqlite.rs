@@ -1087,6 +1087,10 @@ impl StateStore for Sqlite {
         Ok(max + 1)
     }
 
+    fn last_time(&mut self) -> Result<i64, StoreError> {
+        Sqlite::last_time(self)
+    }
+
     fn read_committed(
         &mut self,
         spec: &StateSpec,

@@ -94,6 +94,9 @@ impl StateStore for Handle {
     fn next_time(&mut self) -> Result<i64, graph::StoreError> {
         (**self).next_time()
     }
+    fn last_time(&mut self) -> Result<i64, graph::StoreError> {
+        (**self).last_time()
+    }
     fn read_committed(
         &mut self,
         spec: &graph::StateSpec,

@@ -395,3 +395,34 @@ fn dry_runs_commit_nothing() -> R {
     }
     Ok(())
 }
+
+/// `last_time` (through the `StateStore` trait) is the time of the last
+/// committed iteration, on every store, and survives re-opening; a failed
+/// iteration does not move it.
+#[test]
+fn last_time_is_the_last_committed_iteration() -> R {
+    for kind in kinds() {
+        let (graph, (input, _out)) = Graph::build(|q| {
+            let (input, x) = q.input::<i64>("x")?;
+            Ok((input, q.output("sum", x.reduce(0i64, |v| *v))?))
+        })?;
+        let mut store = kind.open(&graph)?;
+        assert_eq!(store.last_time()?, 0, "{kind:?}: a new store");
+        for v in 1..=3 {
+            graph.insert(&mut *store, &input, [v])?;
+        }
+        assert_eq!(store.last_time()?, 3, "{kind:?}: after three iterations");
+        let dry = store.next_time()?;
+        graph.iteration_at(
+            &mut *store,
+            Changes::new().insert(&input, [10]),
+            Time::new(dry, dry - 1).dry_run(),
+        )?;
+        assert_eq!(store.last_time()?, 3, "{kind:?}: a dry run commits nothing");
+        if kind != Kind::Memory {
+            let mut store = store.reopen(&graph)?;
+            assert_eq!(store.last_time()?, 3, "{kind:?}: re-opened");
+        }
+    }
+    Ok(())
+}
