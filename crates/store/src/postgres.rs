@@ -7,6 +7,7 @@
 //! [`Postgres::iteration_in`].
 
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, NaiveDateTime};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::LocalBoxFuture;
 use graph::{
     Changes, EncodedRow, FailedBatch, Graph, GraphError, Outputs, Read, StateId, StateKind,
     StateSpec, StateStore, StateTx, StoreError, Time, Value, identity_of,
@@ -885,16 +887,32 @@ pub(crate) async fn times_of<C: Conn>(
     tables: &Tables,
     names: &[String],
 ) -> Result<Vec<i64>, StoreError> {
+    let stmt = times_statement(conn, tables).await?;
+    times_with(conn, &stmt, tables, names).await
+}
+
+/// The statement of [`times_of`], prepared (once per connection).
+async fn times_statement<C: Conn>(conn: &C, tables: &Tables) -> Result<Statement, StoreError> {
     let last_update = tables.last_update();
-    let stmt = conn
-        .prepare(&format!(
-            "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1)"
-        ))
-        .await
-        .map_err(pg(format!("reading `{last_update}`")))?;
+    conn.prepare(&format!(
+        "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1)"
+    ))
+    .await
+    .map_err(pg(format!("reading `{last_update}`")))
+}
+
+/// [`times_of`] with its statement prepared: the query goes out when the
+/// future is first polled.
+async fn times_with<C: Conn>(
+    conn: &C,
+    stmt: &Statement,
+    tables: &Tables,
+    names: &[String],
+) -> Result<Vec<i64>, StoreError> {
+    let last_update = tables.last_update();
     let rows = conn
         .client()
-        .query(&stmt, &[&names])
+        .query(stmt, &[&names])
         .await
         .map_err(pg(format!("reading `{last_update}`")))?;
     let mut found: HashMap<String, i64> = HashMap::with_capacity(rows.len());
@@ -930,7 +948,19 @@ async fn behind<C: Conn>(
     names: &[String],
     frontier: i64,
 ) -> Result<Option<(String, i64)>, StoreError> {
-    let times = times_of(conn, tables, names).await?;
+    let stmt = times_statement(conn, tables).await?;
+    behind_with(conn, &stmt, tables, names, frontier).await
+}
+
+/// [`behind`] with its statement prepared.
+async fn behind_with<C: Conn>(
+    conn: &C,
+    stmt: &Statement,
+    tables: &Tables,
+    names: &[String],
+    frontier: i64,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let times = times_with(conn, stmt, tables, names).await?;
     Ok(names
         .iter()
         .zip(times)
@@ -1614,46 +1644,19 @@ impl StateStore for Postgres {
             store: self,
             conn,
             time,
-            open: false,
+            atomic: time.flush_every_set != Some(true),
+            pending: Cell::new(false),
+            open: Cell::new(false),
             waited: vec![false; n],
             buffered: vec![Vec::new(); n],
             done: false,
         };
-        if time.flush_every_set != Some(true) {
+        if tx.atomic {
             // All or nothing: one transaction, its writes held until the
-            // commit. `BEGIN` and the frontier check go out together; if a
-            // table is behind, roll back, wait outside a transaction, and
-            // try again.
-            let tables = Arc::clone(&tx.store.tables);
-            let names = tables.names();
-            loop {
-                let conn = &tx.conn;
-                let (begun, behind) = block_on(async {
-                    tokio::join!(
-                        conn.batch_execute("BEGIN"),
-                        behind(conn, &tables, &names, time.frontier)
-                    )
-                })?;
-                begun.map_err(pg("starting an iteration"))?;
-                tx.open = true;
-                if behind?.is_none() {
-                    break;
-                }
-                block_on(tx.conn.batch_execute("ROLLBACK"))?
-                    .map_err(pg("waiting for the frontier"))?;
-                tx.open = false;
-                let wake = tx.store.wake();
-                let (max_wait, poll) = (tx.store.max_wait, tx.store.poll);
-                block_on(wait_for(
-                    &tx.conn,
-                    &tables,
-                    &names,
-                    time.frontier,
-                    max_wait,
-                    poll,
-                    wake,
-                ))??;
-            }
+            // commit. Nothing goes out yet: `BEGIN` and the frontier check
+            // are pipelined with the iteration's first statement
+            // (`PostgresTx::run`).
+            tx.pending.set(true);
             tx.waited.fill(true);
         }
         Ok(Box::new(tx))
@@ -1722,13 +1725,72 @@ struct PostgresTx<'s> {
     store: &'s Postgres,
     conn: deadpool_postgres::Object,
     time: Time,
-    open: bool,
+    /// All or nothing: one transaction for the whole iteration.
+    atomic: bool,
+    /// An all-or-nothing iteration whose `BEGIN` has not gone out yet.
+    pending: Cell<bool>,
+    open: Cell<bool>,
     waited: Vec<bool>,
     buffered: Vec<Vec<EncodedRow>>,
     done: bool,
 }
 
+/// A statement run by [`PostgresTx::run`]: built again for each attempt.
+type TxStatement<'a, T> =
+    dyn Fn(&'a deadpool_postgres::Object) -> LocalBoxFuture<'a, Result<T, StoreError>> + 'a;
+
 impl PostgresTx<'_> {
+    /// Runs `statement` on the iteration's connection. The first statement
+    /// of an all-or-nothing iteration goes out pipelined behind `BEGIN` and
+    /// the frontier check, so starting the transaction costs no round trip
+    /// of its own; if a table turns out to be behind the frontier, the
+    /// transaction (and what the statement read) is rolled back, the wait
+    /// happens outside any transaction, and the statement runs again.
+    fn run<'a, T>(&'a self, statement: &TxStatement<'a, T>) -> Result<T, StoreError> {
+        if !self.pending.get() {
+            return block_on(statement(&self.conn))?;
+        }
+        let tables = Arc::clone(&self.store.tables);
+        let names = tables.names();
+        let frontier = self.time.frontier;
+        loop {
+            let conn = &self.conn;
+            // The frontier check must reach the server before the
+            // statement: prepared first (a cache hit after the first
+            // iteration on this connection), it goes out on its first poll,
+            // and `join!` polls in order.
+            let times = block_on(times_statement(conn, &tables))??;
+            let (begun, behind, result) = block_on(async {
+                tokio::join!(
+                    conn.batch_execute("BEGIN"),
+                    behind_with(conn, &times, &tables, &names, frontier),
+                    statement(conn)
+                )
+            })?;
+            begun.map_err(pg("starting an iteration"))?;
+            self.open.set(true);
+            // A statement that fails to parse (a dropped table) aborts the
+            // transaction, failing the frontier check pipelined with it: its
+            // own error is the one to report.
+            let behind = match (behind, &result) {
+                (Err(e), Err(_)) if aborted(&e) => return result,
+                (behind, _) => behind?,
+            };
+            if behind.is_none() {
+                self.pending.set(false);
+                return result;
+            }
+            block_on(self.conn.batch_execute("ROLLBACK"))?
+                .map_err(pg("waiting for the frontier"))?;
+            self.open.set(false);
+            let wake = self.store.wake();
+            let (max_wait, poll) = (self.store.max_wait, self.store.poll);
+            block_on(wait_for(
+                &self.conn, &tables, &names, frontier, max_wait, poll, wake,
+            ))??;
+        }
+    }
+
     fn wait(&mut self, s: usize) -> Result<(), StoreError> {
         if !self.waited[s] {
             let tables = &self.store.tables;
@@ -1757,15 +1819,18 @@ impl StateTx for PostgresTx<'_> {
     ) -> Result<(), StoreError> {
         let s = state.index();
         self.wait(s)?;
-        let t = &self.store.tables;
+        let store = self.store;
+        let t = &store.tables;
         let sql_read = SqlRead::of(&t.specs[s], read);
-        let rows = block_on(read_rows(
-            &self.conn,
-            &t.schemas[s],
-            &t.sql[s],
-            &sql_read,
-            &self.store.stats,
-        ))??;
+        let rows = self.run(&|c| {
+            Box::pin(read_rows(
+                c,
+                &t.schemas[s],
+                &t.sql[s],
+                &sql_read,
+                &store.stats,
+            ))
+        })?;
         sql::decode_rows(&t.specs[s], &t.schemas[s], rows, sink)
     }
 
@@ -1777,7 +1842,7 @@ impl StateTx for PostgresTx<'_> {
         let s = state.index();
         self.wait(s)?;
         let t = &self.store.tables;
-        block_on(max_step(&self.conn, &t.schemas[s], &t.sql[s]))?
+        self.run(&|c| Box::pin(max_step(c, &t.schemas[s], &t.sql[s])))
     }
 
     fn apply(&mut self, state: StateId, delta: Value) -> Result<(), StoreError> {
@@ -1791,7 +1856,7 @@ impl StateTx for PostgresTx<'_> {
     }
 
     fn flush(&mut self, state: StateId) -> Result<(), StoreError> {
-        if self.open || self.time.flush_every_set != Some(true) {
+        if self.open.get() || self.time.flush_every_set != Some(true) {
             return Ok(());
         }
         let s = state.index();
@@ -1831,7 +1896,7 @@ impl StateTx for PostgresTx<'_> {
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let t = Arc::clone(&self.store.tables);
         let names: Vec<String> = t.schemas.iter().map(|s| s.name.clone()).collect();
-        if !self.open {
+        if !self.atomic {
             for s in 0..self.buffered.len() {
                 if !self.buffered[s].is_empty() {
                     self.flush(StateId(s as u32))?;
@@ -1851,26 +1916,34 @@ impl StateTx for PostgresTx<'_> {
         // Every table's writes and the times, pipelined on the one
         // connection (the server runs them in order, in this transaction);
         // the first failure is the one reported, and dropping rolls back.
-        let conn = &self.conn;
         let stats = &self.store.stats;
         let buffered = std::mem::take(&mut self.buffered);
         let time = self.time.input_time;
-        block_on(async {
-            let writes = buffered
-                .iter()
-                .enumerate()
-                .filter(|(_, rows)| !rows.is_empty())
-                .map(|(s, rows)| write_rows(conn, &t.schemas[s], &t.sql[s], rows, stats));
-            let (written, timed) = tokio::join!(
-                futures_util::future::join_all(writes),
-                set_last_update(conn, &t, &names, time)
-            );
-            first_error(written.into_iter().chain([timed]).collect())
-        })??;
+        let (t, names, buffered) = (&t, &names, &buffered);
+        self.run(&|conn| {
+            Box::pin(async move {
+                let writes = buffered
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, rows)| !rows.is_empty())
+                    .map(|(s, rows)| write_rows(conn, &t.schemas[s], &t.sql[s], rows, stats));
+                let (written, timed) = tokio::join!(
+                    futures_util::future::join_all(writes),
+                    set_last_update(conn, t, names, time)
+                );
+                first_error(written.into_iter().chain([timed]).collect())
+            })
+        })?;
         block_on(self.conn.batch_execute("COMMIT"))?.map_err(pg("committing an iteration"))?;
         self.done = true;
         Ok(())
     }
+}
+
+/// Whether `e` is Postgres refusing a statement because an earlier one
+/// failed in the same transaction (SQLSTATE 25P02).
+fn aborted(e: &StoreError) -> bool {
+    e.to_string().contains("(25P02)")
 }
 
 /// The error of pipelined statements: a statement after a failed one
@@ -1878,10 +1951,7 @@ impl StateTx for PostgresTx<'_> {
 /// the first that failed for a reason of its own.
 fn first_error(results: Vec<Result<(), StoreError>>) -> Result<(), StoreError> {
     let mut errors: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
-    match errors
-        .iter()
-        .position(|e| !e.to_string().contains("transaction is aborted"))
-    {
+    match errors.iter().position(|e| !aborted(e)) {
         Some(first) => Err(errors.swap_remove(first)),
         None => errors.into_iter().next().map_or(Ok(()), Err),
     }
@@ -1889,7 +1959,7 @@ fn first_error(results: Vec<Result<(), StoreError>>) -> Result<(), StoreError> {
 
 impl Drop for PostgresTx<'_> {
     fn drop(&mut self) {
-        if self.open && !self.done {
+        if self.open.get() && !self.done {
             // If even the rollback fails the connection is broken; the pool
             // discards it when it is next checked.
             let _ = block_on(self.conn.batch_execute("ROLLBACK"));
