@@ -895,8 +895,13 @@ pub fn render(report: &Report) -> String {
                 } else {
                     0.0
                 };
+                let goal = if target > 0.0 {
+                    format!("≥ {target}×")
+                } else {
+                    "reported, no target".to_owned()
+                };
                 row(
-                    &format!("{store} 2 workers, flush_every_set {flush}: speedup"),
+                    &format!("{store} 2 workers, flush_every_set {flush}: speedup {goal}"),
                     r.reads_per_s,
                     serial,
                     Some(speedup),
