@@ -2,11 +2,11 @@
 //! your choice: by default the SQLite file `./meter_reads.db`.
 //!
 //! ```text
-//! cargo run --release --example meter_reads [-- --sqlite PATH | --memory] [--keep]
+//! cargo run --release --example meter_reads [-- --sqlite PATH | --postgres URL | --memory] [--keep]
 //! ```
 //!
-//! Each run starts from empty state (the file is re-created) unless
-//! `--keep` asks to re-use it, in which case the same changes are applied
+//! Each run starts from empty state (the file or the tables are
+//! re-created) unless `--keep` asks to re-use it, in which case the same changes are applied
 //! again on top of the stored state.
 //!
 //! It inserts a user, their meter and six half-hourly reads (one for an
@@ -23,7 +23,7 @@ use uuid::Uuid;
 use zset::{F64, render_table};
 
 fn usage() -> &'static str {
-    "usage: meter_reads [--sqlite PATH | --memory] [--keep]"
+    "usage: meter_reads [--sqlite PATH | --postgres URL | --memory] [--keep]"
 }
 
 fn read(meter: Uuid, day: u32, hour: u32, value: f64) -> MeterRead {
@@ -109,6 +109,8 @@ fn run(graph: &Graph, q: &MeterReads, store: &mut dyn StateStore) -> Result<(), 
 enum Choice {
     Memory,
     Sqlite(std::path::PathBuf),
+    /// A libpq-style connection string, e.g. `host=/var/run/postgresql dbname=app`.
+    Postgres(String),
 }
 
 fn parse(args: &[String]) -> Option<(Choice, bool)> {
@@ -119,6 +121,7 @@ fn parse(args: &[String]) -> Option<(Choice, bool)> {
         match a.as_str() {
             "--memory" => choice = Choice::Memory,
             "--sqlite" => choice = Choice::Sqlite(it.next()?.into()),
+            "--postgres" => choice = Choice::Postgres(it.next()?.clone()),
             "--keep" => keep = true,
             _ => return None,
         }
@@ -151,12 +154,34 @@ fn open_and_run(choice: Choice, keep: bool) -> Result<(), GraphError> {
             };
             println!("store: sqlite {} ({how})\n", path.display());
             run(&graph, &q, &mut store)?;
-            println!("state tables:");
-            for (path, table) in store.table_names() {
-                println!("  {table:<40} {path}");
-            }
+            print_tables(&store.table_names());
             Ok(())
         }
+        Choice::Postgres(url) => {
+            let open = || store::Postgres::open(&url, &graph, store::OpenOptions::default());
+            let mut store = open()?;
+            let (created, all) = (store.tables_created(), store.table_names().len());
+            let how = if created == all {
+                "created".to_owned()
+            } else if keep {
+                format!("re-used, {created} tables created")
+            } else {
+                store.drop_tables()?;
+                store = open()?;
+                "re-created (pass --keep to re-use them)".to_owned()
+            };
+            println!("store: postgres `{url}` ({how})\n");
+            run(&graph, &q, &mut store)?;
+            print_tables(&store.table_names());
+            Ok(())
+        }
+    }
+}
+
+fn print_tables(tables: &[(String, String)]) {
+    println!("state tables:");
+    for (path, table) in tables {
+        println!("  {table:<40} {path}");
     }
 }
 
