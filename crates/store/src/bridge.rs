@@ -158,7 +158,7 @@ async fn serve<C: Conn>(
             );
         }
         Request::Commit { reply } => {
-            let names: Vec<String> = tables.schemas.iter().map(|s| s.name.clone()).collect();
+            let names = tables.names();
             let _ = reply.send(set_last_update(conn, tables, &names, time.input_time).await);
         }
     }

@@ -590,6 +590,27 @@ fn columns_arrays(
     Ok(arrays)
 }
 
+/// Runs the (cached) prepared read `text` on `schema`'s table, counting it.
+async fn query_rows<C: Conn>(
+    conn: &C,
+    schema: &TableSchema,
+    stats: &Mutex<StoreStats>,
+    text: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let stmt = conn.prepare(text).await.map_err(on(schema, "reading"))?;
+    let rows = conn
+        .client()
+        .query(&stmt, params)
+        .await
+        .map_err(on(schema, "reading"))?;
+    if let Ok(mut s) = stats.lock() {
+        s.statements += 1;
+        s.rows_read += rows.len() as u64;
+    }
+    Ok(rows)
+}
+
 pub(crate) async fn read_rows<C: Conn>(
     conn: &C,
     schema: &TableSchema,
@@ -600,19 +621,9 @@ pub(crate) async fn read_rows<C: Conn>(
     let nested = schema.nested();
     let verify = schema.kind != StateKind::Keyed;
     let query = |text: String, params: Vec<Box<dyn ToSql + Sync + Send>>| async move {
-        let stmt = conn.prepare(&text).await.map_err(on(schema, "reading"))?;
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-        let rows = conn
-            .client()
-            .query(&stmt, &refs)
-            .await
-            .map_err(on(schema, "reading"))?;
-        if let Ok(mut s) = stats.lock() {
-            s.statements += 1;
-            s.rows_read += rows.len() as u64;
-        }
-        Ok::<Vec<Row>, StoreError>(rows)
+        query_rows(conn, schema, stats, &text, &refs).await
     };
     let mut out = Vec::new();
     match read {
@@ -642,21 +653,8 @@ pub(crate) async fn read_rows<C: Conn>(
                 .partition(|k| !k.contains(&KeyValue::Null));
             if !plain.is_empty() {
                 let arrays = key_arrays(schema, *index, &plain)?;
-                let stmt = conn
-                    .prepare(&sql.by_index[*index])
-                    .await
-                    .map_err(on(schema, "reading"))?;
                 let refs: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(PgArray::param).collect();
-                let rows = conn
-                    .client()
-                    .query(&stmt, &refs)
-                    .await
-                    .map_err(on(schema, "reading"))?;
-                if let Ok(mut s) = stats.lock() {
-                    s.statements += 1;
-                    s.rows_read += rows.len() as u64;
-                }
-                for r in rows {
+                for r in query_rows(conn, schema, stats, &sql.by_index[*index], &refs).await? {
                     out.push(row_of(&schema.name, nested, verify, &r)?);
                 }
             }
@@ -693,20 +691,7 @@ pub(crate) async fn read_rows<C: Conn>(
                 let mut params: Vec<&(dyn ToSql + Sync)> =
                     arrays.iter().map(PgArray::param).collect();
                 params.push(&identities);
-                let stmt = conn
-                    .prepare(&sql.by_identity)
-                    .await
-                    .map_err(on(schema, "reading"))?;
-                let rows = conn
-                    .client()
-                    .query(&stmt, &params)
-                    .await
-                    .map_err(on(schema, "reading"))?;
-                if let Ok(mut s) = stats.lock() {
-                    s.statements += 1;
-                    s.rows_read += rows.len() as u64;
-                }
-                for r in rows {
+                for r in query_rows(conn, schema, stats, &sql.by_identity, &params).await? {
                     out.push(row_of(&schema.name, nested, verify, &r)?);
                 }
             }
@@ -1503,30 +1488,7 @@ async fn check_table<C: Conn>(
         .await
         .map_err(pg("reading the catalog"))?
         .is_some();
-    match (recorded, exists) {
-        (None, false) => Ok(false),
-        (None, true) => Err(StoreError::SchemaMismatch {
-            table: schema.name.clone(),
-            detail: "the table exists but was not created by stepping-rs".into(),
-        }),
-        (Some(_), false) => Err(StoreError::MissingTable {
-            table: schema.name.clone(),
-            path: schema.path.clone(),
-        }),
-        (Some((path, shape)), true) => {
-            if shape != schema.shape || path != schema.path {
-                Err(StoreError::SchemaMismatch {
-                    table: schema.name.clone(),
-                    detail: format!(
-                        "it holds `{path}`: `{shape}`; this query expects `{}`: `{}`",
-                        schema.path, schema.shape
-                    ),
-                })
-            } else {
-                Ok(true)
-            }
-        }
-    }
+    sql::table_state(schema, recorded, exists)
 }
 
 impl StateStore for Postgres {
@@ -1666,7 +1628,7 @@ impl StateStore for Postgres {
         block_on(async {
             let conn = self.client().await?;
             let times = times_of(&conn, &self.tables, &self.tables.names()).await?;
-            Ok(times.into_iter().max().unwrap_or(0) + 1)
+            Ok(times.into_iter().fold(0, i64::max) + 1)
         })?
     }
 
@@ -1895,7 +1857,7 @@ impl StateTx for PostgresTx<'_> {
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let t = Arc::clone(&self.store.tables);
-        let names: Vec<String> = t.schemas.iter().map(|s| s.name.clone()).collect();
+        let names = t.names();
         if !self.atomic {
             for s in 0..self.buffered.len() {
                 if !self.buffered[s].is_empty() {

@@ -72,6 +72,40 @@ pub(crate) fn ident(raw: &str, max: usize) -> String {
     out
 }
 
+/// What a store makes of `schema`'s table, from the shape recorded for it
+/// (`(path, shape)`, if any) and whether the table exists: `Ok(false)` to
+/// create, `Ok(true)` to use as it is, or the typed error naming the table.
+pub(crate) fn table_state(
+    schema: &TableSchema,
+    recorded: Option<(String, String)>,
+    exists: bool,
+) -> Result<bool, StoreError> {
+    match (recorded, exists) {
+        (None, false) => Ok(false),
+        (None, true) => Err(StoreError::SchemaMismatch {
+            table: schema.name.clone(),
+            detail: "the table exists but was not created by stepping-rs".into(),
+        }),
+        (Some(_), false) => Err(StoreError::MissingTable {
+            table: schema.name.clone(),
+            path: schema.path.clone(),
+        }),
+        (Some((path, shape)), true) => {
+            if shape != schema.shape || path != schema.path {
+                Err(StoreError::SchemaMismatch {
+                    table: schema.name.clone(),
+                    detail: format!(
+                        "it holds `{path}`: `{shape}`; this query expects `{}`: `{}`",
+                        schema.path, schema.shape
+                    ),
+                })
+            } else {
+                Ok(true)
+            }
+        }
+    }
+}
+
 /// Checks a user-given table prefix: `[a-z0-9_]*`, starting with a letter.
 pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
     let ok = prefix

@@ -566,12 +566,7 @@ impl Sqlite {
     /// # Errors
     /// A read failure.
     pub fn last_time(&self) -> Result<i64, StoreError> {
-        let mut min: Option<i64> = None;
-        for s in &self.schemas {
-            let t = self.time_of(&s.name)?;
-            min = Some(min.map_or(t, |m: i64| m.min(t)));
-        }
-        Ok(min.unwrap_or(0))
+        Ok(self.times()?.into_iter().min().unwrap_or(0))
     }
 
     fn meta(&self) -> (String, String) {
@@ -1024,30 +1019,7 @@ fn check_table(conn: &Connection, tables: &str, schema: &TableSchema) -> Result<
         .optional()
         .map_err(backend("reading sqlite_master"))?
         .is_some();
-    match (recorded, exists) {
-        (None, false) => Ok(false),
-        (None, true) => Err(StoreError::SchemaMismatch {
-            table: schema.name.clone(),
-            detail: "the table exists but was not created by stepping-rs".into(),
-        }),
-        (Some(_), false) => Err(StoreError::MissingTable {
-            table: schema.name.clone(),
-            path: schema.path.clone(),
-        }),
-        (Some((path, shape)), true) => {
-            if shape != schema.shape || path != schema.path {
-                Err(StoreError::SchemaMismatch {
-                    table: schema.name.clone(),
-                    detail: format!(
-                        "it holds `{path}`: `{shape}`; this query expects `{}`: `{}`",
-                        schema.path, schema.shape
-                    ),
-                })
-            } else {
-                Ok(true)
-            }
-        }
-    }
+    sql::table_state(schema, recorded, exists)
 }
 
 impl StateStore for Sqlite {
@@ -1080,11 +1052,7 @@ impl StateStore for Sqlite {
     }
 
     fn next_time(&mut self) -> Result<i64, StoreError> {
-        let mut max = 0;
-        for s in &self.schemas {
-            max = max.max(self.time_of(&s.name)?);
-        }
-        Ok(max + 1)
+        Ok(self.times()?.into_iter().fold(0, i64::max) + 1)
     }
 
     fn last_time(&mut self) -> Result<i64, StoreError> {
