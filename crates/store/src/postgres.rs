@@ -84,10 +84,29 @@ fn on(schema: &TableSchema, doing: &str) -> impl FnOnce(tokio_postgres::Error) -
             .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::UNDEFINED_TABLE);
         if undefined {
             StoreError::MissingTable { table, path }
+        } else if let Some(identity) = collision(&e) {
+            StoreError::IdentityCollision { table, identity }
         } else {
             StoreError::backend(context, describe(e))
         }
     }
+}
+
+/// The identity of the row a write refused for holding a different value
+/// under it: the upsert writes a `NULL` `data` then (see `PgSql::of`), and
+/// the server names the failing row, identity first.
+fn collision(e: &tokio_postgres::Error) -> Option<i64> {
+    let db = e.as_db_error()?;
+    if db.code() != &tokio_postgres::error::SqlState::NOT_NULL_VIOLATION
+        || db.column() != Some("data")
+    {
+        return None;
+    }
+    // "Failing row contains (identity, ...)", in the server's language.
+    let detail = db.detail().unwrap_or_default();
+    let row = detail.split_once('(').map_or("", |(_, r)| r);
+    let digits = row.split([',', ')']).next().unwrap_or_default();
+    Some(digits.trim().parse().unwrap_or_default())
 }
 
 struct PgDialect;
@@ -316,11 +335,10 @@ impl PgSql {
             .map(|(i, t)| format!("${}::{t}", i + 1))
             .collect();
         let conflict = s.primary_key().join(", ");
-        let returning = if s.nested() {
-            "t.identity, t.step, t.c"
-        } else {
-            "t.identity, 0::int4, t.c"
-        };
+        // An identity that already holds a different value gets a `NULL`
+        // `data`, which the table refuses: the statement fails (and with it
+        // the transaction) instead of silently skipping the row, so nothing
+        // needs to come back to be checked.
         let upsert = match s.kind {
             StateKind::Keyed => {
                 let same: Vec<String> = s
@@ -328,13 +346,13 @@ impl PgSql {
                     .iter()
                     .map(|c| format!("t.{0} IS NOT DISTINCT FROM excluded.{0}", c.name))
                     .collect();
-                let guard = if same.is_empty() {
-                    String::new()
+                let data = if same.is_empty() {
+                    "excluded.data".to_owned()
                 } else {
-                    format!(" WHERE {}", same.join(" AND "))
+                    format!("CASE WHEN {} THEN excluded.data END", same.join(" AND "))
                 };
                 format!(
-                    "INSERT INTO {} AS t ({}) SELECT * FROM unnest({}) ON CONFLICT ({conflict}) DO UPDATE SET data = excluded.data, c = excluded.c{guard} RETURNING {returning}",
+                    "INSERT INTO {} AS t ({}) SELECT * FROM unnest({}) ON CONFLICT ({conflict}) DO UPDATE SET data = {data}, c = excluded.c",
                     s.name,
                     insert_cols.join(", "),
                     params.join(", ")
@@ -343,8 +361,7 @@ impl PgSql {
             _ => {
                 // One statement: rows the delta cancels are deleted (no
                 // update leaving a zero row behind for a second statement),
-                // the rest are added. Every row of the delta comes back:
-                // the deleted ones with weight 0.
+                // the rest are added.
                 let pk: Vec<String> = s
                     .primary_key()
                     .iter()
@@ -358,14 +375,13 @@ impl PgSql {
                 let gone_returning = if s.nested() {
                     "t.identity, t.step"
                 } else {
-                    "t.identity, 0::int4 AS step"
+                    "t.identity"
                 };
                 format!(
                     "WITH d AS (SELECT * FROM unnest({params}) AS d({cols})), \
-                     gone AS (DELETE FROM {name} AS t USING d WHERE {pk} AND t.c + d.c = 0 AND t.data = d.data RETURNING {gone_returning}), \
-                     kept AS (INSERT INTO {name} AS t ({cols}) SELECT * FROM d WHERE NOT EXISTS (SELECT 1 FROM gone AS g WHERE g.identity = d.identity{same_step}) \
-                     ON CONFLICT ({conflict}) DO UPDATE SET c = t.c + excluded.c WHERE t.data = excluded.data RETURNING {returning}) \
-                     SELECT * FROM kept UNION ALL SELECT identity, step, 0::int8 FROM gone",
+                     gone AS (DELETE FROM {name} AS t USING d WHERE {pk} AND t.c + d.c = 0 AND t.data = d.data RETURNING {gone_returning}) \
+                     INSERT INTO {name} AS t ({cols}) SELECT * FROM d WHERE NOT EXISTS (SELECT 1 FROM gone AS g WHERE g.identity = d.identity{same_step}) \
+                     ON CONFLICT ({conflict}) DO UPDATE SET c = t.c + excluded.c, data = CASE WHEN t.data = excluded.data THEN t.data END",
                     name = s.name,
                     cols = insert_cols.join(", "),
                     params = params.join(", "),
@@ -751,8 +767,16 @@ pub(crate) async fn read_rows<C: Conn>(
     Ok(out)
 }
 
-/// Writes a delta with one multi-row upsert (and one delete for rows whose
-/// weight reached zero); no statement carries the same key twice.
+/// Writes a delta with one multi-row upsert (and one delete for keyed rows
+/// whose weight reached zero); no statement carries the same key twice.
+///
+/// Everything that can fail in the client (encoding the rows, preparing the
+/// statements) happens before anything is sent, and both statements go out
+/// on the future's first poll once their statements are cached: a caller
+/// can pipeline `COMMIT` behind it (see [`PostgresTx::commit`]). A row whose
+/// identity already holds a different value fails the statement (the
+/// server refuses the `NULL` the upsert writes then), reported as
+/// [`StoreError::IdentityCollision`].
 pub(crate) async fn write_rows<C: Conn>(
     conn: &C,
     schema: &TableSchema,
@@ -778,16 +802,7 @@ pub(crate) async fn write_rows<C: Conn>(
                 .then(a.step.cmp(&b.step))
         });
     }
-    if let Ok(mut s) = stats.lock() {
-        s.rows_written += rows.len() as u64;
-        s.statements += u64::from(!upserts.is_empty()) + u64::from(!deletes.is_empty());
-    }
-    if !deletes.is_empty() {
-        delete_rows(conn, schema, sql, &deletes).await?;
-    }
-    if upserts.is_empty() {
-        return Ok(());
-    }
+    let deleted = Located::of(schema, &deletes)?;
     let n = upserts.len();
     let ids: Vec<i64> = upserts.iter().map(|r| r.identity).collect();
     let steps: Vec<i32> = upserts.iter().map(|r| r.step as i32).collect();
@@ -810,60 +825,77 @@ pub(crate) async fn write_rows<C: Conn>(
     params.push(&data);
     params.extend(keys.iter().map(PgArray::param));
     params.push(&weights);
-    let stmt = conn
-        .prepare(&sql.upsert)
-        .await
-        .map_err(on(schema, "writing"))?;
-    let returned = conn
-        .client()
-        .query(&stmt, &params)
-        .await
-        .map_err(on(schema, "writing"))?;
-    if returned.len() != n {
-        let written: std::collections::HashSet<(i64, i32)> = returned
-            .iter()
-            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
-            .collect();
-        let lost = upserts
-            .iter()
-            .find(|r| !written.contains(&(r.identity, r.step as i32)))
-            .map_or(0, |r| r.identity);
-        return Err(StoreError::IdentityCollision {
-            table: schema.name.clone(),
-            identity: lost,
-        });
+    let delete = match deletes.is_empty() {
+        true => None,
+        false => Some(
+            conn.prepare(&sql.delete)
+                .await
+                .map_err(on(schema, "writing"))?,
+        ),
+    };
+    let upsert = match upserts.is_empty() {
+        true => None,
+        false => Some(
+            conn.prepare(&sql.upsert)
+                .await
+                .map_err(on(schema, "writing"))?,
+        ),
+    };
+    if let Ok(mut s) = stats.lock() {
+        s.rows_written += rows.len() as u64;
+        s.statements += u64::from(upsert.is_some()) + u64::from(delete.is_some());
     }
-    Ok(())
+    let deleting = async {
+        match &delete {
+            Some(stmt) => conn
+                .client()
+                .execute(stmt, &deleted.params())
+                .await
+                .map(drop),
+            None => Ok(()),
+        }
+    };
+    let upserting = async {
+        match &upsert {
+            Some(stmt) => conn.client().execute(stmt, &params).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let (deleted, upserted) = tokio::join!(deleting, upserting);
+    deleted.map_err(on(schema, "writing"))?;
+    upserted.map_err(on(schema, "writing"))
 }
 
-/// Deletes `rows` by primary key, in one statement.
-async fn delete_rows<C: Conn>(
-    conn: &C,
-    schema: &TableSchema,
-    sql: &PgSql,
-    rows: &[&EncodedRow],
-) -> Result<(), StoreError> {
-    let keys: Vec<Vec<KeyValue>> = rows
-        .iter()
-        .map(|r| r.keys[schema.clustered.clone()].to_vec())
-        .collect();
-    let arrays = pk_arrays(schema, &keys)?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.identity).collect();
-    let steps: Vec<i32> = rows.iter().map(|r| r.step as i32).collect();
-    let mut params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(PgArray::param).collect();
-    params.push(&ids);
-    if schema.nested() {
-        params.push(&steps);
+/// Rows located by primary key, as the arrays of `PgSql::delete`.
+struct Located {
+    keys: Vec<PgArray>,
+    ids: Vec<i64>,
+    steps: Option<Vec<i32>>,
+}
+
+impl Located {
+    fn of(schema: &TableSchema, rows: &[&EncodedRow]) -> Result<Located, StoreError> {
+        let keys: Vec<Vec<KeyValue>> = rows
+            .iter()
+            .map(|r| r.keys[schema.clustered.clone()].to_vec())
+            .collect();
+        Ok(Located {
+            keys: pk_arrays(schema, &keys)?,
+            ids: rows.iter().map(|r| r.identity).collect(),
+            steps: schema
+                .nested()
+                .then(|| rows.iter().map(|r| r.step as i32).collect()),
+        })
     }
-    let stmt = conn
-        .prepare(&sql.delete)
-        .await
-        .map_err(on(schema, "writing"))?;
-    conn.client()
-        .execute(&stmt, &params)
-        .await
-        .map_err(on(schema, "writing"))?;
-    Ok(())
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = self.keys.iter().map(PgArray::param).collect();
+        params.push(&self.ids);
+        if let Some(steps) = &self.steps {
+            params.push(steps);
+        }
+        params
+    }
 }
 
 /// The times of the tables `names`, in order, in one query.
@@ -954,21 +986,26 @@ async fn behind_with<C: Conn>(
         .map(|(n, t)| (n.clone(), t)))
 }
 
+/// Records the times of the tables `$1` as `$2` (never moving one back), and
+/// notifies waiters on channel `$3` in the same transaction: they hear of it
+/// exactly when it commits.
+fn last_update_sql(tables: &Tables) -> String {
+    format!(
+        "WITH done AS (INSERT INTO {0} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
+         ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t) RETURNING 1) \
+         SELECT pg_notify($3, (SELECT count(*) FROM done)::text)",
+        tables.last_update()
+    )
+}
+
 pub(crate) async fn set_last_update<C: Conn>(
     conn: &C,
     tables: &Tables,
     names: &[String],
     t: i64,
 ) -> Result<(), StoreError> {
-    // Also notify waiters, in the same transaction: they hear of it exactly
-    // when it commits.
     let stmt = conn
-        .prepare(&format!(
-            "WITH done AS (INSERT INTO {0} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
-             ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t) RETURNING 1) \
-             SELECT pg_notify($3, (SELECT count(*) FROM done)::text)",
-            tables.last_update()
-        ))
+        .prepare(&last_update_sql(tables))
         .await
         .map_err(pg("recording last_update"))?;
     let channel = channel(&tables.prefix);
@@ -1877,29 +1914,109 @@ impl StateTx for PostgresTx<'_> {
         }
         // Every table's writes and the times, pipelined on the one
         // connection (the server runs them in order, in this transaction);
-        // the first failure is the one reported, and dropping rolls back.
+        // the first failure is the one reported.
         let stats = &self.store.stats;
         let buffered = std::mem::take(&mut self.buffered);
         let time = self.time.input_time;
-        let (t, names, buffered) = (&t, &names, &buffered);
-        self.run(&|conn| {
-            Box::pin(async move {
-                let writes = buffered
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, rows)| !rows.is_empty())
-                    .map(|(s, rows)| write_rows(conn, &t.schemas[s], &t.sql[s], rows, stats));
-                let (written, timed) = tokio::join!(
-                    futures_util::future::join_all(writes),
-                    set_last_update(conn, t, names, time)
-                );
-                first_error(written.into_iter().chain([timed]).collect())
-            })
-        })?;
-        block_on(self.conn.batch_execute("COMMIT"))?.map_err(pg("committing an iteration"))?;
+        let written: Vec<usize> = (0..buffered.len())
+            .filter(|&s| !buffered[s].is_empty())
+            .collect();
+        let (t, names, buffered, written) = (&t, &names, &buffered, &written);
+        // A write that fails in the client (before sending) says so here,
+        // before `COMMIT` is polled.
+        let failed = Cell::new(false);
+        let failed = &failed;
+        let write_all = |conn| write_tables(conn, t, names, buffered, written, time, stats, failed);
+        if self.pending.get() {
+            // Nothing read yet: `BEGIN` and the frontier check go out with
+            // the writes, and a table behind the frontier means waiting and
+            // writing again, so `COMMIT` waits for the check's answer.
+            self.run(&|conn| Box::pin(write_all(conn)))?;
+            block_on(self.conn.batch_execute("COMMIT"))?.map_err(pg("committing an iteration"))?;
+        } else {
+            // The transaction is open and past its frontier: `COMMIT` goes
+            // out behind the writes, saving a round trip. Every statement
+            // is prepared first so that each goes out on its first poll, in
+            // order, before `COMMIT`. A write the server refuses aborts the
+            // transaction, and `COMMIT` then rolls it back; one that fails
+            // in the client is followed by `ROLLBACK` instead.
+            let conn = &self.conn;
+            block_on(async {
+                for &s in written {
+                    let (schema, sql) = (&t.schemas[s], &t.sql[s]);
+                    for text in [&sql.upsert, &sql.delete] {
+                        conn.prepare(text).await.map_err(on(schema, "writing"))?;
+                    }
+                }
+                conn.prepare(&last_update_sql(t))
+                    .await
+                    .map_err(pg("recording last_update"))?;
+                Ok::<(), StoreError>(())
+            })??;
+            let (result, ended) = block_on(async {
+                tokio::join!(write_all(conn), async {
+                    let end = if failed.get() { "ROLLBACK" } else { "COMMIT" };
+                    conn.batch_execute(end).await
+                })
+            })?;
+            self.open.set(false);
+            result?;
+            ended.map_err(pg("committing an iteration"))?;
+        }
         self.done = true;
         Ok(())
     }
+}
+
+/// Writes the rows `buffered[s]` of each table `s` of `written` and records
+/// `names` at `time`, all pipelined; sets `failed` as soon as one write fails.
+#[allow(clippy::too_many_arguments)]
+async fn write_tables(
+    conn: &deadpool_postgres::Object,
+    t: &Tables,
+    names: &[String],
+    buffered: &[Vec<EncodedRow>],
+    written: &[usize],
+    time: i64,
+    stats: &Mutex<StoreStats>,
+    failed: &Cell<bool>,
+) -> Result<(), StoreError> {
+    let writes = written.iter().map(|&s| async move {
+        let result = write_rows(conn, &t.schemas[s], &t.sql[s], &buffered[s], stats).await;
+        failed.set(failed.get() || result.is_err());
+        result
+    });
+    let (written, timed) = tokio::join!(
+        join_in_order(writes.collect()),
+        set_last_update(conn, t, names, time)
+    );
+    first_error(written.into_iter().chain([timed]).collect())
+}
+
+/// Runs `futures` together, polling every unfinished one in order on every
+/// poll: statements they send on their first poll go out in that order.
+/// (`join_all` of many futures promises no order.)
+async fn join_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use futures_util::future::{MaybeDone, maybe_done};
+    let mut all: Vec<std::pin::Pin<Box<MaybeDone<F>>>> = futures
+        .into_iter()
+        .map(|f| Box::pin(maybe_done(f)))
+        .collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for f in &mut all {
+            done &= f.as_mut().poll(cx).is_ready();
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    all.iter_mut()
+        .filter_map(|f| f.as_mut().take_output())
+        .collect()
 }
 
 /// Whether `e` is Postgres refusing a statement because an earlier one

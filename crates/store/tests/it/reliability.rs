@@ -1880,6 +1880,63 @@ fn a_stored_sum_that_overflows_changes_no_table_on_every_store() -> R {
     Ok(())
 }
 
+/// Two values under one identity (a 64-bit collision, made here by
+/// rewriting a stored row's value): the write is refused with a typed error
+/// naming the table and the identity, no table of the iteration changes,
+/// and the next iteration goes through. On Postgres the refusal comes from
+/// the server (the iteration's `COMMIT` is pipelined behind its writes).
+#[test]
+fn an_identity_collision_is_a_typed_error_and_changes_no_table_on_every_sql_store() -> R {
+    let (graph, (input, _, doubled)) = Graph::build(|q| {
+        let (input, x) = q.input::<String>("names")?;
+        Ok((
+            input,
+            q.cache("names_cache", x, &[])?,
+            q.cache("doubled_cache", x.map(|s| format!("{s}{s}")), &[])?,
+        ))
+    })?;
+    let bytes = |v: &str| encode_rows(&graph, "names_cache", vec![v.to_string()]).remove(0);
+    for kind in sql_kinds() {
+        let mut store = Target::open(kind, &graph)?;
+        graph.insert(&mut *store, &input, ["x".to_string()])?;
+        let table = store.table("names_cache");
+        // The row of "x" now holds "y" under x's identity.
+        store.execute(&format!(
+            "UPDATE {table} SET data = {} WHERE identity = {}",
+            store.blob(&bytes("y")),
+            identity_of(&bytes("x"))
+        ));
+        let before = store.last_time()?;
+        match graph.insert(&mut *store, &input, ["x".to_string(), "w".to_string()]) {
+            Err(GraphError::Store(StoreError::IdentityCollision { table: t, identity })) => {
+                assert_eq!(t, table, "{kind:?}");
+                assert_eq!(identity, identity_of(&bytes("x")), "{kind:?}");
+            }
+            other => panic!("{kind:?}: expected an identity collision, got {other:?}"),
+        }
+        assert_eq!(store.last_time()?, before, "{kind:?}");
+        assert_eq!(
+            doubled.zset(&mut *store)?,
+            zset! { "xx".to_string() => 1 },
+            "{kind:?}"
+        );
+        // Only the damaged row ("w" was not added with it).
+        assert_eq!(
+            store.scalar(&format!("SELECT count(*) FROM {table}")),
+            1,
+            "{kind:?}"
+        );
+        // Not wedged.
+        graph.insert(&mut *store, &input, ["z".to_string()])?;
+        assert_eq!(
+            doubled.zset(&mut *store)?,
+            zset! { "xx".to_string() => 1, "zz".to_string() => 1 },
+            "{kind:?}"
+        );
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // 4. Readers during a two-worker ingest.
 
