@@ -134,8 +134,7 @@ impl Graph {
         store: &mut S,
         changes: Changes,
     ) -> Result<Outputs, GraphError> {
-        let t = store.next_time()?;
-        self.iteration_at(store, changes, Time::new(t, t - 1))
+        self.run_in(store, changes, |s| s.begin_next())
     }
 
     /// Runs one iteration at an explicit [`Time`] (parallel ingest).
@@ -148,6 +147,16 @@ impl Graph {
         changes: Changes,
         time: Time,
     ) -> Result<Outputs, GraphError> {
+        self.run_in(store, changes, |s| s.begin(time))
+    }
+
+    /// One iteration in the transaction `begin` starts on `store`.
+    fn run_in<S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        changes: Changes,
+        begin: impl FnOnce(&mut S) -> Result<Box<dyn StateTx + '_>, crate::StoreError>,
+    ) -> Result<Outputs, GraphError> {
         if store.fingerprint() != self.fingerprint() {
             return Err(GraphError::WrongStore {
                 store: store.fingerprint().to_owned(),
@@ -155,7 +164,7 @@ impl Graph {
             });
         }
         let inputs = changes.into_inputs(self)?;
-        let mut tx = store.begin(time)?;
+        let mut tx = begin(store)?;
         let values = run_iteration(&self.inner, &mut *tx, inputs)?;
         tx.commit()?;
         Ok(Outputs {

@@ -1528,6 +1528,36 @@ async fn check_table<C: Conn>(
     sql::table_state(schema, recorded, exists)
 }
 
+impl Postgres {
+    /// A transaction at `time` (found in the transaction itself when
+    /// `next`); nothing is sent yet.
+    fn start(&mut self, time: Time, next: bool) -> Result<PostgresTx<'_>, StoreError> {
+        let conn = block_on(self.client())??;
+        let n = self.tables.schemas.len();
+        let mut tx = PostgresTx {
+            store: self,
+            conn,
+            time: Cell::new(time),
+            next: Cell::new(next),
+            atomic: time.flush_every_set != Some(true),
+            pending: Cell::new(false),
+            open: Cell::new(false),
+            waited: vec![false; n],
+            buffered: vec![Vec::new(); n],
+            done: false,
+        };
+        if tx.atomic {
+            // All or nothing: one transaction, its writes held until the
+            // commit. Nothing goes out yet: `BEGIN` and the frontier check
+            // are pipelined with the iteration's first statement
+            // (`PostgresTx::run`).
+            tx.pending.set(true);
+            tx.waited.fill(true);
+        }
+        Ok(tx)
+    }
+}
+
 impl StateStore for Postgres {
     fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -1637,28 +1667,13 @@ impl StateStore for Postgres {
     }
 
     fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
-        let conn = block_on(self.client())??;
-        let n = self.tables.schemas.len();
-        let mut tx = PostgresTx {
-            store: self,
-            conn,
-            time,
-            atomic: time.flush_every_set != Some(true),
-            pending: Cell::new(false),
-            open: Cell::new(false),
-            waited: vec![false; n],
-            buffered: vec![Vec::new(); n],
-            done: false,
-        };
-        if tx.atomic {
-            // All or nothing: one transaction, its writes held until the
-            // commit. Nothing goes out yet: `BEGIN` and the frontier check
-            // are pipelined with the iteration's first statement
-            // (`PostgresTx::run`).
-            tx.pending.set(true);
-            tx.waited.fill(true);
-        }
-        Ok(Box::new(tx))
+        Ok(Box::new(self.start(time, false)?))
+    }
+
+    fn begin_next(&mut self) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        // The time comes with the frontier check pipelined with the
+        // iteration's first statement: no round trip of its own.
+        Ok(Box::new(self.start(Time::new(1, 0), true)?))
     }
 
     fn next_time(&mut self) -> Result<i64, StoreError> {
@@ -1723,7 +1738,10 @@ impl StateStore for Postgres {
 struct PostgresTx<'s> {
     store: &'s Postgres,
     conn: deadpool_postgres::Object,
-    time: Time,
+    time: Cell<Time>,
+    /// `time` is to be found in the transaction: the next after every
+    /// committed iteration ([`StateStore::begin_next`]).
+    next: Cell<bool>,
     /// All or nothing: one transaction for the whole iteration.
     atomic: bool,
     /// An all-or-nothing iteration whose `BEGIN` has not gone out yet.
@@ -1751,18 +1769,17 @@ impl PostgresTx<'_> {
         }
         let tables = Arc::clone(&self.store.tables);
         let names = tables.names();
-        let frontier = self.time.frontier;
         loop {
             let conn = &self.conn;
             // The frontier check must reach the server before the
             // statement: prepared first (a cache hit after the first
             // iteration on this connection), it goes out on its first poll,
             // and `join!` polls in order.
-            let times = block_on(times_statement(conn, &tables))??;
-            let (begun, behind, result) = block_on(async {
+            let stmt = block_on(times_statement(conn, &tables))??;
+            let (begun, times, result) = block_on(async {
                 tokio::join!(
                     conn.batch_execute("BEGIN"),
-                    behind_with(conn, &times, &tables, &names, frontier),
+                    times_with(conn, &stmt, &tables, &names),
                     statement(conn)
                 )
             })?;
@@ -1771,21 +1788,36 @@ impl PostgresTx<'_> {
             // A statement that fails to parse (a dropped table) aborts the
             // transaction, failing the frontier check pipelined with it: its
             // own error is the one to report.
-            let behind = match (behind, &result) {
+            let times = match (times, &result) {
                 (Err(e), Err(_)) if aborted(&e) => return result,
-                (behind, _) => behind?,
+                (times, _) => times?,
             };
-            if behind.is_none() {
+            if self.next.get() {
+                // After every committed iteration, as `next_time` finds
+                // it: this is the serial path (concurrent writers are
+                // given their times, `iteration_at`).
+                let last = times.iter().copied().fold(0, i64::max);
+                self.time.set(Time::new(last + 1, last));
+            }
+            let frontier = self.time.get().frontier;
+            let behind = times.iter().position(|t| *t < frontier);
+            let Some(behind) = behind else {
                 self.pending.set(false);
                 return result;
-            }
+            };
             block_on(self.conn.batch_execute("ROLLBACK"))?
                 .map_err(pg("waiting for the frontier"))?;
             self.open.set(false);
             let wake = self.store.wake();
             let (max_wait, poll) = (self.store.max_wait, self.store.poll);
             block_on(wait_for(
-                &self.conn, &tables, &names, frontier, max_wait, poll, wake,
+                &self.conn,
+                &tables,
+                &names[behind..],
+                frontier,
+                max_wait,
+                poll,
+                wake,
             ))??;
         }
     }
@@ -1798,7 +1830,7 @@ impl PostgresTx<'_> {
                 &self.conn,
                 tables,
                 std::slice::from_ref(&tables.schemas[s].name),
-                self.time.frontier,
+                self.time.get().frontier,
                 self.store.max_wait,
                 self.store.poll,
                 wake,
@@ -1855,7 +1887,7 @@ impl StateTx for PostgresTx<'_> {
     }
 
     fn flush(&mut self, state: StateId) -> Result<(), StoreError> {
-        if self.open.get() || self.time.flush_every_set != Some(true) {
+        if self.open.get() || self.time.get().flush_every_set != Some(true) {
             return Ok(());
         }
         let s = state.index();
@@ -1863,7 +1895,7 @@ impl StateTx for PostgresTx<'_> {
         let rows = std::mem::take(&mut self.buffered[s]);
         let t = Arc::clone(&self.store.tables);
         let stats = Arc::clone(&self.store.stats);
-        let time = self.time.input_time;
+        let time = self.time.get().input_time;
         let conn = &self.conn;
         block_on(async move {
             // One transaction for this table: `BEGIN`, its writes and its
@@ -1906,10 +1938,10 @@ impl StateTx for PostgresTx<'_> {
                 &self.conn,
                 &t,
                 &names,
-                self.time.input_time,
+                self.time.get().input_time,
             ))?;
         }
-        if self.time.flush_every_set.is_none() {
+        if self.time.get().flush_every_set.is_none() {
             return Ok(()); // a dry run: dropping rolls back
         }
         // Every table's writes and the times, pipelined on the one
@@ -1917,7 +1949,15 @@ impl StateTx for PostgresTx<'_> {
         // the first failure is the one reported.
         let stats = &self.store.stats;
         let buffered = std::mem::take(&mut self.buffered);
-        let time = self.time.input_time;
+        if self.pending.get() && self.next.get() {
+            // Nothing read yet, so the time is not known: it is needed
+            // before the writes go out.
+            let times = block_on(times_of(&self.conn, &t, &names))??;
+            let last = times.into_iter().fold(0, i64::max);
+            self.time.set(Time::new(last + 1, last));
+            self.next.set(false);
+        }
+        let time = self.time.get().input_time;
         let written: Vec<usize> = (0..buffered.len())
             .filter(|&s| !buffered[s].is_empty())
             .collect();

@@ -94,6 +94,9 @@ impl StateStore for Handle {
     fn next_time(&mut self) -> Result<i64, graph::StoreError> {
         (**self).next_time()
     }
+    fn begin_next(&mut self) -> Result<Box<dyn graph::StateTx + '_>, graph::StoreError> {
+        (**self).begin_next()
+    }
     fn last_time(&mut self) -> Result<i64, graph::StoreError> {
         (**self).last_time()
     }

@@ -1937,6 +1937,67 @@ fn an_identity_collision_is_a_typed_error_and_changes_no_table_on_every_sql_stor
     Ok(())
 }
 
+/// A serial iteration (`Graph::insert`, at the store's next time) while an
+/// earlier iteration has committed some tables and not yet the others (a
+/// pipelined worker, simulated by moving one table's `last_update`): it
+/// waits for the stragglers, then runs after every committed iteration.
+/// (Postgres finds the time inside the iteration's transaction.)
+#[test]
+fn a_serial_iteration_waits_for_an_iteration_half_committed_on_every_sql_store() -> R {
+    let (graph, (input, doubled)) = Graph::build(|q| {
+        let (input, x) = q.input::<String>("names")?;
+        q.cache("names_cache", x, &[])?;
+        Ok((
+            input,
+            q.cache("doubled_cache", x.map(|s| format!("{s}{s}")), &[])?,
+        ))
+    })?;
+    for kind in sql_kinds() {
+        let mut store = Target::open(kind, &graph)?;
+        graph.insert(&mut *store, &input, ["a".to_string()])?;
+        let (names, doubled_table) = (store.table("names_cache"), store.table("doubled_cache"));
+        let last_update = format!("{}last_update", store.prefix());
+        let set = |table: &str, t: i64| {
+            format!("UPDATE {last_update} SET t = {t} WHERE table_name = '{table}'")
+        };
+        store.execute(&set(&doubled_table, 2));
+        let late = set(&names, 2);
+        let bumped = Arc::new(AtomicBool::new(false));
+        let sqlite = match &store {
+            Target::Sqlite { store, .. } => Some(store.path().to_path_buf()),
+            Target::Harness(_) => None,
+        };
+        let straggler = std::thread::spawn({
+            let bumped = Arc::clone(&bumped);
+            move || {
+                std::thread::sleep(Duration::from_millis(300));
+                bumped.store(true, Ordering::SeqCst);
+                match sqlite {
+                    Some(path) => rusqlite::Connection::open(path)
+                        .and_then(|c| c.execute_batch(&late))
+                        .expect("sqlite"),
+                    None => {
+                        with_pg_client(async |c| c.batch_execute(&late).await).expect("postgres")
+                    }
+                }
+            }
+        });
+        graph.insert(&mut *store, &input, ["b".to_string()])?;
+        assert!(
+            bumped.load(Ordering::SeqCst),
+            "{kind:?}: ran before its frontier"
+        );
+        straggler.join().expect("the straggler");
+        assert_eq!(store.last_time()?, 3, "{kind:?}");
+        assert_eq!(
+            doubled.zset(&mut *store)?,
+            zset! { "aa".to_string() => 1, "bb".to_string() => 1 },
+            "{kind:?}"
+        );
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // 4. Readers during a two-worker ingest.
 
