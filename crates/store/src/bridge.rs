@@ -153,6 +153,7 @@ async fn serve<C: Conn>(
                     &tables.sql[table],
                     &rows,
                     stats,
+                    &std::sync::atomic::AtomicBool::new(false),
                 )
                 .await,
             );

@@ -10,6 +10,7 @@ use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -776,13 +777,15 @@ pub(crate) async fn read_rows<C: Conn>(
 /// can pipeline `COMMIT` behind it (see [`PostgresTx::commit`]). A row whose
 /// identity already holds a different value fails the statement (the
 /// server refuses the `NULL` the upsert writes then), reported as
-/// [`StoreError::IdentityCollision`].
+/// [`StoreError::IdentityCollision`]. A statement that fails in the client
+/// sets `failed` as it fails, while the other may still be under way.
 pub(crate) async fn write_rows<C: Conn>(
     conn: &C,
     schema: &TableSchema,
     sql: &PgSql,
     rows: &[EncodedRow],
     stats: &Mutex<StoreStats>,
+    failed: &AtomicBool,
 ) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
@@ -845,19 +848,21 @@ pub(crate) async fn write_rows<C: Conn>(
         s.rows_written += rows.len() as u64;
         s.statements += u64::from(upsert.is_some()) + u64::from(delete.is_some());
     }
+    let marked = |result: Result<u64, tokio_postgres::Error>| {
+        if result.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+        result.map(drop)
+    };
     let deleting = async {
         match &delete {
-            Some(stmt) => conn
-                .client()
-                .execute(stmt, &deleted.params())
-                .await
-                .map(drop),
+            Some(stmt) => marked(conn.client().execute(stmt, &deleted.params()).await),
             None => Ok(()),
         }
     };
     let upserting = async {
         match &upsert {
-            Some(stmt) => conn.client().execute(stmt, &params).await.map(drop),
+            Some(stmt) => marked(conn.client().execute(stmt, &params).await),
             None => Ok(()),
         }
     };
@@ -1901,9 +1906,10 @@ impl StateTx for PostgresTx<'_> {
             // One transaction for this table: `BEGIN`, its writes and its
             // time pipelined, then `COMMIT` (or `ROLLBACK`).
             let name = &t.schemas[s].name;
+            let failed = AtomicBool::new(false);
             let (begun, written, timed) = tokio::join!(
                 conn.batch_execute("BEGIN"),
-                write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats),
+                write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats, &failed),
                 set_last_update(conn, &t, std::slice::from_ref(name), time)
             );
             let result = first_error(vec![
@@ -1964,7 +1970,7 @@ impl StateTx for PostgresTx<'_> {
         let (t, names, buffered, written) = (&t, &names, &buffered, &written);
         // A write that fails in the client (before sending) says so here,
         // before `COMMIT` is polled.
-        let failed = Cell::new(false);
+        let failed = AtomicBool::new(false);
         let failed = &failed;
         let write_all = |conn| write_tables(conn, t, names, buffered, written, time, stats, failed);
         if self.pending.get() {
@@ -1995,7 +2001,11 @@ impl StateTx for PostgresTx<'_> {
             })??;
             let (result, ended) = block_on(async {
                 tokio::join!(write_all(conn), async {
-                    let end = if failed.get() { "ROLLBACK" } else { "COMMIT" };
+                    let end = if failed.load(Ordering::SeqCst) {
+                        "ROLLBACK"
+                    } else {
+                        "COMMIT"
+                    };
                     conn.batch_execute(end).await
                 })
             })?;
@@ -2019,11 +2029,13 @@ async fn write_tables(
     written: &[usize],
     time: i64,
     stats: &Mutex<StoreStats>,
-    failed: &Cell<bool>,
+    failed: &AtomicBool,
 ) -> Result<(), StoreError> {
     let writes = written.iter().map(|&s| async move {
-        let result = write_rows(conn, &t.schemas[s], &t.sql[s], &buffered[s], stats).await;
-        failed.set(failed.get() || result.is_err());
+        let result = write_rows(conn, &t.schemas[s], &t.sql[s], &buffered[s], stats, failed).await;
+        if result.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
         result
     });
     let (written, timed) = tokio::join!(
