@@ -828,22 +828,16 @@ pub(crate) async fn write_rows<C: Conn>(
     params.push(&data);
     params.extend(keys.iter().map(PgArray::param));
     params.push(&weights);
-    let delete = match deletes.is_empty() {
-        true => None,
-        false => Some(
-            conn.prepare(&sql.delete)
-                .await
-                .map_err(on(schema, "writing"))?,
-        ),
+    let prepared = async |needed: bool, text: &str| match needed {
+        true => conn
+            .prepare(text)
+            .await
+            .map(Some)
+            .map_err(on(schema, "writing")),
+        false => Ok(None),
     };
-    let upsert = match upserts.is_empty() {
-        true => None,
-        false => Some(
-            conn.prepare(&sql.upsert)
-                .await
-                .map_err(on(schema, "writing"))?,
-        ),
-    };
+    let delete = prepared(!deletes.is_empty(), &sql.delete).await?;
+    let upsert = prepared(!upserts.is_empty(), &sql.upsert).await?;
     if let Ok(mut s) = stats.lock() {
         s.rows_written += rows.len() as u64;
         s.statements += u64::from(upsert.is_some()) + u64::from(delete.is_some());

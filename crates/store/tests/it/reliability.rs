@@ -1835,19 +1835,26 @@ fn weights_that_overflow_are_errors_on_every_store() -> R {
     Ok(())
 }
 
-/// A weight that only the store itself sums (a cache, no operator reads
-/// it): the store refuses the change, and with several tables written in
-/// one iteration none of them changes.
-#[test]
-fn a_stored_sum_that_overflows_changes_no_table_on_every_store() -> R {
-    let (graph, (input, cache, doubled)) = Graph::build(|q| {
+/// Names cached twice: as they are, and doubled (`"ab"` → `"abab"`): two
+/// tables every iteration writes together.
+fn names_and_doubled() -> Result<(Graph, (Input<String>, Cache<String>, Cache<String>)), GraphError>
+{
+    Graph::build(|q| {
         let (input, x) = q.input::<String>("names")?;
         Ok((
             input,
             q.cache("names_cache", x, &[])?,
             q.cache("doubled_cache", x.map(|s| format!("{s}{s}")), &[])?,
         ))
-    })?;
+    })
+}
+
+/// A weight that only the store itself sums (a cache, no operator reads
+/// it): the store refuses the change, and with several tables written in
+/// one iteration none of them changes.
+#[test]
+fn a_stored_sum_that_overflows_changes_no_table_on_every_store() -> R {
+    let (graph, (input, cache, doubled)) = names_and_doubled()?;
     for kind in kinds() {
         let mut store = kind.open(&graph)?;
         let huge = zset! { "x".to_string() => i64::MAX };
@@ -1887,14 +1894,7 @@ fn a_stored_sum_that_overflows_changes_no_table_on_every_store() -> R {
 /// the server (the iteration's `COMMIT` is pipelined behind its writes).
 #[test]
 fn an_identity_collision_is_a_typed_error_and_changes_no_table_on_every_sql_store() -> R {
-    let (graph, (input, _, doubled)) = Graph::build(|q| {
-        let (input, x) = q.input::<String>("names")?;
-        Ok((
-            input,
-            q.cache("names_cache", x, &[])?,
-            q.cache("doubled_cache", x.map(|s| format!("{s}{s}")), &[])?,
-        ))
-    })?;
+    let (graph, (input, _, doubled)) = names_and_doubled()?;
     let bytes = |v: &str| encode_rows(&graph, "names_cache", vec![v.to_string()]).remove(0);
     for kind in sql_kinds() {
         let mut store = Target::open(kind, &graph)?;
@@ -1944,14 +1944,7 @@ fn an_identity_collision_is_a_typed_error_and_changes_no_table_on_every_sql_stor
 /// (Postgres finds the time inside the iteration's transaction.)
 #[test]
 fn a_serial_iteration_waits_for_an_iteration_half_committed_on_every_sql_store() -> R {
-    let (graph, (input, doubled)) = Graph::build(|q| {
-        let (input, x) = q.input::<String>("names")?;
-        q.cache("names_cache", x, &[])?;
-        Ok((
-            input,
-            q.cache("doubled_cache", x.map(|s| format!("{s}{s}")), &[])?,
-        ))
-    })?;
+    let (graph, (input, _, doubled)) = names_and_doubled()?;
     for kind in sql_kinds() {
         let mut store = Target::open(kind, &graph)?;
         graph.insert(&mut *store, &input, ["a".to_string()])?;
