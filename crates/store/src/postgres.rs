@@ -1947,7 +1947,6 @@ impl StateTx for PostgresTx<'_> {
         // Every table's writes and the times, pipelined on the one
         // connection (the server runs them in order, in this transaction);
         // the first failure is the one reported.
-        let stats = &self.store.stats;
         let buffered = std::mem::take(&mut self.buffered);
         if self.pending.get() && self.next.get() {
             // Nothing read yet, so the time is not known: it is needed
@@ -1961,12 +1960,13 @@ impl StateTx for PostgresTx<'_> {
         let written: Vec<usize> = (0..buffered.len())
             .filter(|&s| !buffered[s].is_empty())
             .collect();
-        let (t, names, buffered, written) = (&t, &names, &buffered, &written);
+        let (t, buffered, written) = (&t, &buffered, &written);
         // A write that fails in the client (before sending) says so here,
         // before `COMMIT` is polled.
         let failed = AtomicBool::new(false);
         let failed = &failed;
-        let write_all = |conn| write_tables(conn, t, names, buffered, written, time, stats, failed);
+        let store = self.store;
+        let write_all = |conn| write_tables(conn, store, buffered, time, failed);
         if self.pending.get() {
             // Nothing read yet: `BEGIN` and the frontier check go out with
             // the writes, and a table behind the frontier means waiting and
@@ -2012,20 +2012,20 @@ impl StateTx for PostgresTx<'_> {
     }
 }
 
-/// Writes the rows `buffered[s]` of each table `s` of `written` and records
-/// `names` at `time`, all pipelined; sets `failed` as soon as one write fails.
-#[allow(clippy::too_many_arguments)]
+/// Writes the rows `buffered[s]` of each table `s` of `store` and records
+/// every table at `time`, all pipelined; sets `failed` as soon as one write
+/// fails.
 async fn write_tables(
     conn: &deadpool_postgres::Object,
-    t: &Tables,
-    names: &[String],
+    store: &Postgres,
     buffered: &[Vec<EncodedRow>],
-    written: &[usize],
     time: i64,
-    stats: &Mutex<StoreStats>,
     failed: &AtomicBool,
 ) -> Result<(), StoreError> {
-    let writes = written.iter().map(|&s| async move {
+    let (t, stats) = (&*store.tables, &*store.stats);
+    let names = t.names();
+    let written = (0..buffered.len()).filter(|&s| !buffered[s].is_empty());
+    let writes = written.map(|s| async move {
         let result = write_rows(conn, &t.schemas[s], &t.sql[s], &buffered[s], stats, failed).await;
         if result.is_err() {
             failed.store(true, Ordering::SeqCst);
@@ -2034,7 +2034,7 @@ async fn write_tables(
     });
     let (written, timed) = tokio::join!(
         join_in_order(writes.collect()),
-        set_last_update(conn, t, names, time)
+        set_last_update(conn, t, &names, time)
     );
     first_error(written.into_iter().chain([timed]).collect())
 }
