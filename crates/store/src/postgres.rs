@@ -479,9 +479,38 @@ pub(crate) struct Tables {
     pub(crate) specs: Vec<StateSpec>,
     pub(crate) schemas: Vec<TableSchema>,
     pub(crate) sql: Vec<PgSql>,
+    /// The times of the tables `$1`.
+    times_sql: String,
+    /// Records the times of the tables `$1` as `$2` (never moving one
+    /// back), and notifies waiters on channel `$3` in the same transaction:
+    /// they hear of it exactly when it commits.
+    last_update_sql: String,
 }
 
 impl Tables {
+    fn new(prefix: &str, specs: Vec<StateSpec>) -> Tables {
+        let schemas: Vec<TableSchema> = specs
+            .iter()
+            .map(|s| TableSchema::of(s, prefix, &PgDialect))
+            .collect();
+        let sql = schemas.iter().map(PgSql::of).collect();
+        let last_update = format!("{prefix}last_update");
+        Tables {
+            prefix: prefix.to_owned(),
+            specs,
+            schemas,
+            sql,
+            times_sql: format!(
+                "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1)"
+            ),
+            last_update_sql: format!(
+                "WITH done AS (INSERT INTO {last_update} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
+                 ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t) RETURNING 1) \
+                 SELECT pg_notify($3, (SELECT count(*) FROM done)::text)"
+            ),
+        }
+    }
+
     /// Every table's name, in state order.
     pub(crate) fn names(&self) -> Vec<String> {
         self.schemas.iter().map(|s| s.name.clone()).collect()
@@ -909,12 +938,9 @@ pub(crate) async fn times_of<C: Conn>(
 
 /// The statement of [`times_of`], prepared (once per connection).
 async fn times_statement<C: Conn>(conn: &C, tables: &Tables) -> Result<Statement, StoreError> {
-    let last_update = tables.last_update();
-    conn.prepare(&format!(
-        "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1)"
-    ))
-    .await
-    .map_err(pg(format!("reading `{last_update}`")))
+    conn.prepare(&tables.times_sql)
+        .await
+        .map_err(pg(format!("reading `{}`", tables.last_update())))
 }
 
 /// [`times_of`] with its statement prepared: the query goes out when the
@@ -936,22 +962,18 @@ async fn times_with<C: Conn>(
         let table: String = r
             .try_get(0)
             .map_err(pg(format!("reading `{last_update}`")))?;
-        let t = r.try_get(1).map_err(|e| StoreError::Corrupt {
-            table: last_update.clone(),
-            identity: table.clone(),
-            detail: format!("its time is not an integer: {e}"),
-        })?;
+        let t = r
+            .try_get(1)
+            .map_err(|e| sql::bad_time(&last_update, &table, e))?;
         found.insert(table, t);
     }
     names
         .iter()
         .map(|n| {
-            found.get(n).copied().ok_or_else(|| StoreError::Corrupt {
-                table: last_update.clone(),
-                identity: n.clone(),
-                detail: "no last_update row for this table, so the time of its state is unknown"
-                    .into(),
-            })
+            found
+                .get(n)
+                .copied()
+                .ok_or_else(|| sql::unknown_time(&last_update, n))
         })
         .collect()
 }
@@ -964,37 +986,13 @@ async fn behind<C: Conn>(
     names: &[String],
     frontier: i64,
 ) -> Result<Option<(String, i64)>, StoreError> {
-    let stmt = times_statement(conn, tables).await?;
-    behind_with(conn, &stmt, tables, names, frontier).await
-}
-
-/// [`behind`] with its statement prepared.
-async fn behind_with<C: Conn>(
-    conn: &C,
-    stmt: &Statement,
-    tables: &Tables,
-    names: &[String],
-    frontier: i64,
-) -> Result<Option<(String, i64)>, StoreError> {
-    let times = times_with(conn, stmt, tables, names).await?;
+    let times = times_of(conn, tables, names).await?;
     Ok(names
         .iter()
         .zip(times)
         .min_by_key(|(_, t)| *t)
         .filter(|(_, t)| *t < frontier)
         .map(|(n, t)| (n.clone(), t)))
-}
-
-/// Records the times of the tables `$1` as `$2` (never moving one back), and
-/// notifies waiters on channel `$3` in the same transaction: they hear of it
-/// exactly when it commits.
-fn last_update_sql(tables: &Tables) -> String {
-    format!(
-        "WITH done AS (INSERT INTO {0} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
-         ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t) RETURNING 1) \
-         SELECT pg_notify($3, (SELECT count(*) FROM done)::text)",
-        tables.last_update()
-    )
 }
 
 pub(crate) async fn set_last_update<C: Conn>(
@@ -1004,7 +1002,7 @@ pub(crate) async fn set_last_update<C: Conn>(
     t: i64,
 ) -> Result<(), StoreError> {
     let stmt = conn
-        .prepare(&last_update_sql(tables))
+        .prepare(&tables.last_update_sql)
         .await
         .map_err(pg("recording last_update"))?;
     let channel = channel(&tables.prefix);
@@ -1245,18 +1243,7 @@ impl Postgres {
         options: OpenOptions,
     ) -> Result<Postgres, StoreError> {
         check_prefix(&options.prefix)?;
-        let specs = graph.states().to_vec();
-        let schemas: Vec<TableSchema> = specs
-            .iter()
-            .map(|s| TableSchema::of(s, &options.prefix, &PgDialect))
-            .collect();
-        let sql = schemas.iter().map(PgSql::of).collect();
-        let tables = Arc::new(Tables {
-            prefix: options.prefix.clone(),
-            specs,
-            schemas,
-            sql,
-        });
+        let tables = Arc::new(Tables::new(&options.prefix, graph.states().to_vec()));
         let mut store = Postgres {
             pool,
             fingerprint: graph.fingerprint().to_owned(),
@@ -1988,7 +1975,7 @@ impl StateTx for PostgresTx<'_> {
                         conn.prepare(text).await.map_err(on(schema, "writing"))?;
                     }
                 }
-                conn.prepare(&last_update_sql(t))
+                conn.prepare(&t.last_update_sql)
                     .await
                     .map_err(pg("recording last_update"))?;
                 Ok::<(), StoreError>(())

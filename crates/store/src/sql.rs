@@ -106,6 +106,24 @@ pub(crate) fn table_state(
     }
 }
 
+/// `table` has no row in `last_update`, so the time of its state is unknown.
+pub(crate) fn unknown_time(last_update: &str, table: &str) -> StoreError {
+    StoreError::Corrupt {
+        table: last_update.to_owned(),
+        identity: table.to_owned(),
+        detail: "no last_update row for this table, so the time of its state is unknown".into(),
+    }
+}
+
+/// `table`'s time in `last_update` is not an integer.
+pub(crate) fn bad_time(last_update: &str, table: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table: last_update.to_owned(),
+        identity: table.to_owned(),
+        detail: format!("its time is not an integer: {e}"),
+    }
+}
+
 /// Checks a user-given table prefix: `[a-z0-9_]*`, starting with a letter.
 pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
     let ok = prefix

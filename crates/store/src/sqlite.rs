@@ -632,11 +632,8 @@ impl Sqlite {
     /// `table`'s last update time; its row must exist (every table gets one
     /// when created).
     fn time_of(&self, table: &str) -> Result<i64, StoreError> {
-        self.last_update(table)?.ok_or_else(|| StoreError::Corrupt {
-            table: self.meta().1,
-            identity: table.to_owned(),
-            detail: "no last_update row for this table, so the time of its state is unknown".into(),
-        })
+        self.last_update(table)?
+            .ok_or_else(|| sql::unknown_time(&self.meta().1, table))
     }
 
     fn last_update(&self, table: &str) -> Result<Option<i64>, StoreError> {
@@ -904,11 +901,9 @@ impl Sqlite {
             let table: String = r
                 .get(0)
                 .map_err(backend(format!("reading `{last_update}`")))?;
-            let t = r.get(1).map_err(|e| StoreError::Corrupt {
-                table: last_update.clone(),
-                identity: table.clone(),
-                detail: format!("its time is not an integer: {e}"),
-            })?;
+            let t = r
+                .get(1)
+                .map_err(|e| sql::bad_time(&last_update, &table, e))?;
             found.insert(table, t);
         }
         self.schemas

@@ -328,13 +328,18 @@ fn a_panicking_user_function_is_a_failed_batch() -> R {
     Ok(())
 }
 
-#[test]
-fn a_frontier_that_never_arrives_times_out_naming_the_table() -> R {
-    let (graph, input) = Graph::build(|q| {
+/// Numbers in, cached as they are (table `numbers`).
+fn numbers() -> Result<(Graph, graph::Input<i64>), GraphError> {
+    Graph::build(|q| {
         let (input, n) = q.input::<i64>("n")?;
         q.cache("numbers", n, &[])?;
         Ok(input)
-    })?;
+    })
+}
+
+#[test]
+fn a_frontier_that_never_arrives_times_out_naming_the_table() -> R {
+    let (graph, input) = numbers()?;
     for kind in kinds() {
         let shared = Shared::with_wait(
             kind,
@@ -377,11 +382,7 @@ fn a_frontier_that_never_arrives_times_out_naming_the_table() -> R {
 /// `LISTEN`/`NOTIFY` on Postgres), not polling.
 #[test]
 fn waiters_wake_when_the_frontier_commits() -> R {
-    let (graph, input) = Graph::build(|q| {
-        let (input, n) = q.input::<i64>("n")?;
-        q.cache("numbers", n, &[])?;
-        Ok(input)
-    })?;
+    let (graph, input) = numbers()?;
     for kind in kinds() {
         let shared = Shared::with_wait(
             kind,
