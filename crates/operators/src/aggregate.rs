@@ -8,7 +8,7 @@ use graph::{FlatScope, KeyedDelta, Read, Slot, Stream};
 use serde::{Deserialize, Serialize};
 use zset::{Data, Index, IndexKey, Pair, ZSet, weight};
 
-use crate::{GroupedOps, Grouping};
+use crate::Grouping;
 
 /// The stored state of an aggregate for one group: the aggregate and the
 /// group's total weight.
@@ -69,6 +69,11 @@ pub trait Aggregates<'q, T: Data, S: FlatScope>: Sized {
     /// `group(by)`, `reduce(zero, pick_value)` per group, `flatten`: one
     /// `Pair(aggregate, key)` per non-empty group.
     ///
+    /// It runs as a single operator (rows are not copied into a grouped
+    /// stream first) but keeps the same state, under the same path, as the
+    /// three operators spelled out, so a store written by either form can
+    /// be carried on by the other.
+    ///
     /// ```
     /// use operators::prelude::*;
     /// let by_len = Index::new("length", |s: &String| s.len() as i64);
@@ -122,10 +127,46 @@ impl<'q, T: Data, S: FlatScope> Aggregates<'q, T, S> for Stream<'q, ZSet<T>, S> 
         K: IndexKey + Hash,
         V: Data + Add<Output = V> + Mul<i64, Output = V>,
     {
-        self.group(by)
-            .per_group(|g| g.reduce(zero, pick_value))
-            .flatten()
+        // One operator, reading this stream's rows directly, instead of
+        // `group → reduce → flatten`: grouping would copy every row into a
+        // `Pair(row, key)` only for the reduce to take its key and value.
+        // The grouped stream is still built (and then left unread, so it is
+        // dropped when the graph is finalized) so that the state's path, key
+        // columns and row type, and the output's path, are exactly those of
+        // the three-operator form: the same store serves either.
+        let grouped = self.group(by);
+        let parts = crate::group_parts(&grouped);
+        let reduce_path = grouped.path().suffixed(".reduce");
+        let by = by.clone();
+        reduce_by(
+            self,
+            Reducer {
+                name: "reduce",
+                state_path: grouped.path().child("reduce"),
+                path: reduce_path.suffixed(".flatten"),
+                parts,
+                root: None,
+                key_of: move |row: &S::Row<T>| (S::key(row), by.key(S::value(row))),
+                wrap: |v: V, (outer, k): (S::Key, K)| S::wrap(Pair::new(v, k), outer),
+            },
+            zero,
+            pick_value,
+        )
     }
+}
+
+/// Where [`reduce_by`] finds each row's group and puts each group's value.
+struct Reducer<K, KF, WF> {
+    name: &'static str,
+    state_path: graph::Path,
+    path: graph::Path,
+    /// The key columns of the group key.
+    parts: Vec<String>,
+    /// The single group of the root, which exists from the first iteration
+    /// on (`None` in a grouped scope: groups come and go with their rows).
+    root: Option<K>,
+    key_of: KF,
+    wrap: WF,
 }
 
 /// `reduce` keeping its state at `stream/name`.
@@ -139,52 +180,82 @@ fn reduce_named<'q, T: Data, S: FlatScope, V>(
 where
     V: Data + Add<Output = V> + Mul<i64, Output = V>,
 {
+    let reducer = Reducer {
+        name,
+        state_path: stream.path().child(name),
+        path: stream.path().suffixed(&format!(".{name}")),
+        parts: crate::group_parts(&stream),
+        root: S::root_key(),
+        key_of: |row: &S::Row<T>| S::key(row),
+        wrap: |v: V, k: S::Key| S::wrap(v, k),
+    };
+    reduce_by(stream, reducer, zero, pick_value)
+}
+
+/// The linear aggregate of `stream` per group `r.key_of(row)`, with one
+/// keyed state row per group; each group's value goes out as `r.wrap(value,
+/// key)`.
+#[track_caller]
+fn reduce_by<'q, T, S, V, K, U, KF, WF>(
+    stream: Stream<'q, ZSet<T>, S>,
+    r: Reducer<K, KF, WF>,
+    zero: V,
+    pick_value: impl Fn(&T) -> V + Send + Sync + 'static,
+) -> Stream<'q, ZSet<U>, S>
+where
+    T: Data,
+    S: FlatScope,
+    V: Data + Add<Output = V> + Mul<i64, Output = V>,
+    K: IndexKey + Hash,
+    U: Data,
+    KF: Fn(&S::Row<T>) -> K + Send + Sync + 'static,
+    WF: Fn(V, K) -> S::Row<U> + Send + Sync + 'static,
+{
     type Row<V, K> = Pair<Aggregate<V>, K>;
     let q = stream.query();
-    let state_path = stream.path().child(name);
-    let path = stream.path().suffixed(&format!(".{name}"));
-    let parts = crate::group_parts(&stream);
-    let part_refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let key: Index<Row<V, S::Key>, S::Key> =
-        Index::with_parts("group", &part_refs, |r: &Row<V, S::Key>| r.right.clone());
-    let state = q.declare_keyed(state_path, key.clone());
+    let part_refs: Vec<&str> = r.parts.iter().map(String::as_str).collect();
+    let key: Index<Row<V, K>, K> =
+        Index::with_parts("group", &part_refs, |r: &Row<V, K>| r.right.clone());
+    let state = q.declare_keyed(r.state_path, key.clone());
+    let (key_of, wrap) = (r.key_of, r.wrap);
+    let root = r.root;
     stream.apply_ctx(
         &[],
-        name,
+        r.name,
         vec![state],
-        Some(path),
+        Some(r.path),
         move |ctx, ins: &[&Slot]| {
             let delta = ctx.zset::<S::Row<T>>(ins[0])?;
             // Per group: Σ pick·w and Σ w of this change.
-            let mut changes: HashMap<S::Key, (V, i64)> = HashMap::new();
+            let mut changes: HashMap<K, (V, i64)> = HashMap::with_capacity(delta.len());
             for (row, w) in delta.iter() {
                 let entry = changes
-                    .entry(S::key(row))
+                    .entry(key_of(row))
                     .or_insert_with(|| (zero.clone(), 0));
                 entry.0 = entry.0.clone() + pick_value(S::value(row)) * w;
                 entry.1 = weight::add(entry.1, w);
             }
-            if let (true, Some(root)) = (changes.is_empty(), S::root_key()) {
+            if let (true, Some(root)) = (changes.is_empty(), &root) {
                 // The root aggregate exists from the first iteration on.
-                changes.insert(root, (zero.clone(), 0));
+                changes.insert(root.clone(), (zero.clone(), 0));
             }
             if changes.is_empty() {
                 return Ok(ZSet::new());
             }
-            let keys: Vec<S::Key> = changes.keys().cloned().collect();
-            let stored = ctx.read::<Row<V, S::Key>>(
+            let keys: Vec<K> = changes.keys().cloned().collect();
+            let stored = ctx.read::<Row<V, K>>(
                 state,
                 Read::ByIndex {
                     index: 0,
                     keys: &keys,
                 },
             )?;
-            let mut old: HashMap<S::Key, Aggregate<V>> = stored
+            let mut old: HashMap<K, Aggregate<V>> = stored
                 .into_iter()
                 .map(|r| (r.value.right, r.value.left))
                 .collect();
-            let mut out = ZSet::new();
-            let mut writes: KeyedDelta<Row<V, S::Key>> = Vec::new();
+            let mut out = ZSet::with_capacity(2 * changes.len());
+            let mut writes: KeyedDelta<Row<V, K>> = Vec::with_capacity(changes.len());
             for (k, (dv, dc)) in changes {
                 let before = old.remove(&k);
                 let after = match &before {
@@ -197,19 +268,19 @@ where
                         count: dc,
                     },
                 };
-                let present = |a: &Aggregate<V>| S::ROOT || a.count != 0;
+                let present = |a: &Aggregate<V>| root.is_some() || a.count != 0;
                 if before.as_ref() == Some(&after) {
                     continue;
                 }
                 if let Some(b) = before.as_ref().filter(|b| present(b)) {
-                    out.update(S::wrap(b.value.clone(), k.clone()), -1);
+                    out.update(wrap(b.value.clone(), k.clone()), -1);
                 }
                 if present(&after) {
-                    out.update(S::wrap(after.value.clone(), k.clone()), 1);
+                    out.update(wrap(after.value.clone(), k.clone()), 1);
                 }
                 // Keep a group's row while it has a count or a non-zero sum
                 // (rows may cancel in count but not in value, or vice versa).
-                let keep = S::ROOT || after.count != 0 || after.value != zero;
+                let keep = root.is_some() || after.count != 0 || after.value != zero;
                 writes.push((Pair::new(after, k), keep));
             }
             if !writes.is_empty() {

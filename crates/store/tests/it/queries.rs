@@ -108,6 +108,24 @@ proptest! {
     }
 
     #[test]
+    fn group_reduce_flatten_within_groups(b in batches((0i64..2, 0i64..3, -2i64..3), 8, 6)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<(i64, i64, i64)>("x")?;
+                let outer = Index::new("a", |r: &(i64, i64, i64)| r.0);
+                let inner = Index::new("b", |r: &(i64, i64, i64)| r.1);
+                let sums = x.group(&outer).per_group(|g| g.group_reduce_flatten(&inner, 0i64, |r| r.2)).flatten();
+                Ok((input, q.output("out", sums)?))
+            }, |p: &Pair<Pair<i64, i64>, i64>| (p.left.left, p.left.right, p.right), |x| {
+                oracle::group_sum(x, |r| (r.0, r.1), 0i64, |r| r.2)
+                    .into_iter()
+                    .map(|((sum, (a, b)), w)| ((sum, b, a), w))
+                    .collect()
+            }, &b)?;
+        }
+    }
+
+    #[test]
     fn first_n_under_deletes(b in batches((0i64..4, 0i64..4), 8, 5)) {
         for kind in kinds() {
             run1(kind, |q| {
@@ -258,4 +276,77 @@ proptest! {
             }
         }
     }
+}
+
+/// `group_reduce_flatten` runs as one operator but keeps exactly the state of
+/// `group → per_group(reduce) → flatten` spelled out: the same fingerprint and
+/// tables, and either graph carries on from a SQLite file the other wrote.
+#[test]
+fn group_reduce_flatten_keeps_the_state_of_the_three_operator_form() {
+    type Row = (i64, i64);
+    let build = |fused: bool| {
+        Graph::build(move |q| {
+            let (input, x) = q.input::<Row>("x")?;
+            let by = Index::new("g", |r: &Row| r.0);
+            let sums = if fused {
+                x.group_reduce_flatten(&by, 0i64, |r| r.1)
+            } else {
+                x.group(&by)
+                    .per_group(|g| g.reduce(0i64, |r| r.1))
+                    .flatten()
+            };
+            let cache = q.cache("sums", sums.map(|p| (p.right, p.left)), &[])?;
+            Ok((input, q.output("out", sums)?, cache))
+        })
+        .unwrap()
+    };
+    let (fused, (f_in, f_out, f_cache)) = build(true);
+    let (spelled, (s_in, s_out, s_cache)) = build(false);
+    assert_eq!(fused.fingerprint(), spelled.fingerprint());
+    let paths =
+        |g: &Graph| -> Vec<String> { g.states().iter().map(|s| s.path().to_string()).collect() };
+    assert_eq!(paths(&fused), paths(&spelled));
+    assert!(
+        paths(&fused).iter().any(|p| p.ends_with("/reduce")),
+        "{:?}",
+        paths(&fused)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sums.db");
+    let batches: [&[(Row, i64)]; 4] = [
+        &[((1, 5), 1), ((2, 7), 1), ((1, 1), 2)],
+        &[((1, 5), -1), ((3, 4), 1)],
+        &[((2, 7), -1), ((3, -4), 1)],
+        &[((1, 2), 1), ((4, 0), 3)],
+    ];
+    // The reference: the spelled-out form on one memory store throughout.
+    let mut reference = store::Memory::new(&spelled);
+    // The file: written by each form in turn, re-opened between batches.
+    for (i, batch) in batches.iter().enumerate() {
+        let z: ZSet<Row> = batch.iter().copied().collect();
+        let expected = spelled
+            .iteration(&mut reference, Changes::new().zset(&s_in, z.clone()))
+            .unwrap();
+        let (graph, input, out) = if i % 2 == 0 {
+            (&fused, &f_in, &f_out)
+        } else {
+            (&spelled, &s_in, &s_out)
+        };
+        let mut file_store =
+            store::Sqlite::open(&file, graph, store::OpenOptions::default()).unwrap();
+        let got = graph
+            .iteration(&mut file_store, Changes::new().zset(input, z))
+            .unwrap();
+        assert_eq!(
+            got.get(out).unwrap(),
+            expected.get(&s_out).unwrap(),
+            "batch {i}"
+        );
+    }
+    let mut file_store = store::Sqlite::open(&file, &fused, store::OpenOptions::default()).unwrap();
+    assert_eq!(
+        f_cache.zset(&mut file_store).unwrap(),
+        s_cache.zset(&mut reference).unwrap()
+    );
 }
