@@ -140,7 +140,11 @@ impl IdSet {
 
     fn insert(&mut self, id: u32) {
         match self {
-            IdSet::Empty => *self = IdSet::Few(vec![id]),
+            IdSet::Empty => {
+                let mut ids = Vec::with_capacity(4);
+                ids.push(id);
+                *self = IdSet::Few(ids);
+            }
             IdSet::Few(ids) if ids.len() < Self::FEW => ids.push(id),
             IdSet::Few(ids) => {
                 let mut set: hashbrown::HashSet<u32> = ids.drain(..).collect();

@@ -200,6 +200,7 @@ impl<R: Data> MemTable for MemZSet<R> {
             .ok_or_else(bad_read::<R>)?;
         match *read {
             Read::All => {
+                out.reserve(self.live);
                 for id in 0..self.rows.len() as u32 {
                     self.push(id, out);
                 }
@@ -210,12 +211,14 @@ impl<R: Data> MemTable for MemZSet<R> {
                 if !tree.lookup(keys, &mut |id| ids.push(id)) {
                     return Err(bad_read::<R>());
                 }
+                out.reserve(ids.len());
                 for id in ids {
                     self.push(id, out);
                 }
             }
             Read::ByValues { values } => {
                 let values = values.downcast_ref::<Vec<R>>().ok_or_else(bad_read::<R>)?;
+                out.reserve(values.len());
                 for v in values {
                     if let Some(id) = self.find(v) {
                         self.push(id, out);

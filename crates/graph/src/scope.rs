@@ -49,6 +49,9 @@ pub trait Scope: Send + Sync + 'static {
     fn wrap<T: Data>(value: T, key: Self::Key) -> Self::Row<T>;
     /// The row with its value replaced by `f(value)`, in the same group.
     fn map_row<T: Data, U: Data>(row: &Self::Row<T>, f: impl FnOnce(&T) -> U) -> Self::Row<U>;
+    /// The row taken apart into its value and its group key (the inverse
+    /// of [`wrap`](Self::wrap)), without copying the value.
+    fn unwrap<T: Data>(row: Self::Row<T>) -> (T, Self::Key);
 }
 
 /// The top-level scope: a stream of `ZSet<T>` carries `ZSet<T>`.
@@ -79,6 +82,9 @@ impl Scope for Root {
     }
     fn map_row<T: Data, U: Data>(row: &T, f: impl FnOnce(&T) -> U) -> U {
         f(row)
+    }
+    fn unwrap<T: Data>(row: T) -> (T, ()) {
+        (row, ())
     }
 }
 
@@ -121,6 +127,10 @@ impl<K: IndexKey, P: Scope> Scope for Grouped<K, P> {
             Pair::new(f(&pair.left), pair.right.clone())
         })
     }
+    fn unwrap<T: Data>(row: Self::Row<T>) -> (T, (P::Key, K)) {
+        let (pair, outer) = P::unwrap(row);
+        (pair.left, (outer, pair.right))
+    }
 }
 
 /// A scope with flat time (the root and grouped scopes, not a recursion
@@ -160,6 +170,9 @@ impl Scope for Rec {
     fn map_row<T: Data, U: Data>(row: &T, f: impl FnOnce(&T) -> U) -> U {
         f(row)
     }
+    fn unwrap<T: Data>(row: T) -> (T, ()) {
+        (row, ())
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +186,7 @@ mod tests {
         assert_eq!(row, Pair::new(Pair::new('v', "k".to_owned()), 7));
         assert_eq!(*G2::value(&row), 'v');
         assert_eq!(G2::key(&row), (((), 7), "k".to_owned()));
+        assert_eq!(G2::unwrap(row.clone()), ('v', (((), 7), "k".to_owned())));
         let mapped = G2::map_row(&row, |v| v.len_utf8() as i64);
         assert_eq!(mapped, Pair::new(Pair::new(1, "k".to_owned()), 7));
         let by_len = Index::new("len", |v: &char| v.len_utf8() as i64);

@@ -169,6 +169,56 @@ fn join_slices<S: Scope, T: Data, U: Data, LK: IndexKey + Hash>(
     }
 }
 
+/// Joins rows read from a state (owned) with this iteration's change of the
+/// other side: `emit(stored, change row, weight)` for every pair sharing a
+/// key. As [`join_slices`], but each stored row is moved into the last pair
+/// it is part of rather than copied (a stored row usually meets one change
+/// row, so most are never copied).
+fn join_stored<S: Scope, A: Data, B: Data, K: IndexKey + Hash>(
+    stored: Vec<(S::Row<A>, Weight)>,
+    change: &ZSet<S::Row<B>>,
+    skey: &Index<S::Row<A>, K>,
+    ckey: &Index<S::Row<B>, K>,
+    mut emit: impl FnMut(S::Row<A>, &S::Row<B>, Weight),
+) {
+    if stored.is_empty() || change.is_empty() {
+        return;
+    }
+    let change: Vec<(&S::Row<B>, Weight)> = change.iter().collect();
+    // Every matching (stored, change) pair, by position; the smaller side
+    // is the one indexed.
+    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(change.len());
+    if stored.len() <= change.len() {
+        let chains = KeyChains::new(stored.iter().map(|(a, _)| skey.key(a)));
+        for (j, (b, _)) in change.iter().enumerate() {
+            chains.for_each(&ckey.key(b), |i| pairs.push((i, j)));
+        }
+    } else {
+        let chains = KeyChains::new(change.iter().map(|(b, _)| ckey.key(b)));
+        for (i, (a, _)) in stored.iter().enumerate() {
+            chains.for_each(&skey.key(a), |j| pairs.push((i, j)));
+        }
+    }
+    // How many pairs each stored row is still to join: the last takes it.
+    let mut uses = vec![0usize; stored.len()];
+    for (i, _) in &pairs {
+        uses[*i] += 1;
+    }
+    let mut stored: Vec<Option<(S::Row<A>, Weight)>> = stored.into_iter().map(Some).collect();
+    for (i, j) in pairs {
+        uses[i] -= 1;
+        let row = if uses[i] == 0 {
+            stored[i].take()
+        } else {
+            stored[i].clone()
+        };
+        if let Some((a, wa)) = row {
+            let (b, wb) = change[j];
+            emit(a, b, weight::mul(wa, wb));
+        }
+    }
+}
+
 /// The positions of a list's rows by key: one hash entry per key, and the
 /// rows sharing a key chained through `next`.
 struct KeyChains<K> {
@@ -244,16 +294,18 @@ impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
                 // I(l) ⋈ Δr: the left integral (with Δl) at Δr's keys.
                 if !dr.is_empty() {
                     let left = ctx.lookup_rows(ins[2], &li, keys_of(&dr, &ri))?;
-                    let left: Vec<_> = left.iter().map(|(l, w)| (l, *w)).collect();
-                    let dr: Vec<_> = dr.iter().collect();
-                    join_slices::<S, T, U, _>(&left, &dr, &li, &ri, &mut out);
+                    join_stored::<S, T, U, _>(left, &dr, &li, &ri, |l, r, w| {
+                        let (l, key) = S::unwrap(l);
+                        out.update(S::wrap(Pair::new(l, S::value(r).clone()), key), w);
+                    });
                 }
                 // Δl ⋈ z⁻¹I(r): the previous right integral at Δl's keys.
                 if !dl.is_empty() {
                     let right = ctx.lookup_rows(ins[3], &ri, keys_of(&dl, &li))?;
-                    let right: Vec<_> = right.iter().map(|(r, w)| (r, *w)).collect();
-                    let dl: Vec<_> = dl.iter().collect();
-                    join_slices::<S, T, U, _>(&dl, &right, &li, &ri, &mut out);
+                    join_stored::<S, U, T, _>(right, &dl, &ri, &li, |r, l, w| {
+                        let (r, _) = S::unwrap(r);
+                        out.update(S::wrap(Pair::new(S::value(l).clone(), r), S::key(l)), w);
+                    });
                 }
                 Ok(out)
             },
