@@ -120,66 +120,46 @@ impl<R: Data, K: IndexKey> DynIndex<R> for Index<R, K> {
             index: self.clone(),
             ids: hashbrown::HashMap::new(),
             order: std::collections::BTreeSet::new(),
+            places: Places::default(),
         })
     }
 }
 
-/// The ids of the rows sharing one key: a short list, or a hash set once
-/// there are many (so adding and removing a row stay cheap however many rows
-/// share a key, e.g. a date index).
+/// Where each row id sits in the list of ids of its key, so that a row is
+/// added by a push and removed by a swap with the last id of its list,
+/// without a search or a hash however many rows share its key (a date index
+/// holds thousands per key). Row ids are the dense slots of a state's rows.
 #[derive(Debug, Default)]
-enum IdSet {
-    #[default]
-    Empty,
-    Few(Vec<u32>),
-    Many(hashbrown::HashSet<u32>),
+struct Places {
+    place: Vec<u32>,
 }
 
-impl IdSet {
-    const FEW: usize = 32;
-
-    fn insert(&mut self, id: u32) {
-        match self {
-            IdSet::Empty => {
-                let mut ids = Vec::with_capacity(4);
-                ids.push(id);
-                *self = IdSet::Few(ids);
-            }
-            IdSet::Few(ids) if ids.len() < Self::FEW => ids.push(id),
-            IdSet::Few(ids) => {
-                let mut set: hashbrown::HashSet<u32> = ids.drain(..).collect();
-                set.insert(id);
-                *self = IdSet::Many(set);
-            }
-            IdSet::Many(set) => {
-                set.insert(id);
-            }
+impl Places {
+    /// Adds `id` to `ids`.
+    fn insert(&mut self, ids: &mut Vec<u32>, id: u32) {
+        let slot = id as usize;
+        if self.place.len() <= slot {
+            self.place.resize(slot + 1, 0);
         }
+        self.place[slot] = ids.len() as u32;
+        ids.push(id);
     }
 
-    /// Removes `id`; `true` when no id is left.
-    fn remove(&mut self, id: u32) -> bool {
-        match self {
-            IdSet::Empty => true,
-            IdSet::Few(ids) => {
-                if let Some(pos) = ids.iter().position(|x| *x == id) {
-                    ids.swap_remove(pos);
-                }
-                ids.is_empty()
-            }
-            IdSet::Many(set) => {
-                set.remove(&id);
-                set.is_empty()
+    /// Removes `id` from `ids` (if there); `true` when no id is left.
+    fn remove(&mut self, ids: &mut Vec<u32>, id: u32) -> bool {
+        let at = match self.place.get(id as usize) {
+            Some(&at) if ids.get(at as usize) == Some(&id) => Some(at as usize),
+            _ => ids.iter().position(|x| *x == id),
+        };
+        if let Some(at) = at {
+            ids.swap_remove(at);
+            if let Some(&moved) = ids.get(at)
+                && let Some(place) = self.place.get_mut(moved as usize)
+            {
+                *place = at as u32;
             }
         }
-    }
-
-    fn for_each(&self, mut f: impl FnMut(u32) -> bool) -> bool {
-        match self {
-            IdSet::Empty => true,
-            IdSet::Few(ids) => ids.iter().all(|id| f(*id)),
-            IdSet::Many(set) => set.iter().all(|id| f(*id)),
-        }
+        ids.is_empty()
     }
 }
 
@@ -187,19 +167,20 @@ impl IdSet {
 /// order for scans.
 struct PlainTree<R, K> {
     index: Index<R, K>,
-    ids: hashbrown::HashMap<K, IdSet>,
+    ids: hashbrown::HashMap<K, Vec<u32>>,
     order: std::collections::BTreeSet<K>,
+    places: Places,
 }
 
 /// Visits the ids of `groups` (in key order) as scan items; `false` if `f`
 /// stopped.
 fn scan_ids<'a>(
-    groups: impl Iterator<Item = &'a IdSet>,
+    groups: impl Iterator<Item = &'a Vec<u32>>,
     f: &mut dyn FnMut(ScanItem) -> bool,
 ) -> bool {
     for ids in groups {
         let mut first = true;
-        let go_on = ids.for_each(|id| {
+        let go_on = ids.iter().all(|&id| {
             let item = ScanItem::Row { id, new_key: first };
             first = false;
             f(item)
@@ -211,28 +192,21 @@ fn scan_ids<'a>(
     true
 }
 
-fn tree_remove<K: Ord>(tree: &mut BTreeMap<K, IdSet>, key: K, id: u32) {
-    if let Some(ids) = tree.get_mut(&key)
-        && ids.remove(id)
-    {
-        tree.remove(&key);
-    }
-}
-
 impl<R: Data, K: IndexKey> IndexTree<R> for PlainTree<R, K> {
     fn insert(&mut self, row: &R, id: u32) {
-        match self.ids.entry(self.index.key(row)) {
-            hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(id),
+        let ids = match self.ids.entry(self.index.key(row)) {
+            hashbrown::hash_map::Entry::Occupied(e) => e.into_mut(),
             hashbrown::hash_map::Entry::Vacant(e) => {
                 self.order.insert(e.key().clone());
-                e.insert(IdSet::Empty).insert(id);
+                e.insert(Vec::new())
             }
-        }
+        };
+        self.places.insert(ids, id);
     }
     fn remove(&mut self, row: &R, id: u32) {
         let key = self.index.key(row);
         if let Some(ids) = self.ids.get_mut(&key)
-            && ids.remove(id)
+            && self.places.remove(ids, id)
         {
             self.ids.remove(&key);
             self.order.remove(&key);
@@ -243,11 +217,8 @@ impl<R: Data, K: IndexKey> IndexTree<R> for PlainTree<R, K> {
             return false;
         };
         for key in keys {
-            if let Some(ids) = self.ids.get(key) {
-                ids.for_each(|id| {
-                    f(id);
-                    true
-                });
+            for &id in self.ids.get(key).into_iter().flatten() {
+                f(id);
             }
         }
         true
@@ -325,6 +296,7 @@ impl<R: Data, P: IndexKey, K: IndexKey> DynIndex<R> for PrefixIndex<R, P, K> {
         Box::new(PrefixTree {
             index: self.index.clone(),
             tree: BTreeMap::new(),
+            places: Places::default(),
         })
     }
 }
@@ -332,23 +304,24 @@ impl<R: Data, P: IndexKey, K: IndexKey> DynIndex<R> for PrefixIndex<R, P, K> {
 /// Per prefix, row ids ordered by the rest of the key.
 struct PrefixTree<R, P, K> {
     index: Index<R, (P, K)>,
-    tree: BTreeMap<P, BTreeMap<K, IdSet>>,
+    tree: BTreeMap<P, BTreeMap<K, Vec<u32>>>,
+    places: Places,
 }
 
 impl<R: Data, P: IndexKey, K: IndexKey> IndexTree<R> for PrefixTree<R, P, K> {
     fn insert(&mut self, row: &R, id: u32) {
         let (p, k) = self.index.key(row);
-        self.tree
-            .entry(p)
-            .or_default()
-            .entry(k)
-            .or_default()
-            .insert(id);
+        let ids = self.tree.entry(p).or_default().entry(k).or_default();
+        self.places.insert(ids, id);
     }
     fn remove(&mut self, row: &R, id: u32) {
         let (p, k) = self.index.key(row);
         if let Some(inner) = self.tree.get_mut(&p) {
-            tree_remove(inner, k, id);
+            if let Some(ids) = inner.get_mut(&k)
+                && self.places.remove(ids, id)
+            {
+                inner.remove(&k);
+            }
             if inner.is_empty() {
                 self.tree.remove(&p);
             }
@@ -359,11 +332,14 @@ impl<R: Data, P: IndexKey, K: IndexKey> IndexTree<R> for PrefixTree<R, P, K> {
             return false;
         };
         for (p, k) in keys {
-            if let Some(ids) = self.tree.get(p).and_then(|inner| inner.get(k)) {
-                ids.for_each(|id| {
-                    f(id);
-                    true
-                });
+            for &id in self
+                .tree
+                .get(p)
+                .and_then(|inner| inner.get(k))
+                .into_iter()
+                .flatten()
+            {
+                f(id);
             }
         }
         true
@@ -660,5 +636,40 @@ pub(crate) fn wrong_type<R>(what: &str) -> StoreError {
             "internal: {what} is not of the state's type {}",
             type_name::<R>()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::Places;
+
+    /// Ids spread over a few keys, removed in a scrambled order (and some
+    /// removed twice, or never added): every list always holds exactly the
+    /// ids of its key still present.
+    #[test]
+    fn places_keep_every_list_exact_through_removals() {
+        const KEYS: usize = 3;
+        let mut places = Places::default();
+        let mut lists: Vec<Vec<u32>> = vec![Vec::new(); KEYS];
+        let mut model: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); KEYS];
+        for id in 0..200u32 {
+            let key = (id as usize * 7) % KEYS;
+            places.insert(&mut lists[key], id);
+            model[key].insert(id);
+        }
+        for step in 0..260u32 {
+            let id = (step * 113) % 230;
+            let key = (id as usize * 7) % KEYS;
+            let empty = places.remove(&mut lists[key], id);
+            model[key].remove(&id);
+            assert_eq!(empty, model[key].is_empty());
+            for (list, expected) in lists.iter().zip(&model) {
+                let got: BTreeSet<u32> = list.iter().copied().collect();
+                assert_eq!(got.len(), list.len(), "an id is listed twice");
+                assert_eq!(&got, expected, "after removing {id}");
+            }
+        }
     }
 }

@@ -27,7 +27,9 @@ struct Entry<R> {
 pub(crate) struct MemZSet<R> {
     rows: Vec<Option<Entry<R>>>,
     free: Vec<u32>,
-    by_value: HashTable<u32>,
+    /// `(row id, the value's hash)`: the hash is kept so that growing the
+    /// table never reads (or hashes) the rows again.
+    by_value: HashTable<(u32, u32)>,
     hasher: DefaultHashBuilder,
     trees: Vec<Box<dyn IndexTree<R>>>,
     nested: bool,
@@ -54,16 +56,23 @@ impl<R: Data> MemZSet<R> {
         }
     }
 
+    /// `value`'s hash, folded to the 32 bits kept beside each row id.
+    fn hash32(&self, value: &R) -> u32 {
+        let h = self.hasher.hash_one(value);
+        (h ^ (h >> 32)) as u32
+    }
+
     fn find(&self, value: &R) -> Option<u32> {
-        let hash = self.hasher.hash_one(value);
+        let h = self.hash32(value);
         let rows = &self.rows;
         self.by_value
-            .find(hash, |id| {
-                rows[*id as usize]
-                    .as_ref()
-                    .is_some_and(|e| &e.value == value)
+            .find(spread(h), |&(id, stored)| {
+                stored == h
+                    && rows[id as usize]
+                        .as_ref()
+                        .is_some_and(|e| &e.value == value)
             })
-            .copied()
+            .map(|&(id, _)| id)
     }
 
     /// Adds `weight` at `step` to `value`, creating or deleting its row.
@@ -77,24 +86,21 @@ impl<R: Data> MemZSet<R> {
         // Sums are checked before a delta is applied (`check`); saturating
         // keeps this path free of panics whatever happens.
         self.max_abs = self.max_abs.saturating_add(weight.unsigned_abs());
-        let hash = self.hasher.hash_one(value);
-        let (rows, hasher) = (&self.rows, &self.hasher);
+        let h = self.hash32(value);
+        let rows = &self.rows;
         let entry = self.by_value.entry(
-            hash,
-            |id| {
-                rows[*id as usize]
-                    .as_ref()
-                    .is_some_and(|e| &e.value == value)
+            spread(h),
+            |&(id, stored)| {
+                stored == h
+                    && rows[id as usize]
+                        .as_ref()
+                        .is_some_and(|e| &e.value == value)
             },
-            |id| {
-                rows[*id as usize]
-                    .as_ref()
-                    .map_or(0, |e| hasher.hash_one(&e.value))
-            },
+            |&(_, stored)| spread(stored),
         );
         match entry {
             hashbrown::hash_table::Entry::Occupied(found) => {
-                let id = *found.get();
+                let id = found.get().0;
                 let Some(entry) = self.rows[id as usize].as_mut() else {
                     return;
                 };
@@ -122,7 +128,7 @@ impl<R: Data> MemZSet<R> {
                     Some(id) => id,
                     None => self.rows.len() as u32,
                 };
-                vacant.insert(id);
+                vacant.insert((id, h));
                 let weights = if self.nested {
                     Weights::Steps(vec![(step, weight)])
                 } else {
@@ -187,6 +193,13 @@ impl<R: Data> MemZSet<R> {
             None => false,
         }
     }
+}
+
+/// The table hash of a kept 32-bit hash: multiplying by an odd constant
+/// carries all its bits into the top bits hashbrown tags entries with, and
+/// keeps the low bits (the bucket) a one-to-one function of the hash's own.
+fn spread(h: u32) -> u64 {
+    u64::from(h).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 fn bad_read<R>() -> StoreError {
@@ -263,11 +276,8 @@ impl<R: Data> MemTable for MemZSet<R> {
 
     fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError> {
         if let Some(z) = delta.downcast_ref::<ZSet<R>>() {
-            self.by_value.reserve(z.len(), |id| {
-                self.rows[*id as usize]
-                    .as_ref()
-                    .map_or(0, |e| self.hasher.hash_one(&e.value))
-            });
+            self.by_value
+                .reserve(z.len(), |&(_, stored)| spread(stored));
             for (v, w) in z.iter() {
                 self.add(v, 0, w);
             }
