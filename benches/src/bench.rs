@@ -6,7 +6,8 @@
 //! against the sums computed from the data before reporting anything**, and
 //! measures reads/s (overall, first and last 10% of the ingest), iteration
 //! latency at batch size 1, bytes on disk per read, and the latency of
-//! reading one date from the cache. It measures 2-worker ingests, atomic
+//! reading one date from the cache (the memory ingest, a tenth of a second
+//! long, runs five times and reports the median). It measures 2-worker ingests, atomic
 //! and pipelined, against the serial one. Then the ceilings: raw upserts of
 //! the same number of rows into an equivalent table written directly, and
 //! the plain-SQL alternative (normalised tables, `GROUP BY` at read time).
@@ -271,14 +272,36 @@ fn setup(
     Ok(())
 }
 
+/// How many times the memory ingest runs: it takes a tenth of a second, so
+/// one run is at the mercy of whatever else the machine does in that time.
+const MEMORY_RUNS: usize = 5;
+
+/// [`serial`] on the memory store, [`MEMORY_RUNS`] times on fresh stores:
+/// the run with the median throughput (every run's cache is checked).
+fn memory_serial(config: &Config, graph: &Graph, q: &MeterReads) -> SerialResult {
+    let mut runs = Vec::with_capacity(MEMORY_RUNS);
+    for _ in 0..MEMORY_RUNS {
+        let run = serial(Kind::Memory, config, graph, q)?;
+        if !run.2 {
+            return Ok(run);
+        }
+        runs.push(run);
+    }
+    runs.sort_by(|a, b| a.0.reads_per_s.total_cmp(&b.0.reads_per_s));
+    let spread = format!(
+        "{:.0}k–{:.0}k",
+        runs[0].0.reads_per_s / 1e3,
+        runs[runs.len() - 1].0.reads_per_s / 1e3
+    );
+    eprintln!("memory: {MEMORY_RUNS} runs, {spread} reads/s; the median is reported");
+    Ok(runs.swap_remove(MEMORY_RUNS / 2))
+}
+
+type SerialResult = Result<(Run, Vec<(u64, f64)>, bool), BoxError>;
+
 /// Serial ingest at batch 1000: reads/s, the series over the ingest, the
 /// check of the cache, bytes per read, cache read latency.
-fn serial(
-    kind: Kind,
-    config: &Config,
-    graph: &Graph,
-    q: &MeterReads,
-) -> Result<(Run, Vec<(u64, f64)>, bool), BoxError> {
+fn serial(kind: Kind, config: &Config, graph: &Graph, q: &MeterReads) -> SerialResult {
     let w = Workload {
         users: config.users,
         reads: config.reads,
@@ -682,7 +705,11 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
     let mut disagreeing = Vec::new();
     let rows_per_read = rows_per_read(config, &graph, &q)?;
     for &kind in &kinds {
-        let (mut run, s, agrees) = serial(kind, config, &graph, &q)?;
+        let (mut run, s, agrees) = if kind == Kind::Memory {
+            memory_serial(config, &graph, &q)?
+        } else {
+            serial(kind, config, &graph, &q)?
+        };
         if !agrees {
             disagreeing.push(kind.name().to_owned());
             continue;
