@@ -1883,6 +1883,11 @@ impl StateTx for PostgresTx<'_> {
         let stats = Arc::clone(&self.store.stats);
         let time = self.time.get().input_time;
         let conn = &self.conn;
+        if rows.is_empty() {
+            // Only the time moves on: one statement, atomic on its own.
+            let name = std::slice::from_ref(&t.schemas[s].name);
+            return block_on(set_last_update(conn, &t, name, time))?;
+        }
         block_on(async move {
             // One transaction for this table: `BEGIN`, its writes and its
             // time pipelined, then `COMMIT` (or `ROLLBACK`).
