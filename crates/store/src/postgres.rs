@@ -1888,31 +1888,36 @@ impl StateTx for PostgresTx<'_> {
             let name = std::slice::from_ref(&t.schemas[s].name);
             return block_on(set_last_update(conn, &t, name, time))?;
         }
+        // One transaction for this table, in one round trip: `BEGIN`, its
+        // writes, its time and `COMMIT`, every statement prepared first so
+        // that each goes out on its first poll, in order (as for the
+        // iteration's commit). A write the server refuses aborts the
+        // transaction and `COMMIT` rolls it back; one that fails in the
+        // client is followed by `ROLLBACK` instead.
+        block_on(prepare_writes(conn, &t, &[s]))??;
         block_on(async move {
-            // One transaction for this table: `BEGIN`, its writes and its
-            // time pipelined, then `COMMIT` (or `ROLLBACK`).
             let name = &t.schemas[s].name;
             let failed = AtomicBool::new(false);
-            let (begun, written, timed) = tokio::join!(
+            let failed = &failed;
+            let (begun, written, timed, ended) = tokio::join!(
                 conn.batch_execute("BEGIN"),
-                write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats, &failed),
-                set_last_update(conn, &t, std::slice::from_ref(name), time)
+                async {
+                    let result =
+                        write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats, failed).await;
+                    if result.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    result
+                },
+                set_last_update(conn, &t, std::slice::from_ref(name), time),
+                end_transaction(conn, failed)
             );
-            let result = first_error(vec![
+            first_error(vec![
                 begun.map_err(pg(format!("flushing `{name}`"))),
                 written,
                 timed,
-            ]);
-            match result {
-                Ok(()) => conn
-                    .batch_execute("COMMIT")
-                    .await
-                    .map_err(pg(format!("committing `{name}`"))),
-                Err(e) => {
-                    let _ = conn.batch_execute("ROLLBACK").await;
-                    Err(e)
-                }
-            }
+            ])?;
+            ended.map_err(pg(format!("committing `{name}`")))
         })?
     }
 
@@ -1973,28 +1978,9 @@ impl StateTx for PostgresTx<'_> {
             // transaction, and `COMMIT` then rolls it back; one that fails
             // in the client is followed by `ROLLBACK` instead.
             let conn = &self.conn;
-            block_on(async {
-                for &s in written {
-                    let (schema, sql) = (&t.schemas[s], &t.sql[s]);
-                    for text in [&sql.upsert, &sql.delete] {
-                        conn.prepare(text).await.map_err(on(schema, "writing"))?;
-                    }
-                }
-                conn.prepare(&t.last_update_sql)
-                    .await
-                    .map_err(pg("recording last_update"))?;
-                Ok::<(), StoreError>(())
-            })??;
-            let (result, ended) = block_on(async {
-                tokio::join!(write_all(conn), async {
-                    let end = if failed.load(Ordering::SeqCst) {
-                        "ROLLBACK"
-                    } else {
-                        "COMMIT"
-                    };
-                    conn.batch_execute(end).await
-                })
-            })?;
+            block_on(prepare_writes(conn, t, written))??;
+            let (result, ended) =
+                block_on(async { tokio::join!(write_all(conn), end_transaction(conn, failed)) })?;
             self.open.set(false);
             result?;
             ended.map_err(pg("committing an iteration"))?;
@@ -2029,6 +2015,39 @@ async fn write_tables(
         set_last_update(conn, t, &names, time)
     );
     first_error(written.into_iter().chain([timed]).collect())
+}
+
+/// Prepares the write statements of tables `written` and the `last_update`
+/// statement, so that a pipeline of them sends each on its first poll.
+async fn prepare_writes(
+    conn: &deadpool_postgres::Object,
+    t: &Tables,
+    written: &[usize],
+) -> Result<(), StoreError> {
+    for &s in written {
+        let (schema, sql) = (&t.schemas[s], &t.sql[s]);
+        for text in [&sql.upsert, &sql.delete] {
+            conn.prepare(text).await.map_err(on(schema, "writing"))?;
+        }
+    }
+    conn.prepare(&t.last_update_sql)
+        .await
+        .map_err(pg("recording last_update"))?;
+    Ok(())
+}
+
+/// `COMMIT`, or `ROLLBACK` if a write of the pipeline before it failed in
+/// the client (`failed`, set before this is first polled).
+async fn end_transaction(
+    conn: &deadpool_postgres::Object,
+    failed: &AtomicBool,
+) -> Result<(), tokio_postgres::Error> {
+    let end = if failed.load(Ordering::SeqCst) {
+        "ROLLBACK"
+    } else {
+        "COMMIT"
+    };
+    conn.batch_execute(end).await
 }
 
 /// Runs `futures` together, polling every unfinished one in order on every

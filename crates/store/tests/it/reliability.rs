@@ -1937,6 +1937,58 @@ fn an_identity_collision_is_a_typed_error_and_changes_no_table_on_every_sql_stor
     Ok(())
 }
 
+/// The same collision in a pipelined iteration, where each table commits on
+/// its own (on Postgres `BEGIN`, the writes, the time and `COMMIT` go out
+/// together): the colliding table's transaction is refused whole, the error
+/// is typed, and the connection goes back to the pool usable.
+#[test]
+fn an_identity_collision_in_a_pipelined_iteration_changes_not_its_table_on_every_sql_store() -> R {
+    let (graph, (input, cache, doubled)) = names_and_doubled()?;
+    let bytes = |v: &str| encode_rows(&graph, "names_cache", vec![v.to_string()]).remove(0);
+    for kind in sql_kinds() {
+        let mut store = Target::open(kind, &graph)?;
+        graph.insert(&mut *store, &input, ["x".to_string()])?;
+        let table = store.table("names_cache");
+        store.execute(&format!(
+            "UPDATE {table} SET data = {} WHERE identity = {}",
+            store.blob(&bytes("y")),
+            identity_of(&bytes("x"))
+        ));
+        let next = store.next_time()?;
+        let changes = Changes::new().insert(&input, ["x".to_string(), "w".to_string()]);
+        match graph.iteration_at(&mut *store, changes, Time::new(next, next - 1).pipelined()) {
+            Err(GraphError::Store(StoreError::IdentityCollision { table: t, identity })) => {
+                assert_eq!(t, table, "{kind:?}");
+                assert_eq!(identity, identity_of(&bytes("x")), "{kind:?}");
+            }
+            other => panic!("{kind:?}: expected an identity collision, got {other:?}"),
+        }
+        // Only the damaged row ("w" was not added with it).
+        assert_eq!(
+            store.scalar(&format!("SELECT count(*) FROM {table}")),
+            1,
+            "{kind:?}"
+        );
+        // Every connection is usable: reads through the pool go through,
+        // more times than the pool has connections. (The damaged table
+        // itself reads as corrupt, as it should.)
+        for _ in 0..10 {
+            assert!(
+                doubled.zset(&mut *store)?.contains(&"xx".to_string()),
+                "{kind:?}"
+            );
+        }
+        assert!(
+            matches!(
+                cache.zset(&mut *store),
+                Err(GraphError::Store(StoreError::Corrupt { .. }))
+            ),
+            "{kind:?}"
+        );
+    }
+    Ok(())
+}
+
 /// A serial iteration (`Graph::insert`, at the store's next time) while an
 /// earlier iteration has committed some tables and not yet the others (a
 /// pipelined worker, simulated by moving one table's `last_update`): it
