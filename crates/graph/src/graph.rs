@@ -492,7 +492,9 @@ impl<T: Data> Cache<T> {
         match match_keys {
             None => store.read_committed(&self.spec, &Read::All, &mut rows)?,
             Some(keys) => {
-                let keys: Vec<K> = keys.to_vec();
+                let mut keys: Vec<K> = keys.to_vec();
+                keys.sort_unstable();
+                keys.dedup();
                 store.read_committed(
                     &self.spec,
                     &Read::ByIndex {
@@ -501,14 +503,15 @@ impl<T: Data> Cache<T> {
                     },
                     &mut rows,
                 )?;
-                rows.retain(|r| keys.contains(&index.key(&r.value)));
+                rows.retain(|r| keys.binary_search(&index.key(&r.value)).is_ok());
             }
         }
         let mut out: Vec<(K, T, Weight)> = rows
             .into_iter()
             .map(|r| (index.key(&r.value), r.value, r.weight))
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        // A cache is a set of distinct values: no two rows compare equal.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         Ok(out)
     }
 }

@@ -350,3 +350,33 @@ fn group_reduce_flatten_keeps_the_state_of_the_three_operator_form() {
         s_cache.zset(&mut reference).unwrap()
     );
 }
+
+/// Reading a cache by several keys, given in any order and repeated: the
+/// rows of exactly those keys, each once, in key order (ties by value), on
+/// every store.
+#[test]
+fn a_cache_read_by_several_keys_gives_their_rows_in_order_on_every_store() {
+    type Row = (i64, i64);
+    let by_group = Index::new("group", |r: &Row| r.0);
+    let by = by_group.clone();
+    let (graph, (input, cache)) = Graph::build(move |q| {
+        let (input, x) = q.input::<Row>("x")?;
+        Ok((input, q.cache("rows", x, &[&by])?))
+    })
+    .unwrap();
+    let rows: Vec<Row> = (0..40).map(|i| ((i * 7) % 5, i)).collect();
+    for kind in kinds() {
+        let mut store = kind.open(&graph).unwrap();
+        graph.insert(&mut *store, &input, rows.clone()).unwrap();
+        let got = cache
+            .iter_by_index(&mut *store, &by_group, Some(&[3, 1, 3, 9]))
+            .unwrap();
+        let mut expected: Vec<(i64, Row, i64)> = rows
+            .iter()
+            .filter(|r| r.0 == 1 || r.0 == 3)
+            .map(|r| (r.0, *r, 1))
+            .collect();
+        expected.sort();
+        assert_eq!(got, expected, "{kind:?}");
+    }
+}
