@@ -1887,6 +1887,26 @@ fn a_stored_sum_that_overflows_changes_no_table_on_every_store() -> R {
     Ok(())
 }
 
+/// A store of [`names_and_doubled`] after inserting "x", whose row in
+/// `names_cache` then has its value rewritten to "y" under x's identity (a
+/// collision waiting for the next write of "x"); and that table's name.
+fn x_holding_y(
+    kind: Kind,
+    graph: &Graph,
+    input: &Input<String>,
+) -> Result<(Target, String), GraphError> {
+    let bytes = |v: &str| encode_rows(graph, "names_cache", vec![v.to_string()]).remove(0);
+    let mut store = Target::open(kind, graph)?;
+    graph.insert(&mut *store, input, ["x".to_string()])?;
+    let table = store.table("names_cache");
+    store.execute(&format!(
+        "UPDATE {table} SET data = {} WHERE identity = {}",
+        store.blob(&bytes("y")),
+        identity_of(&bytes("x"))
+    ));
+    Ok((store, table))
+}
+
 /// Two values under one identity (a 64-bit collision, made here by
 /// rewriting a stored row's value): the write is refused with a typed error
 /// naming the table and the identity, no table of the iteration changes,
@@ -1897,15 +1917,7 @@ fn an_identity_collision_is_a_typed_error_and_changes_no_table_on_every_sql_stor
     let (graph, (input, _, doubled)) = names_and_doubled()?;
     let bytes = |v: &str| encode_rows(&graph, "names_cache", vec![v.to_string()]).remove(0);
     for kind in sql_kinds() {
-        let mut store = Target::open(kind, &graph)?;
-        graph.insert(&mut *store, &input, ["x".to_string()])?;
-        let table = store.table("names_cache");
-        // The row of "x" now holds "y" under x's identity.
-        store.execute(&format!(
-            "UPDATE {table} SET data = {} WHERE identity = {}",
-            store.blob(&bytes("y")),
-            identity_of(&bytes("x"))
-        ));
+        let (mut store, table) = x_holding_y(kind, &graph, &input)?;
         let before = store.last_time()?;
         match graph.insert(&mut *store, &input, ["x".to_string(), "w".to_string()]) {
             Err(GraphError::Store(StoreError::IdentityCollision { table: t, identity })) => {
@@ -1946,14 +1958,7 @@ fn an_identity_collision_in_a_pipelined_iteration_changes_not_its_table_on_every
     let (graph, (input, cache, doubled)) = names_and_doubled()?;
     let bytes = |v: &str| encode_rows(&graph, "names_cache", vec![v.to_string()]).remove(0);
     for kind in sql_kinds() {
-        let mut store = Target::open(kind, &graph)?;
-        graph.insert(&mut *store, &input, ["x".to_string()])?;
-        let table = store.table("names_cache");
-        store.execute(&format!(
-            "UPDATE {table} SET data = {} WHERE identity = {}",
-            store.blob(&bytes("y")),
-            identity_of(&bytes("x"))
-        ));
+        let (mut store, table) = x_holding_y(kind, &graph, &input)?;
         let next = store.next_time()?;
         let changes = Changes::new().insert(&input, ["x".to_string(), "w".to_string()]);
         match graph.iteration_at(&mut *store, changes, Time::new(next, next - 1).pipelined()) {
