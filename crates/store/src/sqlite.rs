@@ -439,10 +439,42 @@ impl std::fmt::Debug for Sqlite {
     }
 }
 
+/// How long a writer waits for another connection's write lock before its
+/// statement fails with `SQLITE_BUSY`.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The pause before try `count + 1` for a lock held by another connection:
+/// 50 µs, doubling up to 500 µs. (SQLite's own `busy_timeout` handler
+/// sleeps 1, 2, 5, 10, ... up to 100 ms between tries, so a lock freed
+/// just after a try sits unused that long; writers here hold it for a few
+/// milliseconds at a time, as each of several workers commits its tables.)
+fn lock_pause(count: u32) -> Duration {
+    Duration::from_micros(50 << count.min(4)).min(Duration::from_micros(500))
+}
+
+/// The pauses before try `count + 1`: 50 + 100 + 200 + 400 µs, then 500 µs
+/// each.
+fn paused_before(count: u32) -> Duration {
+    (0..count.min(4)).map(lock_pause).sum::<Duration>() + lock_pause(4) * count.saturating_sub(4)
+}
+
+/// SQLite's busy handler (`count`: the tries so far for this lock): pauses
+/// ([`lock_pause`]) and tries again, until the pauses add up to
+/// [`LOCK_WAIT`].
+fn on_busy(count: i32) -> bool {
+    let count = u32::try_from(count).unwrap_or(0);
+    if paused_before(count) >= LOCK_WAIT {
+        return false;
+    }
+    std::thread::sleep(lock_pause(count));
+    true
+}
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(backend(format!("opening {}", path.display())))?;
-    conn.busy_timeout(Duration::from_secs(60))
-        .map_err(backend("setting busy_timeout"))?;
+    let mut conn =
+        Connection::open(path).map_err(backend(format!("opening {}", path.display())))?;
+    conn.busy_handler(Some(on_busy))
+        .map_err(backend("setting the busy handler"))?;
     conn.set_prepared_statement_cache_capacity(512);
     // A checkpoint copies the log back into the file and syncs both; at
     // SQLite's default (every 1000 log pages), an ingest whose batches touch
@@ -1307,4 +1339,29 @@ impl Drop for SqliteTx<'_> {
 /// The in-process wake-up key of a SQLite file: its canonical path.
 fn notifier_key(path: &Path) -> String {
     format!("sqlite:{}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{LOCK_WAIT, on_busy, paused_before};
+
+    #[test]
+    fn lock_pauses_start_short_and_add_up_to_the_lock_wait() {
+        let us = |n| Duration::from_micros(n);
+        assert_eq!(paused_before(0), us(0));
+        assert_eq!(paused_before(1), us(50));
+        assert_eq!(paused_before(4), us(750));
+        assert_eq!(paused_before(6), us(1750));
+        // 60 s of pauses: 750 µs, then 500 µs a try.
+        let last = 4 + ((LOCK_WAIT - us(750)).as_micros() as u32).div_ceil(500);
+        assert!(paused_before(last) >= LOCK_WAIT);
+        assert!(paused_before(last - 1) < LOCK_WAIT);
+        assert!(
+            !on_busy(last as i32),
+            "gives up once the pauses reach the wait"
+        );
+        assert!(on_busy(0), "tries again at first");
+    }
 }

@@ -426,3 +426,33 @@ fn last_time_is_the_last_committed_iteration() -> R {
     }
     Ok(())
 }
+
+/// A SQLite writer that finds another connection holding the file's write
+/// lock waits for it (SQLite's busy handler, here short pauses) and then
+/// commits, instead of failing with `SQLITE_BUSY`.
+#[test]
+fn a_sqlite_writer_waits_for_another_connections_write_lock() -> R {
+    let (graph, (input, out)) = Graph::build(|q| {
+        let (input, x) = q.input::<i64>("x")?;
+        Ok((input, q.output("sum", x.reduce(0i64, |v| *v))?))
+    })?;
+    let dir = temp();
+    let path = dir.path().join("locked.db");
+    let mut store = Sqlite::open(&path, &graph, OpenOptions::default())?;
+    graph.insert(&mut store, &input, [1])?;
+    let other = rusqlite::Connection::open(&path).expect("a second connection");
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("the write lock");
+    let (locked, unlocked) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        locked.send(()).expect("the test waits");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        other.execute_batch("COMMIT").expect("released");
+    });
+    unlocked.recv().expect("the holder started");
+    let change = graph.insert(&mut store, &input, [2])?;
+    assert_eq!(change.get(&out)?, &zset! { 1 => -1, 3 => 1 });
+    holder.join().expect("the holder");
+    Ok(())
+}
