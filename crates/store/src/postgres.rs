@@ -485,6 +485,9 @@ pub(crate) struct Tables {
     /// back), and notifies waiters on channel `$3` in the same transaction:
     /// they hear of it exactly when it commits.
     last_update_sql: String,
+    /// [`last_update_sql`](Self::last_update_sql) only for a table already
+    /// at a frontier (`$4`), counting it.
+    bump_if_at_sql: String,
 }
 
 impl Tables {
@@ -507,6 +510,11 @@ impl Tables {
                 "WITH done AS (INSERT INTO {last_update} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
                  ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t) RETURNING 1) \
                  SELECT pg_notify($3, (SELECT count(*) FROM done)::text)"
+            ),
+            bump_if_at_sql: format!(
+                "WITH done AS (UPDATE {last_update} AS l SET t = GREATEST(l.t, $2) \
+                 WHERE l.table_name = ANY($1::text[]) AND l.t >= $4 RETURNING 1) \
+                 SELECT (SELECT count(*) FROM done), pg_notify($3, (SELECT count(*) FROM done)::text)"
             ),
         }
     }
@@ -1011,6 +1019,33 @@ pub(crate) async fn set_last_update<C: Conn>(
         .await
         .map_err(pg("recording last_update"))?;
     Ok(())
+}
+
+/// [`set_last_update`] of table `name` if it is already at `frontier` (one
+/// statement: the frontier check and the move in time together); `false`,
+/// changing nothing, if it is behind. (A writer still in the middle of
+/// moving it holds its row: the statement waits for that writer's commit
+/// and then sees its time.)
+async fn bump_if_at<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    name: &String,
+    t: i64,
+    frontier: i64,
+) -> Result<bool, StoreError> {
+    let names = std::slice::from_ref(name);
+    let stmt = conn
+        .prepare(&tables.bump_if_at_sql)
+        .await
+        .map_err(pg("recording last_update"))?;
+    let channel = channel(&tables.prefix);
+    let row = conn
+        .client()
+        .query_one(&stmt, &[&names, &t, &channel, &frontier])
+        .await
+        .map_err(pg("recording last_update"))?;
+    let moved: i64 = row.try_get(0).map_err(pg("recording last_update"))?;
+    Ok(moved == 1)
 }
 
 /// Commits announced by Postgres `NOTIFY`, as a generation counter.
@@ -1835,10 +1870,13 @@ impl StateTx for PostgresTx<'_> {
         sink: &mut dyn Any,
     ) -> Result<(), StoreError> {
         let s = state.index();
-        self.wait(s)?;
         let store = self.store;
         let t = &store.tables;
         let sql_read = SqlRead::of(&t.specs[s], read);
+        // Checked against the frontier first, on its own: when a pipelined
+        // worker is behind the one before it, a read sent together with the
+        // check would mostly be thrown away, and cost the server its work.
+        self.wait(s)?;
         let rows = self.run(&|c| {
             Box::pin(read_rows(
                 c,
@@ -1877,17 +1915,32 @@ impl StateTx for PostgresTx<'_> {
             return Ok(());
         }
         let s = state.index();
-        self.wait(s)?;
-        let rows = std::mem::take(&mut self.buffered[s]);
         let t = Arc::clone(&self.store.tables);
         let stats = Arc::clone(&self.store.stats);
-        let time = self.time.get().input_time;
-        let conn = &self.conn;
-        if rows.is_empty() {
-            // Only the time moves on: one statement, atomic on its own.
-            let name = std::slice::from_ref(&t.schemas[s].name);
-            return block_on(set_last_update(conn, &t, name, time))?;
+        let time = self.time.get();
+        if self.buffered[s].is_empty() {
+            // Only the time moves on: one statement, atomic on its own,
+            // which also checks the frontier when that is still to do.
+            let name = &t.schemas[s].name;
+            if !self.waited[s] {
+                if block_on(bump_if_at(
+                    &self.conn,
+                    &t,
+                    name,
+                    time.input_time,
+                    time.frontier,
+                ))?? {
+                    return Ok(());
+                }
+                self.wait(s)?;
+            }
+            let name = std::slice::from_ref(name);
+            return block_on(set_last_update(&self.conn, &t, name, time.input_time))?;
         }
+        self.wait(s)?;
+        let rows = std::mem::take(&mut self.buffered[s]);
+        let time = time.input_time;
+        let conn = &self.conn;
         // One transaction for this table, in one round trip: `BEGIN`, its
         // writes, its time and `COMMIT`, every statement prepared first so
         // that each goes out on its first poll, in order (as for the

@@ -2048,6 +2048,84 @@ fn a_serial_iteration_waits_for_an_iteration_half_committed_on_every_sql_store()
     Ok(())
 }
 
+/// A pipelined iteration whose tables are all behind its frontier (an
+/// earlier worker not done yet, simulated by moving `last_update` later):
+/// it waits before reading a state, and before moving a table with nothing
+/// to write on in time (on Postgres one statement that moves it only if it
+/// is at the frontier), then runs as if serial.
+#[test]
+fn a_pipelined_iteration_waits_for_its_frontier_before_reading_or_moving_on_every_sql_store() -> R {
+    // Reading first: the sum's state is read before anything is written.
+    let (summing, (numbers, sum)) = Graph::build(|q| {
+        let (input, x) = q.input::<i64>("x")?;
+        Ok((input, q.output("sum", x.reduce(0i64, |v| *v))?))
+    })?;
+    // Moving on first: an empty change leaves the cache nothing to write.
+    let (caching, (cached, cache)) = Graph::build(|q| {
+        let (input, x) = q.input::<i64>("x")?;
+        Ok((input, q.cache("numbers", x, &[])?))
+    })?;
+    for kind in sql_kinds() {
+        let mut store = Target::open(kind, &summing)?;
+        graph_insert_then_behind(kind, &mut store, &summing, &numbers, |store| {
+            let out = summing.iteration_at(
+                &mut **store,
+                Changes::new().insert(&numbers, [2]),
+                Time::new(3, 2).pipelined(),
+            )?;
+            assert_eq!(out.get(&sum)?, &zset! { 1 => -1, 3 => 1 }, "{kind:?}");
+            Ok(())
+        })?;
+        let mut store = Target::open(kind, &caching)?;
+        graph_insert_then_behind(kind, &mut store, &caching, &cached, |store| {
+            caching.iteration_at(&mut **store, Changes::new(), Time::new(3, 2).pipelined())?;
+            assert_eq!(cache.zset(&mut **store)?, zset! { 1 => 1 }, "{kind:?}");
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Inserts 1 (time 1), then runs `iteration` while every table's
+/// `last_update` stays at 1 for 300 ms and only then reaches 2: checks the
+/// iteration did not finish before, and that the store's time is then 3.
+fn graph_insert_then_behind(
+    kind: Kind,
+    store: &mut Target,
+    graph: &Graph,
+    input: &Input<i64>,
+    iteration: impl FnOnce(&mut Target) -> R,
+) -> R {
+    graph.insert(&mut **store, input, [1])?;
+    let late = format!("UPDATE {}last_update SET t = 2", store.prefix());
+    let bumped = Arc::new(AtomicBool::new(false));
+    let sqlite = match &*store {
+        Target::Sqlite { store, .. } => Some(store.path().to_path_buf()),
+        Target::Harness(_) => None,
+    };
+    let straggler = std::thread::spawn({
+        let bumped = Arc::clone(&bumped);
+        move || {
+            std::thread::sleep(Duration::from_millis(300));
+            bumped.store(true, Ordering::SeqCst);
+            match sqlite {
+                Some(path) => rusqlite::Connection::open(path)
+                    .and_then(|c| c.execute_batch(&late))
+                    .expect("sqlite"),
+                None => with_pg_client(async |c| c.batch_execute(&late).await).expect("postgres"),
+            }
+        }
+    });
+    iteration(store)?;
+    assert!(
+        bumped.load(Ordering::SeqCst),
+        "{kind:?}: ran before its frontier"
+    );
+    straggler.join().expect("the straggler");
+    assert_eq!(store.last_time()?, 3, "{kind:?}");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // 4. Readers during a two-worker ingest.
 
