@@ -2011,33 +2011,10 @@ fn a_serial_iteration_waits_for_an_iteration_half_committed_on_every_sql_store()
             format!("UPDATE {last_update} SET t = {t} WHERE table_name = '{table}'")
         };
         store.execute(&set(&doubled_table, 2));
-        let late = set(&names, 2);
-        let bumped = Arc::new(AtomicBool::new(false));
-        let sqlite = match &store {
-            Target::Sqlite { store, .. } => Some(store.path().to_path_buf()),
-            Target::Harness(_) => None,
-        };
-        let straggler = std::thread::spawn({
-            let bumped = Arc::clone(&bumped);
-            move || {
-                std::thread::sleep(Duration::from_millis(300));
-                bumped.store(true, Ordering::SeqCst);
-                match sqlite {
-                    Some(path) => rusqlite::Connection::open(path)
-                        .and_then(|c| c.execute_batch(&late))
-                        .expect("sqlite"),
-                    None => {
-                        with_pg_client(async |c| c.batch_execute(&late).await).expect("postgres")
-                    }
-                }
-            }
-        });
-        graph.insert(&mut *store, &input, ["b".to_string()])?;
-        assert!(
-            bumped.load(Ordering::SeqCst),
-            "{kind:?}: ran before its frontier"
-        );
-        straggler.join().expect("the straggler");
+        with_straggler(kind, &mut store, set(&names, 2), |store| {
+            graph.insert(&mut **store, &input, ["b".to_string()])?;
+            Ok(())
+        })?;
         assert_eq!(store.last_time()?, 3, "{kind:?}");
         assert_eq!(
             doubled.zset(&mut *store)?,
@@ -2098,6 +2075,21 @@ fn graph_insert_then_behind(
 ) -> R {
     graph.insert(&mut **store, input, [1])?;
     let late = format!("UPDATE {}last_update SET t = 2", store.prefix());
+    with_straggler(kind, store, late, iteration)?;
+    assert_eq!(store.last_time()?, 3, "{kind:?}");
+    Ok(())
+}
+
+/// Runs `iteration` while a straggler thread waits 300 ms and then runs
+/// `late` (SQL moving `last_update` on, as an earlier worker finishing
+/// would) on its own connection; checks the iteration did not finish
+/// before the straggler ran.
+fn with_straggler(
+    kind: Kind,
+    store: &mut Target,
+    late: String,
+    iteration: impl FnOnce(&mut Target) -> R,
+) -> R {
     let bumped = Arc::new(AtomicBool::new(false));
     let sqlite = match &*store {
         Target::Sqlite { store, .. } => Some(store.path().to_path_buf()),
@@ -2122,7 +2114,6 @@ fn graph_insert_then_behind(
         "{kind:?}: ran before its frontier"
     );
     straggler.join().expect("the straggler");
-    assert_eq!(store.last_time()?, 3, "{kind:?}");
     Ok(())
 }
 
