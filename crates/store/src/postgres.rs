@@ -814,9 +814,27 @@ pub(crate) async fn read_rows<C: Conn>(
 /// can pipeline `COMMIT` behind it (see [`PostgresTx::commit`]). A row whose
 /// identity already holds a different value fails the statement (the
 /// server refuses the `NULL` the upsert writes then), reported as
-/// [`StoreError::IdentityCollision`]. A statement that fails in the client
-/// sets `failed` as it fails, while the other may still be under way.
+/// [`StoreError::IdentityCollision`]. Any failure sets `failed` as it
+/// happens: a statement failing in the client while the other may still be
+/// under way, and anything failing before a statement is sent within the
+/// future's first poll (so a pipelined `COMMIT` polled after it sees it).
 pub(crate) async fn write_rows<C: Conn>(
+    conn: &C,
+    schema: &TableSchema,
+    sql: &PgSql,
+    rows: &[EncodedRow],
+    stats: &Mutex<StoreStats>,
+    failed: &AtomicBool,
+) -> Result<(), StoreError> {
+    let result = send_rows(conn, schema, sql, rows, stats, failed).await;
+    if result.is_err() {
+        failed.store(true, Ordering::SeqCst);
+    }
+    result
+}
+
+/// [`write_rows`], but setting `failed` only for a statement that fails.
+async fn send_rows<C: Conn>(
     conn: &C,
     schema: &TableSchema,
     sql: &PgSql,
@@ -1954,14 +1972,7 @@ impl StateTx for PostgresTx<'_> {
             let failed = &failed;
             let (begun, written, timed, ended) = tokio::join!(
                 conn.batch_execute("BEGIN"),
-                async {
-                    let result =
-                        write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats, failed).await;
-                    if result.is_err() {
-                        failed.store(true, Ordering::SeqCst);
-                    }
-                    result
-                },
+                write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats, failed),
                 set_last_update(conn, &t, std::slice::from_ref(name), time),
                 end_transaction(conn, failed)
             );
@@ -2056,13 +2067,8 @@ async fn write_tables(
     let (t, stats) = (&*store.tables, &*store.stats);
     let names = t.names();
     let written = (0..buffered.len()).filter(|&s| !buffered[s].is_empty());
-    let writes = written.map(|s| async move {
-        let result = write_rows(conn, &t.schemas[s], &t.sql[s], &buffered[s], stats, failed).await;
-        if result.is_err() {
-            failed.store(true, Ordering::SeqCst);
-        }
-        result
-    });
+    let writes =
+        written.map(|s| write_rows(conn, &t.schemas[s], &t.sql[s], &buffered[s], stats, failed));
     let (written, timed) = tokio::join!(
         join_in_order(writes.collect()),
         set_last_update(conn, t, &names, time)
