@@ -59,7 +59,7 @@ pub struct Run {
     pub first10_reads_per_s: Option<f64>,
     /// Reads per second over the last 10% of the ingest.
     pub last10_reads_per_s: Option<f64>,
-    /// State rows written per read.
+    /// State rows written per read over the serial ingest (SQL stores).
     pub state_rows_per_read: Option<f64>,
 }
 
@@ -70,7 +70,8 @@ pub struct Ceilings {
     pub sqlite_upsert_rows_per_s: f64,
     /// Raw upserts per second into an equivalent Postgres table.
     pub postgres_upsert_rows_per_s: Option<f64>,
-    /// State rows our ingest writes per read (SQLite).
+    /// State rows our serial SQLite ingest writes per read, counted over
+    /// the whole timed ingest.
     pub state_rows_per_read: f64,
     /// Rows per second inserted into normalised tables (SQLite).
     pub classic_insert_rows_per_s: f64,
@@ -210,6 +211,24 @@ impl Target {
         })
     }
 
+    /// Opens the store and a way to read its counters (SQL stores only).
+    fn open_counted(&self, graph: &Graph) -> Result<Counted, graph::GraphError> {
+        let options = self.options(true);
+        Ok(match self.kind {
+            Kind::Sqlite => {
+                Counted::Sqlite(Box::new(store::Sqlite::open(&self.file, graph, options)?))
+            }
+            Kind::Postgres => {
+                let pool = self
+                    .pool
+                    .clone()
+                    .ok_or_else(|| graph::StoreError::backend("postgres", "no pool"))?;
+                Counted::Postgres(store::Postgres::with_pool(pool, graph, options)?)
+            }
+            Kind::Memory => Counted::Uncounted(self.open(graph)?),
+        })
+    }
+
     /// Bytes the state occupies on disk.
     fn bytes(&self) -> Result<Option<u64>, BoxError> {
         Ok(match self.kind {
@@ -234,6 +253,39 @@ impl Target {
                 })?)
             }
         })
+    }
+}
+
+/// A store whose rows written can be counted, if it is a SQL store.
+enum Counted {
+    Sqlite(Box<store::Sqlite>),
+    Postgres(store::Postgres),
+    Uncounted(Box<dyn StateStore>),
+}
+
+impl Counted {
+    fn store(&mut self) -> &mut dyn StateStore {
+        match self {
+            Counted::Sqlite(s) => &mut **s,
+            Counted::Postgres(s) => s,
+            Counted::Uncounted(s) => &mut **s,
+        }
+    }
+
+    fn stats(&self) -> Option<store::StoreStats> {
+        match self {
+            Counted::Sqlite(s) => Some(s.stats()),
+            Counted::Postgres(s) => Some(s.stats()),
+            Counted::Uncounted(_) => None,
+        }
+    }
+
+    fn reset_stats(&self) {
+        match self {
+            Counted::Sqlite(s) => s.reset_stats(),
+            Counted::Postgres(s) => s.reset_stats(),
+            Counted::Uncounted(_) => {}
+        }
     }
 }
 
@@ -307,8 +359,10 @@ fn serial(kind: Kind, config: &Config, graph: &Graph, q: &MeterReads) -> SerialR
         reads: config.reads,
     };
     let target = Target::new(kind, config, graph, "serial")?;
-    let mut store = target.open(graph)?;
-    setup(graph, q, &w, &mut *store)?;
+    let mut counted = target.open_counted(graph)?;
+    setup(graph, q, &w, counted.store())?;
+    // The state rows this very ingest writes, for the store-bound ceiling.
+    counted.reset_stats();
     let batch = 1000u64;
     let batches = w.reads.div_ceil(batch);
     let progress = bar(batches, &format!("{}: ingest, batch {batch}", kind.name()));
@@ -318,13 +372,15 @@ fn serial(kind: Kind, config: &Config, graph: &Graph, q: &MeterReads) -> SerialR
         let reads = w.reads(b * batch..((b + 1) * batch).min(w.reads));
         let n = reads.len() as u64;
         let started = Instant::now();
-        graph.insert(&mut *store, &q.reads, reads)?;
+        graph.insert(counted.store(), &q.reads, reads)?;
         let dt = started.elapsed();
         per_batch.push((n, dt));
         series.push(((b + 1) * batch, n as f64 / dt.as_secs_f64()));
         progress.inc(1);
     }
     progress.finish_and_clear();
+    let rows_written = counted.stats().map(|s| s.rows_written);
+    let store = counted.store();
     let total: Duration = per_batch.iter().map(|(_, d)| *d).sum();
     let tenth = (per_batch.len() / 10).max(1);
     let rate = |slice: &[(u64, Duration)]| {
@@ -349,7 +405,7 @@ fn serial(kind: Kind, config: &Config, graph: &Graph, q: &MeterReads) -> SerialR
         assert!(!rows.is_empty());
     }
     reads.sort();
-    drop(store);
+    drop(counted);
     let bytes = target.bytes()?;
     Ok((
         Run {
@@ -362,6 +418,7 @@ fn serial(kind: Kind, config: &Config, graph: &Graph, q: &MeterReads) -> SerialR
             cache_read_us: Some(percentile(&reads, 0.5)),
             first10_reads_per_s: Some(rate(&per_batch[..tenth])),
             last10_reads_per_s: Some(rate(&per_batch[per_batch.len() - tenth..])),
+            state_rows_per_read: rows_written.map(|r| r as f64 / w.reads as f64),
             ..Run::default()
         },
         series,
@@ -467,26 +524,6 @@ fn parallel_run(
         reads_per_s: w.reads as f64 / report.elapsed.as_secs_f64(),
         ..Run::default()
     })
-}
-
-/// State rows written per read by the SQLite ingest.
-fn rows_per_read(config: &Config, graph: &Graph, q: &MeterReads) -> Result<f64, BoxError> {
-    let w = Workload {
-        users: config.users,
-        reads: config.reads.min(20_000),
-    };
-    let target = Target::new(Kind::Sqlite, config, graph, "rows")?;
-    let mut store = store::Sqlite::open(&target.file, graph, target.options(true))?;
-    setup(graph, q, &w, &mut store)?;
-    store.reset_stats();
-    for b in 0..w.reads.div_ceil(1000) {
-        graph.insert(
-            &mut store,
-            &q.reads,
-            w.reads(b * 1000..((b + 1) * 1000).min(w.reads)),
-        )?;
-    }
-    Ok(store.stats().rows_written as f64 / w.reads as f64)
 }
 
 /// Raw upserts of `rows` rows, 1000 per transaction, into a table shaped like
@@ -703,19 +740,19 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
     let mut results = Vec::new();
     let mut series = Vec::new();
     let mut disagreeing = Vec::new();
-    let rows_per_read = rows_per_read(config, &graph, &q)?;
+    let mut rows_per_read = None;
     for &kind in &kinds {
-        let (mut run, s, agrees) = if kind == Kind::Memory {
+        let (run, s, agrees) = if kind == Kind::Memory {
             memory_serial(config, &graph, &q)?
         } else {
             serial(kind, config, &graph, &q)?
         };
+        if kind == Kind::Sqlite {
+            rows_per_read = run.state_rows_per_read;
+        }
         if !agrees {
             disagreeing.push(kind.name().to_owned());
             continue;
-        }
-        if kind == Kind::Sqlite {
-            run.state_rows_per_read = Some(rows_per_read);
         }
         results.push(run);
         series.push((kind.name().to_owned(), s));
@@ -730,6 +767,7 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
         }
     }
     eprintln!("ceilings ...");
+    let rows_per_read = rows_per_read.ok_or("the SQLite ingest counted no rows")?;
     let upsert_rows = ((rows_per_read * config.reads as f64) as u64).max(1000);
     let mut ceilings = Ceilings {
         sqlite_upsert_rows_per_s: sqlite_upserts(config, upsert_rows)?,
