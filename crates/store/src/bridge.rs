@@ -21,9 +21,10 @@ use tokio_postgres::GenericClient;
 
 use crate::StoreStats;
 use crate::postgres::{
-    Borrowed, Conn, Tables, Wake, max_step, pg, read_rows, set_last_update, wait_for, write_rows,
+    Borrowed, Conn, PgRow, Tables, Wake, max_step, pg, read_rows, set_last_update, wait_for,
+    write_rows,
 };
-use crate::sql::{self, SqlRead, SqlRow};
+use crate::sql::{self, SqlRead};
 
 const SAVEPOINT: &str = "stepping_iteration";
 
@@ -31,7 +32,7 @@ enum Request {
     Read {
         table: usize,
         read: SqlRead,
-        reply: oneshot::Sender<Result<Vec<SqlRow>, StoreError>>,
+        reply: oneshot::Sender<Result<Vec<PgRow>, StoreError>>,
     },
     MaxStep {
         table: usize,

@@ -577,7 +577,22 @@ impl<C: GenericClient + Sync> Conn for Borrowed<'_, C> {
     }
 }
 
-fn row_of(table: &str, nested: bool, verify: bool, r: &Row) -> Result<SqlRow, StoreError> {
+/// A read row's encoded value, left in the row the server sent: decoding
+/// borrows it rather than copying every row's bytes out first.
+pub(crate) struct PgData(Row);
+
+impl AsRef<[u8]> for PgData {
+    fn as_ref(&self) -> &[u8] {
+        // `row_of` checked that column 1 reads as bytes; were it not to,
+        // the empty value fails to decode, naming the table and row.
+        self.0.try_get(1).unwrap_or_default()
+    }
+}
+
+/// A row read from Postgres.
+pub(crate) type PgRow = SqlRow<PgData>;
+
+fn row_of(table: &str, nested: bool, verify: bool, r: Row) -> Result<PgRow, StoreError> {
     let identity: i64 = r.try_get(0).map_err(|e| StoreError::Corrupt {
         table: table.to_owned(),
         identity: "?".into(),
@@ -588,7 +603,10 @@ fn row_of(table: &str, nested: bool, verify: bool, r: &Row) -> Result<SqlRow, St
         identity: identity.to_string(),
         detail,
     };
-    let data: Vec<u8> = r.try_get(1).map_err(|e| corrupt(format!("data: {e}")))?;
+    let data: &[u8] = r.try_get(1).map_err(|e| corrupt(format!("data: {e}")))?;
+    if verify && identity_of(data) != identity {
+        return Err(corrupt("the identity does not match the row's data".into()));
+    }
     let weight: i64 = r
         .try_get(2)
         .map_err(|e| corrupt(format!("weight c: {e}")))?;
@@ -597,16 +615,13 @@ fn row_of(table: &str, nested: bool, verify: bool, r: &Row) -> Result<SqlRow, St
     } else {
         0
     };
-    if verify && identity_of(&data) != identity {
-        return Err(corrupt("the identity does not match the row's data".into()));
-    }
     if weight == 0 {
         return Err(corrupt("a stored weight is 0".into()));
     }
     let step = u32::try_from(step).map_err(|_| corrupt(format!("step {step} is out of range")))?;
     Ok(SqlRow {
         identity,
-        data,
+        data: PgData(r),
         weight,
         step,
     })
@@ -671,7 +686,7 @@ pub(crate) async fn read_rows<C: Conn>(
     sql: &PgSql,
     read: &SqlRead,
     stats: &Mutex<StoreStats>,
-) -> Result<Vec<SqlRow>, StoreError> {
+) -> Result<Vec<PgRow>, StoreError> {
     let nested = schema.nested();
     let verify = schema.kind != StateKind::Keyed;
     let query = |text: String, params: Vec<Box<dyn ToSql + Sync + Send>>| async move {
@@ -683,7 +698,7 @@ pub(crate) async fn read_rows<C: Conn>(
     match read {
         SqlRead::All => {
             for r in query(sql.select.clone(), Vec::new()).await? {
-                out.push(row_of(&schema.name, nested, verify, &r)?);
+                out.push(row_of(&schema.name, nested, verify, r)?);
             }
         }
         SqlRead::ByIndex { index, keys } => {
@@ -694,7 +709,7 @@ pub(crate) async fn read_rows<C: Conn>(
             if ix.columns.is_empty() {
                 if !keys.is_empty() {
                     for r in query(sql.select.clone(), Vec::new()).await? {
-                        out.push(row_of(&schema.name, nested, verify, &r)?);
+                        out.push(row_of(&schema.name, nested, verify, r)?);
                     }
                 }
                 return Ok(out);
@@ -709,7 +724,7 @@ pub(crate) async fn read_rows<C: Conn>(
                 let arrays = key_arrays(schema, *index, &plain)?;
                 let refs: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(PgArray::param).collect();
                 for r in query_rows(conn, schema, stats, &sql.by_index[*index], &refs).await? {
-                    out.push(row_of(&schema.name, nested, verify, &r)?);
+                    out.push(row_of(&schema.name, nested, verify, r)?);
                 }
             }
             for key in nulls {
@@ -730,7 +745,7 @@ pub(crate) async fn read_rows<C: Conn>(
                 )
                 .await?
                 {
-                    out.push(row_of(&schema.name, nested, verify, &r)?);
+                    out.push(row_of(&schema.name, nested, verify, r)?);
                 }
             }
         }
@@ -746,7 +761,7 @@ pub(crate) async fn read_rows<C: Conn>(
                     arrays.iter().map(PgArray::param).collect();
                 params.push(&identities);
                 for r in query_rows(conn, schema, stats, &sql.by_identity, &params).await? {
-                    out.push(row_of(&schema.name, nested, verify, &r)?);
+                    out.push(row_of(&schema.name, nested, verify, r)?);
                 }
             }
         }
@@ -775,12 +790,12 @@ pub(crate) async fn read_rows<C: Conn>(
                 let rows = query(sql.first(schema, *index, &prefix, false), params).await?;
                 let got = rows.len();
                 let mut last: Option<Vec<KeyValue>> = None;
-                for r in &rows {
-                    out.push(row_of(&schema.name, nested, true, r)?);
+                for r in rows {
                     let key = (0..width)
-                        .map(|i| key_from_row(r, base + i, types[i]))
+                        .map(|i| key_from_row(&r, base + i, types[i]))
                         .collect::<Result<_, _>>();
                     last = Some(key.map_err(on(schema, "reading"))?);
+                    out.push(row_of(&schema.name, nested, true, r)?);
                 }
                 if got >= *limit
                     && let Some(last) = last
@@ -793,7 +808,7 @@ pub(crate) async fn read_rows<C: Conn>(
                     let seen: std::collections::HashSet<i64> =
                         out.iter().map(|r| r.identity).collect();
                     for r in query(sql.first(schema, *index, &last, true), params).await? {
-                        let row = row_of(&schema.name, nested, true, &r)?;
+                        let row = row_of(&schema.name, nested, true, r)?;
                         if !seen.contains(&row.identity) {
                             out.push(row);
                         }

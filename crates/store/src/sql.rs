@@ -377,27 +377,28 @@ fn dedup(mut keys: Vec<Vec<KeyValue>>) -> Vec<Vec<KeyValue>> {
     keys
 }
 
-/// A row as read from a table.
+/// A row as read from a table; `D` holds its encoded value (a copy, or the
+/// driver's own row when the bytes can be borrowed from it).
 #[derive(Clone, Debug)]
-pub(crate) struct SqlRow {
+pub(crate) struct SqlRow<D = Vec<u8>> {
     pub(crate) identity: i64,
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: D,
     pub(crate) weight: i64,
     pub(crate) step: u32,
 }
 
 /// Decodes `rows` of `schema`'s table into `sink`, naming the table and
 /// row of anything that does not decode.
-pub(crate) fn decode_rows(
+pub(crate) fn decode_rows<D: AsRef<[u8]>>(
     spec: &StateSpec,
     schema: &TableSchema,
-    rows: Vec<SqlRow>,
+    rows: Vec<SqlRow<D>>,
     sink: &mut dyn Any,
 ) -> Result<(), StoreError> {
     let codec = spec.codec();
     for row in rows {
         codec
-            .decode(&row.data, row.weight, row.step, sink)
+            .decode(row.data.as_ref(), row.weight, row.step, sink)
             .map_err(|detail| StoreError::Corrupt {
                 table: schema.name.clone(),
                 identity: row.identity.to_string(),
