@@ -5,3 +5,4 @@
 
 pub mod bench;
 pub mod meter_reads;
+pub mod pg;

@@ -110,49 +110,6 @@ impl Place {
     }
 }
 
-/// Drops every Postgres table whose name starts with `prefix`; returns how
-/// many there were.
-fn drop_pg_tables(conn: &str, prefix: &str) -> Result<usize, Box<dyn std::error::Error>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
-        let task = tokio::spawn(connection);
-        let rows = client
-            .query(
-                "SELECT tablename::text FROM pg_tables \
-                 WHERE schemaname = current_schema() AND left(tablename, length($1)) = $1",
-                &[&prefix],
-            )
-            .await?;
-        for row in &rows {
-            let name: String = row.try_get(0)?;
-            // The prefix is ours and `[a-z0-9_]`; so is the rest of the name.
-            client
-                .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
-                .await?;
-        }
-        drop(client);
-        let _ = task.await;
-        Ok(rows.len())
-    })
-}
-
-/// Drops the test's Postgres tables however the test ends.
-struct PgCleanup {
-    conn: String,
-    prefix: String,
-}
-
-impl Drop for PgCleanup {
-    fn drop(&mut self) {
-        if let Err(e) = drop_pg_tables(&self.conn, &self.prefix) {
-            eprintln!("crash: could not drop tables {}*: {e}", self.prefix);
-        }
-    }
-}
-
 fn random_upto(rng: &mut fastrand::Rng, d: Duration) -> Duration {
     Duration::from_micros(rng.u64(0..=d.as_micros() as u64))
 }
@@ -488,7 +445,8 @@ impl Crash<'_> {
         );
         if let (Opened::Postgres(s), Place::Postgres { conn, prefix }) = (s, place) {
             s.drop_tables().expect("drop_tables");
-            drop_pg_tables(conn, prefix).expect("dropping the metadata tables");
+            benches::pg::drop_tables_with_prefix(conn, prefix)
+                .expect("dropping the metadata tables");
         }
         kills
     }
@@ -528,7 +486,7 @@ fn killed_ingests_leave_exactly_their_committed_batches() {
         "k{:08x}_",
         (clock ^ u64::from(std::process::id()).rotate_left(32)) as u32
     );
-    let _cleanup = pg.as_ref().map(|conn| PgCleanup {
+    let _cleanup = pg.as_ref().map(|conn| benches::pg::DropTablesOnExit {
         conn: conn.clone(),
         prefix: unique.clone(),
     });
@@ -576,7 +534,7 @@ fn killed_ingests_leave_exactly_their_committed_batches() {
         summary.push(format!("{name}: {:?}", crash.tally));
     }
     if let Some(conn) = &pg {
-        let left = drop_pg_tables(conn, &unique).expect("dropping tables");
+        let left = benches::pg::drop_tables_with_prefix(conn, &unique).expect("dropping tables");
         assert_eq!(left, 0, "tables {unique}* left behind");
     }
     eprintln!("crash: {} in {:.1?}", summary.join("; "), started.elapsed());

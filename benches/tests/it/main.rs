@@ -30,21 +30,42 @@ fn pg_url() -> Option<String> {
     }
 }
 
+/// One store to run against: `meter-ingest`'s arguments naming it, and on
+/// Postgres what drops its tables when the test is done with it.
+#[derive(Debug)]
+struct Target {
+    args: Vec<String>,
+    _cleanup: Option<benches::pg::DropTablesOnExit>,
+}
+
+impl std::ops::Deref for Target {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.args
+    }
+}
+
 /// The stores to run against: a fresh SQLite file, and a fresh table
 /// prefix on the Postgres test server.
-fn targets(dir: &tempfile::TempDir, name: &str) -> Vec<Vec<String>> {
-    let mut t = vec![vec![
-        "--sqlite".to_owned(),
-        dir.path().join(format!("{name}.db")).display().to_string(),
-    ]];
+fn targets(dir: &tempfile::TempDir, name: &str) -> Vec<Target> {
+    let mut t = vec![Target {
+        args: vec![
+            "--sqlite".to_owned(),
+            dir.path().join(format!("{name}.db")).display().to_string(),
+        ],
+        _cleanup: None,
+    }];
     if let Some(url) = pg_url() {
         let prefix = format!("x{:x}_{name}_", std::process::id());
-        t.push(vec![
-            "--postgres".to_owned(),
-            url,
-            "--prefix".to_owned(),
-            prefix,
-        ]);
+        t.push(Target {
+            args: vec![
+                "--postgres".to_owned(),
+                url.clone(),
+                "--prefix".to_owned(),
+                prefix.clone(),
+            ],
+            _cleanup: Some(benches::pg::DropTablesOnExit { conn: url, prefix }),
+        });
     }
     t
 }

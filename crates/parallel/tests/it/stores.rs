@@ -53,6 +53,18 @@ pub(crate) enum Shared {
     },
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Leave no tables behind on a long-lived server.
+        if let Shared::Postgres { options, .. } = self
+            && let Some(url) = pg_url()
+            && let Err(e) = benches::pg::drop_tables_with_prefix(&url, &options.prefix)
+        {
+            eprintln!("could not drop the tables {}*: {e}", options.prefix);
+        }
+    }
+}
+
 /// One handle, whatever the store.
 pub(crate) enum Handle {
     Memory(store::Memory),

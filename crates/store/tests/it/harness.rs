@@ -111,9 +111,16 @@ impl std::ops::DerefMut for Opened {
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        // Leave no tables behind on a long-lived server.
+        // Leave no tables behind on a long-lived server: the state tables,
+        // the prefix's metadata and failed-batch tables, and any table a
+        // test made beside them.
         if let (true, Some(Store::Postgres(s))) = (self.owns, self.store.take()) {
-            let _ = s.drop_tables();
+            drop(s);
+            if let Some(url) = pg_url()
+                && let Err(e) = benches::pg::drop_tables_with_prefix(&url, &self.prefix)
+            {
+                eprintln!("could not drop the tables {}*: {e}", self.prefix);
+            }
         }
     }
 }

@@ -237,28 +237,31 @@ impl Target {
     }
 }
 
-/// A Postgres store of this file's own, whose tables are dropped with it.
-struct Dropping(Option<store::Postgres>);
+/// A Postgres store of this file's own, whose tables (every one under its
+/// prefix) are dropped with it.
+struct Dropping {
+    store: Option<store::Postgres>,
+    _cleanup: benches::pg::DropTablesOnExit,
+}
 
 impl std::ops::Deref for Dropping {
     type Target = store::Postgres;
     fn deref(&self) -> &store::Postgres {
-        self.0.as_ref().expect("open")
+        self.store.as_ref().expect("open")
     }
 }
 
 impl std::ops::DerefMut for Dropping {
     fn deref_mut(&mut self) -> &mut store::Postgres {
-        self.0.as_mut().expect("open")
+        self.store.as_mut().expect("open")
     }
 }
 
 impl Drop for Dropping {
     fn drop(&mut self) {
-        // Leave no tables behind on a long-lived server.
-        if let Some(s) = self.0.take() {
-            let _ = s.drop_tables();
-        }
+        // The store's connections go first; then `_cleanup`, dropped after
+        // this, drops the tables.
+        drop(self.store.take());
     }
 }
 
@@ -433,11 +436,18 @@ fn a_lost_postgres_connection_fails_the_iteration_and_the_pool_recovers() -> R {
         prefix: prefix.clone(),
         ..store::OpenOptions::default()
     };
-    let mut store = Dropping(Some(store::Postgres::open(
-        &with_application_name(&url, &name),
-        &graph,
-        options,
-    )?));
+    let cleanup = benches::pg::DropTablesOnExit {
+        conn: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let mut store = Dropping {
+        store: Some(store::Postgres::open(
+            &with_application_name(&url, &name),
+            &graph,
+            options,
+        )?),
+        _cleanup: cleanup,
+    };
     graph.insert(&mut *store, &input, [1, 2, 3])?;
     assert!(sessions(&name) > 0, "the store's sessions are named {name}");
     let tables: Vec<String> = store.table_names().into_iter().map(|(_, t)| t).collect();

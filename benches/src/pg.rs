@@ -1,0 +1,61 @@
+//! Postgres housekeeping for tests and benchmarks that share a long-lived
+//! server (`STEPPING_TEST_PG`).
+
+/// Drops every table in the connection's current schema whose name starts
+/// with `prefix` (the state tables, their metadata tables, a failed-batch
+/// table and any application table made beside them); returns how many
+/// there were. Meant for a prefix unique to one test or run: an empty
+/// prefix is refused.
+///
+/// # Errors
+/// An empty prefix, or a connection or SQL failure.
+pub fn drop_tables_with_prefix(
+    conn: &str,
+    prefix: &str,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    if prefix.is_empty() {
+        return Err("refusing to drop every table: the prefix is empty".into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT quote_ident(tablename) FROM pg_tables \
+                 WHERE schemaname = current_schema() AND left(tablename, length($1)) = $1",
+                &[&prefix],
+            )
+            .await?;
+        for row in &rows {
+            let name: String = row.try_get(0)?;
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {name} CASCADE"))
+                .await?;
+        }
+        drop(client);
+        let _ = task.await;
+        Ok(rows.len())
+    })
+}
+
+/// Drops the tables under a prefix when it goes out of scope, however a
+/// test ends (a failure is printed, not raised: it may run while
+/// unwinding).
+#[derive(Debug)]
+pub struct DropTablesOnExit {
+    /// The connection string.
+    pub conn: String,
+    /// The prefix whose tables go.
+    pub prefix: String,
+}
+
+impl Drop for DropTablesOnExit {
+    fn drop(&mut self) {
+        if let Err(e) = drop_tables_with_prefix(&self.conn, &self.prefix) {
+            eprintln!("could not drop the tables {}*: {e}", self.prefix);
+        }
+    }
+}
