@@ -10,7 +10,7 @@
 //! [`Workload`] generates deterministic data, reproducible anywhere, and the
 //! expected daily sums computed directly from it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{NaiveDate, NaiveDateTime};
 use graph::{Cache, Graph, GraphError, Input, Output};
@@ -237,6 +237,24 @@ impl Workload {
     /// Reads `range`, in order.
     pub fn reads(&self, range: std::ops::Range<u64>) -> Vec<MeterRead> {
         range.map(|j| self.read(j)).collect()
+    }
+
+    /// The first read from which on no read opens a new `(meter, day)` sum:
+    /// every later read changes a sum that exists (and so rewrites its cache
+    /// row) instead of creating one. Before it, the ingest writes about 3
+    /// state rows per read into small tables; after it, 4 into tables of
+    /// their final size (31 × U rows for the sums and the cache). 0 when
+    /// there are no reads.
+    pub fn first_settled_read(&self) -> u64 {
+        let mut seen = HashSet::new();
+        let mut settled = 0;
+        for j in 0..self.reads {
+            let r = self.read(j);
+            if seen.insert((r.meter_id, r.timestamp.date())) {
+                settled = j + 1;
+            }
+        }
+        settled
     }
 
     /// The expected daily usage after all reads: `(user, meter, date) → sum`,

@@ -174,3 +174,36 @@ fn a_second_process_continues_where_the_first_stopped() {
         check_cache(&target);
     }
 }
+
+/// The bench's "settled" window starts where the last new daily sum is
+/// opened: every sum exists after that read and not before it.
+#[test]
+fn every_daily_sum_exists_from_the_first_settled_read_on() {
+    for w in [
+        Workload {
+            users: 1000,
+            reads: 100_000,
+        },
+        Workload {
+            users: 7,
+            reads: 500,
+        },
+        Workload {
+            users: 1000,
+            reads: 20_000,
+        },
+    ] {
+        let settled = w.first_settled_read();
+        let all = w.expected_daily().len();
+        assert_eq!(w.expected_daily_upto(settled).len(), all, "{w:?}");
+        assert!(
+            settled > 0 && w.expected_daily_upto(settled - 1).len() < all,
+            "{w:?}: {settled}"
+        );
+    }
+    let w = Workload {
+        users: 1000,
+        reads: 100_000,
+    };
+    assert_eq!(w.first_settled_read(), 31 * 1000, "31 days of 1,000 meters");
+}
