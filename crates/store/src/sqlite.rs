@@ -103,7 +103,15 @@ struct TableSql {
     by_identity: String,
     first: Vec<String>,
     ties: Vec<String>,
+    /// Inserts a row, or combines it with the stored row of its primary key
+    /// when that row holds the same data (a keyed table: the same key
+    /// columns): it changes one row, or none when the caller must look
+    /// closer ([`stored`](Self::stored)). No `RETURNING`: SQLite runs a
+    /// statement with one in a statement journal, copying every page it
+    /// touches, and buffers its rows in a temporary table.
     upsert: String,
+    /// The data and weight stored under a primary key.
+    stored: String,
     /// Deletes a row by primary key.
     delete: String,
     /// Deletes a row by primary key if it holds exactly this data and
@@ -226,17 +234,21 @@ impl TableSql {
                     format!(" WHERE {}", same_key.join(" AND "))
                 };
                 format!(
-                    "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET data = excluded.data, c = excluded.c{guard} RETURNING c",
+                    "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET data = excluded.data, c = excluded.c{guard}",
                     s.name,
                     insert_cols.join(", ")
                 )
             }
+            // A sum that is zero (the row must go) or overflows (SQLite
+            // makes it a float) changes nothing, like a collision.
             _ => format!(
-                "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET c = c + excluded.c WHERE data = excluded.data RETURNING c",
+                "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET c = c + excluded.c \
+                 WHERE data = excluded.data AND typeof(c + excluded.c) = 'integer' AND c + excluded.c <> 0",
                 s.name,
                 insert_cols.join(", ")
             ),
         };
+        let stored = format!("SELECT data, c FROM {} WHERE {by_pk}", s.name);
         let delete = format!("DELETE FROM {} WHERE {by_pk}", s.name);
         let cancel = format!("{delete} AND data = ? AND c = ?");
         TableSql {
@@ -254,6 +266,7 @@ impl TableSql {
             first,
             ties,
             upsert,
+            stored,
             delete,
             cancel,
             max_step: format!("SELECT MAX(step) FROM {}", s.name),
@@ -849,30 +862,59 @@ impl Sqlite {
                 i += 1;
             }
             upsert.raw_bind_parameter(i, row.weight).map_err(ctx())?;
-            let c: Option<i64> = {
-                let mut q = upsert.raw_query();
-                match q.next().map_err(ctx())? {
-                    // SQLite turns an integer sum that overflows into a float.
-                    Some(r) => Some(r.get(0).map_err(|_| StoreError::WeightOverflow {
+            if upsert.raw_execute().map_err(ctx())? == 1 {
+                continue;
+            }
+            // The stored row holds other data (other key columns, if
+            // keyed), or the weights sum to zero or overflow.
+            let collision = || StoreError::IdentityCollision {
+                table: schema.name.clone(),
+                identity: row.identity,
+            };
+            if keyed {
+                return Err(collision());
+            }
+            statements += 1;
+            let mut stored = self.conn.prepare_cached(&sql.stored).map_err(ctx())?;
+            bind_pk(&mut stored, row)?;
+            let (data, c): (Vec<u8>, i64) = {
+                let mut q = stored.raw_query();
+                let r = q.next().map_err(ctx())?.ok_or_else(|| {
+                    StoreError::backend(
+                        format!("writing `{}`", schema.name),
+                        format!("an upsert of identity {} changed no row", row.identity),
+                    )
+                })?;
+                (
+                    r.get(0).map_err(ctx())?,
+                    // Only this store writes weights, always as integers.
+                    r.get(1).map_err(ctx())?,
+                )
+            };
+            if data != row.data {
+                return Err(collision());
+            }
+            match c.checked_add(row.weight) {
+                None => {
+                    return Err(StoreError::WeightOverflow {
                         table: schema.name.clone(),
                         identity: row.identity.to_string(),
-                    })?),
-                    None => None,
-                }
-            };
-            match c {
-                None => {
-                    return Err(StoreError::IdentityCollision {
-                        table: schema.name.clone(),
-                        identity: row.identity,
                     });
                 }
-                Some(0) if !keyed => {
+                Some(0) => {
                     statements += 1;
                     bind_pk(&mut delete, row)?;
                     delete.raw_execute().map_err(ctx())?;
                 }
-                Some(_) => {}
+                Some(sum) => {
+                    return Err(StoreError::backend(
+                        format!("writing `{}`", schema.name),
+                        format!(
+                            "an upsert of identity {} changed no row, though its weights sum to {sum}",
+                            row.identity
+                        ),
+                    ));
+                }
             }
         }
         self.count(|s| {
