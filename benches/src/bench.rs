@@ -546,8 +546,8 @@ fn sqlite_upserts(config: &Config, rows: u64) -> Result<f64, BoxError> {
     let _ = std::fs::remove_file(&file);
     let conn = rusqlite::Connection::open(&file)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384;
-         PRAGMA cache_size = -65536;
+        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         PRAGMA wal_autocheckpoint = 4096; PRAGMA cache_size = -65536;
          CREATE TABLE t (identity INTEGER NOT NULL, data BLOB NOT NULL, k BLOB NOT NULL, c INTEGER NOT NULL,
                          PRIMARY KEY (k, identity)) WITHOUT ROWID;",
     )?;
@@ -621,7 +621,8 @@ fn sqlite_classic(config: &Config) -> Result<(f64, f64, f64), BoxError> {
     let _ = std::fs::remove_file(&file);
     let conn = rusqlite::Connection::open(&file)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;
+        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         PRAGMA wal_autocheckpoint = 4096; PRAGMA cache_size = -65536;
          CREATE TABLE users (user_id INTEGER PRIMARY KEY, name TEXT NOT NULL);
          CREATE TABLE meters (meter_id BLOB PRIMARY KEY, user_id INTEGER NOT NULL);
          CREATE TABLE reads (meter_id BLOB NOT NULL, ts TEXT NOT NULL, value REAL NOT NULL);

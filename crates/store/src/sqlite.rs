@@ -483,23 +483,41 @@ fn on_busy(count: i32) -> bool {
     true
 }
 
+/// The log a connection lets grow before it checkpoints: 64 MiB.
+const CHECKPOINT_LOG_BYTES: i64 = 64 << 20;
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let mut conn =
         Connection::open(path).map_err(backend(format!("opening {}", path.display())))?;
     conn.busy_handler(Some(on_busy))
         .map_err(backend("setting the busy handler"))?;
     conn.set_prepared_statement_cache_capacity(512);
-    // A checkpoint copies the log back into the file and syncs both; at
-    // SQLite's default (every 1000 log pages), an ingest whose batches touch
-    // thousands of pages would checkpoint after nearly every commit. At
-    // 16384 pages (64 MiB) it checkpoints every several batches, copying
-    // each page once however many commits wrote it.
+    // 16 KiB pages for a new file (an existing one keeps its own): an
+    // ingest batch's scattered writes dirty fewer, fuller pages, and each
+    // costs a log frame, a checksum and a write at commit. Serial meter-reads
+    // ingest, medians of 4 interleaved runs: 34.5k reads/s at 4 KiB, 36.4k
+    // at 8 KiB, 40.9k at 16 KiB (same log size between checkpoints); a
+    // single-read iteration costs about 10% more.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
+        "PRAGMA page_size = 16384;
+         PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA wal_autocheckpoint = 16384;
          PRAGMA cache_size = -65536;
          PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(backend(format!("configuring {}", path.display())))?;
+    // A checkpoint copies the log back into the file and syncs both; at
+    // SQLite's default (every 1000 log pages), an ingest whose batches touch
+    // thousands of pages would checkpoint after nearly every commit. With
+    // 64 MiB of log it checkpoints every several batches, copying each page
+    // once however many commits wrote it.
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(backend(format!("configuring {}", path.display())))?;
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        CHECKPOINT_LOG_BYTES / page_size.max(512),
     )
     .map_err(backend(format!("configuring {}", path.display())))?;
     Ok(conn)
