@@ -483,8 +483,26 @@ fn on_busy(count: i32) -> bool {
     true
 }
 
-/// The log a connection lets grow before it checkpoints: 64 MiB.
-const CHECKPOINT_LOG_BYTES: i64 = 64 << 20;
+/// The write-ahead log a connection lets grow before it checkpoints: 64 MiB
+/// (`wal_autocheckpoint` is this divided by the file's page size).
+pub const CHECKPOINT_LOG_BYTES: i64 = 64 << 20;
+
+/// The page size of a new file (an existing one keeps its own): 8 KiB.
+///
+/// A batch of an ingest writes rows all over its tables, so its commit logs
+/// every page it touched, whole. Larger pages mean fewer of them while the
+/// tables are small, but once a table has more pages than a batch has rows,
+/// each row touches its own page and a larger page is only more bytes to
+/// log. Serial meter-reads ingest (`meter-ingest`, reads/s):
+///
+/// | page size | 100k reads (3 runs) | 1M reads |
+/// |---|---|---|
+/// | 4 KiB | 31.7k-37.2k | 22.5k, 25.3k |
+/// | 8 KiB | 38.1k-40.4k | 22.5k-23.3k (3 runs) |
+/// | 16 KiB | 39.8k-46.8k | 18.9k-21.6k (4 runs) |
+///
+/// 8 KiB is close to the best at both sizes.
+pub const PAGE_SIZE: u32 = 8192;
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let mut conn =
@@ -492,19 +510,14 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_handler(Some(on_busy))
         .map_err(backend("setting the busy handler"))?;
     conn.set_prepared_statement_cache_capacity(512);
-    // 16 KiB pages for a new file (an existing one keeps its own): an
-    // ingest batch's scattered writes dirty fewer, fuller pages, and each
-    // costs a log frame, a checksum and a write at commit. Serial meter-reads
-    // ingest, medians of 4 interleaved runs: 34.5k reads/s at 4 KiB, 36.4k
-    // at 8 KiB, 40.9k at 16 KiB (same log size between checkpoints); a
-    // single-read iteration costs about 10% more.
-    conn.execute_batch(
-        "PRAGMA page_size = 16384;
+    // The page size applies to a new file only (see `PAGE_SIZE`).
+    conn.execute_batch(&format!(
+        "PRAGMA page_size = {PAGE_SIZE};
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA cache_size = -65536;
-         PRAGMA temp_store = MEMORY;",
-    )
+         PRAGMA temp_store = MEMORY;"
+    ))
     .map_err(backend(format!("configuring {}", path.display())))?;
     // A checkpoint copies the log back into the file and syncs both; at
     // SQLite's default (every 1000 log pages), an ingest whose batches touch
