@@ -19,6 +19,7 @@ use graph::{Changes, Graph, StateStore};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::direct;
 use crate::meter_reads::{self, MeterReads, Workload};
 
 /// What to run.
@@ -72,13 +73,18 @@ pub struct Run {
 /// The bounds our figures are compared with.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Ceilings {
-    /// Raw upserts per second into an equivalent SQLite table.
+    /// State rows per second written directly into SQLite tables laid out
+    /// like the store's: the rows this ingest stores, computed by hand, one
+    /// transaction per batch ([`direct::sqlite`](crate::direct::sqlite)).
     pub sqlite_upsert_rows_per_s: f64,
-    /// Raw upserts per second into an equivalent Postgres table.
+    /// The same into Postgres ([`direct::postgres`](crate::direct::postgres)).
     pub postgres_upsert_rows_per_s: Option<f64>,
     /// State rows our serial SQLite ingest writes per read, counted over
     /// the whole timed ingest.
     pub state_rows_per_read: f64,
+    /// Rows the direct writes write per read (the same rows, so about the
+    /// same number).
+    pub direct_rows_per_read: f64,
     /// Rows per second inserted into normalised tables (SQLite).
     pub classic_insert_rows_per_s: f64,
     /// The `GROUP BY` query over all dates (SQLite), ms.
@@ -537,77 +543,36 @@ fn parallel_run(
     })
 }
 
-/// Raw upserts of `rows` rows, 1000 per transaction, into a table shaped like
-/// the reads state (64-bit identity, a blob, a 16-byte key, a weight), laid
-/// out as the store lays it out: clustered on the key, with the store's
-/// pragmas.
-fn sqlite_upserts(config: &Config, rows: u64) -> Result<f64, BoxError> {
-    let file = config.scratch.join("bench-raw.db");
-    let _ = std::fs::remove_file(&file);
-    let conn = rusqlite::Connection::open(&file)?;
-    conn.execute_batch(
-        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         PRAGMA wal_autocheckpoint = 4096; PRAGMA cache_size = -65536;
-         CREATE TABLE t (identity INTEGER NOT NULL, data BLOB NOT NULL, k BLOB NOT NULL, c INTEGER NOT NULL,
-                         PRIMARY KEY (k, identity)) WITHOUT ROWID;",
-    )?;
-    let data = vec![7u8; 40];
-    let started = Instant::now();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for chunk in 0..rows.div_ceil(1000) {
-        let tx = conn.unchecked_transaction()?;
-        {
-            let mut st = conn.prepare_cached(
-                "INSERT INTO t (identity, data, k, c) VALUES (?, ?, ?, ?) ON CONFLICT (k, identity) DO UPDATE SET c = c + excluded.c",
-            )?;
-            for i in 0..1000.min(rows - chunk * 1000) {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let key = ((chunk * 1000 + i) % 1000).to_be_bytes().repeat(2);
-                st.execute((x as i64, &data, key, 1i64))?;
-            }
+/// The store-bound ceilings: the state rows of this ingest, written directly
+/// ([`direct`](crate::direct)) into SQLite and, when there is one, Postgres.
+/// Returns rows/s for each and the rows written per read.
+fn direct_writes(config: &Config) -> Result<(f64, Option<f64>, f64), BoxError> {
+    let w = Workload {
+        users: config.users,
+        reads: config.reads,
+    };
+    let plan = direct::plan(&w, 1000)?;
+    let sqlite = direct::sqlite(&config.scratch.join("bench-direct.db"), &plan)?;
+    let postgres = match &config.postgres {
+        Some(url) => {
+            let pool = store::Postgres::pool(url, 1)?;
+            let written = pg(&pool, async |c| {
+                let written = direct::postgres(c, "bench_direct_", &plan).await?;
+                c.batch_execute(
+                    "DROP TABLE bench_direct_reads, bench_direct_sums, bench_direct_cache",
+                )
+                .await?;
+                Ok(written)
+            })?;
+            Some(written.rows as f64 / written.elapsed.as_secs_f64())
         }
-        tx.commit()?;
-    }
-    Ok(rows as f64 / started.elapsed().as_secs_f64())
-}
-
-/// The same into Postgres, 1000 rows per multi-row upsert.
-fn postgres_upserts(pool: &store::PgPool, rows: u64) -> Result<f64, BoxError> {
-    pg(pool, async move |c| {
-        c.batch_execute(
-            "DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (identity BIGINT NOT NULL, data BYTEA NOT NULL, k UUID NOT NULL, c BIGINT NOT NULL, PRIMARY KEY (k, identity));",
-        )
-        .await?;
-        let st = c
-            .prepare(
-                "INSERT INTO bench_raw AS t (identity, data, k, c) SELECT * FROM unnest($1::int8[], $2::bytea[], $3::uuid[], $4::int8[]) \
-                 ON CONFLICT (k, identity) DO UPDATE SET c = t.c + excluded.c",
-            )
-            .await?;
-        let data = vec![7u8; 40];
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let started = Instant::now();
-        for chunk in 0..rows.div_ceil(1000) {
-            let n = 1000.min(rows - chunk * 1000);
-            let mut ids = Vec::with_capacity(n as usize);
-            let mut keys = Vec::with_capacity(n as usize);
-            for i in 0..n {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ids.push(x as i64);
-                keys.push(uuid::Uuid::from_u128(u128::from((chunk * 1000 + i) % 1000)));
-            }
-            let datas: Vec<&[u8]> = (0..n).map(|_| data.as_slice()).collect();
-            let cs = vec![1i64; n as usize];
-            c.execute(&st, &[&ids, &datas, &keys, &cs]).await?;
-        }
-        let rate = rows as f64 / started.elapsed().as_secs_f64();
-        c.batch_execute("DROP TABLE bench_raw").await?;
-        Ok(rate)
-    })
+        None => None,
+    };
+    Ok((
+        sqlite.rows as f64 / sqlite.elapsed.as_secs_f64(),
+        postgres,
+        sqlite.rows as f64 / w.reads.max(1) as f64,
+    ))
 }
 
 /// The plain-SQL alternative on SQLite: normalised tables, the aggregate
@@ -620,14 +585,14 @@ fn sqlite_classic(config: &Config) -> Result<(f64, f64, f64), BoxError> {
     let file = config.scratch.join("bench-classic.db");
     let _ = std::fs::remove_file(&file);
     let conn = rusqlite::Connection::open(&file)?;
-    conn.execute_batch(
-        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         PRAGMA wal_autocheckpoint = 4096; PRAGMA cache_size = -65536;
+    conn.execute_batch(&format!(
+        "{}
          CREATE TABLE users (user_id INTEGER PRIMARY KEY, name TEXT NOT NULL);
          CREATE TABLE meters (meter_id BLOB PRIMARY KEY, user_id INTEGER NOT NULL);
          CREATE TABLE reads (meter_id BLOB NOT NULL, ts TEXT NOT NULL, value REAL NOT NULL);
          CREATE INDEX reads_ts ON reads (ts);",
-    )?;
+        direct::sqlite_settings()
+    ))?;
     {
         let tx = conn.unchecked_transaction()?;
         for u in w.all_users() {
@@ -780,10 +745,12 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
     }
     eprintln!("ceilings ...");
     let rows_per_read = rows_per_read.ok_or("the SQLite ingest counted no rows")?;
-    let upsert_rows = ((rows_per_read * config.reads as f64) as u64).max(1000);
+    let (sqlite_rows, postgres_rows, direct_rows_per_read) = direct_writes(config)?;
     let mut ceilings = Ceilings {
-        sqlite_upsert_rows_per_s: sqlite_upserts(config, upsert_rows)?,
+        sqlite_upsert_rows_per_s: sqlite_rows,
+        postgres_upsert_rows_per_s: postgres_rows,
         state_rows_per_read: rows_per_read,
+        direct_rows_per_read,
         ..Ceilings::default()
     };
     let (insert, all, one) = sqlite_classic(config)?;
@@ -792,7 +759,6 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
     ceilings.classic_query_one_date_ms = one;
     if let Some(url) = &config.postgres {
         let pool = store::Postgres::pool(url, 4)?;
-        ceilings.postgres_upsert_rows_per_s = Some(postgres_upserts(&pool, upsert_rows)?);
         let (insert, all, one) = postgres_classic(&pool, config)?;
         ceilings.postgres_classic_insert_rows_per_s = Some(insert);
         ceilings.postgres_classic_query_all_ms = Some(all);
@@ -1003,15 +969,22 @@ pub fn render(report: &Report) -> String {
     let mut ceil = comfy_table::Table::new();
     ceil.set_header(["ceiling", "value"]);
     ceil.add_row([
-        "sqlite raw upserts rows/s".to_owned(),
+        "sqlite direct writes of the state rows, rows/s".to_owned(),
         format!("{:.0}", c.sqlite_upsert_rows_per_s),
     ]);
     if let Some(p) = c.postgres_upsert_rows_per_s {
-        ceil.add_row(["postgres raw upserts rows/s".to_owned(), format!("{p:.0}")]);
+        ceil.add_row([
+            "postgres direct writes of the state rows, rows/s".to_owned(),
+            format!("{p:.0}"),
+        ]);
     }
     ceil.add_row([
         "state rows written per read".to_owned(),
         format!("{:.2}", c.state_rows_per_read),
+    ]);
+    ceil.add_row([
+        "direct writes: rows per read".to_owned(),
+        format!("{:.2}", c.direct_rows_per_read),
     ]);
     ceil.add_row([
         "plain SQL (sqlite): insert rows/s".to_owned(),

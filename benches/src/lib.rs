@@ -4,5 +4,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod bench;
+pub mod direct;
 pub mod meter_reads;
 pub mod pg;

@@ -3,6 +3,7 @@
 //! result is the serial one.
 
 mod crash;
+mod direct;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};

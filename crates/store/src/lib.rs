@@ -32,4 +32,7 @@ pub struct StoreStats {
 }
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
 pub use postgres::{PgPool, PgSequence, Postgres};
-pub use sqlite::{OpenOptions, Sqlite};
+pub use sqlite::{
+    CHECKPOINT_LOG_BYTES as SQLITE_CHECKPOINT_LOG_BYTES, OpenOptions,
+    PAGE_SIZE as SQLITE_PAGE_SIZE, Sqlite,
+};
