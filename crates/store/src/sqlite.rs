@@ -734,9 +734,15 @@ impl Sqlite {
             |stmt: &str, params: Vec<SqlValue>, rows: &mut Vec<SqlRow>| -> Result<(), StoreError> {
                 let mut st = self.conn.prepare_cached(stmt).map_err(ctx())?;
                 let mut q = st.query(params_from_iter(params)).map_err(ctx())?;
+                let before = rows.len();
                 while let Some(r) = q.next().map_err(ctx())? {
                     rows.push(row_of(&schema.name, nested, verify, r)?);
                 }
+                let read = (rows.len() - before) as u64;
+                self.count(|s| {
+                    s.statements += 1;
+                    s.rows_read += read;
+                });
                 Ok(())
             };
         match read {
