@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod bridge;
+mod checkpoint;
 mod memory;
 mod postgres;
 mod sql;
@@ -30,9 +31,10 @@ pub struct StoreStats {
     /// SQL statements run for state reads and writes.
     pub statements: u64,
 }
+pub use checkpoint::{
+    BACKGROUND_LOG_BYTES as SQLITE_BACKGROUND_LOG_BYTES,
+    CHECKPOINT_LOG_BYTES as SQLITE_CHECKPOINT_LOG_BYTES, SqliteCheckpointer,
+};
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
 pub use postgres::{PgPool, PgSequence, Postgres};
-pub use sqlite::{
-    CHECKPOINT_LOG_BYTES as SQLITE_CHECKPOINT_LOG_BYTES, OpenOptions,
-    PAGE_SIZE as SQLITE_PAGE_SIZE, Sqlite,
-};
+pub use sqlite::{OpenOptions, PAGE_SIZE as SQLITE_PAGE_SIZE, Sqlite};

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use zset::{ColumnType, KeyValue};
 
 use crate::StoreStats;
+use crate::checkpoint::SqliteCheckpointer;
 use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year};
 use crate::wait::{Backoff, Notifier};
 
@@ -432,6 +433,8 @@ pub struct Sqlite {
     max_wait: Duration,
     poll: (Duration, Duration),
     notifier: Arc<Notifier>,
+    /// After `conn`, so the connection closes before the thread stops.
+    checkpointer: Arc<SqliteCheckpointer>,
     /// `SELECT` of every table's time, and `UPDATE` of them all.
     times_sql: String,
     set_all_sql: String,
@@ -483,10 +486,6 @@ fn on_busy(count: i32) -> bool {
     true
 }
 
-/// The write-ahead log a connection lets grow before it checkpoints: 64 MiB
-/// (`wal_autocheckpoint` is this divided by the file's page size).
-pub const CHECKPOINT_LOG_BYTES: i64 = 64 << 20;
-
 /// The page size of a new file (an existing one keeps its own): 8 KiB.
 ///
 /// A batch of an ingest writes rows all over its tables, so its commit logs
@@ -519,20 +518,6 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA temp_store = MEMORY;"
     ))
     .map_err(backend(format!("configuring {}", path.display())))?;
-    // A checkpoint copies the log back into the file and syncs both; at
-    // SQLite's default (every 1000 log pages), an ingest whose batches touch
-    // thousands of pages would checkpoint after nearly every commit. With
-    // 64 MiB of log it checkpoints every several batches, copying each page
-    // once however many commits wrote it.
-    let page_size: i64 = conn
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
-        .map_err(backend(format!("configuring {}", path.display())))?;
-    conn.pragma_update(
-        None,
-        "wal_autocheckpoint",
-        CHECKPOINT_LOG_BYTES / page_size.max(512),
-    )
-    .map_err(backend(format!("configuring {}", path.display())))?;
     Ok(conn)
 }
 
@@ -551,8 +536,13 @@ impl Sqlite {
     ) -> Result<Sqlite, StoreError> {
         check_prefix(&options.prefix)?;
         let path = path.as_ref().to_path_buf();
-        let conn = open_connection(&path)?;
+        let mut conn = open_connection(&path)?;
         let path = std::fs::canonicalize(&path).unwrap_or(path);
+        // Checkpoints every 256 MiB of log at most, mostly on a thread of
+        // their own (see `SqliteCheckpointer`); at SQLite's default, every
+        // 1000 log pages, an ingest whose batches touch thousands of pages
+        // would checkpoint after nearly every commit, and wait for it.
+        let checkpointer = SqliteCheckpointer::attach(&mut conn)?;
         let notifier = Notifier::for_key(&notifier_key(&path));
         let specs = graph.states().to_vec();
         let schemas: Vec<TableSchema> = specs
@@ -572,6 +562,7 @@ impl Sqlite {
             set_all_sql: String::new(),
             path,
             notifier,
+            checkpointer,
             created: 0,
             attached: HashMap::new(),
             stats: std::cell::Cell::new(StoreStats::default()),
@@ -610,6 +601,11 @@ impl Sqlite {
         let mut s = self.stats.get();
         f(&mut s);
         self.stats.set(s);
+    }
+
+    /// The thread that runs this file's checkpoints.
+    pub fn checkpointer(&self) -> &SqliteCheckpointer {
+        &self.checkpointer
     }
 
     /// How many tables this open created (0: every table already existed).

@@ -456,3 +456,47 @@ fn a_sqlite_writer_waits_for_another_connections_write_lock() -> R {
     holder.join().expect("the holder");
     Ok(())
 }
+
+/// SQLite's checkpoints run on a thread of their own: a few megabytes of
+/// log, far below the 256 MiB at which a writer checkpoints itself, are
+/// copied into the file by the thread, and the state reads back whole
+/// after the store closes and opens again.
+#[test]
+fn sqlite_checkpoints_run_on_a_thread_of_their_own() -> R {
+    let (graph, (input, cache)) = Graph::build(|q| {
+        let (input, words) = q.input::<String>("words")?;
+        Ok((input, q.cache("word_set", words.distinct(), &[])?))
+    })?;
+    let dir = temp();
+    let path = dir.path().join("checkpointed.db");
+    let mut store = Sqlite::open(&path, &graph, OpenOptions::default())?;
+    assert_eq!(store.checkpointer().checkpoints(), 0);
+    let filler = "x".repeat(1000);
+    let batches =
+        usize::try_from(store::SQLITE_BACKGROUND_LOG_BYTES).expect("bytes") / 1_000_000 + 2;
+    for b in 0..batches {
+        let words: Vec<String> = (0..1000).map(|i| format!("{b}/{i}/{filler}")).collect();
+        graph.insert(&mut store, &input, words)?;
+    }
+    let waited = std::time::Instant::now();
+    while store.checkpointer().checkpoints() == 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "no checkpoint ran on the thread after {batches} batches of ~1 MB"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(store);
+    let mut store = Sqlite::open(&path, &graph, OpenOptions::attach())?;
+    assert_eq!(cache.zset(&mut store)?.len(), batches * 1000);
+    Ok(())
+}
+
+/// A connection with no file has no checkpoints to hand over: a typed
+/// error, not a thread that never runs.
+#[test]
+fn a_checkpoint_thread_needs_a_file() {
+    let mut conn = rusqlite::Connection::open_in_memory().expect("an in-memory database");
+    let err = store::SqliteCheckpointer::attach(&mut conn).expect_err("no file");
+    assert!(err.to_string().contains("no file"), "{err}");
+}
