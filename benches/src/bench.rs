@@ -581,15 +581,13 @@ fn sqlite_classic(config: &Config) -> Result<(f64, f64, f64), BoxError> {
     };
     let file = config.scratch.join("bench-classic.db");
     let _ = std::fs::remove_file(&file);
-    let conn = rusqlite::Connection::open(&file)?;
-    conn.execute_batch(&format!(
-        "{}
-         CREATE TABLE users (user_id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+    let (conn, _checkpoints) = direct::sqlite_connection(&file)?;
+    conn.execute_batch(
+        "CREATE TABLE users (user_id INTEGER PRIMARY KEY, name TEXT NOT NULL);
          CREATE TABLE meters (meter_id BLOB PRIMARY KEY, user_id INTEGER NOT NULL);
          CREATE TABLE reads (meter_id BLOB NOT NULL, ts TEXT NOT NULL, value REAL NOT NULL);
          CREATE INDEX reads_ts ON reads (ts);",
-        direct::sqlite_settings()
-    ))?;
+    )?;
     {
         let tx = conn.unchecked_transaction()?;
         for u in w.all_users() {

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -170,15 +171,23 @@ const SQLITE_TABLES: &str = "
     CREATE TABLE cache (identity INTEGER NOT NULL, data BLOB NOT NULL, k_date TEXT NOT NULL,
         c INTEGER NOT NULL, PRIMARY KEY (k_date, identity)) WITHOUT ROWID;";
 
-/// The pragmas the SQLite store gives a new file, for tables the bench
-/// writes itself.
-pub fn sqlite_settings() -> String {
-    format!(
+/// Opens `file` as the SQLite store opens its file: the store's pragmas,
+/// and checkpoints on a thread of their own (keep the handle as long as the
+/// connection).
+///
+/// # Errors
+/// Any SQLite error.
+pub fn sqlite_connection(
+    file: &Path,
+) -> Result<(rusqlite::Connection, Arc<store::SqliteCheckpointer>), BoxError> {
+    let mut conn = rusqlite::Connection::open(file)?;
+    conn.execute_batch(&format!(
         "PRAGMA page_size = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         PRAGMA wal_autocheckpoint = {}; PRAGMA cache_size = -65536;",
+         PRAGMA cache_size = -65536;",
         store::SQLITE_PAGE_SIZE,
-        store::SQLITE_CHECKPOINT_LOG_BYTES / i64::from(store::SQLITE_PAGE_SIZE),
-    )
+    ))?;
+    let checkpoints = store::SqliteCheckpointer::attach(&mut conn)?;
+    Ok((conn, checkpoints))
 }
 
 /// Writes `plan` into a new SQLite file at `file` with the store's pragmas,
@@ -188,8 +197,8 @@ pub fn sqlite_settings() -> String {
 /// Any SQLite error.
 pub fn sqlite(file: &Path, plan: &[BatchWrites]) -> Result<Written, BoxError> {
     let _ = std::fs::remove_file(file);
-    let conn = rusqlite::Connection::open(file)?;
-    conn.execute_batch(&format!("{} {SQLITE_TABLES}", sqlite_settings()))?;
+    let (conn, _checkpoints) = sqlite_connection(file)?;
+    conn.execute_batch(SQLITE_TABLES)?;
     let started = Instant::now();
     let mut rows = 0u64;
     for batch in plan {
