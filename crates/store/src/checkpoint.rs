@@ -47,6 +47,8 @@ use rusqlite::Connection;
 use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
 
+use crate::sqlite::backend;
+
 /// How far the log grows between two wake-ups of the checkpoint thread:
 /// 16 MiB. (Every 1, 4, 16 and 32 MiB ran a serial ingest equally fast;
 /// the fewer checkpoints, the fewer syncs, and the less often a hot page
@@ -125,9 +127,10 @@ impl SqliteCheckpointer {
         };
         let page_size: i64 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(|e| {
-                StoreError::backend(format!("reading the page size of {}", path.display()), e)
-            })?;
+            .map_err(backend(format!(
+                "reading the page size of {}",
+                path.display()
+            )))?;
         let page_size = page_size.max(512);
         let limit = CHECKPOINT_LOG_BYTES / page_size;
         let checkpointer = SqliteCheckpointer::for_path(&path);
@@ -136,9 +139,10 @@ impl SqliteCheckpointer {
             signal.on_commit(wal, frames, page_size, limit);
             Ok(())
         }))
-        .map_err(|e| {
-            StoreError::backend(format!("setting the commit hook of {}", path.display()), e)
-        })?;
+        .map_err(backend(format!(
+            "setting the commit hook of {}",
+            path.display()
+        )))?;
         Ok(checkpointer)
     }
 

@@ -317,7 +317,7 @@ fn to_sqlite(table: &str, v: &KeyValue) -> Result<SqlValue, StoreError> {
     })
 }
 
-fn backend(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(crate) fn backend(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
     let context = context.into();
     move |e| StoreError::backend(context, e)
 }
