@@ -30,6 +30,13 @@ pub struct StoreStats {
     pub rows_written: u64,
     /// SQL statements run for state reads and writes.
     pub statements: u64,
+    /// SQLite: how long this store's iterations held the file's write lock
+    /// (from `BEGIN IMMEDIATE` to `COMMIT` or `ROLLBACK`: the whole
+    /// iteration when it is all or nothing, each table's flush when it is
+    /// pipelined). SQLite has one writer per file,
+    /// so workers ingesting into one file can overlap everything but this.
+    /// Zero on Postgres, which locks rows, not the database.
+    pub write_lock_held: std::time::Duration,
 }
 pub use checkpoint::{
     BACKGROUND_LOG_BYTES as SQLITE_BACKGROUND_LOG_BYTES,

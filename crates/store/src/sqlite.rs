@@ -603,6 +603,11 @@ impl Sqlite {
         self.stats.set(s);
     }
 
+    /// Adds the time since `since` to the write lock's time held.
+    fn held_lock_since(&self, since: Instant) {
+        self.count(|s| s.write_lock_held += since.elapsed());
+    }
+
     /// The thread that runs this file's checkpoints.
     pub fn checkpointer(&self) -> &SqliteCheckpointer {
         &self.checkpointer
@@ -1135,6 +1140,7 @@ impl StateStore for Sqlite {
             store: self,
             time,
             open: false,
+            locked_at: Instant::now(),
             waited: vec![false; n],
             buffered: vec![Vec::new(); n],
             done: false,
@@ -1149,6 +1155,7 @@ impl StateStore for Sqlite {
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(backend("starting an iteration"))?;
             tx.open = true;
+            tx.locked_at = Instant::now();
         }
         Ok(Box::new(tx))
     }
@@ -1283,6 +1290,8 @@ struct SqliteTx<'s> {
     time: Time,
     /// A transaction spanning the iteration is open.
     open: bool,
+    /// Since when that transaction holds the write lock.
+    locked_at: Instant,
     waited: Vec<bool>,
     /// With `flush_every_set = Some(true)`: writes held until their flush.
     buffered: Vec<Vec<EncodedRow>>,
@@ -1357,14 +1366,21 @@ impl StateTx for SqliteTx<'_> {
         let rows = std::mem::take(&mut self.buffered[s]);
         let store = &*self.store;
         let name = &store.schemas[s].name;
-        let tx = store
-            .conn
-            .unchecked_transaction()
-            .map_err(backend(format!("flushing `{name}`")))?;
-        store.write_rows(&store.schemas[s], &store.sql[s], &rows)?;
-        store.set_last_update(name, self.time.input_time)?;
-        tx.commit()
-            .map_err(backend(format!("committing `{name}`")))?;
+        // Immediate: take the write lock now (waiting for it in the busy
+        // handler), rather than at the first write.
+        let tx = rusqlite::Transaction::new_unchecked(
+            &store.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .map_err(backend(format!("flushing `{name}`")))?;
+        let locked_at = Instant::now();
+        let written = store
+            .write_rows(&store.schemas[s], &store.sql[s], &rows)
+            .and_then(|()| store.set_last_update(name, self.time.input_time))
+            .and_then(|()| tx.commit().map_err(backend(format!("committing `{name}`"))));
+        // On an error, dropping the transaction has rolled it back.
+        store.held_lock_since(locked_at);
+        written?;
         store.notifier.notify();
         Ok(())
     }
@@ -1379,7 +1395,10 @@ impl StateTx for SqliteTx<'_> {
                 }
                 let name = self.store.schemas[s].name.clone();
                 if self.store.last_update(&name)?.unwrap_or(0) < self.time.input_time {
-                    self.store.set_last_update(&name, self.time.input_time)?;
+                    let locked_at = Instant::now();
+                    let set = self.store.set_last_update(&name, self.time.input_time);
+                    self.store.held_lock_since(locked_at);
+                    set?;
                 }
             }
             self.store.notifier.notify();
@@ -1396,6 +1415,7 @@ impl StateTx for SqliteTx<'_> {
             .execute_batch("COMMIT")
             .map_err(backend("committing an iteration"))?;
         self.done = true;
+        self.store.held_lock_since(self.locked_at);
         self.store.notifier.notify();
         Ok(())
     }
@@ -1407,6 +1427,7 @@ impl Drop for SqliteTx<'_> {
             // Best effort: an error here leaves SQLite to roll back when the
             // connection closes.
             let _ = self.store.conn.execute_batch("ROLLBACK");
+            self.store.held_lock_since(self.locked_at);
         }
     }
 }
