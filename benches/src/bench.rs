@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::direct;
 use crate::meter_reads::{self, MeterReads, Workload};
+use crate::tally::{Tallied, Tally};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -69,6 +70,13 @@ pub struct Run {
     pub settled10_reads_per_s: Option<f64>,
     /// State rows written per read over the serial ingest (SQL stores).
     pub state_rows_per_read: Option<f64>,
+    /// SQLite parallel-scheduler runs: the share of the run's wall time
+    /// that its workers held the file's single write lock, summed over
+    /// workers ([`StoreStats::write_lock_held`](store::StoreStats)). No
+    /// two workers hold it at once, so a lone worker's share `s` bounds
+    /// what more workers can gain at `1 / s`, and a share near 1 means the
+    /// writer is saturated.
+    pub write_lock_share: Option<f64>,
 }
 
 /// The bounds our figures are compared with.
@@ -81,6 +89,16 @@ pub struct Ceilings {
     pub sqlite_upsert_rows_per_s: f64,
     /// The same into Postgres ([`direct::postgres`](crate::direct::postgres)).
     pub postgres_upsert_rows_per_s: Option<f64>,
+    /// The SQLite direct writes over their first and last 10% of batches,
+    /// rows/s: how much writing the same rows slows as the tables grow,
+    /// with no engine in the way. This bounds our own last/first ratio.
+    pub sqlite_direct_first10_rows_per_s: f64,
+    /// See [`sqlite_direct_first10_rows_per_s`](Self::sqlite_direct_first10_rows_per_s).
+    pub sqlite_direct_last10_rows_per_s: f64,
+    /// The same for the Postgres direct writes.
+    pub postgres_direct_first10_rows_per_s: Option<f64>,
+    /// See [`postgres_direct_first10_rows_per_s`](Self::postgres_direct_first10_rows_per_s).
+    pub postgres_direct_last10_rows_per_s: Option<f64>,
     /// State rows our serial SQLite ingest writes per read, counted over
     /// the whole timed ingest.
     pub state_rows_per_read: f64,
@@ -522,10 +540,21 @@ fn parallel_run(
         kind.name(),
         if pipelined { "pipelined" } else { "atomic" }
     );
+    let tally = Tally::default();
     let report = parallel::Ingest::new(graph)
         .workers(workers)
         .pipelined(pipelined)
-        .run(|_| target.open(graph), batches, &mut times)?;
+        .run(
+            |_| match kind {
+                Kind::Sqlite => Ok(Box::new(Tallied::new(
+                    store::Sqlite::open(&target.file, graph, target.options(true))?,
+                    tally.clone(),
+                )) as Box<dyn StateStore>),
+                _ => target.open(graph),
+            },
+            batches,
+            &mut times,
+        )?;
     if !report.failures.is_empty() {
         return Err(format!(
             "{} batches failed: {:?}",
@@ -541,6 +570,9 @@ fn parallel_run(
         workers,
         flush_every_set: Some(pipelined),
         reads_per_s: w.reads as f64 / report.elapsed.as_secs_f64(),
+        write_lock_share: (kind == Kind::Sqlite).then(|| {
+            tally.total().write_lock_held.as_secs_f64() / report.elapsed.as_secs_f64().max(1e-9)
+        }),
         ..Run::default()
     })
 }
@@ -553,7 +585,7 @@ fn direct_write(
     kind: Kind,
     config: &Config,
     plan: &[direct::BatchWrites],
-) -> Result<Option<f64>, BoxError> {
+) -> Result<Option<direct::Written>, BoxError> {
     let written = match (kind, &config.postgres) {
         (Kind::Sqlite, _) => direct::sqlite(&config.scratch.join("bench-direct.db"), plan)?,
         (Kind::Postgres, Some(url)) => {
@@ -569,7 +601,12 @@ fn direct_write(
         }
         _ => return Ok(None),
     };
-    Ok(Some(written.rows as f64 / written.elapsed.as_secs_f64()))
+    Ok(Some(written))
+}
+
+/// Rows per second over a whole direct write.
+fn rows_per_s(written: &direct::Written) -> f64 {
+    written.rows as f64 / written.elapsed.as_secs_f64().max(1e-9)
 }
 
 /// The plain-SQL alternative on SQLite: normalised tables, the aggregate
@@ -735,12 +772,22 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
             Kind::Sqlite => {
                 rows_per_read = run.state_rows_per_read;
                 eprintln!("sqlite: the same rows written directly ...");
-                ceilings.sqlite_upsert_rows_per_s =
-                    direct_write(kind, config, &plan)?.unwrap_or_default();
+                if let Some(written) = direct_write(kind, config, &plan)? {
+                    ceilings.sqlite_upsert_rows_per_s = rows_per_s(&written);
+                    (
+                        ceilings.sqlite_direct_first10_rows_per_s,
+                        ceilings.sqlite_direct_last10_rows_per_s,
+                    ) = written.first_and_last_tenth();
+                }
             }
             Kind::Postgres => {
                 eprintln!("postgres: the same rows written directly ...");
-                ceilings.postgres_upsert_rows_per_s = direct_write(kind, config, &plan)?;
+                if let Some(written) = direct_write(kind, config, &plan)? {
+                    ceilings.postgres_upsert_rows_per_s = Some(rows_per_s(&written));
+                    let (first, last) = written.first_and_last_tenth();
+                    ceilings.postgres_direct_first10_rows_per_s = Some(first);
+                    ceilings.postgres_direct_last10_rows_per_s = Some(last);
+                }
             }
             Kind::Memory => {}
         }
@@ -758,6 +805,11 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
         }
         for pipelined in [false, true] {
             results.push(parallel_run(kind, config, &graph, &q, 2, pipelined)?);
+        }
+        if kind == Kind::Sqlite {
+            // A lone pipelined worker: how much of its time holds the
+            // write lock, which no second worker can share.
+            results.push(parallel_run(kind, config, &graph, &q, 1, true)?);
         }
     }
     eprintln!("ceilings ...");
@@ -809,6 +861,7 @@ pub fn render(report: &Report) -> String {
         "first 10% r/s",
         "settled 10% r/s",
         "last 10% r/s",
+        "write lock",
     ]);
     for r in &report.results {
         runs.add_row([
@@ -824,6 +877,7 @@ pub fn render(report: &Report) -> String {
             fmt(r.first10_reads_per_s, 0),
             fmt(r.settled10_reads_per_s, 0),
             fmt(r.last10_reads_per_s, 0),
+            fmt(r.write_lock_share, 2),
         ]);
     }
     let c = &report.ceilings;
@@ -915,6 +969,27 @@ pub fn render(report: &Report) -> String {
                 Some(ratio),
                 ratio >= 0.75,
             );
+            let direct = match store {
+                "sqlite" => Some((
+                    c.sqlite_direct_first10_rows_per_s,
+                    c.sqlite_direct_last10_rows_per_s,
+                )),
+                "postgres" => c
+                    .postgres_direct_first10_rows_per_s
+                    .zip(c.postgres_direct_last10_rows_per_s),
+                _ => None,
+            };
+            if let Some((first, last)) = direct {
+                row(
+                    &format!(
+                        "{store} direct writes of the same rows, last 10% vs first 10% (rows/s): the bound, reported"
+                    ),
+                    last,
+                    first,
+                    Some(last / first.max(1e-9)),
+                    true,
+                );
+            }
             if let Some(settled) = r.settled10_reads_per_s {
                 row(
                     &format!(
@@ -955,11 +1030,12 @@ pub fn render(report: &Report) -> String {
         for flush in [false, true] {
             if let Some(r) = find(store, 1000, 2, Some(flush)) {
                 let speedup = r.reads_per_s / serial.max(1e-9);
-                let target = if flush || store == "postgres" {
-                    1.5
-                } else {
-                    0.0
-                };
+                // The bench issue sets 1.5× for pipelined iterations and
+                // asks only for a report of all-or-nothing ones: those wait
+                // for every table to reach the iteration before them, whose
+                // writes become visible only when it commits as a whole, so
+                // two workers overlap little more than staging their input.
+                let target = if flush { 1.5 } else { 0.0 };
                 let goal = if target > 0.0 {
                     format!("≥ {target}×")
                 } else {
@@ -972,6 +1048,23 @@ pub fn render(report: &Report) -> String {
                     Some(speedup),
                     speedup >= target,
                 );
+            }
+        }
+        for workers in [1, 2] {
+            if let Some(share) =
+                find(store, 1000, workers, Some(true)).and_then(|r| r.write_lock_share)
+            {
+                let what = if workers == 1 {
+                    format!(
+                        "{store} 1 worker, flush_every_set true: share of time holding the write lock (bound on any speedup: {:.2}×), reported",
+                        1.0 / share.max(1e-9)
+                    )
+                } else {
+                    format!(
+                        "{store} {workers} workers, flush_every_set true: share of time the write lock is held (1 = saturated), reported"
+                    )
+                };
+                row(&what, share, 1.0, Some(share), true);
             }
         }
     }

@@ -154,12 +154,31 @@ pub fn plan(w: &Workload, batch: u64) -> Result<Vec<BatchWrites>, BoxError> {
 }
 
 /// What writing a plan took.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Written {
     /// Rows written.
     pub rows: u64,
     /// Wall time, one transaction per batch.
     pub elapsed: Duration,
+    /// Rows and wall time of each batch, in order.
+    pub batches: Vec<(u64, Duration)>,
+}
+
+impl Written {
+    /// Rows per second over the first and the last 10% of the batches: as
+    /// the tables grow, does writing the same kind of rows slow down?
+    pub fn first_and_last_tenth(&self) -> (f64, f64) {
+        let tenth = (self.batches.len() / 10).max(1).min(self.batches.len());
+        let rate = |slice: &[(u64, Duration)]| {
+            let rows: u64 = slice.iter().map(|(n, _)| n).sum();
+            let secs: f64 = slice.iter().map(|(_, d)| d.as_secs_f64()).sum();
+            rows as f64 / secs.max(1e-9)
+        };
+        (
+            rate(&self.batches[..tenth]),
+            rate(&self.batches[self.batches.len() - tenth..]),
+        )
+    }
 }
 
 const SQLITE_TABLES: &str = "
@@ -201,7 +220,9 @@ pub fn sqlite(file: &Path, plan: &[BatchWrites]) -> Result<Written, BoxError> {
     conn.execute_batch(SQLITE_TABLES)?;
     let started = Instant::now();
     let mut rows = 0u64;
+    let mut batches = Vec::with_capacity(plan.len());
     for batch in plan {
+        let batch_started = Instant::now();
         let tx = conn.unchecked_transaction()?;
         {
             let mut read = conn.prepare_cached(
@@ -239,10 +260,12 @@ pub fn sqlite(file: &Path, plan: &[BatchWrites]) -> Result<Written, BoxError> {
         }
         tx.commit()?;
         rows += batch.rows() as u64;
+        batches.push((batch.rows() as u64, batch_started.elapsed()));
     }
     Ok(Written {
         rows,
         elapsed: started.elapsed(),
+        batches,
     })
 }
 
@@ -306,7 +329,9 @@ pub async fn postgres(
         .await?;
     let started = Instant::now();
     let mut rows = 0u64;
+    let mut batches = Vec::with_capacity(plan.len());
     for batch in plan {
+        let batch_started = Instant::now();
         let ids: Vec<i64> = batch.reads.iter().map(|x| x.identity).collect();
         let datas: Vec<&[u8]> = batch.reads.iter().map(|x| x.data.as_slice()).collect();
         let meters: Vec<Uuid> = batch.reads.iter().map(|x| x.meter).collect();
@@ -340,9 +365,43 @@ pub async fn postgres(
             client.batch_execute("COMMIT"),
         )?;
         rows += batch.rows() as u64;
+        batches.push((batch.rows() as u64, batch_started.elapsed()));
     }
     Ok(Written {
         rows,
         elapsed: started.elapsed(),
+        batches,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Written;
+    use std::time::Duration;
+
+    #[test]
+    fn the_first_and_last_tenth_are_rates_over_a_tenth_of_the_batches() {
+        let ms = Duration::from_millis;
+        // 20 batches of 100 rows: the first two take 10 ms each, the last
+        // two 40 ms each, the rest 1 s (which must not count).
+        let mut batches = vec![(100, ms(10)); 2];
+        batches.extend(vec![(100, ms(1000)); 16]);
+        batches.extend(vec![(100, ms(40)); 2]);
+        let written = Written {
+            rows: 2000,
+            elapsed: ms(16100),
+            batches,
+        };
+        let (first, last) = written.first_and_last_tenth();
+        assert!((first - 10_000.0).abs() < 1e-6, "{first}");
+        assert!((last - 2_500.0).abs() < 1e-6, "{last}");
+        // Fewer than ten batches: the first and the last one.
+        let few = Written {
+            rows: 300,
+            elapsed: ms(60),
+            batches: vec![(100, ms(10)), (100, ms(30)), (100, ms(20))],
+        };
+        let (first, last) = few.first_and_last_tenth();
+        assert!((first - 10_000.0).abs() < 1e-6 && (last - 5_000.0).abs() < 1e-6);
+    }
 }

@@ -7,3 +7,4 @@ pub mod bench;
 pub mod direct;
 pub mod meter_reads;
 pub mod pg;
+pub mod tally;

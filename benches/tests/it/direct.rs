@@ -82,6 +82,7 @@ fn direct_writes_are_the_engines_rows_and_hold_the_sums() {
     let file = dir.path().join("direct.db");
     let written = direct::sqlite(&file, &plan).expect("writes to SQLite");
     assert_eq!(written.rows, planned);
+    assert_batches_recorded(&written, &plan);
     let conn = rusqlite::Connection::open(&file).expect("opens");
     let column = |sql: &str| -> Vec<Vec<u8>> {
         let mut st = conn.prepare(sql).expect("prepares");
@@ -119,6 +120,7 @@ fn direct_writes_are_the_engines_rows_and_hold_the_sums() {
             .await
             .expect("writes to Postgres");
         assert_eq!(written.rows, planned);
+        assert_batches_recorded(&written, &plan);
         let mut out = Vec::new();
         for table in ["cache", "sums"] {
             let rows = client
@@ -137,4 +139,19 @@ fn direct_writes_are_the_engines_rows_and_hold_the_sums() {
     });
     assert_same_sums(&decode_all(cache), "Postgres cache");
     assert_same_sums(&decode_all(sums), "Postgres sums");
+}
+
+/// Every batch of the plan is timed, in order, with its rows.
+fn assert_batches_recorded(written: &direct::Written, plan: &[direct::BatchWrites]) {
+    let rows: Vec<u64> = written.batches.iter().map(|(n, _)| *n).collect();
+    let planned: Vec<u64> = plan.iter().map(|b| b.rows() as u64).collect();
+    assert_eq!(rows, planned);
+    let timed: std::time::Duration = written.batches.iter().map(|(_, d)| *d).sum();
+    assert!(
+        timed <= written.elapsed,
+        "{timed:?} > {:?}",
+        written.elapsed
+    );
+    let (first, last) = written.first_and_last_tenth();
+    assert!(first > 0.0 && last > 0.0, "{first} {last}");
 }
