@@ -160,19 +160,22 @@ pub struct Written {
     pub rows: u64,
     /// Wall time, one transaction per batch.
     pub elapsed: Duration,
-    /// Rows and wall time of each batch, in order.
+    /// The reads each batch stands for and its wall time, in order.
     pub batches: Vec<(u64, Duration)>,
 }
 
 impl Written {
-    /// Rows per second over the first and the last 10% of the batches: as
-    /// the tables grow, does writing the same kind of rows slow down?
+    /// Reads per second (the rows the ingest of those reads stores, per
+    /// second of writing them) over the first and the last 10% of the
+    /// batches: how much storing an ingest's rows slows as the tables grow
+    /// and as the workload changes phase, comparable with an ingest's own
+    /// first and last 10%.
     pub fn first_and_last_tenth(&self) -> (f64, f64) {
         let tenth = (self.batches.len() / 10).max(1).min(self.batches.len());
         let rate = |slice: &[(u64, Duration)]| {
-            let rows: u64 = slice.iter().map(|(n, _)| n).sum();
+            let reads: u64 = slice.iter().map(|(n, _)| n).sum();
             let secs: f64 = slice.iter().map(|(_, d)| d.as_secs_f64()).sum();
-            rows as f64 / secs.max(1e-9)
+            reads as f64 / secs.max(1e-9)
         };
         (
             rate(&self.batches[..tenth]),
@@ -260,7 +263,7 @@ pub fn sqlite(file: &Path, plan: &[BatchWrites]) -> Result<Written, BoxError> {
         }
         tx.commit()?;
         rows += batch.rows() as u64;
-        batches.push((batch.rows() as u64, batch_started.elapsed()));
+        batches.push((batch.reads.len() as u64, batch_started.elapsed()));
     }
     Ok(Written {
         rows,
@@ -365,7 +368,7 @@ pub async fn postgres(
             client.batch_execute("COMMIT"),
         )?;
         rows += batch.rows() as u64;
-        batches.push((batch.rows() as u64, batch_started.elapsed()));
+        batches.push((batch.reads.len() as u64, batch_started.elapsed()));
     }
     Ok(Written {
         rows,
@@ -382,7 +385,7 @@ mod tests {
     #[test]
     fn the_first_and_last_tenth_are_rates_over_a_tenth_of_the_batches() {
         let ms = Duration::from_millis;
-        // 20 batches of 100 rows: the first two take 10 ms each, the last
+        // 20 batches of 100 reads: the first two take 10 ms each, the last
         // two 40 ms each, the rest 1 s (which must not count).
         let mut batches = vec![(100, ms(10)); 2];
         batches.extend(vec![(100, ms(1000)); 16]);

@@ -141,11 +141,12 @@ fn direct_writes_are_the_engines_rows_and_hold_the_sums() {
     assert_same_sums(&decode_all(sums), "Postgres sums");
 }
 
-/// Every batch of the plan is timed, in order, with its rows.
+/// Every batch of the plan is timed, in order, with its reads.
 fn assert_batches_recorded(written: &direct::Written, plan: &[direct::BatchWrites]) {
-    let rows: Vec<u64> = written.batches.iter().map(|(n, _)| *n).collect();
-    let planned: Vec<u64> = plan.iter().map(|b| b.rows() as u64).collect();
-    assert_eq!(rows, planned);
+    let reads: Vec<u64> = written.batches.iter().map(|(n, _)| *n).collect();
+    let planned: Vec<u64> = plan.iter().map(|b| b.reads.len() as u64).collect();
+    assert_eq!(reads, planned);
+    assert_eq!(reads.iter().sum::<u64>(), W.reads);
     let timed: std::time::Duration = written.batches.iter().map(|(_, d)| *d).sum();
     assert!(
         timed <= written.elapsed,
