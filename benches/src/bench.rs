@@ -58,6 +58,11 @@ pub struct Run {
     pub bytes_per_read: Option<f64>,
     /// Median latency of reading one date from the cache.
     pub cache_read_us: Option<f64>,
+    /// Postgres: the server's own execution time of that read (`EXPLAIN
+    /// ANALYZE` of the same query, median of 5, right after the timed
+    /// reads): the part no client can save. Right after an ingest it
+    /// includes the row versions autovacuum has not yet removed.
+    pub cache_read_server_us: Option<f64>,
     /// Reads per second over the first 10% of the ingest.
     pub first10_reads_per_s: Option<f64>,
     /// Reads per second over the last 10% of the ingest.
@@ -263,6 +268,36 @@ impl Target {
         })
     }
 
+    /// Postgres: the server's execution time of the store's one-date cache
+    /// read (the query the store runs for `iter_by_index` with one key),
+    /// from `EXPLAIN ANALYZE`, median of 5, in µs.
+    fn cache_read_server_us(&self, date: chrono::NaiveDate) -> Result<Option<f64>, BoxError> {
+        let Some(pool) = self.pool.as_ref().filter(|_| self.kind == Kind::Postgres) else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "EXPLAIN ANALYZE SELECT t.identity, t.data, t.c FROM {}daily_cache AS t \
+             JOIN unnest(ARRAY['{date}']::date[]) AS k(k0) ON t.k_date = k.k0",
+            self.prefix
+        );
+        let mut times = pg(pool, async move |c| {
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let mut ms = None;
+                for line in c.query(&sql, &[]).await? {
+                    let line: &str = line.try_get(0)?;
+                    if let Some(t) = line.strip_prefix("Execution Time: ") {
+                        ms = t.trim_end_matches(" ms").parse::<f64>().ok();
+                    }
+                }
+                times.push(ms.ok_or("EXPLAIN ANALYZE gave no execution time")? * 1e3);
+            }
+            Ok(times)
+        })?;
+        times.sort_by(f64::total_cmp);
+        Ok(Some(times[times.len() / 2]))
+    }
+
     /// Bytes the state occupies on disk.
     fn bytes(&self) -> Result<Option<u64>, BoxError> {
         Ok(match self.kind {
@@ -440,6 +475,7 @@ fn serial(kind: Kind, config: &Config, graph: &Graph, q: &MeterReads) -> SerialR
     }
     reads.sort();
     drop(counted);
+    let server_us = target.cache_read_server_us(date)?;
     let bytes = target.bytes()?;
     Ok((
         Run {
@@ -450,6 +486,7 @@ fn serial(kind: Kind, config: &Config, graph: &Graph, q: &MeterReads) -> SerialR
             reads_per_s: w.reads as f64 / total.as_secs_f64(),
             bytes_per_read: bytes.map(|b| b as f64 / w.reads as f64),
             cache_read_us: Some(percentile(&reads, 0.5)),
+            cache_read_server_us: server_us,
             first10_reads_per_s: Some(rate(&per_batch[..tenth])),
             last10_reads_per_s: Some(rate(&per_batch[per_batch.len() - tenth..])),
             settled10_reads_per_s: {
@@ -1027,6 +1064,17 @@ pub fn render(report: &Report) -> String {
                 None,
                 us <= 1000.0,
             );
+            if let Some(server) = r.cache_read_server_us {
+                row(
+                    &format!(
+                        "{store} cache read of one date: the server's execution time (EXPLAIN ANALYZE) µs, the bound, reported"
+                    ),
+                    server,
+                    us,
+                    Some(server / us.max(1e-9)),
+                    true,
+                );
+            }
         }
         let serial = find(store, 1000, 1, Some(false)).map_or(0.0, |r| r.reads_per_s);
         for flush in [false, true] {
