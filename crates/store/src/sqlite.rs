@@ -1139,8 +1139,7 @@ impl StateStore for Sqlite {
         let mut tx = SqliteTx {
             store: self,
             time,
-            open: false,
-            locked_at: Instant::now(),
+            open_since: None,
             waited: vec![false; n],
             buffered: vec![Vec::new(); n],
             done: false,
@@ -1154,8 +1153,7 @@ impl StateStore for Sqlite {
                 .conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(backend("starting an iteration"))?;
-            tx.open = true;
-            tx.locked_at = Instant::now();
+            tx.open_since = Some(Instant::now());
         }
         Ok(Box::new(tx))
     }
@@ -1288,10 +1286,9 @@ impl StateStore for Sqlite {
 struct SqliteTx<'s> {
     store: &'s mut Sqlite,
     time: Time,
-    /// A transaction spanning the iteration is open.
-    open: bool,
-    /// Since when that transaction holds the write lock.
-    locked_at: Instant,
+    /// A transaction spanning the iteration is open, holding the write
+    /// lock since then.
+    open_since: Option<Instant>,
     waited: Vec<bool>,
     /// With `flush_every_set = Some(true)`: writes held until their flush.
     buffered: Vec<Vec<EncodedRow>>,
@@ -1349,7 +1346,7 @@ impl StateTx for SqliteTx<'_> {
         self.wait(s)?;
         let store = &*self.store;
         let rows = sql::encode_delta(&store.specs[s], &store.schemas[s], &*delta)?;
-        if self.open {
+        if self.open_since.is_some() {
             store.write_rows(&store.schemas[s], &store.sql[s], &rows)
         } else {
             self.buffered[s].extend(rows);
@@ -1358,7 +1355,7 @@ impl StateTx for SqliteTx<'_> {
     }
 
     fn flush(&mut self, state: StateId) -> Result<(), StoreError> {
-        if self.open || self.time.flush_every_set != Some(true) {
+        if self.open_since.is_some() || self.time.flush_every_set != Some(true) {
             return Ok(());
         }
         let s = state.index();
@@ -1386,7 +1383,7 @@ impl StateTx for SqliteTx<'_> {
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        if !self.open {
+        let Some(open_since) = self.open_since else {
             // Pipelined: every table was committed at its flush; make sure
             // none was left behind (its time must still move on).
             for s in 0..self.buffered.len() {
@@ -1403,7 +1400,7 @@ impl StateTx for SqliteTx<'_> {
             }
             self.store.notifier.notify();
             return Ok(());
-        }
+        };
         if self.time.flush_every_set.is_none() {
             // A dry run: dropping rolls back.
             return Ok(());
@@ -1415,7 +1412,7 @@ impl StateTx for SqliteTx<'_> {
             .execute_batch("COMMIT")
             .map_err(backend("committing an iteration"))?;
         self.done = true;
-        self.store.held_lock_since(self.locked_at);
+        self.store.held_lock_since(open_since);
         self.store.notifier.notify();
         Ok(())
     }
@@ -1423,11 +1420,11 @@ impl StateTx for SqliteTx<'_> {
 
 impl Drop for SqliteTx<'_> {
     fn drop(&mut self) {
-        if self.open && !self.done {
+        if let Some(open_since) = self.open_since.filter(|_| !self.done) {
             // Best effort: an error here leaves SQLite to roll back when the
             // connection closes.
             let _ = self.store.conn.execute_batch("ROLLBACK");
-            self.store.held_lock_since(self.locked_at);
+            self.store.held_lock_since(open_since);
         }
     }
 }
