@@ -85,6 +85,15 @@ impl StateStore for Tallied {
     fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError> {
         self.inner.forget_failure(input_time)
     }
+    fn begin_next(&mut self) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        self.inner.begin_next()
+    }
+    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        self.inner.begin_retry(failed_input_time)
+    }
+    fn recover(&mut self) -> Result<Vec<graph::Rewound>, StoreError> {
+        self.inner.recover()
+    }
 }
 
 #[cfg(test)]

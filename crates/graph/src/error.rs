@@ -211,6 +211,34 @@ pub enum StoreError {
         /// How long we waited.
         waited_ms: u64,
     },
+    /// An iteration at a time that a table has already recorded: applying
+    /// it would apply a change twice (two processes given the same time, a
+    /// batch fed again, or a pipelined ingest resumed without
+    /// [`StateStore::recover`](crate::StateStore::recover)). Nothing was
+    /// written.
+    #[error(
+        "time {time} was already applied to `{table}` (its last update is {recorded}); nothing \
+         was written. Each time is applied once: take a new time (`graph.insert` does), and after \
+         a pipelined ingest crashed call `store.recover()` before feeding its batches again"
+    )]
+    TimeAlreadyApplied {
+        /// The table.
+        table: String,
+        /// The iteration's input time.
+        time: i64,
+        /// The table's recorded `last_update`.
+        recorded: i64,
+    },
+    /// A retry of a failed batch that is no longer recorded (another
+    /// process retried or forgot it first). Nothing was written.
+    #[error(
+        "no failed batch is recorded at time {input_time} (already retried or forgotten); \
+         nothing was written"
+    )]
+    NoSuchFailure {
+        /// The failed batch's input time.
+        input_time: i64,
+    },
     /// A value that a store cannot represent (e.g. a date outside years 0–9999 on SQLite).
     #[error("cannot store a key value in `{table}`: {detail}")]
     Unrepresentable {

@@ -150,6 +150,24 @@ impl Graph {
         self.run_in(store, changes, |s| s.begin(time))
     }
 
+    /// Re-runs the failed batch recorded at `failed_input_time` (its
+    /// `changes`) at the store's next time, forgetting the record in the
+    /// same transaction ([`StateStore::begin_retry`]): exactly once, even
+    /// if the process dies or another one retries it at the same moment.
+    ///
+    /// # Errors
+    /// As for [`iteration`](Self::iteration);
+    /// [`StoreError::NoSuchFailure`](crate::StoreError::NoSuchFailure) if
+    /// the record is gone (nothing is then written).
+    pub fn retry_failed<S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        changes: Changes,
+        failed_input_time: i64,
+    ) -> Result<Outputs, GraphError> {
+        self.run_in(store, changes, |s| s.begin_retry(failed_input_time))
+    }
+
     /// One iteration in the transaction `begin` starts on `store`.
     fn run_in<S: StateStore + ?Sized>(
         &self,

@@ -45,8 +45,8 @@ pub use graph::{Changes, Graph, Outputs};
 pub use path::Path;
 pub use scope::{FlatScope, Grouped, Rec, Root, Scope};
 pub use state::{
-    Codec, EncodedRow, FailedBatch, MemTable, Read, StateId, StateKind, StateSpec, StateStore,
-    StateTx, StoredRow,
+    Codec, EncodedRow, FailedBatch, MemTable, Read, Rewound, StateId, StateKind, StateSpec,
+    StateStore, StateTx, StoredRow,
 };
 pub use time::Time;
 pub use vertex::{OpFn, ScopeId, Slot, Value, VertexId, ZSetFns};

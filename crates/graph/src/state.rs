@@ -373,6 +373,46 @@ pub trait StateStore {
     /// # Errors
     /// A write failure.
     fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError>;
+
+    /// Starts an all-or-nothing iteration after every committed one (as
+    /// [`begin_next`](Self::begin_next)) that re-runs the failed batch
+    /// recorded at `failed_input_time`: its commit forgets that record in
+    /// the same transaction, so a crash leaves either the batch unapplied
+    /// and still recorded, or applied and forgotten, and two retries of one
+    /// record never both apply.
+    ///
+    /// # Errors
+    /// As for [`begin_next`](Self::begin_next); the commit fails with
+    /// [`StoreError::NoSuchFailure`] (writing nothing) if the record is gone.
+    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError>;
+
+    /// After a crash of a pipelined ingest (`flush_every_set = Some(true)`),
+    /// some tables may hold iterations that others do not. This rewinds
+    /// every table to [`last_time`](Self::last_time), undoing what those
+    /// unfinished iterations wrote (each pipelined write keeps what undoes
+    /// it until its iteration has reached every table), in one transaction,
+    /// so that feeding the batches after `last_time` again gives the result
+    /// of an ingest that never stopped. It changes nothing when every table
+    /// is at the same time (always so after all-or-nothing iterations).
+    ///
+    /// Call it only while no other process ingests into the store: it
+    /// cannot tell an unfinished iteration whose worker died from one still
+    /// running.
+    ///
+    /// # Errors
+    /// A read or write failure (then nothing changed).
+    fn recover(&mut self) -> Result<Vec<Rewound>, StoreError>;
+}
+
+/// A table that [`StateStore::recover`] moved back in time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewound {
+    /// The table (the state's path on the memory store).
+    pub table: String,
+    /// Its time before.
+    pub from: i64,
+    /// Its time after: the store's [`last_time`](StateStore::last_time).
+    pub to: i64,
 }
 
 /// One iteration's access to a store. It waits for the iteration's frontier
@@ -466,5 +506,11 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
     }
     fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError> {
         (**self).forget_failure(input_time)
+    }
+    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        (**self).begin_retry(failed_input_time)
+    }
+    fn recover(&mut self) -> Result<Vec<Rewound>, StoreError> {
+        (**self).recover()
     }
 }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use graph::{Changes, Graph, GraphError, Outputs, StateStore, Time};
+use graph::{Changes, Graph, GraphError, Outputs, StateStore, StoreError, Time};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{ParallelError, TimeSource};
@@ -339,7 +339,8 @@ fn run_job<S: StateStore>(
 /// What [`retry`] did.
 #[derive(Debug, Default)]
 pub struct RetryReport {
-    /// `(old time, new time)` of each batch re-ingested, and its outputs.
+    /// `(old time, new time)` of each batch re-ingested, and its outputs
+    /// (the new time as the store saw it just after the retry).
     pub retried: Vec<(i64, i64, Outputs)>,
     /// Batches left alone because they were partially applied (they failed
     /// in a pipelined ingest after some tables committed): re-running them
@@ -348,13 +349,19 @@ pub struct RetryReport {
 }
 
 /// Re-ingests the failed batches recorded in `store`, oldest first, each at
-/// a new time (the store's next), forgetting each record once its retry
-/// commits. Partially applied batches are skipped (see [`RetryReport`]).
+/// a new time (the store's next), forgetting each record in the same
+/// transaction as its retry ([`Graph::retry_failed`]): a batch is retried
+/// exactly once, however the process ends and however many processes retry
+/// at once (a record another one retried first is passed over). Partially
+/// applied batches are skipped (see [`RetryReport`]).
 ///
 /// # Errors
 /// The first retry that fails again (its record is kept; earlier retries
 /// stay done), or a store failure.
-pub fn retry<S: StateStore>(graph: &Graph, store: &mut S) -> Result<RetryReport, ParallelError> {
+pub fn retry<S: StateStore + ?Sized>(
+    graph: &Graph,
+    store: &mut S,
+) -> Result<RetryReport, ParallelError> {
     let mut report = RetryReport::default();
     for failed in store.failed_batches().map_err(GraphError::from)? {
         if !failed.committed.is_empty() {
@@ -362,11 +369,13 @@ pub fn retry<S: StateStore>(graph: &Graph, store: &mut S) -> Result<RetryReport,
             continue;
         }
         let changes = graph.decode_changes(&failed.changes)?;
-        let t = store.next_time().map_err(GraphError::from)?;
-        let outputs = graph.iteration_at(store, changes, Time::new(t, t - 1))?;
-        store
-            .forget_failure(failed.input_time)
-            .map_err(GraphError::from)?;
+        // The re-run and forgetting its record commit together: a crash
+        // between them cannot make the next retry apply the batch again.
+        let outputs = match graph.retry_failed(store, changes, failed.input_time) {
+            Err(GraphError::Store(StoreError::NoSuchFailure { .. })) => continue,
+            other => other?,
+        };
+        let t = store.next_time().map_err(GraphError::from)? - 1;
         report.retried.push((failed.input_time, t, outputs));
     }
     Ok(report)

@@ -21,8 +21,8 @@ use tokio_postgres::GenericClient;
 
 use crate::StoreStats;
 use crate::postgres::{
-    Borrowed, Conn, PgRow, Tables, Wake, max_step, pg, read_rows, set_last_update, wait_for,
-    write_rows,
+    Borrowed, Conn, PgRow, Tables, Wake, lock_times, max_step, pg, read_rows, set_last_update,
+    wait_for, write_rows,
 };
 use crate::sql::{self, SqlRead};
 
@@ -208,6 +208,25 @@ pub(crate) async fn run<C: GenericClient + Sync>(
         .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))
         .await
         .map_err(pg("opening a savepoint"))?;
+    // Lock every table's time until the caller's transaction ends, so that
+    // an iteration of another process waits for it; under the lock, a time
+    // another iteration applied first is refused.
+    let names = tables.names();
+    let times = lock_times(&conn, &tables, &names).await?;
+    if let Some(s) = times.iter().position(|t| *t >= time.input_time) {
+        client
+            .batch_execute(&format!(
+                "ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"
+            ))
+            .await
+            .map_err(pg("closing the savepoint"))?;
+        return Err(StoreError::TimeAlreadyApplied {
+            table: names[s].clone(),
+            time: time.input_time,
+            recorded: times[s],
+        }
+        .into());
+    }
     let (requests, mut incoming) = mpsc::unbounded_channel();
     let (done, result) = oneshot::channel();
     let bridge = BridgeTx {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graph::{
-    FailedBatch, Graph, MemTable, Path, Read, StateId, StateSpec, StateStore, StateTx, StoreError,
-    Time, Value,
+    FailedBatch, Graph, MemTable, Path, Read, Rewound, StateId, StateSpec, StateStore, StateTx,
+    StoreError, Time, Value,
 };
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 /// How long a [`Memory`] iteration waits for a frontier by default.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
@@ -22,6 +22,9 @@ struct Shared {
     tick: Condvar,
     /// Serializes commits so that readers see whole iterations.
     commit: Mutex<()>,
+    /// Held by an iteration at the next time (`begin_next`) from its start
+    /// to its end, so that two such iterations never read the same state.
+    serial: Mutex<()>,
     failures: Mutex<Vec<FailedBatch>>,
 }
 
@@ -79,6 +82,7 @@ impl Memory {
                 clock,
                 tick: Condvar::new(),
                 commit: Mutex::new(()),
+                serial: Mutex::new(()),
                 failures: Mutex::new(Vec::new()),
             }),
             fingerprint: graph.fingerprint().to_owned(),
@@ -121,14 +125,45 @@ impl StateStore for Memory {
     }
 
     fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
-        let n = self.shared.tables.len();
-        Ok(Box::new(MemoryTx {
-            shared: &self.shared,
-            time,
-            max_wait: self.max_wait,
-            waited: vec![false; n],
-            pending: (0..n).map(|_| Vec::new()).collect(),
-        }))
+        Ok(Box::new(MemoryTx::new(self, time, None)))
+    }
+
+    fn begin_next(&mut self) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        let serial = self.shared.serial.lock();
+        let t = self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1;
+        Ok(Box::new(MemoryTx::new(
+            self,
+            Time::new(t, t - 1),
+            Some(serial),
+        )))
+    }
+
+    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        let serial = self.shared.serial.lock();
+        let t = self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1;
+        let mut tx = MemoryTx::new(self, Time::new(t, t - 1), Some(serial));
+        tx.forget = Some(failed_input_time);
+        Ok(Box::new(tx))
+    }
+
+    fn recover(&mut self) -> Result<Vec<Rewound>, StoreError> {
+        // Tables of a memory store are uneven only after a pipelined
+        // iteration failed half-way and was not recorded (a crash loses
+        // the store whole); it keeps no undo log.
+        let clock = self.shared.clock.lock();
+        let low = clock.iter().copied().min().unwrap_or(0);
+        match clock.iter().position(|t| *t > low) {
+            None => Ok(Vec::new()),
+            Some(s) => Err(StoreError::backend(
+                "recovering the memory store",
+                format!(
+                    "`{}` is at time {} and others at {low}: the memory store keeps no undo log; \
+                     record the failed iteration with `record_failure` instead",
+                    self.shared.specs[s].path(),
+                    clock[s]
+                ),
+            )),
+        }
     }
 
     fn next_time(&mut self) -> Result<i64, StoreError> {
@@ -225,9 +260,30 @@ struct MemoryTx<'s> {
     max_wait: Duration,
     waited: Vec<bool>,
     pending: Vec<Vec<Value>>,
+    /// Tables whose writes and time this iteration has published (each
+    /// once: at its flush when pipelined, else at the commit).
+    published: Vec<bool>,
+    /// Held by an iteration at the next time, until it ends.
+    _serial: Option<MutexGuard<'s, ()>>,
+    /// The failed batch this iteration retries, forgotten when it commits.
+    forget: Option<i64>,
 }
 
-impl MemoryTx<'_> {
+impl<'s> MemoryTx<'s> {
+    fn new(store: &'s Memory, time: Time, serial: Option<MutexGuard<'s, ()>>) -> Self {
+        let n = store.shared.tables.len();
+        MemoryTx {
+            shared: &store.shared,
+            time,
+            max_wait: store.max_wait,
+            waited: vec![false; n],
+            pending: (0..n).map(|_| Vec::new()).collect(),
+            published: vec![false; n],
+            _serial: serial,
+            forget: None,
+        }
+    }
+
     /// Waits until `state`'s table has reached the frontier (once per iteration).
     fn wait(&mut self, state: StateId) -> Result<(), StoreError> {
         let s = state.index();
@@ -242,6 +298,23 @@ impl MemoryTx<'_> {
     fn publish(&mut self, states: &[usize]) -> Result<(), StoreError> {
         let _one_at_a_time = self.shared.commit.lock();
         // Every table is checked before any changes: all or nothing.
+        let clock = self.shared.clock.lock();
+        for &s in states {
+            if clock[s] >= self.time.input_time {
+                return Err(StoreError::TimeAlreadyApplied {
+                    table: self.shared.specs[s].path().to_string(),
+                    time: self.time.input_time,
+                    recorded: clock[s],
+                });
+            }
+        }
+        drop(clock);
+        let mut failures = self.shared.failures.lock();
+        if let Some(t) = self.forget {
+            if !failures.iter().any(|f| f.input_time == t) {
+                return Err(StoreError::NoSuchFailure { input_time: t });
+            }
+        }
         for &s in states {
             let table = self.shared.tables[s].read();
             for delta in &self.pending[s] {
@@ -262,8 +335,13 @@ impl MemoryTx<'_> {
         let mut clock = self.shared.clock.lock();
         for &s in states {
             clock[s] = clock[s].max(self.time.input_time);
+            self.published[s] = true;
         }
         drop(clock);
+        if let Some(t) = self.forget.take() {
+            failures.retain(|f| f.input_time != t);
+        }
+        drop(failures);
         self.shared.tick.notify_all();
         Ok(())
     }
@@ -306,8 +384,10 @@ impl StateTx for MemoryTx<'_> {
         for s in 0..self.waited.len() {
             self.wait(StateId(s as u32))?;
         }
-        let all: Vec<usize> = (0..self.pending.len()).collect();
-        self.publish(&all)
+        let rest: Vec<usize> = (0..self.pending.len())
+            .filter(|&s| !self.published[s])
+            .collect();
+        self.publish(&rest)
     }
 }
 

@@ -18,8 +18,8 @@ use chrono::{NaiveDate, NaiveDateTime};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::LocalBoxFuture;
 use graph::{
-    Changes, EncodedRow, FailedBatch, Graph, GraphError, Outputs, Read, StateId, StateKind,
-    StateSpec, StateStore, StateTx, StoreError, Time, Value, identity_of,
+    Changes, EncodedRow, FailedBatch, Graph, GraphError, Outputs, Read, Rewound, StateId,
+    StateKind, StateSpec, StateStore, StateTx, StoreError, Time, Value, identity_of,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls, Row, Statement};
@@ -504,6 +504,9 @@ impl PgSql {
     }
 }
 
+/// The text of the error [`Tables::guard_sql`] raises.
+const ALREADY_APPLIED: &str = "stepping: time already applied to";
+
 /// Everything about one graph's tables.
 #[derive(Debug)]
 pub(crate) struct Tables {
@@ -513,6 +516,14 @@ pub(crate) struct Tables {
     pub(crate) sql: Vec<PgSql>,
     /// The times of the tables `$1`.
     times_sql: String,
+    /// [`times_sql`](Self::times_sql), locking the rows until the
+    /// transaction ends: an all-or-nothing iteration's frontier check, so
+    /// that iterations of several processes never overlap on a table.
+    lock_times_sql: String,
+    /// Locks the time of table `$1` and fails (aborting the transaction,
+    /// `22P02` with [`ALREADY_APPLIED`] in its message) if it has already
+    /// reached `$2`: the first statement of a pipelined table's flush.
+    guard_sql: String,
     /// Records the times of the tables `$1` as `$2` (never moving one
     /// back), and notifies waiters on channel `$3` in the same transaction:
     /// they hear of it exactly when it commits.
@@ -538,6 +549,17 @@ impl Tables {
             times_sql: format!(
                 "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1)"
             ),
+            // In name order, so that two iterations lock in the same order.
+            lock_times_sql: format!(
+                "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1) \
+                 ORDER BY table_name FOR UPDATE"
+            ),
+            // Plain SQL cannot raise an error; a failing cast can, carrying
+            // its text.
+            guard_sql: format!(
+                "SELECT CASE WHEN t >= $2 THEN ('{ALREADY_APPLIED} ' || table_name || ' at ' || t)::bigint \
+                 ELSE t END FROM {last_update} WHERE table_name = $1 FOR UPDATE"
+            ),
             last_update_sql: format!(
                 "WITH done AS (INSERT INTO {last_update} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
                  ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t) RETURNING 1) \
@@ -560,6 +582,16 @@ impl Tables {
     }
     fn tables(&self) -> String {
         format!("{}tables", self.prefix)
+    }
+    fn undo(&self) -> String {
+        format!("{}undo", self.prefix)
+    }
+    fn create_undo_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (t BIGINT NOT NULL, table_name TEXT NOT NULL, \
+             rows BYTEA NOT NULL, PRIMARY KEY (t, table_name))",
+            self.undo()
+        )
     }
 }
 
@@ -1006,6 +1038,19 @@ pub(crate) async fn times_of<C: Conn>(
     names: &[String],
 ) -> Result<Vec<i64>, StoreError> {
     let stmt = times_statement(conn, tables).await?;
+    times_with(conn, &stmt, tables, names).await
+}
+
+/// [`times_of`], locking the tables' rows until the transaction ends.
+pub(crate) async fn lock_times<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    names: &[String],
+) -> Result<Vec<i64>, StoreError> {
+    let stmt = conn
+        .prepare(&tables.lock_times_sql)
+        .await
+        .map_err(pg(format!("locking `{}`", tables.last_update())))?;
     times_with(conn, &stmt, tables, names).await
 }
 
@@ -1462,9 +1507,11 @@ impl Postgres {
             if create {
                 conn.batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
-                     CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, t BIGINT NOT NULL);",
+                     CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, t BIGINT NOT NULL);
+                     {};",
                     tables.tables(),
-                    tables.last_update()
+                    tables.last_update(),
+                    tables.create_undo_sql()
                 ))
                 .await
                 .map_err(pg("creating the metadata tables"))?;
@@ -1633,6 +1680,7 @@ impl Postgres {
             open: Cell::new(false),
             waited: vec![false; n],
             buffered: vec![Vec::new(); n],
+            forget: None,
             done: false,
         };
         if tx.atomic {
@@ -1765,6 +1813,90 @@ impl StateStore for Postgres {
         Ok(Box::new(self.start(Time::new(1, 0), true)?))
     }
 
+    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        let tables = Arc::clone(&self.tables);
+        block_on(async {
+            let conn = self.client().await?;
+            create_failed_table(&conn, &tables).await
+        })??;
+        let mut tx = self.start(Time::new(1, 0), true)?;
+        tx.forget = Some(failed_input_time);
+        Ok(Box::new(tx))
+    }
+
+    fn recover(&mut self) -> Result<Vec<Rewound>, StoreError> {
+        let tables = Arc::clone(&self.tables);
+        let stats = Arc::clone(&self.stats);
+        let rewound = block_on(async {
+            let mut conn = self.client().await?;
+            conn.batch_execute(&tables.create_undo_sql())
+                .await
+                .map_err(pg("creating the undo table"))?;
+            let tx = conn.transaction().await.map_err(pg("recovering"))?;
+            let borrowed = Borrowed {
+                client: &*tx,
+                cache: tokio::sync::Mutex::new(HashMap::new()),
+            };
+            let names = tables.names();
+            let locked = tx
+                .query(&tables.lock_times_sql, &[&names])
+                .await
+                .map_err(pg("locking the tables' times"))?;
+            drop(locked);
+            let times = times_of(&borrowed, &tables, &names).await?;
+            let low = times.iter().copied().min().unwrap_or(0);
+            let mut rewound = Vec::new();
+            for (s, &at) in times.iter().enumerate() {
+                if at <= low {
+                    continue;
+                }
+                let schema = &tables.schemas[s];
+                let entries = tx
+                    .query(
+                        &format!(
+                            "SELECT t, rows FROM {} WHERE table_name = $1 AND t > $2 ORDER BY t DESC",
+                            tables.undo()
+                        ),
+                        &[&schema.name, &low],
+                    )
+                    .await
+                    .map_err(pg(format!("reading the undo of `{}`", schema.name)))?;
+                // Latest first: each entry undoes one time's write to the
+                // table as it stood after that time.
+                for entry in entries {
+                    let (t, bytes): (i64, Vec<u8>) = (
+                        entry.try_get(0).map_err(pg("reading an undo entry"))?,
+                        entry.try_get(1).map_err(pg("reading an undo entry"))?,
+                    );
+                    let rows = sql::decode_undo(&schema.name, t, &bytes)?;
+                    let failed = AtomicBool::new(false);
+                    write_rows(&borrowed, schema, &tables.sql[s], &rows, &stats, &failed).await?;
+                }
+                tx.execute(
+                    &format!(
+                        "UPDATE {} SET t = $1 WHERE table_name = $2",
+                        tables.last_update()
+                    ),
+                    &[&low, &schema.name],
+                )
+                .await
+                .map_err(pg(format!("rewinding `{}`", schema.name)))?;
+                rewound.push(Rewound {
+                    table: schema.name.clone(),
+                    from: at,
+                    to: low,
+                });
+            }
+            tx.execute(&format!("DELETE FROM {}", tables.undo()), &[])
+                .await
+                .map_err(pg("clearing the undo table"))?;
+            drop(borrowed);
+            tx.commit().await.map_err(pg("committing a recovery"))?;
+            Ok::<_, StoreError>(rewound)
+        })??;
+        Ok(rewound)
+    }
+
     fn next_time(&mut self) -> Result<i64, StoreError> {
         block_on(async {
             let conn = self.client().await?;
@@ -1838,6 +1970,8 @@ struct PostgresTx<'s> {
     open: Cell<bool>,
     waited: Vec<bool>,
     buffered: Vec<Vec<EncodedRow>>,
+    /// The failed batch this iteration retries, forgotten in its commit.
+    forget: Option<i64>,
     done: bool,
 }
 
@@ -1863,8 +1997,14 @@ impl PostgresTx<'_> {
             // The frontier check must reach the server before the
             // statement: prepared first (a cache hit after the first
             // iteration on this connection), it goes out on its first poll,
-            // and `join!` polls in order.
-            let stmt = block_on(times_statement(conn, &tables))??;
+            // and `join!` polls in order. It locks every table's time until
+            // the iteration ends: another process's iteration waits for this
+            // one's commit, then reads what it wrote.
+            let stmt = block_on(async {
+                conn.prepare(&tables.lock_times_sql)
+                    .await
+                    .map_err(pg(format!("locking `{}`", tables.last_update())))
+            })??;
             let (begun, times, result) = block_on(async {
                 tokio::join!(
                     conn.batch_execute("BEGIN"),
@@ -1888,7 +2028,17 @@ impl PostgresTx<'_> {
                 let last = times.iter().copied().fold(0, i64::max);
                 self.time.set(Time::new(last + 1, last));
             }
-            let frontier = self.time.get().frontier;
+            let time = self.time.get();
+            if let Some(s) = times.iter().position(|t| *t >= time.input_time) {
+                // Another iteration applied this time first (dropping the
+                // transaction rolls back).
+                return Err(StoreError::TimeAlreadyApplied {
+                    table: names[s].clone(),
+                    time: time.input_time,
+                    recorded: times[s],
+                });
+            }
+            let frontier = time.frontier;
             let behind = times.iter().position(|t| *t < frontier);
             let Some(behind) = behind else {
                 self.pending.set(false);
@@ -2009,6 +2159,7 @@ impl StateTx for PostgresTx<'_> {
         let rows = std::mem::take(&mut self.buffered[s]);
         let time = time.input_time;
         let conn = &self.conn;
+        let undo = block_on(undo_of(conn, &self.store, s, &rows))??;
         // One transaction for this table, in one round trip: `BEGIN`, its
         // writes, its time and `COMMIT`, every statement prepared first so
         // that each goes out on its first poll, in order (as for the
@@ -2016,23 +2167,60 @@ impl StateTx for PostgresTx<'_> {
         // transaction and `COMMIT` rolls it back; one that fails in the
         // client is followed by `ROLLBACK` instead.
         block_on(prepare_writes(conn, &t, &[s]))??;
-        block_on(async move {
+        let (guard, undo_sql) = block_on(async {
+            let guard = conn.prepare(&t.guard_sql).await;
+            let undo = conn
+                .prepare(&format!(
+                    "INSERT INTO {} (t, table_name, rows) VALUES ($1, $2, $3) \
+                     ON CONFLICT (t, table_name) DO UPDATE SET rows = excluded.rows",
+                    t.undo()
+                ))
+                .await;
+            (guard, undo)
+        })?;
+        let guard = guard.map_err(pg("locking a table's time"))?;
+        let undo_sql = undo_sql.map_err(pg("keeping an undo entry"))?;
+        let flushed = block_on(async {
             let name = &t.schemas[s].name;
             let failed = AtomicBool::new(false);
             let failed = &failed;
-            let (begun, written, timed, ended) = tokio::join!(
+            // The guard first: it locks the table's time, so a second
+            // iteration at the same time waits, then fails it, writing
+            // nothing.
+            let guard_params: [&(dyn ToSql + Sync); 2] = [name, &time];
+            let undo_params: [&(dyn ToSql + Sync); 3] = [&time, name, &undo];
+            let (begun, guarded, kept, written, timed, ended) = tokio::join!(
                 conn.batch_execute("BEGIN"),
+                conn.query(&guard, &guard_params),
+                conn.execute(&undo_sql, &undo_params),
                 write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats, failed),
                 set_last_update(conn, &t, std::slice::from_ref(name), time),
                 end_transaction(conn, failed)
             );
             first_error(vec![
                 begun.map_err(pg(format!("flushing `{name}`"))),
+                guarded
+                    .map(|_| ())
+                    .map_err(pg(format!("locking the time of `{name}`"))),
+                kept.map(|_| ())
+                    .map_err(pg(format!("keeping the undo of `{name}`"))),
                 written,
                 timed,
             ])?;
             ended.map_err(pg(format!("committing `{name}`")))
-        })?
+        })?;
+        match flushed {
+            Err(e) if e.to_string().contains(ALREADY_APPLIED) => {
+                let recorded =
+                    block_on(times_of(conn, &t, std::slice::from_ref(&t.schemas[s].name)))??;
+                Err(StoreError::TimeAlreadyApplied {
+                    table: t.schemas[s].name.clone(),
+                    time,
+                    recorded: recorded.first().copied().unwrap_or(time),
+                })
+            }
+            other => other,
+        }
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
@@ -2044,16 +2232,42 @@ impl StateTx for PostgresTx<'_> {
                     self.flush(StateId(s as u32))?;
                 }
             }
-            // Tables no state was written to still move on in time.
-            return block_on(set_last_update(
-                &self.conn,
-                &t,
-                &names,
-                self.time.get().input_time,
-            ))?;
+            // Tables no state was written to still move on in time; then,
+            // the iteration being in every table, what would undo it goes.
+            let time = self.time.get().input_time;
+            let conn = &self.conn;
+            let clear = format!("DELETE FROM {} WHERE t <= $1", t.undo());
+            let (timed, cleared) = block_on(async {
+                let params: [&(dyn ToSql + Sync); 1] = [&time];
+                tokio::join!(
+                    set_last_update(conn, &t, &names, time),
+                    conn.execute(&clear, &params)
+                )
+            })?;
+            timed?;
+            cleared.map_err(pg("dropping undo entries"))?;
+            return Ok(());
         }
         if self.time.get().flush_every_set.is_none() {
             return Ok(()); // a dry run: dropping rolls back
+        }
+        if let Some(failed) = self.forget {
+            // A retry: the record goes in this transaction, or nothing does.
+            let t = Arc::clone(&t);
+            let forgotten = self.run(&|conn| {
+                let t = Arc::clone(&t);
+                Box::pin(async move {
+                    conn.execute(
+                        &format!("DELETE FROM {} WHERE input_time = $1", failed_table(&t)),
+                        &[&failed],
+                    )
+                    .await
+                    .map_err(pg("forgetting a retried batch"))
+                })
+            })?;
+            if forgotten == 0 {
+                return Err(StoreError::NoSuchFailure { input_time: failed });
+            }
         }
         // Every table's writes and the times, pipelined on the one
         // connection (the server runs them in order, in this transaction);
@@ -2102,6 +2316,28 @@ impl StateTx for PostgresTx<'_> {
         self.done = true;
         Ok(())
     }
+}
+
+/// What undoes writing `rows` to table `s` (see [`sql::undo_of`]), as
+/// bytes: a keyed table's rows are read first (the one extra round trip of
+/// a pipelined flush, for keyed tables only).
+async fn undo_of(
+    conn: &deadpool_postgres::Object,
+    store: &Postgres,
+    s: usize,
+    rows: &[EncodedRow],
+) -> Result<Vec<u8>, StoreError> {
+    let t = &store.tables;
+    let schema = &t.schemas[s];
+    let mut old = HashMap::new();
+    if schema.kind == StateKind::Keyed {
+        let ids = rows.iter().map(|r| (r.identity, r.keys.clone())).collect();
+        let read = SqlRead::ByIdentity { ids };
+        for r in read_rows(conn, schema, &t.sql[s], &read, &store.stats).await? {
+            old.insert(r.identity, r.data.as_ref().to_vec());
+        }
+    }
+    sql::encode_undo(sql::undo_of(schema, rows, &old)?)
 }
 
 /// Writes the rows `buffered[s]` of each table `s` of `store` and records

@@ -438,6 +438,93 @@ pub(crate) fn encode_delta(
     Ok(rows)
 }
 
+/// What undoes one pipelined table write: rows that, written with the same
+/// write path (`write_rows`), put the table back as it was. Z-set and
+/// nested states add weights, so the delta negated undoes them; a keyed
+/// write replaces a key's row, so its undo restores the row read before
+/// (`old`, by identity), or deletes the key if it had none.
+pub(crate) fn undo_of(
+    schema: &TableSchema,
+    rows: &[EncodedRow],
+    old: &std::collections::HashMap<i64, Vec<u8>>,
+) -> Result<Vec<EncodedRow>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let (data, weight) = match schema.kind {
+                StateKind::Keyed => match old.get(&r.identity) {
+                    Some(data) => (data.clone(), 1),
+                    None => (Vec::new(), 0),
+                },
+                StateKind::ZSet | StateKind::Nested => {
+                    let weight =
+                        r.weight
+                            .checked_neg()
+                            .ok_or_else(|| StoreError::WeightOverflow {
+                                table: schema.name.clone(),
+                                identity: r.identity.to_string(),
+                            })?;
+                    (r.data.clone(), weight)
+                }
+            };
+            Ok(EncodedRow {
+                identity: r.identity,
+                data,
+                keys: r.keys.clone(),
+                weight,
+                step: r.step,
+            })
+        })
+        .collect()
+}
+
+/// One row of an undo entry, as stored (postcard).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UndoRow {
+    identity: i64,
+    data: Vec<u8>,
+    keys: Vec<KeyValue>,
+    weight: i64,
+    step: u32,
+}
+
+/// An undo entry's rows as bytes.
+pub(crate) fn encode_undo(rows: Vec<EncodedRow>) -> Result<Vec<u8>, StoreError> {
+    let rows: Vec<UndoRow> = rows
+        .into_iter()
+        .map(|r| UndoRow {
+            identity: r.identity,
+            data: r.data,
+            keys: r.keys,
+            weight: r.weight,
+            step: r.step,
+        })
+        .collect();
+    postcard::to_allocvec(&rows).map_err(|e| StoreError::backend("encoding an undo entry", e))
+}
+
+/// The rows of an undo entry of `table` at time `t`.
+pub(crate) fn decode_undo(
+    table: &str,
+    t: i64,
+    bytes: &[u8],
+) -> Result<Vec<EncodedRow>, StoreError> {
+    let rows: Vec<UndoRow> = postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        table: table.to_owned(),
+        identity: format!("the undo entry of time {t}"),
+        detail: format!("not an undo entry: {e}"),
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|r| EncodedRow {
+            identity: r.identity,
+            data: r.data,
+            keys: r.keys,
+            weight: r.weight,
+            step: r.step,
+        })
+        .collect())
+}
+
 /// A stored inner step, which must fit a `u32`.
 pub(crate) fn step_of(schema: &TableSchema, step: i64) -> Result<u32, StoreError> {
     u32::try_from(step).map_err(|_| StoreError::Corrupt {

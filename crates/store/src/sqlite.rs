@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, Timelike};
 use graph::{
-    EncodedRow, FailedBatch, Graph, Read, StateId, StateKind, StateSpec, StateStore, StateTx,
-    StoreError, Time, Value, identity_of,
+    EncodedRow, FailedBatch, Graph, Read, Rewound, StateId, StateKind, StateSpec, StateStore,
+    StateTx, StoreError, Time, Value, identity_of,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
@@ -442,6 +442,8 @@ pub struct Sqlite {
     /// Tables checked for `read_committed` from other graphs, by path.
     attached: HashMap<String, (TableSchema, TableSql)>,
     stats: std::cell::Cell<StoreStats>,
+    /// The undo table is known to exist.
+    undo_ready: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -566,6 +568,7 @@ impl Sqlite {
             created: 0,
             attached: HashMap::new(),
             stats: std::cell::Cell::new(StoreStats::default()),
+            undo_ready: std::cell::Cell::new(false),
         };
         // Table names are `[a-z0-9_]` (see `sql::ident`): safe as literals.
         let names: Vec<String> = store
@@ -1081,6 +1084,105 @@ impl Sqlite {
         format!("{}failed_batches", self.prefix)
     }
 
+    /// The table of what undoes each pipelined table write, kept until its
+    /// iteration has reached every table (see [`StateStore::recover`]).
+    fn undo_table(&self) -> String {
+        format!("{}undo", self.prefix)
+    }
+
+    fn create_undo_table(&self) -> Result<(), StoreError> {
+        if !self.undo_ready.get() {
+            self.conn
+                .execute_batch(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} (t INTEGER NOT NULL, table_name TEXT NOT NULL, \
+                     rows BLOB NOT NULL, PRIMARY KEY (t, table_name))",
+                    self.undo_table()
+                ))
+                .map_err(backend("creating the undo table"))?;
+            self.undo_ready.set(true);
+        }
+        Ok(())
+    }
+
+    /// Inside a pipelined flush of table `s` at time `t`: keeps what undoes
+    /// writing `rows` (a keyed table's rows are read first, to be restored).
+    fn keep_undo(&self, s: usize, t: i64, rows: &[EncodedRow]) -> Result<(), StoreError> {
+        let schema = &self.schemas[s];
+        let old: HashMap<i64, Vec<u8>> = if schema.kind == StateKind::Keyed {
+            let ids = rows.iter().map(|r| (r.identity, r.keys.clone())).collect();
+            self.run_read(schema, &self.sql[s], &SqlRead::ByIdentity { ids })?
+                .into_iter()
+                .map(|r| (r.identity, r.data))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let undo = sql::encode_undo(sql::undo_of(schema, rows, &old)?)?;
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {} (t, table_name, rows) VALUES (?, ?, ?)",
+                self.undo_table()
+            ))
+            .and_then(|mut st| st.execute((t, &schema.name, undo)))
+            .map(|_| ())
+            .map_err(backend(format!("keeping the undo of `{}`", schema.name)))
+    }
+
+    /// The first table among `times` (this graph's, in order) that has
+    /// already recorded `time`, as the error an iteration at `time` gets.
+    fn already_applied(&self, times: &[i64], time: i64) -> Option<StoreError> {
+        self.schemas
+            .iter()
+            .zip(times)
+            .find(|(_, t)| **t >= time)
+            .map(|(s, t)| StoreError::TimeAlreadyApplied {
+                table: s.name.clone(),
+                time,
+                recorded: *t,
+            })
+    }
+
+    /// An all-or-nothing iteration after every committed one, its time read
+    /// under the write lock, so that two processes never both take it;
+    /// retrying the failed batch at `forget` when given.
+    fn begin_serial(&mut self, forget: Option<i64>) -> Result<SqliteTx<'_>, StoreError> {
+        if forget.is_some() {
+            self.create_failed_table()?;
+        }
+        let last = loop {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(backend("starting an iteration"))?;
+            let times = match self.times() {
+                Ok(times) => times,
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            };
+            let last = times.iter().copied().fold(0, i64::max);
+            if times.iter().all(|t| *t == last) {
+                break last;
+            }
+            // Tables at different times: a pipelined iteration is under
+            // way. Wait for it outside the lock.
+            self.conn
+                .execute_batch("ROLLBACK")
+                .map_err(backend("waiting for the frontier"))?;
+            self.wait_all(last, self.max_wait)?;
+        };
+        let n = self.schemas.len();
+        Ok(SqliteTx {
+            store: self,
+            time: Time::new(last + 1, last),
+            open_since: Some(Instant::now()),
+            waited: vec![true; n],
+            buffered: vec![Vec::new(); n],
+            forget,
+            done: false,
+        })
+    }
+
     fn create_failed_table(&self) -> Result<(), StoreError> {
         self.conn
             .execute_batch(&format!(
@@ -1142,6 +1244,7 @@ impl StateStore for Sqlite {
             open_since: None,
             waited: vec![false; n],
             buffered: vec![Vec::new(); n],
+            forget: None,
             done: false,
         };
         if time.flush_every_set != Some(true) {
@@ -1154,8 +1257,75 @@ impl StateStore for Sqlite {
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(backend("starting an iteration"))?;
             tx.open_since = Some(Instant::now());
+            // Under the lock: another process may have applied this very
+            // time since the wait (dropping `tx` rolls back).
+            let times = tx.store.times()?;
+            if let Some(e) = tx.store.already_applied(&times, time.input_time) {
+                return Err(e);
+            }
         }
         Ok(Box::new(tx))
+    }
+
+    fn begin_next(&mut self) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        Ok(Box::new(self.begin_serial(None)?))
+    }
+
+    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        Ok(Box::new(self.begin_serial(Some(failed_input_time))?))
+    }
+
+    fn recover(&mut self) -> Result<Vec<Rewound>, StoreError> {
+        self.create_undo_table()?;
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .map_err(backend("recovering"))?;
+        let times = self.times()?;
+        let low = times.iter().copied().min().unwrap_or(0);
+        let (_, last_update) = self.meta();
+        let mut rewound = Vec::new();
+        for (s, &t) in times.iter().enumerate() {
+            if t <= low {
+                continue;
+            }
+            let schema = &self.schemas[s];
+            let entries: Vec<(i64, Vec<u8>)> = self
+                .conn
+                .prepare(&format!(
+                    "SELECT t, rows FROM {} WHERE table_name = ? AND t > ? ORDER BY t DESC",
+                    self.undo_table()
+                ))
+                .and_then(|mut st| {
+                    st.query_map((&schema.name, low), |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(backend(format!("reading the undo of `{}`", schema.name)))?;
+            // Latest first: each entry undoes one time's write to the table
+            // as it stood after that time.
+            for (at, bytes) in entries {
+                let rows = sql::decode_undo(&schema.name, at, &bytes)?;
+                self.write_rows(schema, &self.sql[s], &rows)?;
+            }
+            self.conn
+                .execute(
+                    &format!("UPDATE {last_update} SET t = ? WHERE table_name = ?"),
+                    (low, &schema.name),
+                )
+                .map_err(backend(format!("rewinding `{}`", schema.name)))?;
+            rewound.push(Rewound {
+                table: schema.name.clone(),
+                from: t,
+                to: low,
+            });
+        }
+        self.conn
+            .execute(&format!("DELETE FROM {}", self.undo_table()), [])
+            .map_err(backend("clearing the undo table"))?;
+        tx.commit().map_err(backend("committing a recovery"))?;
+        self.notifier.notify();
+        Ok(rewound)
     }
 
     fn next_time(&mut self) -> Result<i64, StoreError> {
@@ -1292,6 +1462,8 @@ struct SqliteTx<'s> {
     waited: Vec<bool>,
     /// With `flush_every_set = Some(true)`: writes held until their flush.
     buffered: Vec<Vec<EncodedRow>>,
+    /// The failed batch this iteration retries, forgotten in its commit.
+    forget: Option<i64>,
     done: bool,
 }
 
@@ -1363,6 +1535,8 @@ impl StateTx for SqliteTx<'_> {
         let rows = std::mem::take(&mut self.buffered[s]);
         let store = &*self.store;
         let name = &store.schemas[s].name;
+        let time = self.time.input_time;
+        store.create_undo_table()?;
         // Immediate: take the write lock now (waiting for it in the busy
         // handler), rather than at the first write.
         let tx = rusqlite::Transaction::new_unchecked(
@@ -1371,9 +1545,22 @@ impl StateTx for SqliteTx<'_> {
         )
         .map_err(backend(format!("flushing `{name}`")))?;
         let locked_at = Instant::now();
+        // Under the lock: a table that has this time already (another
+        // process at the same time, or a batch fed again) is not written
+        // twice.
         let written = store
-            .write_rows(&store.schemas[s], &store.sql[s], &rows)
-            .and_then(|()| store.set_last_update(name, self.time.input_time))
+            .time_of(name)
+            .and_then(|at| match at >= time {
+                true => Err(StoreError::TimeAlreadyApplied {
+                    table: name.clone(),
+                    time,
+                    recorded: at,
+                }),
+                false => Ok(()),
+            })
+            .and_then(|()| store.keep_undo(s, time, &rows))
+            .and_then(|()| store.write_rows(&store.schemas[s], &store.sql[s], &rows))
+            .and_then(|()| store.set_last_update(name, time))
             .and_then(|()| tx.commit().map_err(backend(format!("committing `{name}`"))));
         // On an error, dropping the transaction has rolled it back.
         store.held_lock_since(locked_at);
@@ -1385,20 +1572,36 @@ impl StateTx for SqliteTx<'_> {
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let Some(open_since) = self.open_since else {
             // Pipelined: every table was committed at its flush; make sure
-            // none was left behind (its time must still move on).
+            // none was left behind (its time must still move on), and, the
+            // iteration now being in every table, drop what would undo it.
             for s in 0..self.buffered.len() {
                 if !self.buffered[s].is_empty() {
                     self.flush(StateId(s as u32))?;
                 }
-                let name = self.store.schemas[s].name.clone();
-                if self.store.last_update(&name)?.unwrap_or(0) < self.time.input_time {
-                    let locked_at = Instant::now();
-                    let set = self.store.set_last_update(&name, self.time.input_time);
-                    self.store.held_lock_since(locked_at);
-                    set?;
-                }
             }
-            self.store.notifier.notify();
+            let store = &*self.store;
+            let time = self.time.input_time;
+            store.create_undo_table()?;
+            let tx = rusqlite::Transaction::new_unchecked(
+                &store.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )
+            .map_err(backend("finishing an iteration"))?;
+            let locked_at = Instant::now();
+            let finished = store
+                .set_all(time)
+                .and_then(|()| {
+                    store
+                        .conn
+                        .prepare_cached(&format!("DELETE FROM {} WHERE t <= ?", store.undo_table()))
+                        .and_then(|mut st| st.execute([time]))
+                        .map(|_| ())
+                        .map_err(backend("dropping undo entries"))
+                })
+                .and_then(|()| tx.commit().map_err(backend("finishing an iteration")));
+            store.held_lock_since(locked_at);
+            finished?;
+            store.notifier.notify();
             return Ok(());
         };
         if self.time.flush_every_set.is_none() {
@@ -1406,6 +1609,22 @@ impl StateTx for SqliteTx<'_> {
             return Ok(());
         }
         self.store.set_all(self.time.input_time)?;
+        if let Some(failed) = self.forget {
+            let forgotten = self
+                .store
+                .conn
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE input_time = ?",
+                        self.store.failed_table()
+                    ),
+                    [failed],
+                )
+                .map_err(backend("forgetting a retried batch"))?;
+            if forgotten == 0 {
+                return Err(StoreError::NoSuchFailure { input_time: failed });
+            }
+        }
         // On any error above, or if COMMIT fails, dropping rolls back.
         self.store
             .conn

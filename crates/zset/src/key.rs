@@ -78,8 +78,9 @@ impl fmt::Display for KeyColumn {
     }
 }
 
-/// The value of one key column, as stores bind it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The value of one key column, as stores bind it (serializable, so a
+/// store can keep encoded rows aside, e.g. in an undo log).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum KeyValue {
     /// `NULL` (an `Option` part that is `None`).

@@ -135,6 +135,15 @@ impl StateStore for Handle {
     fn forget_failure(&mut self, input_time: i64) -> Result<(), graph::StoreError> {
         (**self).forget_failure(input_time)
     }
+    fn begin_retry(
+        &mut self,
+        failed_input_time: i64,
+    ) -> Result<Box<dyn graph::StateTx + '_>, graph::StoreError> {
+        (**self).begin_retry(failed_input_time)
+    }
+    fn recover(&mut self) -> Result<Vec<graph::Rewound>, graph::StoreError> {
+        (**self).recover()
+    }
 }
 
 fn unique_prefix() -> String {

@@ -181,6 +181,36 @@ impl Kind {
     }
 }
 
+impl Opened {
+    /// Another handle on the same state, as another process would open it:
+    /// the same memory store, SQLite file or Postgres prefix (this handle
+    /// keeps owning the tables).
+    pub(crate) fn twin(&self, graph: &Graph) -> Result<Opened, GraphError> {
+        let store = match self.store.as_ref().expect("open") {
+            Store::Memory(s) => Store::Memory(s.handle()),
+            Store::Sqlite(s) => sqlite(store::Sqlite::open(
+                s.path(),
+                graph,
+                store::OpenOptions::default(),
+            )?),
+            Store::Postgres(_) => {
+                let pool = pg_pool().expect("a Postgres store was opened");
+                postgres(store::Postgres::with_pool(
+                    pool,
+                    graph,
+                    pg_options(&self.prefix, true),
+                )?)
+            }
+        };
+        Ok(Opened {
+            store: Some(store),
+            _dir: None,
+            prefix: self.prefix.clone(),
+            owns: false,
+        })
+    }
+}
+
 /// Runs `f` with a fresh connection to the test server, on a runtime of
 /// its own (never a connection of a store's pool).
 pub(crate) fn with_pg_client<T>(f: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
