@@ -41,7 +41,7 @@ struct Args {
 fn usage() -> &'static str {
     "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] \
      (setup | ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J] [--to J] | \
-     read-cache [--date YYYY-MM-DD] | last-time)"
+     read-cache [--date YYYY-MM-DD] | last-time | recover | retry)"
 }
 
 fn parse() -> Result<Args, String> {
@@ -198,6 +198,22 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Some("last-time") => println!("{}", last_time(&args.target, &graph, &args.prefix)?),
+        // After a pipelined ingest was killed: rewind every table to the
+        // last time all of them have, before feeding the batches after it.
+        Some("recover") => {
+            let mut store = open(&args.target, &graph, &args.prefix, false)?;
+            for r in store.recover()? {
+                eprintln!("rewound `{}` from time {} to {}", r.table, r.from, r.to);
+            }
+        }
+        // Re-runs the failed batches recorded in the store.
+        Some("retry") => {
+            let mut store = open(&args.target, &graph, &args.prefix, false)?;
+            let report = parallel::retry(&graph, &mut store)?;
+            for (old, new, _) in &report.retried {
+                eprintln!("retried the batch of time {old} at time {new}");
+            }
+        }
         _ => return Err(usage().into()),
     }
     Ok(())

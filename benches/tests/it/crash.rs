@@ -1,13 +1,20 @@
 //! Crash safety: `meter-ingest` processes killed with SIGKILL at random
-//! points, against a SQLite file and a Postgres database. After every kill
-//! the store, re-opened by this process (`create_tables: false`), holds
-//! exactly the batches it committed, all or nothing each (iterations are
-//! atomic, `flush_every_set = Some(false)`): every table at the same last
-//! input time `t`, the daily-usage cache equal to the sums of the reads of
-//! batches `0..t - 1` computed directly from the data, nothing recorded as
-//! failed, and nothing that was seen committed before the kill lost. Then a
-//! new process resumes the ingest after `t` (`--from`) and is killed in its
-//! turn, until one finishes; the final cache is the full oracle.
+//! points, against a SQLite file and a Postgres database, with all-or-nothing
+//! iterations and with pipelined ones (`flush_every_set = Some(true)`).
+//! After every kill the store, re-opened by this process
+//! (`create_tables: false`; after a pipelined ingest, first `recover`ed, as
+//! a user resuming one must), holds exactly the batches it committed, all or
+//! nothing each: every table at the same last input time `t`, the
+//! daily-usage cache equal to the sums of the reads of batches `0..t - 1`
+//! computed directly from the data, nothing recorded as failed, and nothing
+//! that was seen committed before the kill lost. Then a new process resumes
+//! the ingest after `t` (`--from`) and is killed in its turn, until one
+//! finishes; the final cache is the full oracle.
+//!
+//! Retries are killed too: a batch recorded as failed is retried by a
+//! `meter-ingest retry` killed at a random point; the store then holds the
+//! batch applied and its record gone, or neither, and a last retry finishes
+//! it: applied exactly once.
 //!
 //! Kill points are random: very early (while the process starts, opens the
 //! store and runs its first batch), or after a random number of commits
@@ -138,6 +145,7 @@ struct Tally {
     setup_kills: u64,
     children: u64,
     rounds: u64,
+    retry_kills: u64,
 }
 
 /// The crash test against one store.
@@ -157,6 +165,8 @@ struct Crash<'a> {
     per_batch: Duration,
     setup: Duration,
     tally: Tally,
+    /// The ingests run pipelined (`--pipelined`).
+    pipelined: bool,
 }
 
 impl Crash<'_> {
@@ -225,6 +235,16 @@ impl Crash<'_> {
             let mut s = place
                 .open(self.graph)
                 .unwrap_or_else(|e| panic!("{ctx}: re-opening the store after a kill: {e}"));
+            if self.pipelined {
+                // What a killed pipelined ingest left half-done is undone.
+                let rewound = s
+                    .store()
+                    .recover()
+                    .unwrap_or_else(|e| panic!("{ctx}: recovering after a kill: {e}"));
+                if !rewound.is_empty() {
+                    eprintln!("{ctx}: recover rewound {rewound:?}");
+                }
+            }
             let t = s.last_time().expect("last_time");
             let newest = s.store().next_time().expect("next_time") - 1;
             let cache = self.q.cache.zset(s.store()).expect("reading the cache");
@@ -260,6 +280,88 @@ impl Crash<'_> {
             return t;
         }
         panic!("{ctx}: the last committed time kept changing with no process running");
+    }
+
+    /// Records the meters' second insert as a failed batch (its changes
+    /// kept, its time marked done), then retries it with `meter-ingest
+    /// retry` killed at a random point: the store must hold the batch
+    /// applied and its record gone, or neither. A last retry finishes it,
+    /// and removing the meters again gives back the cache of the full
+    /// ingest: the batch was applied exactly once.
+    fn killed_retry(&mut self, place: &Place, last: i64) {
+        let ctx = self.ctx.clone();
+        let meters = self.w.all_meters();
+        let mut s = place.open(self.graph).expect("open");
+        let changes = graph::Changes::new()
+            .insert(&self.q.meters, meters.clone())
+            .encode()
+            .expect("encode");
+        let t = last + 1;
+        s.store()
+            .record_failure(
+                graph::Time::new(t, t - 1),
+                0,
+                &changes,
+                "recorded by the test",
+            )
+            .expect("record_failure");
+        drop(s);
+        let pause = random_upto(&mut self.rng, self.startup * 2);
+        let (mut child, log) = self.spawn(place, &["retry"]);
+        std::thread::sleep(pause);
+        let killed = child.try_wait().expect("try_wait").is_none();
+        if killed {
+            child.kill().expect("SIGKILL");
+            self.assert_killed(child.wait().expect("wait"), &log);
+            self.tally.retry_kills += 1;
+        } else {
+            let status = child.wait().expect("wait");
+            self.assert_clean_exit(status, &log, "retry");
+        }
+        // Applied with its record gone, or neither: the meters are doubled
+        // exactly when the record is gone.
+        let mut s = place.open(self.graph).expect("open");
+        let pending = s.store().failed_batches().expect("failed_batches");
+        let next = s.store().next_time().expect("next_time");
+        assert!(
+            pending.len() <= 1,
+            "{ctx}: failed batches after a killed retry: {pending:?}"
+        );
+        let applied = next > t + 1;
+        assert_eq!(
+            applied,
+            pending.is_empty(),
+            "{ctx}: a retry killed after {pause:?} left the batch applied: {applied}, \
+             its record: {pending:?}"
+        );
+        drop(s);
+        let (mut child, log) = self.spawn(place, &["retry"]);
+        let status = wait(&mut child, "retry");
+        self.assert_clean_exit(status, &log, "retry");
+        let mut s = place.open(self.graph).expect("open");
+        assert!(
+            s.store()
+                .failed_batches()
+                .expect("failed_batches")
+                .is_empty(),
+            "{ctx}"
+        );
+        // The meters were inserted twice in all (setup and the retry):
+        // removing them once gives back the full ingest's cache.
+        self.graph
+            .iteration(
+                s.store(),
+                graph::Changes::new().remove(&self.q.meters, meters),
+            )
+            .expect("removing the meters once");
+        let cache = self.q.cache.zset(s.store()).expect("reading the cache");
+        if let Err(e) = self.w.check(&cache) {
+            panic!("{ctx}: after a retry killed after {pause:?} and finished: {e}");
+        }
+        eprintln!(
+            "{ctx}: retry {} after {pause:?}, then finished",
+            if killed { "killed" } else { "not killed" }
+        );
     }
 
     /// Creates the tables and inserts users and meters (time 1); half the
@@ -337,16 +439,12 @@ impl Crash<'_> {
         while t < last {
             let from = (t as u64 - 1) * self.batch;
             let started = Instant::now();
-            let (mut child, log) = self.spawn(
-                place,
-                &[
-                    "ingest",
-                    "--batch",
-                    &self.batch.to_string(),
-                    "--from",
-                    &from.to_string(),
-                ],
-            );
+            let (batch, from) = (self.batch.to_string(), from.to_string());
+            let mut args = vec!["ingest", "--batch", &batch, "--from", &from];
+            if self.pipelined {
+                args.push("--pipelined");
+            }
+            let (mut child, log) = self.spawn(place, &args);
             // The newest time seen committed while the child ran.
             let mut seen = t;
             let mut how = String::new();
@@ -431,6 +529,7 @@ impl Crash<'_> {
         if let Err(e) = self.w.check(&cache) {
             panic!("{}: the final cache: {e}", self.ctx);
         }
+
         let out = Command::new(env!("CARGO_BIN_EXE_meter-ingest"))
             .args(place.args())
             .arg("last-time")
@@ -443,6 +542,9 @@ impl Crash<'_> {
             self.ctx,
             String::from_utf8_lossy(&out.stderr)
         );
+        drop(s);
+        self.killed_retry(place, last);
+        let s = place.open(self.graph).expect("open");
         if let (Opened::Postgres(s), Place::Postgres { conn, prefix }) = (s, place) {
             s.drop_tables().expect("drop_tables");
             benches::pg::drop_tables_with_prefix(conn, prefix)
@@ -497,10 +599,15 @@ fn killed_ingests_leave_exactly_their_committed_batches() {
     };
     let started = Instant::now();
     let mut summary = Vec::new();
-    for (i, name) in stores.iter().enumerate() {
-        // Kills split between the stores, the first taking the remainder.
-        let mine = total_kills / stores.len() as u64
-            + u64::from((i as u64) < total_kills % stores.len() as u64);
+    let runs: Vec<(&str, bool)> = stores
+        .iter()
+        .flat_map(|s| [(*s, false), (*s, true)])
+        .collect();
+    for (i, &(name, pipelined)) in runs.iter().enumerate() {
+        // Kills split between the runs, the first taking the remainder.
+        let mine = total_kills / runs.len() as u64
+            + u64::from((i as u64) < total_kills % runs.len() as u64);
+        let mode = if pipelined { "pipelined" } else { "atomic" };
         let mut crash = Crash {
             graph: &graph,
             q: &q,
@@ -510,28 +617,29 @@ fn killed_ingests_leave_exactly_their_committed_batches() {
                 seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ),
             logs: dir.path(),
-            ctx: format!("{name} (seed {seed})"),
+            ctx: format!("{name} {mode} (seed {seed})"),
             startup: Duration::from_millis(30),
             per_batch: Duration::from_millis(5),
             setup: Duration::from_millis(50),
             tally: Tally::default(),
+            pipelined,
         };
         let mut left = mine;
         // Rounds of whole ingests, each into a fresh store, until every
         // kill is spent (at least one round).
         while left > 0 || crash.tally.rounds == 0 {
             let round = crash.tally.rounds;
-            let place = match *name {
-                "sqlite" => Place::Sqlite(dir.path().join(format!("round{round}.db"))),
+            let place = match name {
+                "sqlite" => Place::Sqlite(dir.path().join(format!("{mode}{round}.db"))),
                 _ => Place::Postgres {
                     conn: pg.clone().unwrap_or_default(),
-                    prefix: format!("{unique}r{round}_"),
+                    prefix: format!("{unique}{}{round}_", &mode[..1]),
                 },
             };
             left -= crash.round(&place, left);
         }
         assert_eq!(crash.tally.ingest_kills, mine, "{name}: kills");
-        summary.push(format!("{name}: {:?}", crash.tally));
+        summary.push(format!("{name} {mode}: {:?}", crash.tally));
     }
     if let Some(conn) = &pg {
         let left = benches::pg::drop_tables_with_prefix(conn, &unique).expect("dropping tables");
