@@ -1386,10 +1386,13 @@ impl StateStore for Sqlite {
         for s in &self.schemas {
             self.wait_for(&s.name, time.frontier, self.max_wait)?;
         }
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(backend("recording a failed batch"))?;
+        // Immediate: a deferred transaction that reads first cannot wait
+        // for the write lock once another writer has committed since.
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .map_err(backend("recording a failed batch"))?;
         let mut committed = Vec::new();
         for s in &self.schemas {
             if self.time_of(&s.name)? >= time.input_time {
