@@ -11,8 +11,9 @@ fn usage() -> &'static str {
 
 commands:
   test    fmt check, clippy -D warnings, every test of the workspace (with a
-          throwaway Postgres unless STEPPING_TEST_PG is set), and
-          `cargo bench --no-run`; what CI runs
+          throwaway Postgres unless STEPPING_TEST_PG is set),
+          `cargo bench --no-run` and a `cargo package` dry run of the
+          library crates; what CI runs
     ci      the same as test
   bench   the meter-reads benchmark in release mode (a throwaway Postgres
           unless STEPPING_TEST_PG is set); prints a table and writes
@@ -91,6 +92,21 @@ fn test() -> Result<(), String> {
     cargo(&["test", "--workspace", "--all-targets"], &envs)?;
     cargo(&["test", "--workspace", "--doc"], &envs)?;
     cargo(&["bench", "--workspace", "--no-run"], &[])?;
+    // The library crates package for crates.io (a dry run: no upload, no
+    // second build).
+    cargo(
+        &[
+            "package",
+            "--workspace",
+            "--no-verify",
+            "--allow-dirty",
+            "--exclude",
+            "benches",
+            "--exclude",
+            "xtask",
+        ],
+        &[],
+    )?;
     drop(server);
     Ok(())
 }

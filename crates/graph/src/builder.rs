@@ -256,7 +256,7 @@ impl Query {
     /// streams, caches, outputs) are prefixed `name/`.
     ///
     /// ```
-    /// # use graph::{Graph, GraphError};
+    /// # use stepping_graph::{Graph, GraphError};
     /// let (_graph, input) = Graph::build(|q| {
     ///     q.scope("billing", || Ok(q.input::<i64>("amounts")?.0))
     /// })?;

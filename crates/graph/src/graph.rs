@@ -45,7 +45,7 @@ pub(crate) struct GraphInner {
 /// and a precomputed schedule. Cheap to clone and shareable across threads.
 ///
 /// ```
-/// use graph::{Graph, GraphError};
+/// use stepping_graph::{Graph, GraphError};
 /// let (graph, (input, output)) = Graph::build(|q| {
 ///     let (input, numbers) = q.input::<i64>("numbers")?;
 ///     let output = q.output("same", numbers)?;
@@ -296,7 +296,7 @@ impl Graph {
 /// The changes of one iteration, per input.
 ///
 /// ```
-/// # use graph::{Graph, GraphError, Changes};
+/// # use stepping_graph::{Graph, GraphError, Changes};
 /// let (_graph, input) = Graph::build(|q| Ok(q.input::<char>("letters")?.0))?;
 /// let changes = Changes::new().insert(&input, ['a', 'b']).remove(&input, ['a']);
 /// assert!(!changes.is_empty());

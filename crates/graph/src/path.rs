@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// so editing one part of a query never renames the state of another part.
 ///
 /// ```
-/// use graph::Path;
+/// use stepping_graph::Path;
 /// let p = Path::new("billing").child("totals");
 /// assert_eq!(p.to_string(), "billing/totals");
 /// assert_eq!(p.last(), "totals");

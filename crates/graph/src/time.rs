@@ -20,7 +20,7 @@
 ///     rolls back (a dry run; also what nested circuits do internally).
 ///
 /// ```
-/// use graph::Time;
+/// use stepping_graph::Time;
 /// let t = Time::new(7, 6);
 /// assert_eq!(t.flush_every_set, Some(false));
 /// assert_eq!(t.pipelined().flush_every_set, Some(true));

@@ -2,8 +2,11 @@
 //! `left ⋈ right` on the Memory store, where a batch of new right rows
 //! meets a large integrated left side, and where both sides change.
 //!
-//! Run: `cargo bench -p operators --bench join`. Inputs are deterministic;
+//! Run: `cargo bench -p stepping-operators --bench join`. Inputs are deterministic;
 //! each case checks its output before timing.
+
+// The package is `stepping-operators`; its code and docs call it `operators`.
+extern crate stepping_operators as operators;
 
 use std::hint::black_box;
 

@@ -34,7 +34,7 @@ pub trait Aggregates<'q, T: Data, S: FlatScope>: Sized {
     /// cancel.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, prices) = q.input::<i64>("prices")?;
     ///     Ok((input, q.output("total", prices.reduce(0i64, |p| *p))?))
@@ -55,7 +55,7 @@ pub trait Aggregates<'q, T: Data, S: FlatScope>: Sized {
     /// The number of rows (the sum of weights): `reduce(0, |_| 1)`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<char>("a")?;
     ///     Ok((input, q.output("count", a.count())?))
@@ -75,7 +75,7 @@ pub trait Aggregates<'q, T: Data, S: FlatScope>: Sized {
     /// be carried on by the other.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let by_len = Index::new("length", |s: &String| s.len() as i64);
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, words) = q.input::<String>("words")?;

@@ -17,7 +17,7 @@ pub trait Distinct<'q, T: Data, S: Scope>: Sized {
     /// It reads only the stored weights of the values in the change.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<char>("a")?;
     ///     Ok((input, q.output("set", a.distinct())?))

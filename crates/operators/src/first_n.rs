@@ -19,7 +19,7 @@ pub trait FirstN<'q, T: Data, S: FlatScope>: Sized {
     /// top `n` (kept as a state).
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let by_score = Index::new("score", |s: &(String, i64)| Desc(s.1));
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, scores) = q.input::<(String, i64)>("scores")?;

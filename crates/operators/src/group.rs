@@ -15,7 +15,7 @@ pub trait Grouping<'q, T: Data, S: Scope>: Sized {
     /// and stateful ones key their state by group.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let by_team = Index::new("team", |p: &(String, i64)| p.0.clone());
     /// let by_points = Index::new("points", |p: &(String, i64)| Desc(p.1));
     /// let (graph, (input, out)) = Graph::build(|q| {
@@ -55,7 +55,7 @@ pub trait GroupedOps<'q, T: Data, K: IndexKey, S: Scope>: Sized {
     /// this names the sub-query, as the original's `per_group` does.)
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let by_parity = Index::new("parity", |x: &i64| x % 2);
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, n) = q.input::<i64>("n")?;
@@ -75,7 +75,7 @@ pub trait GroupedOps<'q, T: Data, K: IndexKey, S: Scope>: Sized {
     /// Leaves the grouped scope: every row paired with its group's key.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let by_first = Index::new("first", |s: &String| s.chars().next().map(String::from).unwrap_or_default());
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, words) = q.input::<String>("words")?;

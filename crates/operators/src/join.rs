@@ -19,7 +19,7 @@ pub trait Joins<'q, T: Data, S: Scope>: Sized {
     /// reads only the rows whose keys appear in the other side's change.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let by_id = Index::new("id", |u: &(i64, String)| u.0);
     /// let by_user = Index::new("user_id", |o: &(i64, i64)| o.0);
     /// let (graph, (users, orders, joined)) = Graph::build(|q| {
@@ -38,7 +38,7 @@ pub trait Joins<'q, T: Data, S: Scope>: Sized {
     /// with a `String` key does not build.
     ///
     /// ```compile_fail
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let _ = Graph::build(|q| {
     ///     let (_a, a) = q.input::<(i64, String)>("a")?;
     ///     let (_b, b) = q.input::<(String, i64)>("b")?;
@@ -62,7 +62,7 @@ pub trait Joins<'q, T: Data, S: Scope>: Sized {
     /// an `Empty` row (the original's negative-weight bug does not exist).
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let key = Index::new("k", |x: &(i64, char)| x.0);
     /// let (graph, (left, right, outer)) = Graph::build(|q| {
     ///     let (left, l) = q.input::<(i64, char)>("left")?;
@@ -94,7 +94,7 @@ pub trait Joins<'q, T: Data, S: Scope>: Sized {
     /// reading both whole integrals every iteration.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let k = Index::new("k", |x: &(i64, char)| x.0);
     /// let (graph, (a, b, out)) = Graph::build(|q| {
     ///     let (a, x) = q.input::<(i64, char)>("a")?;

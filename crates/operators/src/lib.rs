@@ -2,7 +2,7 @@
 //! original `stepping`, incremental where the DBSP paper allows, as methods
 //! on [`graph::Stream`].
 //!
-//! `use operators::prelude::*;` brings them into scope. Each family is a
+//! `use stepping_operators::prelude::*;` brings them into scope. Each family is a
 //! trait implemented for streams of Z-sets:
 //!
 //! | trait | operators | paper |

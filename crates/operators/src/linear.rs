@@ -11,7 +11,7 @@ pub trait Linear<'q, T: Data, S: Scope>: Sized {
     /// Applies `f` to every row; rows mapping to the same value add up.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (words, lengths)) = Graph::build(|q| {
     ///     let (input, words) = q.input::<String>("words")?;
     ///     Ok((input, q.output("lengths", words.map(|w| w.len() as i64))?))
@@ -27,7 +27,7 @@ pub trait Linear<'q, T: Data, S: Scope>: Sized {
     /// the iteration with [`GraphError::User`] (and rolls it back).
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, _out)) = Graph::build(|q| {
     ///     let (input, s) = q.input::<String>("numbers")?;
     ///     Ok((input, q.output("parsed", s.try_map(|s| s.parse::<i64>()))?))
@@ -45,7 +45,7 @@ pub trait Linear<'q, T: Data, S: Scope>: Sized {
     /// The rows for which `keep` holds.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, evens)) = Graph::build(|q| {
     ///     let (input, n) = q.input::<i64>("n")?;
     ///     Ok((input, q.output("evens", n.filter(|x| x % 2 == 0))?))
@@ -59,7 +59,7 @@ pub trait Linear<'q, T: Data, S: Scope>: Sized {
     /// A flat map: every result of `f(row)` with the row's weight.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, chars)) = Graph::build(|q| {
     ///     let (input, words) = q.input::<String>("words")?;
     ///     Ok((input, q.output("chars", words.map_many(|w| w.chars().collect::<Vec<_>>()))?))
@@ -76,7 +76,7 @@ pub trait Linear<'q, T: Data, S: Scope>: Sized {
     /// Every weight negated: `-a`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output("neg", a.neg())?))
@@ -90,7 +90,7 @@ pub trait Linear<'q, T: Data, S: Scope>: Sized {
     /// `a + b`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output("doubled", a.add(a))?))
@@ -106,7 +106,7 @@ pub trait Linear<'q, T: Data, S: Scope>: Sized {
     /// stream through unchanged.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// use std::sync::{Arc, Mutex};
     /// let seen = Arc::new(Mutex::new(0));
     /// let counter = Arc::clone(&seen);
@@ -129,7 +129,7 @@ pub trait Linear<'q, T: Data, S: Scope>: Sized {
     /// a table on standard output (the original's `identity_print`).
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output("printed", a.identity_print())?))

@@ -29,7 +29,7 @@ pub trait Recursion<'q, T: Data>: Sized {
     /// Whatever `body` returns.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// // Numbers reachable from the input by repeatedly halving.
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, n) = q.input::<i64>("n")?;
@@ -106,7 +106,7 @@ pub trait TransitiveClosure<'q, N: IndexKey + Hash>: Sized {
     /// None in practice (the body is fixed).
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (edges, out)) = Graph::build(|q| {
     ///     let (input, e) = q.input::<Pair<i64, i64>>("edges")?;
     ///     Ok((input, q.output("paths", e.transitive_closure()?)?))

@@ -12,7 +12,7 @@ pub trait Scalars<'q, T: Data>: Sized {
     /// [`GraphError::NotScalar`] naming the vertex, and is rolled back.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output_scalar("value", a.make_scalar(0))?))
@@ -58,7 +58,7 @@ pub trait ScalarOps<'q, V: Scalar>: Sized {
     /// A Z-set holding this value with weight 1.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output("set", a.make_scalar(0).make_set())?))
@@ -72,7 +72,7 @@ pub trait ScalarOps<'q, V: Scalar>: Sized {
     /// `a + b`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     let x = a.make_scalar(0);
@@ -87,7 +87,7 @@ pub trait ScalarOps<'q, V: Scalar>: Sized {
     /// `-a`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output_scalar("neg", ScalarOps::neg(a.make_scalar(0)))?))
@@ -101,7 +101,7 @@ pub trait ScalarOps<'q, V: Scalar>: Sized {
     /// `z⁻¹(a)`: the previous value (`V::default()` at first).
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output_scalar("previous", ScalarOps::delay(a.make_scalar(0)))?))
@@ -116,7 +116,7 @@ pub trait ScalarOps<'q, V: Scalar>: Sized {
     /// `I(a) = a + z⁻¹(I(a))`: the running sum.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output_scalar("sum", ScalarOps::integrate(a.make_scalar(0)))?))
@@ -131,7 +131,7 @@ pub trait ScalarOps<'q, V: Scalar>: Sized {
     /// `z⁻¹(I(a))`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output_scalar("sum_before", ScalarOps::integrate_delay(a.make_scalar(0)))?))
@@ -146,7 +146,7 @@ pub trait ScalarOps<'q, V: Scalar>: Sized {
     /// `a − z⁻¹(a)`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output_scalar("change", ScalarOps::differentiate(a.make_scalar(0)))?))

@@ -42,7 +42,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// `z⁻¹(a)`: the previous iteration's value (empty at first).
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<String>("a")?;
     ///     Ok((input, q.output("delayed", a.delay())?))
@@ -61,7 +61,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// read it through them lazily.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let by_len = Index::new("len", |s: &String| s.len() as i64);
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<String>("a")?;
@@ -77,7 +77,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// `I(a) = a + z⁻¹(I(a))` (Def. 3.27): the running sum of the changes.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<char>("a")?;
     ///     Ok((input, q.output("integral", a.integrate())?))
@@ -97,7 +97,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// [`integrate`](Self::integrate) whose state has `indexes`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let by_first = Index::new("first", |s: &String| s.chars().next().map(String::from).unwrap_or_default());
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<String>("a")?;
@@ -114,7 +114,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// `z⁻¹(I(a))`: the integral up to the previous iteration.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
     ///     Ok((input, q.output("before", a.integrate_delay())?))
@@ -132,7 +132,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// [`integrate_delay`](Self::integrate_delay) whose state has `indexes`.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let ix = Index::new("value", |x: &i64| *x);
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<i64>("a")?;
@@ -148,7 +148,7 @@ pub trait Integrals<'q, T: Data, S: FlatScope>: Sized {
     /// `D(a) = a − z⁻¹(a)` (Def. 3.25): the change since the previous iteration.
     ///
     /// ```
-    /// use operators::prelude::*;
+    /// use stepping_operators::prelude::*;
     /// let (graph, (input, out)) = Graph::build(|q| {
     ///     let (input, a) = q.input::<char>("a")?;
     ///     Ok((input, q.output("derivative", a.differentiate())?))

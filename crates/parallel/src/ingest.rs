@@ -71,7 +71,7 @@ impl Report {
 ///
 /// ```
 /// use operators::prelude::*;
-/// use parallel::{Counter, Ingest, Progress};
+/// use stepping_parallel::{Counter, Ingest, Progress};
 /// let (graph, (input, out)) = Graph::build(|q| {
 ///     let (input, n) = q.input::<i64>("n")?;
 ///     Ok((input, q.output("total", n.reduce(0i64, |x| *x))?))

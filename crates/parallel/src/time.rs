@@ -15,7 +15,7 @@ pub trait TimeSource {
 /// Consecutive times from a starting point: batch `i` gets `start + i`.
 ///
 /// ```
-/// use parallel::{Counter, TimeSource};
+/// use stepping_parallel::{Counter, TimeSource};
 /// let mut c = Counter::starting_at(5);
 /// assert_eq!((c.next_time().unwrap(), c.next_time().unwrap()), (5, 6));
 /// ```
@@ -54,7 +54,7 @@ impl TimeSource for Counter {
 /// waits for `t - 1`, whoever runs it.
 ///
 /// ```
-/// use parallel::{Given, TimeSource};
+/// use stepping_parallel::{Given, TimeSource};
 /// let mut t = Given::new([2, 4, 6]);
 /// assert_eq!(t.next_time().unwrap(), 2);
 /// ```

@@ -70,11 +70,11 @@ pub const CHECKPOINT_LOG_BYTES: i64 = 256 << 20;
 /// let dir = tempfile::tempdir().unwrap();
 /// let mut conn = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
 /// conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").unwrap();
-/// let checkpoints = store::SqliteCheckpointer::attach(&mut conn)?;
+/// let checkpoints = stepping_store::SqliteCheckpointer::attach(&mut conn)?;
 /// conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
 /// drop(conn);
 /// drop(checkpoints);
-/// # Ok::<(), store::StoreError>(())
+/// # Ok::<(), stepping_store::StoreError>(())
 /// ```
 pub struct SqliteCheckpointer {
     signal: Arc<Signal>,

@@ -38,7 +38,7 @@ struct Shared {
 /// ```
 /// # use graph::{Graph, GraphError};
 /// # let (graph, _) = Graph::build(|q| Ok(q.input::<i64>("x")?.0))?;
-/// let mut store = store::Memory::new(&graph);
+/// let mut store = stepping_store::Memory::new(&graph);
 /// assert_eq!(store.last_time(), 0);
 /// # Ok::<(), GraphError>(())
 /// ```
@@ -310,10 +310,10 @@ impl<'s> MemoryTx<'s> {
         }
         drop(clock);
         let mut failures = self.shared.failures.lock();
-        if let Some(t) = self.forget {
-            if !failures.iter().any(|f| f.input_time == t) {
-                return Err(StoreError::NoSuchFailure { input_time: t });
-            }
+        if let Some(t) = self.forget
+            && !failures.iter().any(|f| f.input_time == t)
+        {
+            return Err(StoreError::NoSuchFailure { input_time: t });
         }
         for &s in states {
             let table = self.shared.tables[s].read();

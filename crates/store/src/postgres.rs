@@ -1314,7 +1314,7 @@ impl PgPool {
 /// ```no_run
 /// # use graph::{Graph, GraphError};
 /// # let (graph, _) = Graph::build(|q| Ok(q.input::<i64>("x")?.0))?;
-/// let mut store = store::Postgres::open("host=/var/run/postgresql user=app dbname=app", &graph, store::OpenOptions::default())?;
+/// let mut store = stepping_store::Postgres::open("host=/var/run/postgresql user=app dbname=app", &graph, stepping_store::OpenOptions::default())?;
 /// # Ok::<(), GraphError>(())
 /// ```
 pub struct Postgres {
@@ -2159,7 +2159,7 @@ impl StateTx for PostgresTx<'_> {
         let rows = std::mem::take(&mut self.buffered[s]);
         let time = time.input_time;
         let conn = &self.conn;
-        let undo = block_on(undo_of(conn, &self.store, s, &rows))??;
+        let undo = block_on(undo_of(conn, self.store, s, &rows))??;
         // One transaction for this table, in one round trip: `BEGIN`, its
         // writes, its time and `COMMIT`, every statement prepared first so
         // that each goes out on its first poll, in order (as for the

@@ -414,11 +414,11 @@ fn row_of(
 ///     let (input, words) = q.input::<String>("words")?;
 ///     Ok((input, q.cache("word_set", words.distinct(), &[])?))
 /// })?;
-/// let mut store = store::Sqlite::open(dir.path().join("state.db"), &graph, store::OpenOptions::default())?;
+/// let mut store = stepping_store::Sqlite::open(dir.path().join("state.db"), &graph, stepping_store::OpenOptions::default())?;
 /// graph.insert(&mut store, &input, ["hello".to_string()])?;
 /// drop(store);
 /// // Later, elsewhere: attach to the same file and read the cache.
-/// let mut store = store::Sqlite::open(dir.path().join("state.db"), &graph, store::OpenOptions::attach())?;
+/// let mut store = stepping_store::Sqlite::open(dir.path().join("state.db"), &graph, stepping_store::OpenOptions::attach())?;
 /// assert_eq!(cache.zset(&mut store)?, zset! { "hello".to_string() => 1 });
 /// # Ok::<(), GraphError>(())
 /// ```

@@ -2,8 +2,11 @@
 //! rows, adding two Z-sets, index keys as SQL column values, and the postcard
 //! round trip that SQL stores pay per row.
 //!
-//! Run: `cargo bench -p zset --bench kernels`. Inputs are deterministic (no
+//! Run: `cargo bench -p stepping-zset --bench kernels`. Inputs are deterministic (no
 //! RNG), so runs are comparable; each kernel checks its result before timing.
+
+// The package is `stepping-zset`; its code and docs call it `zset`.
+extern crate stepping_zset as zset;
 
 use std::hint::black_box;
 

@@ -104,9 +104,9 @@ impl Display for Repr {
 ///
 /// ```
 /// #[derive(serde::Serialize)]
-/// struct Product { name: String, price: zset::F64 }
+/// struct Product { name: String, price: stepping_zset::F64 }
 /// let p = Product { name: "tv".into(), price: 3.0.into() };
-/// assert_eq!(zset::render_value(&p), r#"Product(name="tv", price=3.0)"#);
+/// assert_eq!(stepping_zset::render_value(&p), r#"Product(name="tv", price=3.0)"#);
 /// ```
 pub fn render_value<T: Serialize + ?Sized>(value: &T) -> String {
     repr(value).to_string()
@@ -166,7 +166,7 @@ impl<T: Serialize + Ord> Display for ZSet<T> {
     /// A table of the rows, sorted by value.
     ///
     /// ```
-    /// use zset::{zset, ZSet};
+    /// use stepping_zset::{zset, ZSet};
     /// let z: ZSet<&str> = zset! { "b" => -1, "a" => 2 };
     /// let text = z.to_string();
     /// assert!(text.contains("_count_") && text.contains("_value_"));

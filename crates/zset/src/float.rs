@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// It prints like Python's `repr`: `6.0`, not `6`.
 ///
 /// ```
-/// use zset::F64;
+/// use stepping_zset::F64;
 /// assert_eq!(F64::new(-0.0), F64::new(0.0));
 /// assert!(F64::new(f64::NAN) > F64::new(f64::INFINITY));
 /// assert_eq!(F64::new(6.0).to_string(), "6.0");

@@ -50,7 +50,7 @@ impl fmt::Display for IndexSpec {
 /// `None` first.
 ///
 /// ```
-/// use zset::{Desc, Index, ZSet, zset};
+/// use stepping_zset::{Desc, Index, ZSet, zset};
 /// let by_len = Index::new("len", |s: &String| Desc(s.len() as i64));
 /// let z: ZSet<String> = zset! { "aa".to_string() => 1, "b".to_string() => 2, "ccc".to_string() => 1 };
 /// let keys: Vec<i64> = z.iter_by_index(&by_len, None).into_iter().map(|(k, _, _)| k.0).collect();
@@ -86,7 +86,7 @@ impl<T, K: IndexKey> Index<T, K> {
     /// per column; graph building reports a mismatch as an error).
     ///
     /// ```
-    /// use zset::Index;
+    /// use stepping_zset::Index;
     /// let ix = Index::with_parts("group", &["user_id", "day"], |r: &(i64, i64, String)| (r.0, r.1));
     /// assert_eq!(ix.spec().parts.len(), 2);
     /// ```

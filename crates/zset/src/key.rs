@@ -194,7 +194,7 @@ impl<P: KeyPart> IndexKey for Option<P> {
 /// A key part ordered descending: `Index::new("newest", |r: &Read| Desc(r.at))`.
 ///
 /// ```
-/// use zset::Desc;
+/// use stepping_zset::Desc;
 /// let mut v = vec![Desc(1), Desc(3), Desc(2)];
 /// v.sort();
 /// assert_eq!(v, [Desc(3), Desc(2), Desc(1)]);

@@ -12,7 +12,7 @@
 //! that can live in a Z-set).
 //!
 //! ```
-//! use zset::{zset, ZSet};
+//! use stepping_zset::{zset, ZSet};
 //! let table: ZSet<&str> = zset! { "apple" => 2, "pear" => 1 };
 //! let change: ZSet<&str> = zset! { "pear" => -1, "plum" => 1 };
 //! let after = &table + &change;
@@ -49,7 +49,7 @@ pub type Weight = i64;
 /// are summed and zeros dropped.
 ///
 /// ```
-/// use zset::zset;
+/// use stepping_zset::zset;
 /// let z = zset! { "a" => 1, "b" => -2, "a" => -1 };
 /// assert_eq!(z.len(), 1);
 /// assert_eq!(z.get(&"b"), -2);

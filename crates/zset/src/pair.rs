@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Tables render it as two columns, `left` and `right`.
 ///
 /// ```
-/// use zset::Pair;
+/// use stepping_zset::Pair;
 /// let p = Pair::new(1, "one");
 /// assert_eq!((p.left, p.right), (1, "one"));
 /// ```
@@ -42,7 +42,7 @@ impl<L: fmt::Debug, R: fmt::Debug> fmt::Debug for Pair<L, R> {
 /// `Empty` sorts before every value.
 ///
 /// ```
-/// use zset::OrEmpty;
+/// use stepping_zset::OrEmpty;
 /// let missing: OrEmpty<i32> = OrEmpty::Empty;
 /// assert_eq!(missing.as_option(), None);
 /// assert_eq!(OrEmpty::Value(3).as_option(), Some(&3));

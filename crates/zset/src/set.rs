@@ -25,7 +25,7 @@ use crate::{Index, Weight, weight};
 /// canonical (sorted).
 ///
 /// ```
-/// use zset::{zset, ZSet};
+/// use stepping_zset::{zset, ZSet};
 /// let a: ZSet<&str> = zset! { "x" => 2, "y" => 1 };
 /// assert_eq!(a.get(&"x"), 2);
 /// assert_eq!(a.get(&"z"), 0);
@@ -140,7 +140,7 @@ impl<T: Eq + Hash> ZSet<T> {
     /// the same result (a linear operator, DBSP §4).
     ///
     /// ```
-    /// use zset::{zset, ZSet};
+    /// use stepping_zset::{zset, ZSet};
     /// let z: ZSet<i32> = zset! { 1 => 1, -1 => 2 };
     /// assert_eq!(z.map(|x| x.abs()), zset! { 1 => 3 });
     /// ```
@@ -224,7 +224,7 @@ impl<T: Ord> ZSet<T> {
     /// or only those whose key is in `match_keys`.
     ///
     /// ```
-    /// use zset::{zset, Index, ZSet};
+    /// use stepping_zset::{zset, Index, ZSet};
     /// let by_first = Index::new("first", |s: &(i64, i64)| s.0);
     /// let z: ZSet<(i64, i64)> = zset! { (2, 0) => 1, (1, 5) => 1, (1, 3) => -1, (3, 3) => 1 };
     /// let rows = z.iter_by_index(&by_first, Some(&[1, 2]));

@@ -62,7 +62,7 @@ pub fn sum(weights: impl IntoIterator<Item = Weight>) -> Weight {
 /// (and clears the record).
 ///
 /// ```
-/// use zset::{weight, zset};
+/// use stepping_zset::{weight, zset};
 /// assert!(!weight::take_overflow());
 /// let z = zset! { "x" => i64::MAX } + zset! { "x" => 1 };
 /// assert!(weight::take_overflow());

@@ -3,6 +3,9 @@
 //! failed batch never wedges the rest and retries to the serial result;
 //! waits time out, and wake up promptly.
 
+// The package is `stepping-parallel`; its code and docs call it `parallel`.
+extern crate stepping_parallel as parallel;
+
 mod stores;
 
 use std::sync::Arc;

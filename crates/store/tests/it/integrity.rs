@@ -220,7 +220,7 @@ fn half_way() -> Result<HalfWay, GraphError> {
             if flag.swap(false, Ordering::SeqCst) {
                 Err(Stop)
             } else {
-                Ok(p.clone())
+                Ok(*p)
             }
         });
         Ok((input, raw, q.cache("checked", checked, &[])?))

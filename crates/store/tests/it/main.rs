@@ -1,6 +1,9 @@
 //! The store crate's one integration-test binary: the generic suite run
 //! against every store (see `harness::kinds`).
 
+// The package is `stepping-store`; its code and docs call it `store`.
+extern crate stepping_store as store;
+
 mod bad_input;
 mod examples;
 mod harness;
