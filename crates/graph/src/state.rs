@@ -279,7 +279,10 @@ pub struct FailedBatch {
     pub input_time: i64,
     /// Its position in its ingest (or any number the caller chose).
     pub batch: i64,
-    /// Its changes, [`Changes::encode`](crate::Changes::encode)d.
+    /// Its changes, [`Changes::encode`](crate::Changes::encode)d; empty
+    /// when the store never had them (a time taken from a shared sequence
+    /// by a process that died before running it, released by the
+    /// iterations waiting behind it).
     pub changes: Vec<u8>,
     /// What went wrong.
     pub error: String,
