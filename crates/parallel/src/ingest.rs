@@ -171,7 +171,7 @@ impl<'g> Ingest<'g> {
         let mut jobs = Vec::with_capacity(n);
         let mut input_times = Vec::with_capacity(n);
         for (batch, changes) in batches.into_iter().enumerate() {
-            let t = times.next_time().map_err(ParallelError::Time)?;
+            let t = times.next_time_for(batch).map_err(ParallelError::Time)?;
             let time = Time::new(t, t - 1);
             let time = if self.pipelined {
                 time.pipelined()
@@ -345,24 +345,74 @@ pub struct RetryReport {
     /// in a pipelined ingest after some tables committed): re-running them
     /// would apply those tables twice. Their records stay in the store.
     pub skipped: Vec<graph::FailedBatch>,
+    /// Batches whose changes the store does not have, so that they cannot
+    /// be re-run from their records: the process that took their time from
+    /// a [`store::PgSequence`] died before running it (`batch` is the
+    /// number its claim named, `-1` for none). Feed each batch again with
+    /// [`retry_with`], which asks for its changes; their records stay in
+    /// the store until then.
+    pub lost: Vec<graph::FailedBatch>,
 }
 
 /// Re-ingests the failed batches recorded in `store`, oldest first, each at
 /// a new time (the store's next), forgetting each record once its retry
-/// commits. Partially applied batches are skipped (see [`RetryReport`]).
+/// commits. Partially applied batches are skipped, and batches whose
+/// changes are unknown are reported as lost (see [`RetryReport`]).
 ///
 /// # Errors
 /// The first retry that fails again (its record is kept; earlier retries
 /// stay done), or a store failure.
 pub fn retry<S: StateStore>(graph: &Graph, store: &mut S) -> Result<RetryReport, ParallelError> {
+    retry_in(graph, store, None, &mut |_| None)
+}
+
+/// [`retry`], with new times from `times`, and the changes of a batch the
+/// store does not have (see [`RetryReport::lost`]) from `supply`, given its
+/// record (e.g. by its `batch` number): a batch `supply` returns is
+/// re-ingested and its record forgotten, one it does not is reported lost.
+///
+/// # Errors
+/// As for [`retry`], or times that cannot be taken.
+pub fn retry_with<S: StateStore>(
+    graph: &Graph,
+    store: &mut S,
+    times: &mut dyn TimeSource,
+    mut supply: impl FnMut(&graph::FailedBatch) -> Option<Changes>,
+) -> Result<RetryReport, ParallelError> {
+    retry_in(graph, store, Some(times), &mut supply)
+}
+
+fn retry_in<S: StateStore>(
+    graph: &Graph,
+    store: &mut S,
+    mut times: Option<&mut dyn TimeSource>,
+    supply: &mut dyn FnMut(&graph::FailedBatch) -> Option<Changes>,
+) -> Result<RetryReport, ParallelError> {
     let mut report = RetryReport::default();
     for failed in store.failed_batches().map_err(GraphError::from)? {
         if !failed.committed.is_empty() {
             report.skipped.push(failed);
             continue;
         }
-        let changes = graph.decode_changes(&failed.changes)?;
-        let t = store.next_time().map_err(GraphError::from)?;
+        let changes = if failed.changes.is_empty() {
+            match supply(&failed) {
+                Some(changes) => changes,
+                None => {
+                    report.lost.push(failed);
+                    continue;
+                }
+            }
+        } else {
+            graph.decode_changes(&failed.changes)?
+        };
+        let t = match times.as_deref_mut() {
+            // Claimed for the batch its record names (a negative number,
+            // none, becomes one no ingest gives).
+            Some(times) => times
+                .next_time_for(usize::try_from(failed.batch).unwrap_or(usize::MAX))
+                .map_err(ParallelError::Time)?,
+            None => store.next_time().map_err(GraphError::from)?,
+        };
         let outputs = graph.iteration_at(store, changes, Time::new(t, t - 1))?;
         store
             .forget_failure(failed.input_time)

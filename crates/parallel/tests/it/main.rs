@@ -3,6 +3,7 @@
 //! failed batch never wedges the rest and retries to the serial result;
 //! waits time out, and wake up promptly.
 
+mod abandoned;
 mod stores;
 
 use std::sync::Arc;

@@ -12,7 +12,7 @@ pub(crate) enum Kind {
     Postgres,
 }
 
-fn pg_url() -> Option<String> {
+pub(crate) fn pg_url() -> Option<String> {
     static WARNED: std::sync::Once = std::sync::Once::new();
     match std::env::var("STEPPING_TEST_PG") {
         Ok(url) if !url.is_empty() => Some(url),
