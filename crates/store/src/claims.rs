@@ -185,7 +185,8 @@ impl Watch {
         self.next_look = waited + self.grace;
         let claims = claims_table(&tables.prefix);
         if self.claims.is_none() {
-            // Only a sequence's tables have claims; the others never look again.
+            // Only the tables of a sequence have claims: without, this wait
+            // does not look again.
             let row = conn
                 .client()
                 .query_one("SELECT to_regclass($1) IS NOT NULL", &[&claims])
