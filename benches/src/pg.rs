@@ -3,8 +3,8 @@
 
 /// Drops every table in the connection's current schema whose name starts
 /// with `prefix` (the state tables, their metadata tables, a failed-batch
-/// table and any application table made beside them); returns how many
-/// there were. Meant for a prefix unique to one test or run: an empty
+/// table and any application table made beside them), and such sequences;
+/// returns how many tables there were. Meant for a prefix unique to one test or run: an empty
 /// prefix is refused.
 ///
 /// # Errors
@@ -35,9 +35,62 @@ pub fn drop_tables_with_prefix(
                 .batch_execute(&format!("DROP TABLE IF EXISTS {name} CASCADE"))
                 .await?;
         }
+        // A time sequence (`<prefix>time`) too.
+        let sequences = client
+            .query(
+                "SELECT quote_ident(sequencename) FROM pg_sequences \
+                 WHERE schemaname = current_schema() AND left(sequencename, length($1)) = $1",
+                &[&prefix],
+            )
+            .await?;
+        for row in &sequences {
+            let name: String = row.try_get(0)?;
+            client
+                .batch_execute(&format!("DROP SEQUENCE IF EXISTS {name}"))
+                .await?;
+        }
         drop(client);
         let _ = task.await;
         Ok(rows.len())
+    })
+}
+
+/// Runs `sql` (one or more statements, results ignored) on a connection of
+/// its own: for tests that do to a store what no store call does (end a
+/// session, take a time behind the store's back).
+///
+/// # Errors
+/// A connection or SQL failure.
+pub fn execute(conn: &str, sql: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(connection);
+        client.batch_execute(sql).await?;
+        drop(client);
+        let _ = task.await;
+        Ok(())
+    })
+}
+
+/// The first column of the first row of `sql` (a `BIGINT`), on a
+/// connection of its own: for tests that look at a store's bookkeeping.
+///
+/// # Errors
+/// A connection or SQL failure, or no row.
+pub fn query_i64(conn: &str, sql: &str) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(connection);
+        let value: i64 = client.query_one(sql, &[]).await?.try_get(0)?;
+        drop(client);
+        let _ = task.await;
+        Ok(value)
     })
 }
 

@@ -88,8 +88,12 @@ impl StateStore for Tallied {
     fn begin_next(&mut self) -> Result<Box<dyn StateTx + '_>, StoreError> {
         self.inner.begin_next()
     }
-    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
-        self.inner.begin_retry(failed_input_time)
+    fn begin_retry(
+        &mut self,
+        failed_input_time: i64,
+        time: Option<Time>,
+    ) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        self.inner.begin_retry(failed_input_time, time)
     }
     fn recover(&mut self) -> Result<Vec<graph::Rewound>, StoreError> {
         self.inner.recover()

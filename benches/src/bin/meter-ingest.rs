@@ -7,14 +7,24 @@
 //!
 //!   setup                 insert the users and meters, at time 1
 //!   ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J --to J]
+//!          [--batches b,b,...] [--sequence [--stall-after-times]]
 //!                         ingest reads J.. (default all) in batches of B (default 1000);
 //!                         batch b runs at time b + 2 (after setup), so processes can split
 //!                         the batches between them: with --share K/S this process runs
-//!                         batches b with b mod S == K
+//!                         batches b with b mod S == K, with --batches only those listed.
+//!                         With --sequence (Postgres) the times come from the tables'
+//!                         sequence instead, each claimed for its batch b; a test hook,
+//!                         --stall-after-times, then prints `taken T,...` and stops there
+//!                         for good, running nothing (so that a test can kill it there)
 //!   read-cache [--date YYYY-MM-DD]
 //!                         print the daily-usage cache (one date or all) as CSV:
 //!                         user_id,meter_id,date,value,weight
 //!   last-time             print the last input time every table has committed
+//!   failed                print the recorded failed batches: input_time,batch,error
+//!   retry [--batch B] [--sequence]
+//!                         re-run them (a batch whose changes the store lacks, taken by a
+//!                         process that died, is fed again as batch b of size B), at times
+//!                         after the last (or from the sequence); prints what stays lost
 //! ```
 
 use std::process::ExitCode;
@@ -22,7 +32,7 @@ use std::process::ExitCode;
 use benches::meter_reads::{self, MeterReads, Workload};
 use chrono::NaiveDate;
 use graph::{Changes, Graph, GraphError, StateStore, Time};
-use parallel::{Given, Ingest};
+use parallel::{Counter, Given, Ingest, TimeSource};
 
 /// Where the state lives.
 #[derive(Clone)]
@@ -40,8 +50,9 @@ struct Args {
 
 fn usage() -> &'static str {
     "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] \
-     (setup | ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J] [--to J] | \
-     read-cache [--date YYYY-MM-DD] | last-time | recover | retry)"
+     (setup | ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J] [--to J] \
+     [--batches b,b,...] [--sequence [--stall-after-times]] | read-cache [--date YYYY-MM-DD] | \
+     last-time | recover | failed | retry [--batch B] [--sequence])"
 }
 
 fn parse() -> Result<Args, String> {
@@ -128,9 +139,35 @@ fn number(command: &[String], name: &str, default: u64) -> Result<u64, String> {
     })
 }
 
+/// The time sequence of the Postgres tables (`--sequence`).
+fn sequence(
+    target: &Target,
+    graph: &Graph,
+    prefix: &str,
+) -> Result<store::PgSequence, Box<dyn std::error::Error>> {
+    let Target::Postgres(conn) = target else {
+        return Err("--sequence needs --postgres".into());
+    };
+    let mut store = store::Postgres::open(conn, graph, options(prefix, false))?;
+    Ok(store::PgSequence::of(&mut store)?)
+}
+
+/// The reads of batch `b` of size `batch`.
+fn batch_reads(args: &Args, q: &MeterReads, batch: u64, b: u64) -> Option<Changes> {
+    let j = b.checked_mul(batch)?;
+    (j < args.workload.reads).then(|| {
+        let end = (j + batch).min(args.workload.reads);
+        Changes::new().insert(&q.reads, args.workload.reads(j..end))
+    })
+}
+
 fn ingest(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std::error::Error>> {
     let c = &args.command;
     let batch = number(c, "--batch", 1000)?.max(1);
+    let only: Option<Vec<u64>> = flag(c, "--batches")
+        .map(|l| l.split(',').map(str::parse).collect())
+        .transpose()
+        .map_err(|e| format!("--batches: {e}"))?;
     let workers = number(c, "--workers", 1)? as usize;
     let from = number(c, "--from", 0)?;
     let to = number(c, "--to", args.workload.reads)?.min(args.workload.reads);
@@ -147,12 +184,30 @@ fn ingest(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std:
     let mut j = 0;
     while j < args.workload.reads {
         let end = (j + batch).min(args.workload.reads);
-        if b % of == share && j >= from && end <= to {
+        let listed = only.as_ref().is_none_or(|l| l.contains(&b));
+        if b % of == share && j >= from && end <= to && listed {
             batches.push(Changes::new().insert(&q.reads, args.workload.reads(j..end)));
             times.push(b as i64 + 2);
         }
         j = end;
         b += 1;
+    }
+    if c.iter().any(|a| a == "--sequence") {
+        // Batch number `b` is claimed with its time, in place of `b + 2`.
+        let seq = sequence(&args.target, graph, &args.prefix)?;
+        for t in &mut times {
+            *t = seq.next_for(*t - 2)?;
+        }
+        if c.iter().any(|a| a == "--stall-after-times") {
+            use std::io::Write;
+            let list: Vec<String> = times.iter().map(i64::to_string).collect();
+            println!("taken {}", list.join(","));
+            std::io::stdout().flush()?;
+            // Holding the times (and the sessions that claimed them) until killed.
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
     }
     let target = args.target.clone();
     let report = Ingest::new(graph)
@@ -167,6 +222,33 @@ fn ingest(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std:
     for f in &report.failures {
         eprintln!(
             "failed: batch {} at time {}: {}",
+            f.batch, f.input_time, f.error
+        );
+    }
+    Ok(())
+}
+
+fn retry(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std::error::Error>> {
+    let batch = number(&args.command, "--batch", 1000)?.max(1);
+    let mut store = open(&args.target, graph, &args.prefix, false)?;
+    let mut times: Box<dyn TimeSource> = if args.command.iter().any(|a| a == "--sequence") {
+        Box::new(sequence(&args.target, graph, &args.prefix)?)
+    } else {
+        Box::new(Counter::after(&mut *store)?)
+    };
+    let report = parallel::retry_with(graph, &mut store, &mut *times, |failed| {
+        let b = u64::try_from(failed.batch).ok()?;
+        batch_reads(args, q, batch, b)
+    })?;
+    eprintln!(
+        "retried {}, skipped {} (partially applied), lost {}",
+        report.retried.len(),
+        report.skipped.len(),
+        report.lost.len()
+    );
+    for f in &report.lost {
+        println!(
+            "lost: batch {} at time {}: {}",
             f.batch, f.input_time, f.error
         );
     }
@@ -206,14 +288,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("rewound `{}` from time {} to {}", r.table, r.from, r.to);
             }
         }
-        // Re-runs the failed batches recorded in the store.
-        Some("retry") => {
+        Some("failed") => {
             let mut store = open(&args.target, &graph, &args.prefix, false)?;
-            let report = parallel::retry(&graph, &mut store)?;
-            for (old, new, _) in &report.retried {
-                eprintln!("retried the batch of time {old} at time {new}");
+            for f in store.failed_batches()? {
+                println!(
+                    "{},{},{}",
+                    f.input_time,
+                    f.batch,
+                    f.error.replace('\n', " ")
+                );
             }
         }
+        Some("retry") => retry(&args, &graph, &q)?,
         _ => return Err(usage().into()),
     }
     Ok(())

@@ -151,8 +151,8 @@ impl Graph {
     }
 
     /// Re-runs the failed batch recorded at `failed_input_time` (its
-    /// `changes`) at the store's next time, forgetting the record in the
-    /// same transaction ([`StateStore::begin_retry`]): exactly once, even
+    /// `changes`) at `time`, or at the store's next time when `None`,
+    /// forgetting the record in the same transaction ([`StateStore::begin_retry`]): exactly once, even
     /// if the process dies or another one retries it at the same moment.
     ///
     /// # Errors
@@ -164,8 +164,9 @@ impl Graph {
         store: &mut S,
         changes: Changes,
         failed_input_time: i64,
+        time: Option<Time>,
     ) -> Result<Outputs, GraphError> {
-        self.run_in(store, changes, |s| s.begin_retry(failed_input_time))
+        self.run_in(store, changes, |s| s.begin_retry(failed_input_time, time))
     }
 
     /// One iteration in the transaction `begin` starts on `store`.

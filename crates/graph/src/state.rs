@@ -279,7 +279,10 @@ pub struct FailedBatch {
     pub input_time: i64,
     /// Its position in its ingest (or any number the caller chose).
     pub batch: i64,
-    /// Its changes, [`Changes::encode`](crate::Changes::encode)d.
+    /// Its changes, [`Changes::encode`](crate::Changes::encode)d; empty
+    /// when the store never had them (a time taken from a shared sequence
+    /// by a process that died before running it, released by the
+    /// iterations waiting behind it).
     pub changes: Vec<u8>,
     /// What went wrong.
     pub error: String,
@@ -374,17 +377,23 @@ pub trait StateStore {
     /// A write failure.
     fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError>;
 
-    /// Starts an all-or-nothing iteration after every committed one (as
-    /// [`begin_next`](Self::begin_next)) that re-runs the failed batch
-    /// recorded at `failed_input_time`: its commit forgets that record in
+    /// Starts an all-or-nothing iteration that re-runs the failed batch
+    /// recorded at `failed_input_time`, at `time` (e.g. from a shared time
+    /// source) or, when `None`, after every committed one (as
+    /// [`begin_next`](Self::begin_next)): its commit forgets that record in
     /// the same transaction, so a crash leaves either the batch unapplied
     /// and still recorded, or applied and forgotten, and two retries of one
     /// record never both apply.
     ///
     /// # Errors
-    /// As for [`begin_next`](Self::begin_next); the commit fails with
-    /// [`StoreError::NoSuchFailure`] (writing nothing) if the record is gone.
-    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError>;
+    /// As for [`begin`](Self::begin) or [`begin_next`](Self::begin_next);
+    /// the commit fails with [`StoreError::NoSuchFailure`] (writing
+    /// nothing) if the record is gone.
+    fn begin_retry(
+        &mut self,
+        failed_input_time: i64,
+        time: Option<Time>,
+    ) -> Result<Box<dyn StateTx + '_>, StoreError>;
 
     /// After a crash of a pipelined ingest (`flush_every_set = Some(true)`),
     /// some tables may hold iterations that others do not. This rewinds
@@ -507,8 +516,12 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
     fn forget_failure(&mut self, input_time: i64) -> Result<(), StoreError> {
         (**self).forget_failure(input_time)
     }
-    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
-        (**self).begin_retry(failed_input_time)
+    fn begin_retry(
+        &mut self,
+        failed_input_time: i64,
+        time: Option<Time>,
+    ) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        (**self).begin_retry(failed_input_time, time)
     }
     fn recover(&mut self) -> Result<Vec<Rewound>, StoreError> {
         (**self).recover()

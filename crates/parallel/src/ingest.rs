@@ -171,7 +171,7 @@ impl<'g> Ingest<'g> {
         let mut jobs = Vec::with_capacity(n);
         let mut input_times = Vec::with_capacity(n);
         for (batch, changes) in batches.into_iter().enumerate() {
-            let t = times.next_time().map_err(ParallelError::Time)?;
+            let t = times.next_time_for(batch).map_err(ParallelError::Time)?;
             let time = Time::new(t, t - 1);
             let time = if self.pipelined {
                 time.pipelined()
@@ -346,6 +346,13 @@ pub struct RetryReport {
     /// in a pipelined ingest after some tables committed): re-running them
     /// would apply those tables twice. Their records stay in the store.
     pub skipped: Vec<graph::FailedBatch>,
+    /// Batches whose changes the store does not have, so that they cannot
+    /// be re-run from their records: the process that took their time from
+    /// a [`store::PgSequence`] died before running it (`batch` is the
+    /// number its claim named, `-1` for none). Feed each batch again with
+    /// [`retry_with`], which asks for its changes; their records stay in
+    /// the store until then.
+    pub lost: Vec<graph::FailedBatch>,
 }
 
 /// Re-ingests the failed batches recorded in `store`, oldest first, each at
@@ -353,7 +360,8 @@ pub struct RetryReport {
 /// transaction as its retry ([`Graph::retry_failed`]): a batch is retried
 /// exactly once, however the process ends and however many processes retry
 /// at once (a record another one retried first is passed over). Partially
-/// applied batches are skipped (see [`RetryReport`]).
+/// applied batches are skipped, and batches whose changes are unknown are
+/// reported as lost (see [`RetryReport`]).
 ///
 /// # Errors
 /// The first retry that fails again (its record is kept; earlier retries
@@ -362,20 +370,76 @@ pub fn retry<S: StateStore + ?Sized>(
     graph: &Graph,
     store: &mut S,
 ) -> Result<RetryReport, ParallelError> {
+    retry_in(graph, store, None, &mut |_| None)
+}
+
+/// [`retry`], with new times from `times`, and the changes of a batch the
+/// store does not have (see [`RetryReport::lost`]) from `supply`, given its
+/// record (e.g. by its `batch` number): a batch `supply` returns is
+/// re-ingested and its record forgotten, one it does not is reported lost.
+///
+/// # Errors
+/// As for [`retry`], or times that cannot be taken.
+pub fn retry_with<S: StateStore + ?Sized>(
+    graph: &Graph,
+    store: &mut S,
+    times: &mut dyn TimeSource,
+    mut supply: impl FnMut(&graph::FailedBatch) -> Option<Changes>,
+) -> Result<RetryReport, ParallelError> {
+    retry_in(graph, store, Some(times), &mut supply)
+}
+
+fn retry_in<S: StateStore + ?Sized>(
+    graph: &Graph,
+    store: &mut S,
+    mut times: Option<&mut dyn TimeSource>,
+    supply: &mut dyn FnMut(&graph::FailedBatch) -> Option<Changes>,
+) -> Result<RetryReport, ParallelError> {
     let mut report = RetryReport::default();
     for failed in store.failed_batches().map_err(GraphError::from)? {
         if !failed.committed.is_empty() {
             report.skipped.push(failed);
             continue;
         }
-        let changes = graph.decode_changes(&failed.changes)?;
+        let changes = if failed.changes.is_empty() {
+            match supply(&failed) {
+                Some(changes) => changes,
+                None => {
+                    report.lost.push(failed);
+                    continue;
+                }
+            }
+        } else {
+            graph.decode_changes(&failed.changes)?
+        };
+        let time = match times.as_deref_mut() {
+            // Claimed for the batch its record names (a negative number,
+            // none, becomes one no ingest gives).
+            Some(times) => {
+                let t = times
+                    .next_time_for(usize::try_from(failed.batch).unwrap_or(usize::MAX))
+                    .map_err(ParallelError::Time)?;
+                Some(Time::new(t, t - 1))
+            }
+            None => None,
+        };
         // The re-run and forgetting its record commit together: a crash
         // between them cannot make the next retry apply the batch again.
-        let outputs = match graph.retry_failed(store, changes, failed.input_time) {
-            Err(GraphError::Store(StoreError::NoSuchFailure { .. })) => continue,
+        let outputs = match graph.retry_failed(store, changes, failed.input_time, time) {
+            Err(GraphError::Store(StoreError::NoSuchFailure { .. })) => {
+                // Another retry got there first. A time taken for this one
+                // must still be marked done, or it would hold up the rest.
+                if let Some(time) = time {
+                    graph.iteration_at(store, Changes::new(), time)?;
+                }
+                continue;
+            }
             other => other?,
         };
-        let t = store.next_time().map_err(GraphError::from)? - 1;
+        let t = match time {
+            Some(time) => time.input_time,
+            None => store.next_time().map_err(GraphError::from)? - 1,
+        };
         report.retried.push((failed.input_time, t, outputs));
     }
     Ok(report)

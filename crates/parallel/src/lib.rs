@@ -21,7 +21,10 @@
 //! connection) never wedges the batches after it: its transaction is rolled
 //! back, the batch is recorded in the store's failed-batch table with its
 //! input, and its time is marked done so that its successors proceed.
-//! [`retry`] re-ingests recorded batches at new times.
+//! [`retry`] re-ingests recorded batches at new times. With a
+//! [`store::PgSequence`], a time whose process died before committing it
+//! is found by the waiters stuck behind it and recorded failed the same
+//! way, naming the batch it held; [`retry_with`] feeds such a batch again.
 //!
 //! Start with [`Ingest`].
 #![deny(missing_docs)]
@@ -30,7 +33,7 @@
 mod ingest;
 mod time;
 
-pub use ingest::{Failure, Ingest, Progress, Report, RetryReport, retry};
+pub use ingest::{Failure, Ingest, Progress, Report, RetryReport, retry, retry_with};
 pub use time::{Counter, Given, TimeSource};
 
 /// What can go wrong in a parallel ingest (beyond a failed batch, which is

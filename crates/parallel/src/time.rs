@@ -10,6 +10,19 @@ pub trait TimeSource {
     /// # Errors
     /// The source (e.g. a database sequence) failed.
     fn next_time(&mut self) -> Result<i64, StoreError>;
+
+    /// The next input time, for batch `batch` of an ingest. A source that
+    /// records who holds each time records the batch too (a
+    /// [`store::PgSequence`] puts it in the time's claim, so that a batch
+    /// lost with its process can be named and fed again); the default is
+    /// [`next_time`](Self::next_time).
+    ///
+    /// # Errors
+    /// As for [`next_time`](Self::next_time).
+    fn next_time_for(&mut self, batch: usize) -> Result<i64, StoreError> {
+        let _ = batch;
+        self.next_time()
+    }
 }
 
 /// Consecutive times from a starting point: batch `i` gets `start + i`.
@@ -81,9 +94,13 @@ impl TimeSource for Given {
 }
 
 /// A Postgres `SEQUENCE` as a global time source: workers in several
-/// processes take times from it.
+/// processes take times from it, each claimed for the batch it is for.
 impl TimeSource for store::PgSequence {
     fn next_time(&mut self) -> Result<i64, StoreError> {
         store::PgSequence::next(self)
+    }
+
+    fn next_time_for(&mut self, batch: usize) -> Result<i64, StoreError> {
+        store::PgSequence::next_for(self, batch as i64)
     }
 }

@@ -13,6 +13,7 @@
 
 mod bridge;
 mod checkpoint;
+mod claims;
 mod memory;
 mod postgres;
 mod sql;

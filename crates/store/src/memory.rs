@@ -138,10 +138,19 @@ impl StateStore for Memory {
         )))
     }
 
-    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
-        let serial = self.shared.serial.lock();
-        let t = self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1;
-        let mut tx = MemoryTx::new(self, Time::new(t, t - 1), Some(serial));
+    fn begin_retry(
+        &mut self,
+        failed_input_time: i64,
+        time: Option<Time>,
+    ) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        let mut tx = match time {
+            Some(time) => MemoryTx::new(self, Time::new(time.input_time, time.frontier), None),
+            None => {
+                let serial = self.shared.serial.lock();
+                let t = self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1;
+                MemoryTx::new(self, Time::new(t, t - 1), Some(serial))
+            }
+        };
         tx.forget = Some(failed_input_time);
         Ok(Box::new(tx))
     }

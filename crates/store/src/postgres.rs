@@ -26,6 +26,7 @@ use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 use uuid::Uuid;
 use zset::{ColumnType, KeyValue};
 
+use crate::claims;
 use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix};
 use crate::wait::Backoff;
 use crate::{OpenOptions, StoreStats};
@@ -604,6 +605,9 @@ pub(crate) trait Conn: Sync {
         &self,
         sql: &str,
     ) -> impl Future<Output = Result<Statement, tokio_postgres::Error>> + Send;
+    /// Statements run inside a transaction someone else ends: a
+    /// transaction of the store's own is then a savepoint.
+    fn nested(&self) -> bool;
 }
 
 impl Conn for deadpool_postgres::Object {
@@ -616,6 +620,9 @@ impl Conn for deadpool_postgres::Object {
         sql: &str,
     ) -> impl Future<Output = Result<Statement, tokio_postgres::Error>> + Send {
         self.prepare_cached(sql)
+    }
+    fn nested(&self) -> bool {
+        false
     }
 }
 
@@ -638,6 +645,9 @@ impl<C: GenericClient + Sync> Conn for Borrowed<'_, C> {
         let s = self.client.prepare(sql).await?;
         cache.insert(sql.to_owned(), s.clone());
         Ok(s)
+    }
+    fn nested(&self) -> bool {
+        true
     }
 }
 
@@ -1168,7 +1178,8 @@ pub(crate) fn channel(prefix: &str) -> String {
 
 /// Waits until every table of `names` has been written up to `frontier`
 /// (one query per poll): polls with backoff between `poll.0` and `poll.1`,
-/// woken early by `wake`.
+/// woken early by `wake`. Stuck for a while, it releases a time taken from
+/// the tables' sequence whose taker is gone (see `claims`).
 pub(crate) async fn wait_for<C: Conn>(
     conn: &C,
     tables: &Tables,
@@ -1180,6 +1191,7 @@ pub(crate) async fn wait_for<C: Conn>(
 ) -> Result<(), StoreError> {
     let start = Instant::now();
     let mut backoff = Backoff::new(poll.0, poll.1);
+    let mut watch = claims::Watch::new(max_wait);
     loop {
         if let Some(w) = wake.as_mut() {
             w.borrow_and_update();
@@ -1187,6 +1199,10 @@ pub(crate) async fn wait_for<C: Conn>(
         let Some((table, seen)) = behind(conn, tables, names, frontier).await? else {
             return Ok(());
         };
+        let waited = start.elapsed();
+        if watch.due(waited) && watch.release(conn, tables, frontier, waited).await? {
+            continue;
+        }
         if start.elapsed() >= max_wait {
             return Err(StoreError::FrontierTimeout {
                 table,
@@ -1732,24 +1748,30 @@ impl StateStore for Postgres {
                 .map(|(s, _)| s.path.clone())
                 .collect();
             set_last_update(&borrowed, &tables, &names, time.input_time).await?;
-            tx.execute(
+            // A record without changes is a waiter's, for a time it
+            // released as abandoned (see `claims`): the tables it moved on
+            // are not the batch's, so its list of committed tables stays.
+            let row = tx.query_one(
                 &format!(
-                    "INSERT INTO {} (input_time, batch, changes, error, committed) VALUES ($1, $2, $3, $4, $5) \
+                    "INSERT INTO {} AS f (input_time, batch, changes, error, committed) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (input_time) DO UPDATE SET batch = excluded.batch, changes = excluded.changes, \
-                     error = excluded.error, committed = excluded.committed",
+                     error = excluded.error, \
+                     committed = CASE WHEN length(f.changes) = 0 THEN f.committed ELSE excluded.committed END \
+                     RETURNING committed",
                     failed_table(&tables)
                 ),
                 &[&time.input_time, &batch, &changes, &error, &committed.join("\n")],
             )
             .await
             .map_err(pg("recording a failed batch"))?;
+            let committed: String = row.try_get(0).map_err(pg("recording a failed batch"))?;
             tx.commit().await.map_err(pg("recording a failed batch"))?;
             Ok(FailedBatch {
                 input_time: time.input_time,
                 batch,
                 changes: changes.to_vec(),
                 error: error.to_owned(),
-                committed,
+                committed: committed.lines().map(str::to_owned).collect(),
             })
         })?
     }
@@ -1813,13 +1835,20 @@ impl StateStore for Postgres {
         Ok(Box::new(self.start(Time::new(1, 0), true)?))
     }
 
-    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
+    fn begin_retry(
+        &mut self,
+        failed_input_time: i64,
+        time: Option<Time>,
+    ) -> Result<Box<dyn StateTx + '_>, StoreError> {
         let tables = Arc::clone(&self.tables);
         block_on(async {
             let conn = self.client().await?;
             create_failed_table(&conn, &tables).await
         })??;
-        let mut tx = self.start(Time::new(1, 0), true)?;
+        let mut tx = match time {
+            Some(time) => self.start(Time::new(time.input_time, time.frontier), false)?,
+            None => self.start(Time::new(1, 0), true)?,
+        };
         tx.forget = Some(failed_input_time);
         Ok(Box::new(tx))
     }
@@ -2448,7 +2477,7 @@ impl Drop for PostgresTx<'_> {
     }
 }
 
-fn failed_table(tables: &Tables) -> String {
+pub(crate) fn failed_table(tables: &Tables) -> String {
     format!("{}failed_batches", tables.prefix)
 }
 
@@ -2468,37 +2497,84 @@ async fn create_failed_table(
 /// A Postgres `SEQUENCE` handing out input times to workers in any number
 /// of processes (`<prefix>time`), created on first use to start after the
 /// store's last recorded time.
+///
+/// Taking a time also claims it, in the same statement, for the session
+/// that took it (a connection of the store's pool) and for a batch number
+/// if the caller gives one ([`next_for`](Self::next_for)). A process that
+/// dies holding times it never committed leaves them claimed by sessions
+/// that no longer exist: a frontier wait that is stuck on such a time marks
+/// it failed (as [`StateStore::record_failure`] would, its changes unknown,
+/// naming the claim's batch) so that the times after it proceed, and
+/// [`StateStore::failed_batches`] lists it. So a process must keep its
+/// store's pool (the sequence, or a store sharing its pool) open until
+/// every time it took is committed or recorded as failed, and every time
+/// of the tables must come from the sequence.
 #[derive(Debug)]
 pub struct PgSequence {
     pool: PgPool,
     name: String,
+    /// Takes a time and claims it (see `claims::take_sql`).
+    take: String,
+    names: Vec<String>,
 }
 
 impl PgSequence {
-    /// The time sequence of `store`'s tables.
+    /// The time sequence of `store`'s tables, with its claims table.
     ///
     /// # Errors
     /// A database failure.
     pub fn of(store: &mut Postgres) -> Result<PgSequence, StoreError> {
         let next = store.next_time()?;
-        let name = format!("{}time", store.tables.prefix);
+        let tables = Arc::clone(&store.tables);
+        let name = claims::sequence(&tables.prefix);
         let pool = store.pool.clone();
         block_on(async {
             let conn = store.client().await?;
-            conn.batch_execute(&format!(
-                "CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}"
-            ))
-            .await
-            .map_err(pg("creating the time sequence"))
+            let create = format!(
+                "CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}; {}",
+                claims::create_claims_sql(&tables.prefix)
+            );
+            // Two processes creating the same objects at once: one of them
+            // is refused by the catalog's unique indexes, and finds them
+            // made when it tries again.
+            let mut tries = 0;
+            loop {
+                match conn.batch_execute(&create).await {
+                    Ok(()) => break,
+                    Err(e) if tries < 3 && created_meanwhile(&e) => tries += 1,
+                    Err(e) => return Err(pg("creating the time sequence")(e)),
+                }
+            }
+            create_failed_table(&conn, &tables).await
         })??;
-        Ok(PgSequence { pool, name })
+        Ok(PgSequence {
+            pool,
+            name,
+            take: claims::take_sql(&tables),
+            names: tables.names(),
+        })
     }
 
-    /// The next time.
+    /// The next time, claimed for no batch in particular.
     ///
     /// # Errors
     /// A database failure.
     pub fn next(&self) -> Result<i64, StoreError> {
+        self.take(None)
+    }
+
+    /// The next time, claimed for batch `batch`: if the process dies before
+    /// committing it, its failed-batch record names this batch.
+    ///
+    /// # Errors
+    /// A database failure, or a time released by a waiter as abandoned
+    /// before its claim could be recorded.
+    pub fn next_for(&self, batch: i64) -> Result<i64, StoreError> {
+        self.take(Some(batch))
+    }
+
+    fn take(&self, batch: Option<i64>) -> Result<i64, StoreError> {
+        let context = format!("taking a time from `{}`", self.name);
         block_on(async {
             let conn = self
                 .pool
@@ -2506,12 +2582,42 @@ impl PgSequence {
                 .get()
                 .await
                 .map_err(|e| StoreError::backend("getting a connection", e))?;
-            let row = conn
-                .query_one(&format!("SELECT nextval('{}')", self.name), &[])
+            let stmt = conn
+                .prepare_cached(&self.take)
                 .await
-                .map_err(pg("taking a time from the sequence"))?;
-            row.try_get::<_, i64>(0)
-                .map_err(pg("taking a time from the sequence"))
+                .map_err(pg(context.clone()))?;
+            let row = conn
+                .query_one(&stmt, &[&batch, &self.names])
+                .await
+                .map_err(|e| {
+                    let released = e.as_db_error().is_some_and(|d| {
+                        d.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                    });
+                    if released {
+                        StoreError::backend(
+                            context.clone(),
+                            "the time taken was released as abandoned by a waiter before its \
+                             claim was recorded (see the failed batches); take another",
+                        )
+                    } else {
+                        pg(context.clone())(e)
+                    }
+                })?;
+            row.try_get::<_, i64>(0).map_err(pg(context.clone()))
         })?
     }
+}
+
+/// Whether `e` is the catalog refusing an object another session created
+/// at the same moment.
+fn created_meanwhile(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.as_db_error().is_some_and(|d| {
+        [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_OBJECT,
+        ]
+        .contains(d.code())
+    })
 }

@@ -1142,6 +1142,39 @@ impl Sqlite {
             })
     }
 
+    /// An iteration at `time` (all or nothing: with the write lock held and
+    /// its time checked under it).
+    fn begin_at(&mut self, time: Time) -> Result<SqliteTx<'_>, StoreError> {
+        let n = self.schemas.len();
+        let mut tx = SqliteTx {
+            store: self,
+            time,
+            open_since: None,
+            waited: vec![false; n],
+            buffered: vec![Vec::new(); n],
+            forget: None,
+            done: false,
+        };
+        if time.flush_every_set != Some(true) {
+            // All or nothing: wait for every table, then hold the write lock
+            // for the whole iteration.
+            tx.store.wait_all(time.frontier, tx.store.max_wait)?;
+            tx.waited.fill(true);
+            tx.store
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(backend("starting an iteration"))?;
+            tx.open_since = Some(Instant::now());
+            // Under the lock: another process may have applied this very
+            // time since the wait (dropping `tx` rolls back).
+            let times = tx.store.times()?;
+            if let Some(e) = tx.store.already_applied(&times, time.input_time) {
+                return Err(e);
+            }
+        }
+        Ok(tx)
+    }
+
     /// An all-or-nothing iteration after every committed one, its time read
     /// under the write lock, so that two processes never both take it;
     /// retrying the failed batch at `forget` when given.
@@ -1237,42 +1270,25 @@ impl StateStore for Sqlite {
     }
 
     fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
-        let n = self.schemas.len();
-        let mut tx = SqliteTx {
-            store: self,
-            time,
-            open_since: None,
-            waited: vec![false; n],
-            buffered: vec![Vec::new(); n],
-            forget: None,
-            done: false,
-        };
-        if time.flush_every_set != Some(true) {
-            // All or nothing: wait for every table, then hold the write lock
-            // for the whole iteration.
-            tx.store.wait_all(time.frontier, tx.store.max_wait)?;
-            tx.waited.fill(true);
-            tx.store
-                .conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(backend("starting an iteration"))?;
-            tx.open_since = Some(Instant::now());
-            // Under the lock: another process may have applied this very
-            // time since the wait (dropping `tx` rolls back).
-            let times = tx.store.times()?;
-            if let Some(e) = tx.store.already_applied(&times, time.input_time) {
-                return Err(e);
-            }
-        }
-        Ok(Box::new(tx))
+        Ok(Box::new(self.begin_at(time)?))
     }
 
     fn begin_next(&mut self) -> Result<Box<dyn StateTx + '_>, StoreError> {
         Ok(Box::new(self.begin_serial(None)?))
     }
 
-    fn begin_retry(&mut self, failed_input_time: i64) -> Result<Box<dyn StateTx + '_>, StoreError> {
-        Ok(Box::new(self.begin_serial(Some(failed_input_time))?))
+    fn begin_retry(
+        &mut self,
+        failed_input_time: i64,
+        time: Option<Time>,
+    ) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        let Some(time) = time else {
+            return Ok(Box::new(self.begin_serial(Some(failed_input_time))?));
+        };
+        self.create_failed_table()?;
+        let mut tx = self.begin_at(Time::new(time.input_time, time.frontier))?;
+        tx.forget = Some(failed_input_time);
+        Ok(Box::new(tx))
     }
 
     fn recover(&mut self) -> Result<Vec<Rewound>, StoreError> {

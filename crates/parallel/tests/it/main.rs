@@ -6,6 +6,7 @@
 // The package is `stepping-parallel`; its code and docs call it `parallel`.
 extern crate stepping_parallel as parallel;
 
+mod abandoned;
 mod stores;
 
 use std::sync::Arc;

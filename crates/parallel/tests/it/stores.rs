@@ -12,7 +12,7 @@ pub(crate) enum Kind {
     Postgres,
 }
 
-fn pg_url() -> Option<String> {
+pub(crate) fn pg_url() -> Option<String> {
     static WARNED: std::sync::Once = std::sync::Once::new();
     match std::env::var("STEPPING_TEST_PG") {
         Ok(url) if !url.is_empty() => Some(url),
@@ -138,8 +138,9 @@ impl StateStore for Handle {
     fn begin_retry(
         &mut self,
         failed_input_time: i64,
+        time: Option<graph::Time>,
     ) -> Result<Box<dyn graph::StateTx + '_>, graph::StoreError> {
-        (**self).begin_retry(failed_input_time)
+        (**self).begin_retry(failed_input_time, time)
     }
     fn recover(&mut self) -> Result<Vec<graph::Rewound>, graph::StoreError> {
         (**self).recover()

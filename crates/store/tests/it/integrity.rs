@@ -162,12 +162,12 @@ fn a_failed_batch_is_retried_exactly_once_on_every_store() -> R {
         let recorded = other.failed_batches()?;
         assert_eq!(recorded.len(), 1, "{kind:?}");
         let decoded = s.graph.decode_changes(&recorded[0].changes)?;
-        s.graph.retry_failed(&mut *store, decoded, t)?;
+        s.graph.retry_failed(&mut *store, decoded, t, None)?;
         // The second finds it gone and writes nothing.
         let decoded = s.graph.decode_changes(&recorded[0].changes)?;
         let err = s
             .graph
-            .retry_failed(&mut *other, decoded, t)
+            .retry_failed(&mut *other, decoded, t, None)
             .expect_err("the record is gone");
         assert!(
             matches!(err, GraphError::Store(StoreError::NoSuchFailure { input_time }) if input_time == t),

@@ -137,3 +137,62 @@ fn a_failed_iteration_leaves_the_callers_transaction_usable() -> R {
     );
     Ok(())
 }
+
+/// A time taken from the tables' sequence by a process that died before
+/// committing it (its session ended) does not wedge an iteration run in
+/// the application's transaction: the wait releases it there, and the
+/// release commits with that transaction.
+#[test]
+fn an_iteration_in_the_callers_transaction_releases_a_time_whose_taker_is_gone() -> R {
+    let Some(url) = pg_url() else {
+        return Ok(());
+    };
+    let (graph, (input, cache)) = Graph::build(|q| {
+        let (input, n) = q.input::<i64>("n")?;
+        Ok((input, q.cache("numbers", n, &[])?))
+    })?;
+    let mut opened = Kind::Postgres.open(&graph)?;
+    let prefix = opened.prefix().to_owned();
+    // The other process: a pool of one connection, whose session ends.
+    let options = store::OpenOptions {
+        create_tables: false,
+        prefix: prefix.clone(),
+        ..store::OpenOptions::default()
+    };
+    let mut other = store::Postgres::with_pool(store::Postgres::pool(&url, 1)?, &graph, options)?;
+    let dead = store::PgSequence::of(&mut other)?.next_for(4)?;
+    opened.sql(&format!(
+        "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}time_claims WHERE t = {dead}"
+    ));
+    let store = opened.postgres().expect("a Postgres store");
+    let t = dead + 1;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let task = tokio::spawn(connection);
+        let tx = client.transaction().await.expect("begin");
+        let changes = Changes::new().insert(&input, [5]);
+        let out = store
+            .iteration_in(&tx, &graph, changes, Time::new(t, t - 1))
+            .await;
+        if out.is_ok() {
+            tx.commit().await.expect("commit");
+        } else {
+            tx.rollback().await.expect("rollback");
+        }
+        drop(client);
+        let _ = task.await;
+        out.map(|_| ())
+    })?;
+    let failed = opened.failed_batches()?;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!((failed[0].input_time, failed[0].batch), (dead, 4));
+    assert!(failed[0].changes.is_empty(), "{failed:?}");
+    assert_eq!(cache.zset(&mut *opened)?, zset! { 5 => 1 });
+    Ok(())
+}
