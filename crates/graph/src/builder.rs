@@ -49,6 +49,13 @@ pub(crate) struct Builder {
     prefix: Vec<String>,
     paths: HashMap<Path, At>,
     pub(crate) errors: Vec<GraphError>,
+    /// User-given versions of vertices (`Stream::version`), for what the
+    /// engine cannot see: closures.
+    pub(crate) versions: HashMap<VertexId, u32>,
+    /// Per input, the sink that keeps its integral (`None`: transient).
+    pub(crate) input_sinks: Vec<Option<VertexId>>,
+    /// The definition cells of cache handles, filled at finalization.
+    pub(crate) cache_definitions: Vec<(StateId, Arc<std::sync::OnceLock<String>>)>,
 }
 
 /// The query being built: the argument of [`Graph::build`](crate::Graph::build)'s closure.
@@ -237,6 +244,9 @@ impl Query {
                 prefix: Vec::new(),
                 paths: HashMap::new(),
                 errors: Vec::new(),
+                versions: HashMap::new(),
+                input_sinks: Vec::new(),
+                cache_definitions: Vec::new(),
             }),
             id: NEXT_QUERY_ID.fetch_add(1, Ordering::Relaxed),
         }
@@ -344,13 +354,31 @@ impl Query {
         });
         self.b.borrow_mut().inputs.push(id);
         self.b.borrow_mut().input_codecs.push(InputCodec::of::<T>());
+        let stream = Stream::from_parts(self, id, ScopeId(0));
+        // The input's integral is kept (shared with any other integral of
+        // it, e.g. a join's), so that state added or changed later can be
+        // computed again from it: see `Stream::transient`.
+        let (kept, _) = stream.raw_integrate(&[]);
+        let sink = self.push_vertex(Vertex {
+            path: path.child("kept"),
+            label: "kept input",
+            inputs: vec![kept.id],
+            op: Op::Sink,
+            scope: ScopeId(0),
+            ty: "()",
+            fns: None,
+            at,
+            states: Vec::new(),
+        });
+        self.b.borrow_mut().sinks.push(sink);
+        self.b.borrow_mut().input_sinks.push(Some(sink));
         let input = Input {
             graph: self.id,
             index,
             path,
             _t: PhantomData,
         };
-        Ok((input, Stream::from_parts(self, id, ScopeId(0))))
+        Ok((input, stream))
     }
 
     /// Declares an output: each iteration returns this stream's value.
@@ -449,6 +477,10 @@ impl Query {
         let codec: Arc<dyn Codec> = Arc::new(ZSetCodec::<T>::new(false, indexes));
         let spec = StateSpec::new(path.clone(), Arc::clone(&codec));
         let state = self.declare(path.clone(), codec, at, false);
+        self.b
+            .borrow_mut()
+            .cache_definitions
+            .push((state, spec.definition_cell()));
         let (integrated, _) = stream.integral_with_state(state, at);
         let sink = self.push_vertex(Vertex {
             path: path.child("sink"),
@@ -673,6 +705,40 @@ impl<'q, T, S> Stream<'q, T, S> {
             states: Vec::new(),
         });
         Stream::from_parts(self.q, id, self.scope)
+    }
+
+    /// Marks what this stream computes as version `version`: every state
+    /// downstream of it records a different definition, so a store holding
+    /// state from another version is told the query changed (see
+    /// `StoreError::QueryChanged`). Bump it when a closure changes in a
+    /// way the engine cannot see (`map(|r| r.v * 2)` instead of `r.v`):
+    /// the one change a store cannot detect by itself.
+    pub fn version(self, version: u32) -> Self {
+        self.q.b.borrow_mut().versions.insert(self.id, version);
+        self
+    }
+
+    /// Marks this input as transient: its integral is not kept for its own
+    /// sake (only if an operator needs it, e.g. a join). For an append-only
+    /// firehose whose rows need not be stored; a later migration that needs
+    /// to recompute state from it is then refused, naming it.
+    #[track_caller]
+    pub fn transient(self) -> Self {
+        let at = At(Location::caller());
+        let mut b = self.q.b.borrow_mut();
+        match b.vertices[self.id.ix()].op {
+            Op::Input(n) => {
+                if let Some(sink) = b.input_sinks[n].take() {
+                    b.sinks.retain(|s| *s != sink);
+                }
+            }
+            _ => {
+                let path = b.vertices[self.id.ix()].path.clone();
+                b.errors.push(GraphError::NotAnInput { path, at });
+            }
+        }
+        drop(b);
+        self
     }
 
     /// Checks that `other` belongs to the same query, recording an error if not.

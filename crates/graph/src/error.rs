@@ -67,6 +67,14 @@ pub enum GraphError {
         /// Where it was used.
         at: At,
     },
+    /// `transient` on a stream that is not an input.
+    #[error("`{path}` is not an input: only inputs can be transient (at {at})")]
+    NotAnInput {
+        /// The stream.
+        path: Path,
+        /// Where `transient` was called.
+        at: At,
+    },
     /// A value of one type where another was expected.
     #[error("`{path}` expects {expected}, got {found}")]
     TypeMismatch {

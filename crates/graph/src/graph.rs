@@ -52,7 +52,14 @@ pub(crate) struct GraphInner {
 ///     Ok((input, output))
 /// })?;
 /// assert!(graph.to_dot().starts_with("digraph"));
-/// assert!(graph.states().is_empty());
+/// // The input's integral is kept, so later queries can recompute from it...
+/// assert_eq!(graph.states()[0].path().as_str(), "numbers");
+/// // ...unless the input is transient.
+/// let (firehose, _) = Graph::build(|q| {
+///     let (input, numbers) = q.input::<i64>("numbers")?;
+///     Ok((input, q.output("same", numbers.transient())?))
+/// })?;
+/// assert!(firehose.states().is_empty());
 /// # let _ = (input, output);
 /// # Ok::<(), GraphError>(())
 /// ```

@@ -22,6 +22,7 @@
 
 mod builder;
 mod codec;
+mod definition;
 mod dot;
 mod error;
 mod exec;

@@ -64,12 +64,32 @@ impl StateKind {
 pub struct StateSpec {
     pub(crate) path: Path,
     pub(crate) codec: Arc<dyn Codec>,
+    /// Set when the graph is finalized (see [`definition`](Self::definition)).
+    pub(crate) definition: Arc<std::sync::OnceLock<String>>,
 }
 
 impl StateSpec {
     /// A spec for the state at `path`, typed by `codec`.
     pub fn new(path: Path, codec: Arc<dyn Codec>) -> Self {
-        StateSpec { path, codec }
+        StateSpec {
+            path,
+            codec,
+            definition: Arc::default(),
+        }
+    }
+
+    /// A fingerprint of everything that produces this state: its shape and
+    /// path, and every vertex upstream of it (operators, paths, row types,
+    /// indexes, user [`version`](crate::Stream::version)s). Two queries
+    /// whose states have the same definition hold the same rows for the
+    /// same inputs (unless a closure changed without a version bump).
+    /// Empty for a spec not (yet) part of a finalized graph.
+    pub fn definition(&self) -> &str {
+        self.definition.get().map_or("", String::as_str)
+    }
+
+    pub(crate) fn definition_cell(&self) -> Arc<std::sync::OnceLock<String>> {
+        Arc::clone(&self.definition)
     }
 
     /// The state's stable path; SQL stores name its table from it.

@@ -24,10 +24,11 @@ use crate::graph::{GraphInner, StateWriter};
 use crate::vertex::{Op, RecursiveOp, ScalarDelayOp, Vertex};
 use crate::{Codec, GraphError, StateId, StateSpec, VertexId};
 
-pub(crate) fn finalize(b: Builder, id: u64) -> Result<GraphInner, GraphError> {
-    if let Some(e) = b.errors.into_iter().next() {
+pub(crate) fn finalize(mut b: Builder, id: u64) -> Result<GraphInner, GraphError> {
+    if let Some(e) = std::mem::take(&mut b.errors).into_iter().next() {
         return Err(e);
     }
+    let declared = crate::definition::of_declarations(&b);
     let mut vertices = b.vertices;
     let mut inputs = b.inputs;
     let mut outputs = b.outputs;
@@ -37,6 +38,7 @@ pub(crate) fn finalize(b: Builder, id: u64) -> Result<GraphInner, GraphError> {
     remove_identities(&mut vertices, &mut inputs, &mut outputs, &mut sinks);
     let live = live_vertices(&vertices, &outputs, &sinks);
     let (states, final_of) = share_states(&b.states, &vertices, &live)?;
+    set_definitions(&states, &final_of, declared, &b.cache_definitions);
     let in_body = body_membership(&vertices, &b.scopes);
     let order = topo_order(&vertices, &live, |v| in_body[v.ix()].is_none());
     let mut pos_of = vec![usize::MAX; vertices.len()];
@@ -479,6 +481,32 @@ fn last_reads(
         }
     }
     last
+}
+
+/// Each final state's definition, from those of the declarations merged
+/// into it; and each cache handle's.
+fn set_definitions(
+    states: &[StateSpec],
+    final_of: &[StateId],
+    declared: Vec<Option<String>>,
+    caches: &[(StateId, Arc<std::sync::OnceLock<String>>)],
+) {
+    let mut parts: Vec<Vec<String>> = vec![Vec::new(); states.len()];
+    for (decl, def) in declared.into_iter().enumerate() {
+        let f = final_of[decl];
+        if let (Some(def), Some(p)) = (def, parts.get_mut(f.index())) {
+            p.push(def);
+        }
+    }
+    let defs: Vec<String> = parts.into_iter().map(crate::definition::combined).collect();
+    for (spec, def) in states.iter().zip(&defs) {
+        let _ = spec.definition.set(def.clone());
+    }
+    for (decl, cell) in caches {
+        if let Some(def) = final_of.get(decl.index()).and_then(|f| defs.get(f.index())) {
+            let _ = cell.set(def.clone());
+        }
+    }
 }
 
 /// A short hash of the states' paths and shapes: a store opened for one
