@@ -212,6 +212,24 @@ pub trait Codec: Send + Sync + 'static {
     /// # Errors
     /// A value that cannot be serialized.
     fn encode_delta(&self, delta: &dyn Any, out: &mut Vec<EncodedRow>) -> Result<(), StoreError>;
+    /// Checks that every store can hold the rows of `delta` (the engine's
+    /// delta for this state): the text, bytes, date and timestamp parts of
+    /// their index keys (see [`key_problem`](crate::key_problem)). `Err`
+    /// says which key and why. The engine calls it before a store is given
+    /// a delta, so that every store refuses the same values; codecs whose
+    /// indexes have no such parts check nothing. By default, nothing.
+    ///
+    /// # Errors
+    /// The first key that some store could not hold.
+    fn check_delta(&self, _delta: &dyn Any) -> Result<(), String> {
+        Ok(())
+    }
+    /// Runs every index's key function on every row of `delta` (the
+    /// engine's delta for this state), dropping the keys: a store that
+    /// applies deltas only when it commits (memory) calls it when it is
+    /// given a delta, so that a key function that panics fails the
+    /// iteration before any table changes. By default, nothing.
+    fn compute_keys(&self, _delta: &dyn Any) {}
     /// The column values of each key in `keys` (a `&[K]` of index `index`).
     fn key_values(&self, index: usize, keys: &dyn Any) -> Vec<Vec<KeyValue>>;
     /// The column values of each prefix in `prefixes` (a `&[P]` of index

@@ -218,7 +218,22 @@ pub(crate) async fn run<C: GenericClient + Sync>(
     std::thread::Builder::new()
         .name("stepping-iteration".into())
         .spawn(move || {
-            let _ = done.send(graph.iteration_with(Box::new(bridge), changes));
+            // User functions' panics are `GraphError::UserPanic` already;
+            // anything else that panics still answers the caller, typed.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                graph.iteration_with(Box::new(bridge), changes)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(StoreError::backend(
+                    "running an iteration in the caller's transaction",
+                    format!(
+                        "the iteration's thread panicked: {}",
+                        graph::panic_message(&*panic)
+                    ),
+                )
+                .into())
+            });
+            let _ = done.send(outcome);
         })
         .map_err(|e| StoreError::backend("starting the iteration thread", e))?;
     // Serve requests until the iteration drops its sender (it finished).

@@ -343,19 +343,31 @@ pub(crate) enum SqlRead {
 }
 
 impl SqlRead {
-    /// Encodes `read` with `spec`'s codec.
+    /// Encodes `read` with `spec`'s codec. Keys that no store can hold
+    /// (see [`graph::key_problem`]) are left out: no stored row has one, and
+    /// a database might refuse to compare with it (Postgres text and NUL).
     pub(crate) fn of(spec: &StateSpec, read: &Read<'_>) -> SqlRead {
         let codec = spec.codec();
         match *read {
             Read::All => SqlRead::All,
             Read::ByIndex { index, keys } => SqlRead::ByIndex {
                 index,
-                keys: dedup(codec.key_values(index, keys)),
+                keys: storable(spec, index, dedup(codec.key_values(index, keys))),
             },
             Read::ByValues { values } => {
                 let mut ids = codec.locate(values);
                 ids.sort_unstable_by_key(|(id, _)| *id);
                 ids.dedup_by_key(|(id, _)| *id);
+                if spec.indexes().iter().any(graph::index_needs_check) {
+                    ids.retain(|(_, keys)| {
+                        let mut rest = &keys[..];
+                        spec.indexes().iter().all(|ix| {
+                            let (key, after) = rest.split_at(ix.columns.len().min(rest.len()));
+                            rest = after;
+                            graph::key_problem(ix, key).is_none()
+                        })
+                    });
+                }
                 SqlRead::ByIdentity { ids }
             }
             Read::FirstByIndex {
@@ -364,11 +376,25 @@ impl SqlRead {
                 limit,
             } => SqlRead::First {
                 index,
-                prefixes: prefixes.map(|p| dedup(codec.prefix_values(index, p))),
+                prefixes: prefixes
+                    .map(|p| storable(spec, index, dedup(codec.prefix_values(index, p)))),
                 limit,
             },
         }
     }
+}
+
+/// `keys` (or prefixes) of `spec`'s index `index` without those no store
+/// can hold.
+fn storable(spec: &StateSpec, index: usize, mut keys: Vec<Vec<KeyValue>>) -> Vec<Vec<KeyValue>> {
+    if let Some(ix) = spec
+        .indexes()
+        .get(index)
+        .filter(|ix| graph::index_needs_check(ix))
+    {
+        keys.retain(|k| graph::key_problem(ix, k).is_none());
+    }
+    keys
 }
 
 fn dedup(mut keys: Vec<Vec<KeyValue>>) -> Vec<Vec<KeyValue>> {

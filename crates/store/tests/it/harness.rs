@@ -248,6 +248,28 @@ impl Opened {
         }
     }
 
+    /// The SQLite store, if this is one.
+    pub(crate) fn sqlite(&self) -> Option<&store::Sqlite> {
+        match self.store.as_ref() {
+            Some(Store::Sqlite(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The SQL table of the state at `path` (a SQL store's).
+    pub(crate) fn table(&self, path: &str) -> String {
+        let names = match self.store.as_ref().expect("open") {
+            Store::Sqlite(s) => s.table_names(),
+            Store::Postgres(s) => s.table_names(),
+            Store::Memory(_) => panic!("no tables in memory"),
+        };
+        names
+            .into_iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, table)| table)
+            .expect("a state of this graph")
+    }
+
     /// Opens the same storage for `graph`, creating tables or only
     /// attaching, without closing this store.
     pub(crate) fn open_again(

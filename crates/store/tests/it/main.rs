@@ -4,6 +4,7 @@
 mod bad_input;
 mod examples;
 mod harness;
+mod integrity;
 mod oracle;
 mod postgres;
 mod queries;
