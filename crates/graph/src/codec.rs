@@ -520,6 +520,15 @@ impl<R: Data> Codec for ZSetCodec<R> {
             })
             .collect()
     }
+    fn locate_data(&self, data: &[u8]) -> Result<(i64, Vec<KeyValue>), String> {
+        let value: R = decode_value(data)?;
+        let identity = identity_of(&encode_value(&value).map_err(|e| e.to_string())?);
+        let mut keys = Vec::new();
+        for ix in &self.indexes {
+            ix.row_key_values(&value, &mut keys);
+        }
+        Ok((identity, keys))
+    }
     fn decode(
         &self,
         data: &[u8],
@@ -648,6 +657,11 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
             })
             .collect()
     }
+    fn locate_data(&self, data: &[u8]) -> Result<(i64, Vec<KeyValue>), String> {
+        let key = self.key.key(&decode_value::<R>(data)?);
+        let identity = identity_of(&encode_value(&key).map_err(|e| e.to_string())?);
+        Ok((identity, values_of(&key)))
+    }
     fn decode(
         &self,
         data: &[u8],
@@ -677,19 +691,24 @@ fn decode_into<R: Data>(
             type_name::<R>()
         )
     })?;
-    let value: R = postcard::from_bytes(data).map_err(|e| {
-        format!(
-            "cannot decode a {} from {} bytes: {e}",
-            type_name::<R>(),
-            data.len()
-        )
-    })?;
+    let value: R = decode_value(data)?;
     sink.push(StoredRow {
         value,
         weight,
         step,
     });
     Ok(())
+}
+
+/// A row's value from its stored bytes, or why they are not one.
+fn decode_value<R: Data>(data: &[u8]) -> Result<R, String> {
+    postcard::from_bytes(data).map_err(|e| {
+        format!(
+            "cannot decode a {} from {} bytes: {e}",
+            type_name::<R>(),
+            data.len()
+        )
+    })
 }
 
 pub(crate) fn wrong_type<R>(what: &str) -> StoreError {

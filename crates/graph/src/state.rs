@@ -241,6 +241,15 @@ pub trait Codec: Send + Sync + 'static {
     /// every index's key columns, as [`EncodedRow::keys`] holds them: where
     /// a SQL store finds the row of a value.
     fn locate(&self, values: &dyn Any) -> Vec<(i64, Vec<KeyValue>)>;
+    /// Decodes a stored row's `data` and gives what its other columns must
+    /// hold: its identity and every index's key column values (as
+    /// [`locate`](Self::locate) does for a value). How a store tells bytes
+    /// that are no row (`Err`, saying why) from a well-formed value, and
+    /// checks a row's columns against its data.
+    ///
+    /// # Errors
+    /// The bytes are not a row of this state's type.
+    fn locate_data(&self, data: &[u8]) -> Result<(i64, Vec<KeyValue>), String>;
     /// Decodes one stored row and pushes it onto `sink` (a `Vec<StoredRow<R>>`).
     ///
     /// # Errors

@@ -464,6 +464,46 @@ pub(crate) fn encode_delta(
     Ok(rows)
 }
 
+/// Why the database refused (or left unchanged) the write of `row` over
+/// the stored row of the same primary key, holding `data` and weight `c`:
+/// bytes that are no row are [`StoreError::Corrupt`], a well-formed
+/// different value (a 64-bit collision) is [`StoreError::IdentityCollision`]
+/// and a sum out of `i64` is [`StoreError::WeightOverflow`]. `None` when
+/// the stored row explains nothing.
+pub(crate) fn refused_write(
+    spec: &StateSpec,
+    schema: &TableSchema,
+    row: &EncodedRow,
+    data: &[u8],
+    c: i64,
+) -> Option<StoreError> {
+    let keyed = schema.kind == StateKind::Keyed;
+    if keyed && row.weight == 0 {
+        return None;
+    }
+    if let Err(detail) = spec.codec().locate_data(data) {
+        return Some(StoreError::Corrupt {
+            table: schema.name.clone(),
+            identity: row.identity.to_string(),
+            detail: format!("{detail} (found when writing to the row)"),
+        });
+    }
+    // A keyed row reaches here only when its key columns differ (else the
+    // upsert replaces it), a Z-set row when its data does.
+    if keyed || data != row.data.as_slice() {
+        return Some(StoreError::IdentityCollision {
+            table: schema.name.clone(),
+            identity: row.identity,
+        });
+    }
+    c.checked_add(row.weight)
+        .is_none()
+        .then(|| StoreError::WeightOverflow {
+            table: schema.name.clone(),
+            identity: row.identity.to_string(),
+        })
+}
+
 /// A stored inner step, which must fit a `u32`.
 pub(crate) fn step_of(schema: &TableSchema, step: i64) -> Result<u32, StoreError> {
     u32::try_from(step).map_err(|_| StoreError::Corrupt {

@@ -454,3 +454,32 @@ pub(crate) fn batches2<A: std::fmt::Debug + Clone, B: std::fmt::Debug + Clone>(
     let side_b = prop::collection::vec((b, weight), 0..=max_rows);
     prop::collection::vec((side_a, side_b), 1..=max_batches)
 }
+
+/// The key columns (`k_...`) of `table`, in order.
+pub(crate) fn key_columns(store: &Opened, table: &str) -> Vec<String> {
+    let all: Vec<String> = match (store.sqlite(), store.postgres()) {
+        (Some(s), _) => {
+            let conn = s.connection();
+            let mut stmt = conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .expect("pragma");
+            stmt.query_map([], |r| r.get(0))
+                .expect("pragma")
+                .collect::<Result<_, _>>()
+                .expect("pragma")
+        }
+        _ => with_pg_client(async |c| {
+            c.query(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_name = $1 ORDER BY ordinal_position",
+                &[&table],
+            )
+            .await
+            .expect("information_schema")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        }),
+    };
+    all.into_iter().filter(|c| c.starts_with("k_")).collect()
+}
