@@ -8,7 +8,9 @@ use std::sync::Arc;
 use zset::{Data, Index, IndexKey, IndexSpec, KeyValue, Weight, ZSet};
 
 use crate::memtable::{MemKeyed, MemZSet};
-use crate::{Codec, EncodedRow, MemTable, StateKind, StoreError, StoredRow};
+use crate::{
+    Codec, EncodedRow, MemTable, StateKind, StoreError, StoredRow, index_needs_check, key_problem,
+};
 
 /// The identity of a row whose value (or key) serializes to `bytes`: the
 /// 64-bit xxh3 hash, as SQL stores keep it in their `identity` column.
@@ -60,6 +62,9 @@ pub trait DynIndex<R>: Send + Sync {
     fn prefix_columns(&self) -> usize;
     /// A new in-memory tree for this index.
     fn new_tree(&self) -> Box<dyn IndexTree<R>>;
+    /// Computes `row`'s key and drops it: runs the user's key function
+    /// where a panic in it can still fail the iteration cleanly.
+    fn touch(&self, row: &R);
 }
 
 /// An in-memory index over row ids of a [`MemTable`], in key order.
@@ -114,6 +119,9 @@ impl<R: Data, K: IndexKey> DynIndex<R> for Index<R, K> {
     }
     fn prefix_columns(&self) -> usize {
         0
+    }
+    fn touch(&self, row: &R) {
+        drop(self.key(row));
     }
     fn new_tree(&self) -> Box<dyn IndexTree<R>> {
         Box::new(PlainTree {
@@ -292,6 +300,9 @@ impl<R: Data, P: IndexKey, K: IndexKey> DynIndex<R> for PrefixIndex<R, P, K> {
     fn prefix_columns(&self) -> usize {
         self.prefix_columns
     }
+    fn touch(&self, row: &R) {
+        drop(self.index.key(row));
+    }
     fn new_tree(&self) -> Box<dyn IndexTree<R>> {
         Box::new(PrefixTree {
             index: self.index.clone(),
@@ -375,6 +386,8 @@ pub struct ZSetCodec<R> {
     kind: StateKind,
     indexes: Vec<Arc<dyn DynIndex<R>>>,
     specs: Vec<IndexSpec>,
+    /// The indexes whose keys [`Codec::check_delta`] checks.
+    checked: Vec<usize>,
 }
 
 impl<R> std::fmt::Debug for ZSetCodec<R> {
@@ -386,7 +399,10 @@ impl<R> std::fmt::Debug for ZSetCodec<R> {
 impl<R: Data> ZSetCodec<R> {
     /// A Z-set state (or, with `nested`, a nested state) with `indexes`.
     pub fn new(nested: bool, indexes: Vec<Arc<dyn DynIndex<R>>>) -> Self {
-        let specs = indexes.iter().map(|i| i.spec().clone()).collect();
+        let specs: Vec<IndexSpec> = indexes.iter().map(|i| i.spec().clone()).collect();
+        let checked = (0..specs.len())
+            .filter(|&i| index_needs_check(&specs[i]))
+            .collect();
         let kind = if nested {
             StateKind::Nested
         } else {
@@ -396,6 +412,7 @@ impl<R: Data> ZSetCodec<R> {
             kind,
             indexes,
             specs,
+            checked,
         }
     }
 
@@ -449,6 +466,29 @@ impl<R: Data> Codec for ZSetCodec<R> {
         }
         Err(wrong_type::<R>("a delta"))
     }
+    fn check_delta(&self, delta: &dyn Any) -> Result<(), String> {
+        if self.checked.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::new();
+        for (value, _) in rows_of::<R>(delta).into_iter().flat_map(ZSet::iter) {
+            for &i in &self.checked {
+                keys.clear();
+                self.indexes[i].row_key_values(value, &mut keys);
+                if let Some(problem) = key_problem(&self.specs[i], &keys) {
+                    return Err(problem);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn compute_keys(&self, delta: &dyn Any) {
+        for (value, _) in rows_of::<R>(delta).into_iter().flat_map(ZSet::iter) {
+            for ix in &self.indexes {
+                ix.touch(value);
+            }
+        }
+    }
     fn key_values(&self, index: usize, keys: &dyn Any) -> Vec<Vec<KeyValue>> {
         self.indexes
             .get(index)
@@ -480,6 +520,15 @@ impl<R: Data> Codec for ZSetCodec<R> {
             })
             .collect()
     }
+    fn locate_data(&self, data: &[u8]) -> Result<(i64, Vec<KeyValue>), String> {
+        let value: R = decode_value(data)?;
+        let identity = identity_of(&encode_value(&value).map_err(|e| e.to_string())?);
+        let mut keys = Vec::new();
+        for ix in &self.indexes {
+            ix.row_key_values(&value, &mut keys);
+        }
+        Ok((identity, keys))
+    }
     fn decode(
         &self,
         data: &[u8],
@@ -508,6 +557,13 @@ impl<R: Data> Codec for ZSetCodec<R> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// The rows of a Z-set or nested state's delta (`None`: another type).
+fn rows_of<R: Data>(delta: &dyn Any) -> Option<&ZSet<R>> {
+    delta
+        .downcast_ref::<ZSet<R>>()
+        .or_else(|| delta.downcast_ref::<Stepped<R>>().map(|s| &s.delta))
 }
 
 /// The codec of a keyed state: at most one row `R` per key `K`.
@@ -562,6 +618,22 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
         }
         Ok(())
     }
+    fn check_delta(&self, delta: &dyn Any) -> Result<(), String> {
+        if !index_needs_check(&self.specs[0]) {
+            return Ok(());
+        }
+        for (row, _) in delta.downcast_ref::<KeyedDelta<R>>().into_iter().flatten() {
+            if let Some(problem) = key_problem(&self.specs[0], &values_of(&self.key.key(row))) {
+                return Err(problem);
+            }
+        }
+        Ok(())
+    }
+    fn compute_keys(&self, delta: &dyn Any) {
+        for (row, _) in delta.downcast_ref::<KeyedDelta<R>>().into_iter().flatten() {
+            drop(self.key.key(row));
+        }
+    }
     fn key_values(&self, _index: usize, keys: &dyn Any) -> Vec<Vec<KeyValue>> {
         keys.downcast_ref::<Vec<K>>()
             .map(|k| k.iter().map(values_of).collect())
@@ -584,6 +656,11 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
                 Some((identity_of(&encode_value(&key).ok()?), values_of(&key)))
             })
             .collect()
+    }
+    fn locate_data(&self, data: &[u8]) -> Result<(i64, Vec<KeyValue>), String> {
+        let key = self.key.key(&decode_value::<R>(data)?);
+        let identity = identity_of(&encode_value(&key).map_err(|e| e.to_string())?);
+        Ok((identity, values_of(&key)))
     }
     fn decode(
         &self,
@@ -614,19 +691,24 @@ fn decode_into<R: Data>(
             type_name::<R>()
         )
     })?;
-    let value: R = postcard::from_bytes(data).map_err(|e| {
-        format!(
-            "cannot decode a {} from {} bytes: {e}",
-            type_name::<R>(),
-            data.len()
-        )
-    })?;
+    let value: R = decode_value(data)?;
     sink.push(StoredRow {
         value,
         weight,
         step,
     });
     Ok(())
+}
+
+/// A row's value from its stored bytes, or why they are not one.
+fn decode_value<R: Data>(data: &[u8]) -> Result<R, String> {
+    postcard::from_bytes(data).map_err(|e| {
+        format!(
+            "cannot decode a {} from {} bytes: {e}",
+            type_name::<R>(),
+            data.len()
+        )
+    })
 }
 
 pub(crate) fn wrong_type<R>(what: &str) -> StoreError {

@@ -132,6 +132,17 @@ pub enum GraphError {
         #[source]
         source: BoxError,
     },
+    /// A user function (an operator's closure, an index's key function, or
+    /// a user type's `Hash`, `Ord` or `Serialize`) panicked while running an
+    /// iteration; the panic was caught and the iteration rolled back.
+    #[error("user function in `{path}` panicked: {message}; the iteration was rolled back")]
+    UserPanic {
+        /// The vertex whose function panicked, or the state being written
+        /// (an index's key function runs when a state's change is stored).
+        path: Path,
+        /// The panic's message (its payload, when that is text).
+        message: String,
+    },
     /// The store was opened for a query of a different shape.
     #[error(
         "this store was opened for another query (its states: {store}; this query's: {graph}); \

@@ -4,6 +4,7 @@
 use std::any::{Any, type_name};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use zset::{Data, Index, IndexKey, Weight, ZSet};
 
@@ -349,6 +350,29 @@ pub fn scalar_of<V: Data>(z: &ZSet<V>, zero: V, path: &Path) -> Result<V, GraphE
     }
 }
 
+/// The text of a panic's payload: what `panic!` was given when that is
+/// text, else a placeholder.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Runs `f`, which calls user code for `path`, turning a panic into
+/// [`GraphError::UserPanic`]. What `f` leaves half done is dropped with the
+/// iteration, whose transaction rolls back, so nothing it touched is kept.
+/// (Catching costs nothing unless a panic happens.)
+fn caught<T>(path: &Path, f: impl FnOnce() -> Result<T, GraphError>) -> Result<T, GraphError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(GraphError::UserPanic {
+            path: path.clone(),
+            message: panic_message(&*payload),
+        })
+    })
+}
+
 /// Mutable state of one iteration.
 struct Run<'g, 't> {
     g: &'g GraphInner,
@@ -398,7 +422,7 @@ impl Run<'_, '_> {
             step,
         };
         zset::weight::take_overflow();
-        let out = f(&mut ctx, &ins)?;
+        let out = caught(&vertex.path, || f(&mut ctx, &ins))?;
         if zset::weight::take_overflow() {
             return Err(GraphError::WeightOverflow {
                 path: vertex.path.clone(),
@@ -515,6 +539,21 @@ impl Run<'_, '_> {
         }
     }
 
+    /// Hands `delta` to the store for `state`, once every store is known
+    /// to be able to hold its rows: the check is here, not in each store,
+    /// so that every store refuses the same values with the same error.
+    fn apply(&mut self, state: StateId, delta: Value) -> Result<(), GraphError> {
+        let spec = &self.g.states[state.index()];
+        if let Err(detail) = spec.codec().check_delta(&*delta) {
+            let table = self
+                .tx
+                .table_name(state)
+                .unwrap_or_else(|| spec.path().to_string());
+            return Err(crate::StoreError::Unrepresentable { table, detail }.into());
+        }
+        Ok(self.tx.apply(state, delta)?)
+    }
+
     /// Applies everything written to `state` this iteration, at schedule
     /// position `pos` (its write point).
     fn write(&mut self, state: StateId, pos: usize) -> Result<(), GraphError> {
@@ -546,7 +585,7 @@ impl Run<'_, '_> {
                     None => None,
                 };
                 if let Some(change) = change {
-                    self.tx.apply(state, change)?;
+                    self.apply(state, change)?;
                 }
             }
             StateWriter::Delay { delay, decl } => {
@@ -563,13 +602,13 @@ impl Run<'_, '_> {
                 self.slots[input.ix()] = Some(slot);
                 let change = result?;
                 if !(fns.is_empty)(&*change) {
-                    self.tx.apply(state, change)?;
+                    self.apply(state, change)?;
                 }
             }
             StateWriter::Operator => {}
         }
         for delta in std::mem::take(&mut self.pending[state.index()]) {
-            self.tx.apply(state, delta)?;
+            self.apply(state, delta)?;
         }
         Ok(())
     }
@@ -593,7 +632,8 @@ pub(crate) fn run_iteration(
         let slot = run.exec(v, &mut inputs)?;
         run.slots[v.ix()] = Some(slot);
         for &state in &g.writes_after[pos] {
-            run.write(state, pos)?;
+            // An index's key function runs when a state's change is stored.
+            caught(g.states[state.index()].path(), || run.write(state, pos))?;
             run.tx.flush(state)?;
         }
     }

@@ -27,6 +27,7 @@ mod dot;
 mod error;
 mod exec;
 mod graph;
+mod limits;
 mod memtable;
 mod path;
 mod scope;
@@ -41,8 +42,9 @@ pub use codec::{
     identity_of,
 };
 pub use error::{At, BoxError, GraphError, StoreError};
-pub use exec::{Ctx, Handle, scalar_of};
+pub use exec::{Ctx, Handle, panic_message, scalar_of};
 pub use graph::{Changes, Graph, Outputs};
+pub use limits::{KEY_YEARS, MAX_KEY_BYTES, index_needs_check, key_problem};
 pub use path::Path;
 pub use scope::{FlatScope, Grouped, Rec, Root, Scope};
 pub use state::{

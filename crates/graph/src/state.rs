@@ -232,6 +232,24 @@ pub trait Codec: Send + Sync + 'static {
     /// # Errors
     /// A value that cannot be serialized.
     fn encode_delta(&self, delta: &dyn Any, out: &mut Vec<EncodedRow>) -> Result<(), StoreError>;
+    /// Checks that every store can hold the rows of `delta` (the engine's
+    /// delta for this state): the text, bytes, date and timestamp parts of
+    /// their index keys (see [`key_problem`](crate::key_problem)). `Err`
+    /// says which key and why. The engine calls it before a store is given
+    /// a delta, so that every store refuses the same values; codecs whose
+    /// indexes have no such parts check nothing. By default, nothing.
+    ///
+    /// # Errors
+    /// The first key that some store could not hold.
+    fn check_delta(&self, _delta: &dyn Any) -> Result<(), String> {
+        Ok(())
+    }
+    /// Runs every index's key function on every row of `delta` (the
+    /// engine's delta for this state), dropping the keys: a store that
+    /// applies deltas only when it commits (memory) calls it when it is
+    /// given a delta, so that a key function that panics fails the
+    /// iteration before any table changes. By default, nothing.
+    fn compute_keys(&self, _delta: &dyn Any) {}
     /// The column values of each key in `keys` (a `&[K]` of index `index`).
     fn key_values(&self, index: usize, keys: &dyn Any) -> Vec<Vec<KeyValue>>;
     /// The column values of each prefix in `prefixes` (a `&[P]` of index
@@ -243,6 +261,15 @@ pub trait Codec: Send + Sync + 'static {
     /// every index's key columns, as [`EncodedRow::keys`] holds them: where
     /// a SQL store finds the row of a value.
     fn locate(&self, values: &dyn Any) -> Vec<(i64, Vec<KeyValue>)>;
+    /// Decodes a stored row's `data` and gives what its other columns must
+    /// hold: its identity and every index's key column values (as
+    /// [`locate`](Self::locate) does for a value). How a store tells bytes
+    /// that are no row (`Err`, saying why) from a well-formed value, and
+    /// checks a row's columns against its data.
+    ///
+    /// # Errors
+    /// The bytes are not a row of this state's type.
+    fn locate_data(&self, data: &[u8]) -> Result<(i64, Vec<KeyValue>), String>;
     /// Decodes one stored row and pushes it onto `sink` (a `Vec<StoredRow<R>>`).
     ///
     /// # Errors

@@ -305,15 +305,13 @@ fn run_job<S: StateStore>(
                 latency,
             });
         }
+        // A user function's panic is already `GraphError::UserPanic`; this
+        // catches what panics outside them (a store's own code).
         Ok(Err(e)) => e.to_string(),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_owned());
-            format!("panicked: {message}")
-        }
+        Err(panic) => format!(
+            "the iteration panicked outside any user function: {}",
+            graph::panic_message(&*panic)
+        ),
     };
     let bytes = kept.encode().unwrap_or_default();
     match store.record_failure(time, batch as i64, &bytes, &error) {

@@ -21,8 +21,8 @@ use tokio_postgres::GenericClient;
 
 use crate::StoreStats;
 use crate::postgres::{
-    Borrowed, Conn, PgRow, Tables, Wake, lock_times, max_step, pg, read_rows, set_last_update,
-    wait_for, write_rows,
+    Borrowed, Conn, PgRow, Tables, Wake, explain_refusal, lock_times, max_step, pg, read_rows,
+    refusal, set_last_update, wait_for, write_rows,
 };
 use crate::sql::{self, SqlRead};
 
@@ -123,13 +123,15 @@ impl StateTx for BridgeTx {
     }
 }
 
+/// Runs `request`; returns the table and rows of a write the server
+/// refused, for [`explain_refusal`] once the savepoint is rolled back.
 async fn serve<C: Conn>(
     conn: &C,
     tables: &Tables,
     stats: &Mutex<StoreStats>,
     time: Time,
     request: Request,
-) {
+) -> Option<(usize, Vec<EncodedRow>)> {
     match request {
         Request::Read { table, read, reply } => {
             let _ = reply.send(
@@ -147,23 +149,27 @@ async fn serve<C: Conn>(
             let _ = reply.send(max_step(conn, &tables.schemas[table], &tables.sql[table]).await);
         }
         Request::Write { table, rows, reply } => {
-            let _ = reply.send(
-                write_rows(
-                    conn,
-                    &tables.schemas[table],
-                    &tables.sql[table],
-                    &rows,
-                    stats,
-                    &std::sync::atomic::AtomicBool::new(false),
-                )
-                .await,
-            );
+            let written = write_rows(
+                conn,
+                &tables.schemas[table],
+                &tables.sql[table],
+                &rows,
+                stats,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+            .await;
+            let refused = written.as_ref().is_err_and(refusal);
+            let _ = reply.send(written);
+            if refused {
+                return Some((table, rows));
+            }
         }
         Request::Commit { reply } => {
             let names = tables.names();
             let _ = reply.send(set_last_update(conn, tables, &names, time.input_time).await);
         }
     }
+    None
 }
 
 /// What a bridged iteration needs from its store.
@@ -237,12 +243,30 @@ pub(crate) async fn run<C: GenericClient + Sync>(
     std::thread::Builder::new()
         .name("stepping-iteration".into())
         .spawn(move || {
-            let _ = done.send(graph.iteration_with(Box::new(bridge), changes));
+            // User functions' panics are `GraphError::UserPanic` already;
+            // anything else that panics still answers the caller, typed.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                graph.iteration_with(Box::new(bridge), changes)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(StoreError::backend(
+                    "running an iteration in the caller's transaction",
+                    format!(
+                        "the iteration's thread panicked: {}",
+                        graph::panic_message(&*panic)
+                    ),
+                )
+                .into())
+            });
+            let _ = done.send(outcome);
         })
         .map_err(|e| StoreError::backend("starting the iteration thread", e))?;
     // Serve requests until the iteration drops its sender (it finished).
+    let mut refused = None;
     while let Some(request) = incoming.recv().await {
-        serve(&conn, &tables, &stats, time, request).await;
+        if let Some(write) = serve(&conn, &tables, &stats, time, request).await {
+            refused = Some(write);
+        }
     }
     let outcome = result
         .await
@@ -259,5 +283,12 @@ pub(crate) async fn run<C: GenericClient + Sync>(
         .batch_execute(&end)
         .await
         .map_err(pg("closing the savepoint"))?;
-    outcome
+    match (outcome, refused) {
+        (Err(GraphError::Store(e)), Some((s, rows))) => {
+            Err(explain_refusal(&conn, &tables, &[(s, rows.as_slice())], e)
+                .await
+                .into())
+        }
+        (outcome, _) => outcome,
+    }
 }

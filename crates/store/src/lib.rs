@@ -8,10 +8,23 @@
 //! Every store implements [`graph::StateStore`] and gives the same results
 //! for the same inputs; the SQL stores share their table layout and SQL
 //! (see the `sql` module docs). Start with [`Sqlite::open`].
+//!
+//! Every store accepts the same values: the engine refuses, before any
+//! store sees them, index keys that some store could not hold (see
+//! [`graph::key_problem`]), as [`StoreError::Unrepresentable`].
+//!
+//! Reads by index trust a SQL table's key columns. A row whose key column
+//! was changed behind the store's back (by hand, by another program) is
+//! found under the key its column holds, not the one its data says: it is
+//! missing from reads by its true key while a read of the whole table
+//! still shows it. [`Sqlite::check_rows`] and [`Postgres::check_rows`]
+//! recompute every row's identity and key columns from its data and report
+//! each column that disagrees ([`RowProblem`]).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod bridge;
+mod check;
 mod checkpoint;
 mod claims;
 mod memory;
@@ -39,6 +52,7 @@ pub struct StoreStats {
     /// Zero on Postgres, which locks rows, not the database.
     pub write_lock_held: std::time::Duration,
 }
+pub use check::RowProblem;
 pub use checkpoint::{
     BACKGROUND_LOG_BYTES as SQLITE_BACKGROUND_LOG_BYTES,
     CHECKPOINT_LOG_BYTES as SQLITE_CHECKPOINT_LOG_BYTES, SqliteCheckpointer,

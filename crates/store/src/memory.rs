@@ -374,6 +374,12 @@ impl StateTx for MemoryTx<'_> {
 
     fn apply(&mut self, state: StateId, delta: Value) -> Result<(), StoreError> {
         self.wait(state)?;
+        // The tables run the key functions only when the iteration commits,
+        // too late to fail without leaving a table half changed: run them
+        // now, where a panic fails the iteration.
+        self.shared.specs[state.index()]
+            .codec()
+            .compute_keys(&*delta);
         self.pending[state.index()].push(delta);
         Ok(())
     }

@@ -26,6 +26,7 @@ use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 use uuid::Uuid;
 use zset::{ColumnType, KeyValue};
 
+use crate::check::{self, RowProblem};
 use crate::claims;
 use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix};
 use crate::wait::Backoff;
@@ -107,6 +108,7 @@ fn describe(e: tokio_postgres::Error) -> graph::BoxError {
 /// Errors while `doing` something to `schema`'s table (a dropped table is
 /// reported as missing).
 fn on(schema: &TableSchema, doing: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    let writing = doing == "writing";
     let (table, path, context) = (
         schema.name.clone(),
         schema.path.clone(),
@@ -120,6 +122,17 @@ fn on(schema: &TableSchema, doing: &str) -> impl FnOnce(tokio_postgres::Error) -
             StoreError::MissingTable { table, path }
         } else if let Some(identity) = collision(&e) {
             StoreError::IdentityCollision { table, identity }
+        } else if writing
+            && e.as_db_error().is_some_and(|d| {
+                d.code() == &tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+            })
+        {
+            // The only arithmetic a write does is summing weights; the
+            // server names no row (see `explain_refusal`).
+            StoreError::WeightOverflow {
+                table,
+                identity: "one of the rows written".into(),
+            }
         } else {
             StoreError::backend(context, describe(e))
         }
@@ -1009,6 +1022,90 @@ async fn send_rows<C: Conn>(
     upserted.map_err(on(schema, "writing"))
 }
 
+/// Whether [`explain_refusal`] can say more about `e`.
+pub(crate) fn refusal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::IdentityCollision { .. } | StoreError::WeightOverflow { .. }
+    )
+}
+
+/// What the stored rows say about a write the server refused (`e`, an
+/// identity collision or a weight overflow, naming one of the tables of
+/// `written`: each a table's position and the rows written to it), read
+/// once the transaction has ended: garbage bytes where the write met a row
+/// are `Corrupt`, not a collision, and an overflow gets its row's identity
+/// (see [`sql::refused_write`]). Anything else, or a refusal the stored rows
+/// do not explain, is `e` itself.
+pub(crate) async fn explain_refusal<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    written: &[(usize, &[EncodedRow])],
+    e: StoreError,
+) -> StoreError {
+    let (table, named) = match &e {
+        StoreError::IdentityCollision { table, identity } => (table, Some(*identity)),
+        StoreError::WeightOverflow { table, .. } => (table, None),
+        _ => return e,
+    };
+    let Some(&(s, rows)) = written
+        .iter()
+        .find(|(s, _)| tables.schemas.get(*s).is_some_and(|x| &x.name == table))
+    else {
+        return e;
+    };
+    let (spec, schema, sql) = (&tables.specs[s], &tables.schemas[s], &tables.sql[s]);
+    let rows: Vec<&EncodedRow> = rows.iter().filter(|r| r.weight != 0).collect();
+    let keys: Vec<Vec<KeyValue>> = rows
+        .iter()
+        .map(|r| r.keys[schema.clustered.clone()].to_vec())
+        .collect();
+    let identities: Vec<i64> = rows.iter().map(|r| r.identity).collect();
+    let Ok(arrays) = pk_arrays(schema, &keys) else {
+        return e;
+    };
+    let mut params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(PgArray::param).collect();
+    params.push(&identities);
+    let stored = match conn.prepare(&sql.by_identity).await {
+        Ok(stmt) => conn.client().query(&stmt, &params).await,
+        Err(err) => Err(err),
+    };
+    let Ok(stored) = stored else {
+        return e;
+    };
+    let by_key: HashMap<(i64, u32), &EncodedRow> =
+        rows.iter().map(|r| ((r.identity, r.step), *r)).collect();
+    let mut found = None;
+    for r in &stored {
+        let step: i32 = if schema.nested() {
+            r.try_get(3).unwrap_or(-1)
+        } else {
+            0
+        };
+        let (Ok(identity), Ok(data), Ok(c)) = (
+            r.try_get::<_, i64>(0),
+            r.try_get::<_, &[u8]>(1),
+            r.try_get::<_, i64>(2),
+        ) else {
+            continue;
+        };
+        let Some(row) = u32::try_from(step)
+            .ok()
+            .and_then(|step| by_key.get(&(identity, step)))
+        else {
+            continue;
+        };
+        if let Some(refused) = sql::refused_write(spec, schema, row, data, c) {
+            // The row the server named, if it named one.
+            if named.is_none_or(|n| n == identity) {
+                return refused;
+            }
+            found.get_or_insert(refused);
+        }
+    }
+    found.unwrap_or(e)
+}
+
 /// Rows located by primary key, as the arrays of `PgSql::delete`.
 struct Located {
     keys: Vec<PgArray>,
@@ -1456,6 +1553,65 @@ impl Postgres {
             .iter()
             .map(|s| (s.path.clone(), s.name.clone()))
             .collect()
+    }
+
+    /// Checks every row of every state table against its own data: decodes
+    /// `data` and recomputes the identity and every key column through the
+    /// state's codec, returning each column that disagrees, row by row
+    /// (empty when every row is consistent). Reads trust the key columns,
+    /// so a row whose key column was changed behind the store's back is
+    /// missing from reads by index while a read of the whole table shows
+    /// it; this finds such rows. It reads every row of every table (one
+    /// table at a time, streamed), outside any iteration.
+    ///
+    /// # Errors
+    /// A table that cannot be read.
+    pub fn check_rows(&self) -> Result<Vec<RowProblem>, StoreError> {
+        block_on(async {
+            use futures_util::TryStreamExt;
+            let conn = self.client().await?;
+            let mut out = Vec::new();
+            for (spec, schema) in self.tables.specs.iter().zip(&self.tables.schemas) {
+                let step = if schema.nested() { "step" } else { "0" };
+                let keys: String = schema
+                    .columns
+                    .iter()
+                    .map(|c| format!(", {}", c.name))
+                    .collect();
+                let text = format!(
+                    "SELECT identity, {step}::int4, data, c{keys} FROM {}",
+                    schema.name
+                );
+                let stmt = conn.prepare(&text).await.map_err(on(schema, "checking"))?;
+                let no_params: [&(dyn ToSql + Sync); 0] = [];
+                let rows = conn
+                    .query_raw(&stmt, no_params)
+                    .await
+                    .map_err(on(schema, "checking"))?;
+                futures_util::pin_mut!(rows);
+                while let Some(r) = rows.try_next().await.map_err(on(schema, "checking"))? {
+                    // Every column is typed: only a step below 0 can be amiss.
+                    let step: i32 = r.try_get(1).map_err(on(schema, "checking"))?;
+                    let row = check::Stored {
+                        identity: r.try_get(0).map_err(on(schema, "checking"))?,
+                        step: u32::try_from(step).unwrap_or(u32::MAX),
+                        data: r.try_get(2).map_err(on(schema, "checking"))?,
+                        c: r.try_get(3).map_err(on(schema, "checking"))?,
+                    };
+                    let mut key = |i: usize, expected: &KeyValue| match key_from_row(
+                        &r,
+                        4 + i,
+                        schema.columns[i].key.ty,
+                    ) {
+                        Ok(stored) if stored == *expected => None,
+                        Ok(stored) => Some(check::show(&stored)),
+                        Err(e) => Some(format!("unreadable: {e}")),
+                    };
+                    check::check_row(spec, schema, row, &mut key, &mut out);
+                }
+            }
+            Ok(out)
+        })?
     }
 
     /// Rows read and written and statements run (see [`StoreStats`]).
@@ -2090,6 +2246,25 @@ impl PostgresTx<'_> {
         }
     }
 
+    /// `e`, explained by the stored rows when it is a refused write of
+    /// `written` (see [`explain_refusal`]): the transaction is ended first,
+    /// so that the rows read are the committed ones.
+    fn explained(&self, e: StoreError, written: &[(usize, &[EncodedRow])]) -> StoreError {
+        if !refusal(&e) {
+            return e;
+        }
+        if self.open.get() {
+            // A failed rollback leaves a broken connection, which the read
+            // below reports by failing: `e` is kept then.
+            let _ = block_on(self.conn.batch_execute("ROLLBACK"));
+            self.open.set(false);
+        }
+        let tables = &self.store.tables;
+        match block_on(explain_refusal(&self.conn, tables, written, e)) {
+            Ok(e) | Err(e) => e,
+        }
+    }
+
     fn wait(&mut self, s: usize) -> Result<(), StoreError> {
         if !self.waited[s] {
             let tables = &self.store.tables;
@@ -2196,6 +2371,7 @@ impl StateTx for PostgresTx<'_> {
         // transaction and `COMMIT` rolls it back; one that fails in the
         // client is followed by `ROLLBACK` instead.
         block_on(prepare_writes(conn, &t, &[s]))??;
+        let rows = &rows;
         let (guard, undo_sql) = block_on(async {
             let guard = conn.prepare(&t.guard_sql).await;
             let undo = conn
@@ -2222,7 +2398,7 @@ impl StateTx for PostgresTx<'_> {
                 conn.batch_execute("BEGIN"),
                 conn.query(&guard, &guard_params),
                 conn.execute(&undo_sql, &undo_params),
-                write_rows(conn, &t.schemas[s], &t.sql[s], &rows, &stats, failed),
+                write_rows(conn, &t.schemas[s], &t.sql[s], rows, &stats, failed),
                 set_last_update(conn, &t, std::slice::from_ref(name), time),
                 end_transaction(conn, failed)
             );
@@ -2248,7 +2424,7 @@ impl StateTx for PostgresTx<'_> {
                     recorded: recorded.first().copied().unwrap_or(time),
                 })
             }
-            other => other,
+            other => other.map_err(|e| self.explained(e, &[(s, rows.as_slice())])),
         }
     }
 
@@ -2325,7 +2501,9 @@ impl StateTx for PostgresTx<'_> {
             // Nothing read yet: `BEGIN` and the frontier check go out with
             // the writes, and a table behind the frontier means waiting and
             // writing again, so `COMMIT` waits for the check's answer.
-            self.run(&|conn| Box::pin(write_all(conn)))?;
+            if let Err(e) = self.run(&|conn| Box::pin(write_all(conn))) {
+                return Err(self.explained(e, &in_tables(buffered)));
+            }
             block_on(self.conn.batch_execute("COMMIT"))?.map_err(pg("committing an iteration"))?;
         } else {
             // The transaction is open and past its frontier: `COMMIT` goes
@@ -2339,7 +2517,7 @@ impl StateTx for PostgresTx<'_> {
             let (result, ended) =
                 block_on(async { tokio::join!(write_all(conn), end_transaction(conn, failed)) })?;
             self.open.set(false);
-            result?;
+            result.map_err(|e| self.explained(e, &in_tables(buffered)))?;
             ended.map_err(pg("committing an iteration"))?;
         }
         self.done = true;
@@ -2367,6 +2545,14 @@ async fn undo_of(
         }
     }
     sql::encode_undo(sql::undo_of(schema, rows, &old)?)
+}
+
+/// The tables with rows in `buffered`, each with its rows.
+fn in_tables(buffered: &[Vec<EncodedRow>]) -> Vec<(usize, &[EncodedRow])> {
+    (0..buffered.len())
+        .filter(|&s| !buffered[s].is_empty())
+        .map(|s| (s, buffered[s].as_slice()))
+        .collect()
 }
 
 /// Writes the rows `buffered[s]` of each table `s` of `store` and records

@@ -343,19 +343,31 @@ pub(crate) enum SqlRead {
 }
 
 impl SqlRead {
-    /// Encodes `read` with `spec`'s codec.
+    /// Encodes `read` with `spec`'s codec. Keys that no store can hold
+    /// (see [`graph::key_problem`]) are left out: no stored row has one, and
+    /// a database might refuse to compare with it (Postgres text and NUL).
     pub(crate) fn of(spec: &StateSpec, read: &Read<'_>) -> SqlRead {
         let codec = spec.codec();
         match *read {
             Read::All => SqlRead::All,
             Read::ByIndex { index, keys } => SqlRead::ByIndex {
                 index,
-                keys: dedup(codec.key_values(index, keys)),
+                keys: storable(spec, index, dedup(codec.key_values(index, keys))),
             },
             Read::ByValues { values } => {
                 let mut ids = codec.locate(values);
                 ids.sort_unstable_by_key(|(id, _)| *id);
                 ids.dedup_by_key(|(id, _)| *id);
+                if spec.indexes().iter().any(graph::index_needs_check) {
+                    ids.retain(|(_, keys)| {
+                        let mut rest = &keys[..];
+                        spec.indexes().iter().all(|ix| {
+                            let (key, after) = rest.split_at(ix.columns.len().min(rest.len()));
+                            rest = after;
+                            graph::key_problem(ix, key).is_none()
+                        })
+                    });
+                }
                 SqlRead::ByIdentity { ids }
             }
             Read::FirstByIndex {
@@ -364,11 +376,25 @@ impl SqlRead {
                 limit,
             } => SqlRead::First {
                 index,
-                prefixes: prefixes.map(|p| dedup(codec.prefix_values(index, p))),
+                prefixes: prefixes
+                    .map(|p| storable(spec, index, dedup(codec.prefix_values(index, p)))),
                 limit,
             },
         }
     }
+}
+
+/// `keys` (or prefixes) of `spec`'s index `index` without those no store
+/// can hold.
+fn storable(spec: &StateSpec, index: usize, mut keys: Vec<Vec<KeyValue>>) -> Vec<Vec<KeyValue>> {
+    if let Some(ix) = spec
+        .indexes()
+        .get(index)
+        .filter(|ix| graph::index_needs_check(ix))
+    {
+        keys.retain(|k| graph::key_problem(ix, k).is_none());
+    }
+    keys
 }
 
 fn dedup(mut keys: Vec<Vec<KeyValue>>) -> Vec<Vec<KeyValue>> {
@@ -523,6 +549,46 @@ pub(crate) fn decode_undo(
             step: r.step,
         })
         .collect())
+}
+
+/// Why the database refused (or left unchanged) the write of `row` over
+/// the stored row of the same primary key, holding `data` and weight `c`:
+/// bytes that are no row are [`StoreError::Corrupt`], a well-formed
+/// different value (a 64-bit collision) is [`StoreError::IdentityCollision`]
+/// and a sum out of `i64` is [`StoreError::WeightOverflow`]. `None` when
+/// the stored row explains nothing.
+pub(crate) fn refused_write(
+    spec: &StateSpec,
+    schema: &TableSchema,
+    row: &EncodedRow,
+    data: &[u8],
+    c: i64,
+) -> Option<StoreError> {
+    let keyed = schema.kind == StateKind::Keyed;
+    if keyed && row.weight == 0 {
+        return None;
+    }
+    if let Err(detail) = spec.codec().locate_data(data) {
+        return Some(StoreError::Corrupt {
+            table: schema.name.clone(),
+            identity: row.identity.to_string(),
+            detail: format!("{detail} (found when writing to the row)"),
+        });
+    }
+    // A keyed row reaches here only when its key columns differ (else the
+    // upsert replaces it), a Z-set row when its data does.
+    if keyed || data != row.data.as_slice() {
+        return Some(StoreError::IdentityCollision {
+            table: schema.name.clone(),
+            identity: row.identity,
+        });
+    }
+    c.checked_add(row.weight)
+        .is_none()
+        .then(|| StoreError::WeightOverflow {
+            table: schema.name.clone(),
+            identity: row.identity.to_string(),
+        })
 }
 
 /// A stored inner step, which must fit a `u32`.

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use zset::{ColumnType, KeyValue};
 
 use crate::StoreStats;
+use crate::check::{self, RowProblem};
 use crate::checkpoint::SqliteCheckpointer;
 use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year};
 use crate::wait::{Backoff, Notifier};
@@ -315,6 +316,17 @@ fn to_sqlite(table: &str, v: &KeyValue) -> Result<SqlValue, StoreError> {
         }
         other => return Err(bad(format!("unsupported key value {other:?}"))),
     })
+}
+
+/// A SQLite value as a person reads it.
+fn show_sqlite(v: &SqlValue) -> String {
+    match v {
+        SqlValue::Null => "NULL".into(),
+        SqlValue::Integer(i) => i.to_string(),
+        SqlValue::Real(f) => format!("{f:?}"),
+        SqlValue::Text(t) => format!("{t:?}"),
+        SqlValue::Blob(b) => check::hex(b),
+    }
 }
 
 pub(crate) fn backend(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -639,6 +651,92 @@ impl Sqlite {
         &self.conn
     }
 
+    /// Checks every row of every state table against its own data: decodes
+    /// `data` and recomputes the identity and every key column through the
+    /// state's codec, returning each column that disagrees, row by row
+    /// (empty when every row is consistent). Reads trust the key columns,
+    /// so a row whose key column was changed behind the store's back is
+    /// missing from reads by index while a read of the whole table shows
+    /// it; this finds such rows. It reads every row of every table, outside
+    /// any iteration.
+    ///
+    /// # Errors
+    /// A table that cannot be read.
+    pub fn check_rows(&self) -> Result<Vec<RowProblem>, StoreError> {
+        let mut out = Vec::new();
+        for (spec, schema) in self.specs.iter().zip(&self.schemas) {
+            let step = if schema.nested() { "step" } else { "0" };
+            let keys: String = schema
+                .columns
+                .iter()
+                .map(|c| format!(", {}", c.name))
+                .collect();
+            let text = format!(
+                "SELECT identity, {step}, data, c{keys} FROM {}",
+                schema.name
+            );
+            let ctx = || on(schema, "checking");
+            let mut st = self.conn.prepare(&text).map_err(ctx())?;
+            let mut rows = st.query([]).map_err(ctx())?;
+            while let Some(r) = rows.next().map_err(ctx())? {
+                let v: Vec<SqlValue> = (0..4 + schema.columns.len())
+                    .map(|i| r.get::<_, SqlValue>(i))
+                    .collect::<Result<_, _>>()
+                    .map_err(ctx())?;
+                let int = |v: &SqlValue| match v {
+                    SqlValue::Integer(i) => Some(*i),
+                    _ => None,
+                };
+                let identity = int(&v[0]);
+                let step = int(&v[1]).and_then(|s| u32::try_from(s).ok());
+                let data = match &v[2] {
+                    SqlValue::Blob(b) => Some(b.as_slice()),
+                    _ => None,
+                };
+                let c = int(&v[3]);
+                // SQLite lets any column hold any type: a row whose own
+                // columns are amiss is reported so, and checked no further.
+                let typed = [
+                    (identity.is_some(), "identity", "an integer"),
+                    (step.is_some(), "step", "an integer from 0 to 2^32 - 1"),
+                    (data.is_some(), "data", "bytes"),
+                    (c.is_some(), "c", "an integer"),
+                ];
+                let (Some(identity), Some(step), Some(data), Some(c)) = (identity, step, data, c)
+                else {
+                    for (i, (fits, column, expected)) in typed.into_iter().enumerate() {
+                        if !fits {
+                            out.push(RowProblem {
+                                table: schema.name.clone(),
+                                identity: identity.unwrap_or_default(),
+                                step: step.unwrap_or_default(),
+                                column: column.into(),
+                                stored: show_sqlite(&v[i]),
+                                expected: expected.into(),
+                            });
+                        }
+                    }
+                    continue;
+                };
+                let row = check::Stored {
+                    identity,
+                    step,
+                    data,
+                    c,
+                };
+                let mut key = |i: usize, expected: &KeyValue| {
+                    let stored = &v[4 + i];
+                    match to_sqlite(&schema.name, expected) {
+                        Ok(e) if e == *stored => None,
+                        _ => Some(show_sqlite(stored)),
+                    }
+                };
+                check::check_row(spec, schema, row, &mut key, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
     /// The last input time committed to every table (the smallest
     /// `last_update`; 0 for a new store): every iteration up to it is
     /// fully applied.
@@ -843,6 +941,7 @@ impl Sqlite {
 
     fn write_rows(
         &self,
+        spec: &StateSpec,
         schema: &TableSchema,
         sql: &TableSql,
         rows: &[EncodedRow],
@@ -908,13 +1007,6 @@ impl Sqlite {
             }
             // The stored row holds other data (other key columns, if
             // keyed), or the weights sum to zero or overflow.
-            let collision = || StoreError::IdentityCollision {
-                table: schema.name.clone(),
-                identity: row.identity,
-            };
-            if keyed {
-                return Err(collision());
-            }
             statements += 1;
             let mut stored = self.conn.prepare_cached(&sql.stored).map_err(ctx())?;
             bind_pk(&mut stored, row)?;
@@ -932,8 +1024,8 @@ impl Sqlite {
                     r.get(1).map_err(ctx())?,
                 )
             };
-            if data != row.data {
-                return Err(collision());
+            if let Some(refused) = sql::refused_write(spec, schema, row, &data, c) {
+                return Err(refused);
             }
             match c.checked_add(row.weight) {
                 None => {
@@ -1322,7 +1414,7 @@ impl StateStore for Sqlite {
             // as it stood after that time.
             for (at, bytes) in entries {
                 let rows = sql::decode_undo(&schema.name, at, &bytes)?;
-                self.write_rows(schema, &self.sql[s], &rows)?;
+                self.write_rows(&self.specs[s], schema, &self.sql[s], &rows)?;
             }
             self.conn
                 .execute(
@@ -1538,7 +1630,7 @@ impl StateTx for SqliteTx<'_> {
         let store = &*self.store;
         let rows = sql::encode_delta(&store.specs[s], &store.schemas[s], &*delta)?;
         if self.open_since.is_some() {
-            store.write_rows(&store.schemas[s], &store.sql[s], &rows)
+            store.write_rows(&store.specs[s], &store.schemas[s], &store.sql[s], &rows)
         } else {
             self.buffered[s].extend(rows);
             Ok(())
@@ -1578,7 +1670,9 @@ impl StateTx for SqliteTx<'_> {
                 false => Ok(()),
             })
             .and_then(|()| store.keep_undo(s, time, &rows))
-            .and_then(|()| store.write_rows(&store.schemas[s], &store.sql[s], &rows))
+            .and_then(|()| {
+                store.write_rows(&store.specs[s], &store.schemas[s], &store.sql[s], &rows)
+            })
             .and_then(|()| store.set_last_update(name, time))
             .and_then(|()| tx.commit().map_err(backend(format!("committing `{name}`"))));
         // On an error, dropping the transaction has rolled it back.

@@ -103,6 +103,18 @@ pub enum KeyValue {
     Timestamp(NaiveDateTime),
 }
 
+impl KeyValue {
+    /// The year of a date or timestamp; `None` for other values.
+    pub fn year(&self) -> Option<i32> {
+        use chrono::Datelike;
+        match self {
+            KeyValue::Date(d) => Some(d.year()),
+            KeyValue::Timestamp(t) => Some(t.year()),
+            _ => None,
+        }
+    }
+}
+
 /// A type that is exactly one key column.
 ///
 /// Implemented for `bool`, the signed integers and `u8`/`u16`/`u32`,

@@ -323,7 +323,9 @@ fn a_panicking_user_function_is_a_failed_batch() -> R {
             )?;
         assert_eq!(report.failures.len(), 1, "{kind:?}");
         assert!(
-            report.failures[0].error.contains("panicked: three"),
+            report.failures[0]
+                .error
+                .contains("user function in `n.map` panicked: three"),
             "{kind:?}: {}",
             report.failures[0].error
         );

@@ -278,6 +278,28 @@ impl Opened {
         }
     }
 
+    /// The SQLite store, if this is one.
+    pub(crate) fn sqlite(&self) -> Option<&store::Sqlite> {
+        match self.store.as_ref() {
+            Some(Store::Sqlite(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The SQL table of the state at `path` (a SQL store's).
+    pub(crate) fn table(&self, path: &str) -> String {
+        let names = match self.store.as_ref().expect("open") {
+            Store::Sqlite(s) => s.table_names(),
+            Store::Postgres(s) => s.table_names(),
+            Store::Memory(_) => panic!("no tables in memory"),
+        };
+        names
+            .into_iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, table)| table)
+            .expect("a state of this graph")
+    }
+
     /// Opens the same storage for `graph`, creating tables or only
     /// attaching, without closing this store.
     pub(crate) fn open_again(
@@ -461,4 +483,33 @@ pub(crate) fn batches2<A: std::fmt::Debug + Clone, B: std::fmt::Debug + Clone>(
     let side_a = prop::collection::vec((a, weight.clone()), 0..=max_rows);
     let side_b = prop::collection::vec((b, weight), 0..=max_rows);
     prop::collection::vec((side_a, side_b), 1..=max_batches)
+}
+
+/// The key columns (`k_...`) of `table`, in order.
+pub(crate) fn key_columns(store: &Opened, table: &str) -> Vec<String> {
+    let all: Vec<String> = match (store.sqlite(), store.postgres()) {
+        (Some(s), _) => {
+            let conn = s.connection();
+            let mut stmt = conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .expect("pragma");
+            stmt.query_map([], |r| r.get(0))
+                .expect("pragma")
+                .collect::<Result<_, _>>()
+                .expect("pragma")
+        }
+        _ => with_pg_client(async |c| {
+            c.query(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_name = $1 ORDER BY ordinal_position",
+                &[&table],
+            )
+            .await
+            .expect("information_schema")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        }),
+    };
+    all.into_iter().filter(|c| c.starts_with("k_")).collect()
 }

@@ -5,9 +5,10 @@
 extern crate stepping_store as store;
 
 mod bad_input;
+mod bad_values;
+mod concurrency;
 mod examples;
 mod harness;
-mod integrity;
 mod oracle;
 mod postgres;
 mod queries;
