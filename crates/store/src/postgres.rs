@@ -1459,8 +1459,17 @@ impl Postgres {
         let tables = Arc::clone(&self.tables);
         block_on(async {
             let mut conn = self.client().await?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(pg("starting to create tables"))?;
+            // Every open of this prefix, in any process, creates or checks
+            // the tables in one transaction holding the prefix's lock: two
+            // opens that both found a table missing would otherwise both
+            // create it, and one would fail.
+            lock_prefix(&*tx, &tables.prefix).await?;
             if create {
-                conn.batch_execute(&format!(
+                tx.batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
                      CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, t BIGINT NOT NULL);",
                     tables.tables(),
@@ -1469,10 +1478,6 @@ impl Postgres {
                 .await
                 .map_err(pg("creating the metadata tables"))?;
             }
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(pg("starting to create tables"))?;
             let borrowed = Borrowed {
                 client: &*tx,
                 cache: tokio::sync::Mutex::new(HashMap::new()),
@@ -1571,6 +1576,26 @@ impl Postgres {
         };
         crate::bridge::run(client, setup, graph.clone(), changes, time).await
     }
+}
+
+/// The key of the advisory lock under which the tables, the failed-batch
+/// table and the time sequence of `prefix` are created and checked (a
+/// hash: another prefix, or an application's own advisory lock, that
+/// shares it only makes them take turns).
+fn prefix_lock(prefix: &str) -> i64 {
+    identity_of(format!("stepping-rs tables {prefix}").as_bytes())
+}
+
+/// Takes the lock of [`prefix_lock`] until the end of `client`'s
+/// transaction.
+async fn lock_prefix<C: GenericClient>(client: &C, prefix: &str) -> Result<(), StoreError> {
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            prefix_lock(prefix)
+        ))
+        .await
+        .map_err(pg(format!("locking the tables of prefix `{prefix}`")))
 }
 
 /// Whether `schema`'s table exists with the same shape.
@@ -2216,13 +2241,19 @@ fn failed_table(tables: &Tables) -> String {
     format!("{}failed_batches", tables.prefix)
 }
 
+/// Creates the failed-batch table if it is missing, holding the prefix's
+/// lock (see [`lock_prefix`]) so that workers recording their first
+/// failures at once do not collide; the statements of one simple query run
+/// in one transaction, which the lock lasts for.
 async fn create_failed_table(
     conn: &deadpool_postgres::Object,
     tables: &Tables,
 ) -> Result<(), StoreError> {
     conn.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {} (input_time BIGINT PRIMARY KEY, batch BIGINT NOT NULL, \
+        "SELECT pg_advisory_xact_lock({}); \
+         CREATE TABLE IF NOT EXISTS {} (input_time BIGINT PRIMARY KEY, batch BIGINT NOT NULL, \
          changes BYTEA NOT NULL, error TEXT NOT NULL, committed TEXT NOT NULL)",
+        prefix_lock(&tables.prefix),
         failed_table(tables)
     ))
     .await
@@ -2247,10 +2278,16 @@ impl PgSequence {
         let next = store.next_time()?;
         let name = format!("{}time", store.tables.prefix);
         let pool = store.pool.clone();
+        let prefix = store.tables.prefix.clone();
         block_on(async {
             let conn = store.client().await?;
+            // Under the prefix's lock, as the tables are (see
+            // `create_failed_table`): handles creating it at once would
+            // otherwise collide.
             conn.batch_execute(&format!(
-                "CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}"
+                "SELECT pg_advisory_xact_lock({}); \
+                 CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}",
+                prefix_lock(&prefix)
             ))
             .await
             .map_err(pg("creating the time sequence"))

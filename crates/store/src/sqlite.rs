@@ -13,7 +13,7 @@ use graph::{
     StoreError, Time, Value, identity_of,
 };
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params_from_iter};
 use zset::{ColumnType, KeyValue};
 
 use crate::StoreStats;
@@ -509,16 +509,37 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_handler(Some(on_busy))
         .map_err(backend("setting the busy handler"))?;
     conn.set_prepared_statement_cache_capacity(512);
-    // The page size applies to a new file only (see `PAGE_SIZE`).
-    conn.execute_batch(&format!(
-        "PRAGMA page_size = {PAGE_SIZE};
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -65536;
-         PRAGMA temp_store = MEMORY;"
-    ))
-    .map_err(backend(format!("configuring {}", path.display())))?;
+    // The page size applies to a new file only (see `PAGE_SIZE`), so it
+    // goes before the switch to WAL, which writes the file's first page.
+    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
+        .and_then(|()| retry_busy(|| conn.execute_batch("PRAGMA journal_mode = WAL;")))
+        .and_then(|()| {
+            conn.execute_batch(
+                "PRAGMA synchronous = NORMAL;
+                 PRAGMA cache_size = -65536;
+                 PRAGMA temp_store = MEMORY;",
+            )
+        })
+        .map_err(backend(format!("configuring {}", path.display())))?;
     Ok(conn)
+}
+
+/// Runs `f` again while it fails with `SQLITE_BUSY`, pausing as
+/// [`on_busy`] does, for the statements SQLite fails that way without
+/// calling the busy handler: switching a new file to WAL while another
+/// connection is switching or creating it.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut count = 0;
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && on_busy(count) =>
+            {
+                count = count.saturating_add(1);
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Sqlite {
@@ -656,19 +677,26 @@ impl Sqlite {
     /// Creates or checks every table; returns how many were created.
     fn prepare_tables(&mut self, create: bool) -> Result<usize, StoreError> {
         let (tables, last_update) = self.meta();
+        // An open that may create takes the write lock before it reads what
+        // exists, so that opens of one file from several connections take
+        // turns (waiting in the busy handler). A transaction that read first
+        // could not write once another connection had committed: SQLite
+        // fails it with `database is locked` at once, without waiting.
+        let behavior = if create {
+            TransactionBehavior::Immediate
+        } else {
+            TransactionBehavior::Deferred
+        };
+        let tx = Transaction::new_unchecked(&self.conn, behavior)
+            .map_err(backend("starting to create tables"))?;
         if create {
-            self.conn
-                .execute_batch(&format!(
-                    "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
-                     CREATE TABLE IF NOT EXISTS {last_update} (table_name TEXT PRIMARY KEY, t INTEGER NOT NULL);"
-                ))
-                .map_err(backend("creating the metadata tables"))?;
+            tx.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {last_update} (table_name TEXT PRIMARY KEY, t INTEGER NOT NULL);"
+            ))
+            .map_err(backend("creating the metadata tables"))?;
         }
         let mut created = 0;
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(backend("starting to create tables"))?;
         for schema in &self.schemas {
             if check_table(&tx, &tables, schema)? {
                 continue;
@@ -1216,9 +1244,9 @@ impl StateStore for Sqlite {
         for s in &self.schemas {
             self.wait_for(&s.name, time.frontier, self.max_wait)?;
         }
-        let tx = self
-            .conn
-            .unchecked_transaction()
+        // Immediate, as at open: a transaction that read the times first
+        // could not write them once another connection had committed.
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(backend("recording a failed batch"))?;
         let mut committed = Vec::new();
         for s in &self.schemas {

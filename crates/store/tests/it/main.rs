@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod examples;
+mod first_use;
 mod harness;
 mod oracle;
 mod postgres;
