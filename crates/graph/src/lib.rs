@@ -27,6 +27,7 @@ mod error;
 mod exec;
 mod graph;
 mod memtable;
+mod names;
 mod path;
 mod scope;
 mod state;
@@ -42,6 +43,7 @@ pub use codec::{
 pub use error::{At, BoxError, GraphError, StoreError};
 pub use exec::{Ctx, Handle, scalar_of};
 pub use graph::{Changes, Graph, Outputs};
+pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident};
 pub use path::Path;
 pub use scope::{FlatScope, Grouped, Rec, Root, Scope};
 pub use state::{

@@ -27,50 +27,11 @@
 
 use std::any::Any;
 
-use graph::{EncodedRow, Read, StateKind, StateSpec, StoreError, identity_of};
+use graph::{
+    EncodedRow, MAX_IDENT, MAX_TABLE_PREFIX, Read, StateKind, StateSpec, StoreError,
+    sql_ident as ident, table_ident,
+};
 use zset::{ColumnType, KeyColumn, KeyValue};
-
-/// The longest identifier both Postgres (63 bytes) and SQLite accept.
-const MAX_IDENT: usize = 63;
-
-/// The longest table name: Postgres names a table's primary key index
-/// `<table>_pkey`, which must fit in an identifier too.
-const MAX_TABLE: usize = MAX_IDENT - "_pkey".len();
-
-/// A name made of `[a-z0-9_]` only (so it never needs quoting and can never
-/// inject SQL), from any text: other characters become `_`, and a short hash
-/// of the original is appended when anything was replaced or cut, so that
-/// different names stay different.
-pub(crate) fn ident(raw: &str, max: usize) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut lossy = false;
-    for c in raw.chars() {
-        let c2 = c.to_ascii_lowercase();
-        if c2.is_ascii_lowercase() || c2.is_ascii_digit() || c2 == '_' {
-            lossy |= c2 != c;
-            out.push(c2);
-        } else {
-            lossy = true;
-            if !out.ends_with('_') {
-                out.push('_');
-            }
-        }
-    }
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, 'x');
-        lossy = true;
-    }
-    if lossy || out.len() > max {
-        let hash = format!("{:08x}", identity_of(raw.as_bytes()) as u64 & 0xffff_ffff);
-        out.truncate(max.saturating_sub(hash.len() + 1));
-        while out.ends_with('_') {
-            out.pop();
-        }
-        out.push('_');
-        out.push_str(&hash);
-    }
-    out
-}
 
 /// What a store makes of `schema`'s table, from the shape recorded for it
 /// (`(path, shape)`, if any) and whether the table exists: `Ok(false)` to
@@ -130,14 +91,15 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && prefix.starts_with(|c: char| c.is_ascii_lowercase())
-        && prefix.len() <= 20;
+        && prefix.len() <= MAX_TABLE_PREFIX;
     if ok {
         Ok(())
     } else {
         Err(StoreError::InvalidName {
             name: prefix.to_owned(),
-            reason: "a table prefix is up to 20 characters of [a-z0-9_], starting with a letter"
-                .into(),
+            reason: format!(
+                "a table prefix is up to {MAX_TABLE_PREFIX} characters of [a-z0-9_], starting with a letter"
+            ),
         })
     }
 }
@@ -177,7 +139,7 @@ impl TableSchema {
     pub(crate) fn of(spec: &StateSpec, prefix: &str, dialect: &dyn Dialect) -> TableSchema {
         let name = format!(
             "{prefix}{}",
-            ident(spec.path().as_str(), MAX_TABLE - prefix.len())
+            table_ident(spec.path().as_str(), prefix.len())
         );
         let mut columns: Vec<Column> = Vec::new();
         let mut indexes = Vec::new();
@@ -456,28 +418,6 @@ pub(crate) fn four_digit_year(year: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_are_safe_and_distinct() {
-        assert_eq!(ident("users", 63), "users");
-        assert_eq!(ident("daily_usage", 63), "daily_usage");
-        let a = ident("users.join(meters).map", 63);
-        let b = ident("users.join(meters)/map", 63);
-        assert!(a.starts_with("users_join_meters_map_"), "{a}");
-        assert_ne!(a, b);
-        let evil = ident("x\"; DROP TABLE users; --", 63);
-        assert!(
-            evil.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-            "{evil}"
-        );
-        let long = ident(&"a".repeat(500), 63);
-        assert!(long.len() <= 63);
-        assert_ne!(long, ident(&"a".repeat(501), 63));
-        assert!(ident("Ünïcödé", 63).is_ascii());
-        assert_ne!(ident("Users", 63), ident("users", 63));
-        assert!(ident("1st", 63).starts_with('x'));
-    }
 
     #[test]
     fn prefixes_are_checked() {

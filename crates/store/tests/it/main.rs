@@ -6,6 +6,7 @@ mod examples;
 mod first_use;
 mod harness;
 mod oracle;
+mod own_names;
 mod postgres;
 mod queries;
 mod reliability;
