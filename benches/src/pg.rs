@@ -3,8 +3,8 @@
 
 /// Drops every table in the connection's current schema whose name starts
 /// with `prefix` (the state tables, their metadata tables, a failed-batch
-/// table and any application table made beside them); returns how many
-/// there were. Meant for a prefix unique to one test or run: an empty
+/// table and any application table made beside them), and every sequence
+/// (the time sequence); returns how many tables there were. Meant for a prefix unique to one test or run: an empty
 /// prefix is refused.
 ///
 /// # Errors
@@ -33,6 +33,19 @@ pub fn drop_tables_with_prefix(
             let name: String = row.try_get(0)?;
             client
                 .batch_execute(&format!("DROP TABLE IF EXISTS {name} CASCADE"))
+                .await?;
+        }
+        let sequences = client
+            .query(
+                "SELECT quote_ident(sequencename) FROM pg_sequences \
+                 WHERE schemaname = current_schema() AND left(sequencename, length($1)) = $1",
+                &[&prefix],
+            )
+            .await?;
+        for row in &sequences {
+            let name: String = row.try_get(0)?;
+            client
+                .batch_execute(&format!("DROP SEQUENCE IF EXISTS {name}"))
                 .await?;
         }
         drop(client);
