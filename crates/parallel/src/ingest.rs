@@ -354,7 +354,10 @@ pub struct RetryReport {
 /// # Errors
 /// The first retry that fails again (its record is kept; earlier retries
 /// stay done), or a store failure.
-pub fn retry<S: StateStore>(graph: &Graph, store: &mut S) -> Result<RetryReport, ParallelError> {
+pub fn retry<S: StateStore + ?Sized>(
+    graph: &Graph,
+    store: &mut S,
+) -> Result<RetryReport, ParallelError> {
     let mut report = RetryReport::default();
     for failed in store.failed_batches().map_err(GraphError::from)? {
         if !failed.committed.is_empty() {

@@ -26,7 +26,7 @@ use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 use uuid::Uuid;
 use zset::{ColumnType, KeyValue};
 
-use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix};
+use crate::sql::{self, Dialect, OwnNames, SqlRead, SqlRow, TableSchema, check_prefix};
 use crate::wait::Backoff;
 use crate::{OpenOptions, StoreStats};
 
@@ -508,6 +508,8 @@ impl PgSql {
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) prefix: String,
+    /// The store's own tables.
+    own: OwnNames,
     pub(crate) specs: Vec<StateSpec>,
     pub(crate) schemas: Vec<TableSchema>,
     pub(crate) sql: Vec<PgSql>,
@@ -529,9 +531,11 @@ impl Tables {
             .map(|s| TableSchema::of(s, prefix, &PgDialect))
             .collect();
         let sql = schemas.iter().map(PgSql::of).collect();
-        let last_update = format!("{prefix}last_update");
+        let own = OwnNames::of(prefix);
+        let last_update = own.last_update.clone();
         Tables {
             prefix: prefix.to_owned(),
+            own,
             specs,
             schemas,
             sql,
@@ -556,10 +560,10 @@ impl Tables {
         self.schemas.iter().map(|s| s.name.clone()).collect()
     }
     fn last_update(&self) -> String {
-        format!("{}last_update", self.prefix)
+        self.own.last_update.clone()
     }
     fn tables(&self) -> String {
-        format!("{}tables", self.prefix)
+        self.own.tables.clone()
     }
 }
 
@@ -1468,6 +1472,7 @@ impl Postgres {
             // opens that both found a table missing would otherwise both
             // create it, and one would fail.
             lock_prefix(&*tx, &tables.prefix).await?;
+            rename_legacy_tables(&*tx, &tables.prefix).await?;
             if create {
                 tx.batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
@@ -1596,6 +1601,82 @@ async fn lock_prefix<C: GenericClient>(client: &C, prefix: &str) -> Result<(), S
         ))
         .await
         .map_err(pg(format!("locking the tables of prefix `{prefix}`")))
+}
+
+/// A relation found in the catalog: its kind (`r` a table, `S` a
+/// sequence), its columns in order, and its primary key's name.
+struct Relation {
+    kind: String,
+    columns: Vec<String>,
+    pkey: Option<String>,
+}
+
+/// Which of the relations `names` exist (where the search path finds
+/// them), by name.
+async fn relations<C: GenericClient>(
+    client: &C,
+    names: &[&str],
+) -> Result<HashMap<String, Relation>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, c.relkind::text, \
+             ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum), \
+             (SELECT k.conname::text FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') \
+             FROM pg_catalog.pg_class c \
+             WHERE c.relname::text = ANY($1::text[]) AND pg_catalog.pg_table_is_visible(c.oid)",
+            &[&names],
+        )
+        .await
+        .map_err(pg("reading the catalog"))?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                Relation {
+                    kind: r.try_get(1)?,
+                    columns: r.try_get(2)?,
+                    pkey: r.try_get(3)?,
+                },
+            ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(pg("reading the catalog"))
+}
+
+/// Gives the store's own tables of a store made by an earlier version
+/// today's names ([`OwnNames::legacy_tables`]), in the caller's transaction
+/// holding the prefix's lock: a table is renamed, with its primary key,
+/// when it has the columns of that table and today's name is free.
+async fn rename_legacy_tables<C: GenericClient>(
+    client: &C,
+    prefix: &str,
+) -> Result<(), StoreError> {
+    let legacy = OwnNames::legacy_tables(prefix);
+    let names: Vec<&str> = legacy
+        .iter()
+        .flat_map(|l| [l.old.as_str(), l.new.as_str()])
+        .collect();
+    let found = relations(client, &names).await?;
+    for l in &legacy {
+        let old = found.get(&l.old).filter(|r| r.kind == "r");
+        if !l.applies(old.map(|r| &r.columns[..]), found.contains_key(&l.new)) {
+            continue;
+        }
+        let mut sql = format!("ALTER TABLE {} RENAME TO {};", l.old, l.new);
+        // `<old>_pkey` is a name a state's table could have.
+        if old.and_then(|r| r.pkey.as_deref()) == Some(&format!("{}_pkey", l.old)) {
+            sql.push_str(&format!(
+                " ALTER INDEX {}_pkey RENAME TO {}_pkey;",
+                l.old, l.new
+            ));
+        }
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(pg(format!("renaming `{}` to `{}`", l.old, l.new)))?;
+    }
+    Ok(())
 }
 
 /// Whether `schema`'s table exists with the same shape.
@@ -2238,7 +2319,7 @@ impl Drop for PostgresTx<'_> {
 }
 
 fn failed_table(tables: &Tables) -> String {
-    format!("{}failed_batches", tables.prefix)
+    tables.own.failed_batches.clone()
 }
 
 /// Creates the failed-batch table if it is missing, holding the prefix's
@@ -2261,7 +2342,7 @@ async fn create_failed_table(
 }
 
 /// A Postgres `SEQUENCE` handing out input times to workers in any number
-/// of processes (`<prefix>time`), created on first use to start after the
+/// of processes (`<prefix>0_time`), created on first use to start after the
 /// store's last recorded time.
 #[derive(Debug)]
 pub struct PgSequence {
@@ -2276,21 +2357,32 @@ impl PgSequence {
     /// A database failure.
     pub fn of(store: &mut Postgres) -> Result<PgSequence, StoreError> {
         let next = store.next_time()?;
-        let name = format!("{}time", store.tables.prefix);
+        let name = store.tables.own.time.clone();
+        let legacy = OwnNames::legacy_time(&store.tables.prefix);
         let pool = store.pool.clone();
         let prefix = store.tables.prefix.clone();
         block_on(async {
-            let conn = store.client().await?;
-            // Under the prefix's lock, as the tables are (see
-            // `create_failed_table`): handles creating it at once would
-            // otherwise collide.
-            conn.batch_execute(&format!(
-                "SELECT pg_advisory_xact_lock({}); \
-                 CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}",
-                prefix_lock(&prefix)
-            ))
-            .await
-            .map_err(pg("creating the time sequence"))
+            let mut conn = store.client().await?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(pg("creating the time sequence"))?;
+            // Under the prefix's lock, as the tables are: handles creating
+            // it at once would otherwise collide.
+            lock_prefix(&*tx, &prefix).await?;
+            // An earlier version's sequence carries on where it was.
+            let found = relations(&*tx, &[legacy.as_str(), name.as_str()]).await?;
+            let sql = if !found.contains_key(&name)
+                && found.get(&legacy).is_some_and(|r| r.kind == "S")
+            {
+                format!("ALTER SEQUENCE {legacy} RENAME TO {name}")
+            } else {
+                format!("CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}")
+            };
+            tx.batch_execute(&sql)
+                .await
+                .map_err(pg("creating the time sequence"))?;
+            tx.commit().await.map_err(pg("creating the time sequence"))
         })??;
         Ok(PgSequence { pool, name })
     }

@@ -18,7 +18,9 @@ use zset::{ColumnType, KeyValue};
 
 use crate::StoreStats;
 use crate::checkpoint::SqliteCheckpointer;
-use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year};
+use crate::sql::{
+    self, Dialect, OwnNames, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year,
+};
 use crate::wait::{Backoff, Notifier};
 
 /// How a SQL store is opened.
@@ -669,8 +671,8 @@ impl Sqlite {
 
     fn meta(&self) -> (String, String) {
         (
-            format!("{}tables", self.prefix),
-            format!("{}last_update", self.prefix),
+            OwnNames::name(&self.prefix, "tables"),
+            OwnNames::name(&self.prefix, "last_update"),
         )
     }
 
@@ -682,13 +684,19 @@ impl Sqlite {
         // turns (waiting in the busy handler). A transaction that read first
         // could not write once another connection had committed: SQLite
         // fails it with `database is locked` at once, without waiting.
-        let behavior = if create {
+        // So does one that renames an earlier version's tables (checked
+        // again once it holds the lock).
+        let behavior = if create || !legacy_renames(&self.conn, &self.prefix)?.is_empty() {
             TransactionBehavior::Immediate
         } else {
             TransactionBehavior::Deferred
         };
         let tx = Transaction::new_unchecked(&self.conn, behavior)
             .map_err(backend("starting to create tables"))?;
+        for l in legacy_renames(&tx, &self.prefix)? {
+            tx.execute_batch(&format!("ALTER TABLE {} RENAME TO {}", l.old, l.new))
+                .map_err(backend(format!("renaming `{}` to `{}`", l.old, l.new)))?;
+        }
         if create {
             tx.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
@@ -1106,7 +1114,7 @@ impl Sqlite {
     }
 
     fn failed_table(&self) -> String {
-        format!("{}failed_batches", self.prefix)
+        OwnNames::name(&self.prefix, "failed_batches")
     }
 
     fn create_failed_table(&self) -> Result<(), StoreError> {
@@ -1125,6 +1133,42 @@ fn bad_index(schema: &TableSchema, index: usize) -> StoreError {
         table: schema.name.clone(),
         detail: format!("no index number {index}"),
     }
+}
+
+/// The store's own tables of a store made by an earlier version that are
+/// to get today's names ([`OwnNames::legacy_tables`]): those with the
+/// columns of that table whose new name is free.
+fn legacy_renames(conn: &Connection, prefix: &str) -> Result<Vec<sql::Legacy>, StoreError> {
+    let columns = |table: &str| -> Result<Option<Vec<String>>, StoreError> {
+        let exists = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                [table],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(backend("reading sqlite_master"))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        conn.prepare("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+            .and_then(|mut s| {
+                s.query_map([table], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map(Some)
+            .map_err(backend(format!("reading the columns of `{table}`")))
+    };
+    let mut renames = Vec::new();
+    for l in OwnNames::legacy_tables(prefix) {
+        if let Some(old) = columns(&l.old)?
+            && l.applies(Some(&old), columns(&l.new)?.is_some())
+        {
+            renames.push(l);
+        }
+    }
+    Ok(renames)
 }
 
 /// Whether `schema`'s table exists with the same shape (`Ok(false)`: it
