@@ -3,8 +3,8 @@
 
 /// Drops every table in the connection's current schema whose name starts
 /// with `prefix` (the state tables, their metadata tables, a failed-batch
-/// table and any application table made beside them), and such sequences;
-/// returns how many tables there were. Meant for a prefix unique to one test or run: an empty
+/// table and any application table made beside them), and every sequence
+/// (the time sequence); returns how many tables there were. Meant for a prefix unique to one test or run: an empty
 /// prefix is refused.
 ///
 /// # Errors

@@ -29,6 +29,7 @@ mod exec;
 mod graph;
 mod limits;
 mod memtable;
+mod names;
 mod path;
 mod scope;
 mod state;
@@ -45,6 +46,7 @@ pub use error::{At, BoxError, GraphError, StoreError};
 pub use exec::{Ctx, Handle, panic_message, scalar_of};
 pub use graph::{Changes, Graph, Outputs};
 pub use limits::{KEY_YEARS, MAX_KEY_BYTES, index_needs_check, key_problem};
+pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident};
 pub use path::Path;
 pub use scope::{FlatScope, Grouped, Rec, Root, Scope};
 pub use state::{

@@ -9,7 +9,8 @@
 //! 3. **Remove identities** (`named`, `flatten`).
 //! 4. **Drop dead vertices**: those no output or cache depends on.
 //! 5. **Share delays**: integrals of the same stream (e.g. one input joined
-//!    twice) become one state with the union of their indexes.
+//!    twice) become one state with the union of their indexes; states whose
+//!    SQL tables would share a name are refused.
 //! 6. **Schedule**: a topological order (delays and recursion feedback are
 //!    back edges), the write point of each state (after its last reader),
 //!    and each recursion body's own order.
@@ -306,11 +307,38 @@ fn share_states(
             }
         }
     }
+    check_table_names(&finals, decls)?;
     let specs = finals
         .into_iter()
         .map(|(path, codec, _)| StateSpec::new(path, codec))
         .collect();
     Ok((specs, final_of))
+}
+
+/// Refuses two states that a SQL store would keep in one table. Their
+/// names depend on the prefix's length (a long name is cut to fit), and a
+/// clean name can equal another's replaced-and-hashed one at one length and
+/// not at another, so every length a store accepts is checked.
+fn check_table_names(
+    finals: &[(crate::Path, Arc<dyn Codec>, usize)],
+    decls: &[crate::builder::StateDecl],
+) -> Result<(), GraphError> {
+    for prefix_len in 1..=crate::MAX_TABLE_PREFIX {
+        let mut seen: HashMap<String, &crate::Path> = HashMap::with_capacity(finals.len());
+        for (path, _, decl) in finals {
+            let table = crate::table_ident(path.as_str(), prefix_len);
+            if let Some(first) = seen.get(&table) {
+                return Err(GraphError::TableNameCollision {
+                    first: (*first).clone(),
+                    second: path.clone(),
+                    table,
+                    at: decls[*decl].at,
+                });
+            }
+            seen.insert(table, path);
+        }
+    }
+    Ok(())
 }
 
 /// For each vertex, the recursive vertex whose body it is in (if any).

@@ -31,12 +31,12 @@ const GRACE: Duration = Duration::from_secs(1);
 
 /// The sequence of the tables with `prefix`.
 pub(crate) fn sequence(prefix: &str) -> String {
-    format!("{prefix}time")
+    crate::sql::OwnNames::name(prefix, "time")
 }
 
 /// The claims table of the tables with `prefix`.
 pub(crate) fn claims_table(prefix: &str) -> String {
-    format!("{prefix}time_claims")
+    crate::sql::OwnNames::name(prefix, "time_claims")
 }
 
 /// Creates the claims table: one row per time taken from the sequence and

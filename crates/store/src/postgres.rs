@@ -28,7 +28,7 @@ use zset::{ColumnType, KeyValue};
 
 use crate::check::{self, RowProblem};
 use crate::claims;
-use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix};
+use crate::sql::{self, Dialect, OwnNames, SqlRead, SqlRow, TableSchema, check_prefix};
 use crate::wait::Backoff;
 use crate::{OpenOptions, StoreStats};
 
@@ -525,6 +525,8 @@ const ALREADY_APPLIED: &str = "stepping: time already applied to";
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) prefix: String,
+    /// The store's own tables.
+    own: OwnNames,
     pub(crate) specs: Vec<StateSpec>,
     pub(crate) schemas: Vec<TableSchema>,
     pub(crate) sql: Vec<PgSql>,
@@ -554,9 +556,11 @@ impl Tables {
             .map(|s| TableSchema::of(s, prefix, &PgDialect))
             .collect();
         let sql = schemas.iter().map(PgSql::of).collect();
-        let last_update = format!("{prefix}last_update");
+        let own = OwnNames::of(prefix);
+        let last_update = own.last_update.clone();
         Tables {
             prefix: prefix.to_owned(),
+            own,
             specs,
             schemas,
             sql,
@@ -592,13 +596,13 @@ impl Tables {
         self.schemas.iter().map(|s| s.name.clone()).collect()
     }
     fn last_update(&self) -> String {
-        format!("{}last_update", self.prefix)
+        self.own.last_update.clone()
     }
     fn tables(&self) -> String {
-        format!("{}tables", self.prefix)
+        self.own.tables.clone()
     }
     fn undo(&self) -> String {
-        format!("{}undo", self.prefix)
+        OwnNames::name(&self.prefix, "undo")
     }
     fn create_undo_sql(&self) -> String {
         format!(
@@ -1676,8 +1680,18 @@ impl Postgres {
         let tables = Arc::clone(&self.tables);
         block_on(async {
             let mut conn = self.client().await?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(pg("starting to create tables"))?;
+            // Every open of this prefix, in any process, creates or checks
+            // the tables in one transaction holding the prefix's lock: two
+            // opens that both found a table missing would otherwise both
+            // create it, and one would fail.
+            lock_prefix(&*tx, &tables.prefix).await?;
+            rename_legacy_tables(&*tx, &tables.prefix).await?;
             if create {
-                conn.batch_execute(&format!(
+                tx.batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
                      CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, t BIGINT NOT NULL);
                      {};",
@@ -1688,10 +1702,6 @@ impl Postgres {
                 .await
                 .map_err(pg("creating the metadata tables"))?;
             }
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(pg("starting to create tables"))?;
             let borrowed = Borrowed {
                 client: &*tx,
                 cache: tokio::sync::Mutex::new(HashMap::new()),
@@ -1790,6 +1800,102 @@ impl Postgres {
         };
         crate::bridge::run(client, setup, graph.clone(), changes, time).await
     }
+}
+
+/// The key of the advisory lock under which the tables, the failed-batch
+/// table and the time sequence of `prefix` are created and checked (a
+/// hash: another prefix, or an application's own advisory lock, that
+/// shares it only makes them take turns).
+fn prefix_lock(prefix: &str) -> i64 {
+    identity_of(format!("stepping-rs tables {prefix}").as_bytes())
+}
+
+/// Takes the lock of [`prefix_lock`] until the end of `client`'s
+/// transaction.
+async fn lock_prefix<C: GenericClient>(client: &C, prefix: &str) -> Result<(), StoreError> {
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            prefix_lock(prefix)
+        ))
+        .await
+        .map_err(pg(format!("locking the tables of prefix `{prefix}`")))
+}
+
+/// A relation found in the catalog: its kind (`r` a table, `S` a
+/// sequence), its columns in order, and its primary key's name.
+struct Relation {
+    kind: String,
+    columns: Vec<String>,
+    pkey: Option<String>,
+}
+
+/// Which of the relations `names` exist (where the search path finds
+/// them), by name.
+async fn relations<C: GenericClient>(
+    client: &C,
+    names: &[&str],
+) -> Result<HashMap<String, Relation>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, c.relkind::text, \
+             ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum), \
+             (SELECT k.conname::text FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') \
+             FROM pg_catalog.pg_class c \
+             WHERE c.relname::text = ANY($1::text[]) AND pg_catalog.pg_table_is_visible(c.oid)",
+            &[&names],
+        )
+        .await
+        .map_err(pg("reading the catalog"))?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                Relation {
+                    kind: r.try_get(1)?,
+                    columns: r.try_get(2)?,
+                    pkey: r.try_get(3)?,
+                },
+            ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(pg("reading the catalog"))
+}
+
+/// Gives the store's own tables of a store made by an earlier version
+/// today's names ([`OwnNames::legacy_tables`]), in the caller's transaction
+/// holding the prefix's lock: a table is renamed, with its primary key,
+/// when it has the columns of that table and today's name is free.
+async fn rename_legacy_tables<C: GenericClient>(
+    client: &C,
+    prefix: &str,
+) -> Result<(), StoreError> {
+    let legacy = OwnNames::legacy_tables(prefix);
+    let names: Vec<&str> = legacy
+        .iter()
+        .flat_map(|l| [l.old.as_str(), l.new.as_str()])
+        .collect();
+    let found = relations(client, &names).await?;
+    for l in &legacy {
+        let old = found.get(&l.old).filter(|r| r.kind == "r");
+        if !l.applies(old.map(|r| &r.columns[..]), found.contains_key(&l.new)) {
+            continue;
+        }
+        let mut sql = format!("ALTER TABLE {} RENAME TO {};", l.old, l.new);
+        // `<old>_pkey` is a name a state's table could have.
+        if old.and_then(|r| r.pkey.as_deref()) == Some(&format!("{}_pkey", l.old)) {
+            sql.push_str(&format!(
+                " ALTER INDEX {}_pkey RENAME TO {}_pkey;",
+                l.old, l.new
+            ));
+        }
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(pg(format!("renaming `{}` to `{}`", l.old, l.new)))?;
+    }
+    Ok(())
 }
 
 /// Whether `schema`'s table exists with the same shape.
@@ -2664,16 +2770,22 @@ impl Drop for PostgresTx<'_> {
 }
 
 pub(crate) fn failed_table(tables: &Tables) -> String {
-    format!("{}failed_batches", tables.prefix)
+    tables.own.failed_batches.clone()
 }
 
+/// Creates the failed-batch table if it is missing, holding the prefix's
+/// lock (see [`lock_prefix`]) so that workers recording their first
+/// failures at once do not collide; the statements of one simple query run
+/// in one transaction, which the lock lasts for.
 async fn create_failed_table(
     conn: &deadpool_postgres::Object,
     tables: &Tables,
 ) -> Result<(), StoreError> {
     conn.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {} (input_time BIGINT PRIMARY KEY, batch BIGINT NOT NULL, \
+        "SELECT pg_advisory_xact_lock({}); \
+         CREATE TABLE IF NOT EXISTS {} (input_time BIGINT PRIMARY KEY, batch BIGINT NOT NULL, \
          changes BYTEA NOT NULL, error TEXT NOT NULL, committed TEXT NOT NULL)",
+        prefix_lock(&tables.prefix),
         failed_table(tables)
     ))
     .await
@@ -2681,7 +2793,7 @@ async fn create_failed_table(
 }
 
 /// A Postgres `SEQUENCE` handing out input times to workers in any number
-/// of processes (`<prefix>time`), created on first use to start after the
+/// of processes (`<prefix>0_time`), created on first use to start after the
 /// store's last recorded time.
 ///
 /// Taking a time also claims it, in the same statement, for the session
@@ -2712,25 +2824,37 @@ impl PgSequence {
     pub fn of(store: &mut Postgres) -> Result<PgSequence, StoreError> {
         let next = store.next_time()?;
         let tables = Arc::clone(&store.tables);
-        let name = claims::sequence(&tables.prefix);
+        let name = store.tables.own.time.clone();
+        let legacy = OwnNames::legacy_time(&store.tables.prefix);
         let pool = store.pool.clone();
+        let prefix = store.tables.prefix.clone();
         block_on(async {
-            let conn = store.client().await?;
-            let create = format!(
-                "CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}; {}",
-                claims::create_claims_sql(&tables.prefix)
-            );
-            // Two processes creating the same objects at once: one of them
-            // is refused by the catalog's unique indexes, and finds them
-            // made when it tries again.
-            let mut tries = 0;
-            loop {
-                match conn.batch_execute(&create).await {
-                    Ok(()) => break,
-                    Err(e) if tries < 3 && created_meanwhile(&e) => tries += 1,
-                    Err(e) => return Err(pg("creating the time sequence")(e)),
-                }
-            }
+            let mut conn = store.client().await?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(pg("creating the time sequence"))?;
+            // Under the prefix's lock, as the tables are: handles creating
+            // it at once would otherwise collide.
+            lock_prefix(&*tx, &prefix).await?;
+            // An earlier version's sequence carries on where it was.
+            let found = relations(&*tx, &[legacy.as_str(), name.as_str()]).await?;
+            let sql = if !found.contains_key(&name)
+                && found.get(&legacy).is_some_and(|r| r.kind == "S")
+            {
+                format!("ALTER SEQUENCE {legacy} RENAME TO {name}")
+            } else {
+                format!("CREATE SEQUENCE IF NOT EXISTS {name} START WITH {next}")
+            };
+            tx.batch_execute(&sql)
+                .await
+                .map_err(pg("creating the time sequence"))?;
+            tx.batch_execute(&claims::create_claims_sql(&prefix))
+                .await
+                .map_err(pg("creating the time claims table"))?;
+            tx.commit()
+                .await
+                .map_err(pg("creating the time sequence"))?;
             create_failed_table(&conn, &tables).await
         })??;
         Ok(PgSequence {
@@ -2792,18 +2916,4 @@ impl PgSequence {
             row.try_get::<_, i64>(0).map_err(pg(context.clone()))
         })?
     }
-}
-
-/// Whether `e` is the catalog refusing an object another session created
-/// at the same moment.
-fn created_meanwhile(e: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
-    e.as_db_error().is_some_and(|d| {
-        [
-            SqlState::UNIQUE_VIOLATION,
-            SqlState::DUPLICATE_TABLE,
-            SqlState::DUPLICATE_OBJECT,
-        ]
-        .contains(d.code())
-    })
 }

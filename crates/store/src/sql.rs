@@ -20,56 +20,110 @@
 //! that are read together are stored together, and that index costs no
 //! second B-tree. Otherwise it is `(identity[, step])` with the first index
 //! beside it. Every further `Index` is one SQL index, in its key order.
-//! Two shared tables: `<prefix>last_update(table_name, t)` and
-//! `<prefix>tables(table_name, path, kind, shape)`; the recorded shape
+//! Two shared tables: `<prefix>0_last_update(table_name, t)` and
+//! `<prefix>0_tables(table_name, path, kind, shape)`; the recorded shape
 //! includes the layout, so a table written by another layout is a
-//! [`StoreError::SchemaMismatch`], never misread.
+//! [`StoreError::SchemaMismatch`], never misread. The store's own names
+//! ([`OwnNames`]) start with a digit after the prefix, which no state's
+//! table name does.
 
 use std::any::Any;
 
-use graph::{EncodedRow, Read, StateKind, StateSpec, StoreError, identity_of};
+use graph::{
+    EncodedRow, MAX_IDENT, MAX_TABLE_PREFIX, Read, StateKind, StateSpec, StoreError,
+    sql_ident as ident, table_ident,
+};
 use zset::{ColumnType, KeyColumn, KeyValue};
 
-/// The longest identifier both Postgres (63 bytes) and SQLite accept.
-const MAX_IDENT: usize = 63;
+/// The store's own tables (and Postgres time sequence) under a prefix:
+/// `<prefix>0_tables`, `<prefix>0_last_update`, `<prefix>0_failed_batches`
+/// and `<prefix>0_time`. A state's table is the prefix followed by
+/// [`table_ident`] of its path, which never starts with a digit, so no
+/// state, whatever its path, can be given one of these names.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnNames {
+    /// Every state table's path, kind and shape.
+    pub(crate) tables: String,
+    /// The time each state table was last written at.
+    pub(crate) last_update: String,
+    /// The batches that failed, with their input.
+    pub(crate) failed_batches: String,
+    /// The Postgres sequence of input times.
+    pub(crate) time: String,
+}
 
-/// The longest table name: Postgres names a table's primary key index
-/// `<table>_pkey`, which must fit in an identifier too.
-const MAX_TABLE: usize = MAX_IDENT - "_pkey".len();
-
-/// A name made of `[a-z0-9_]` only (so it never needs quoting and can never
-/// inject SQL), from any text: other characters become `_`, and a short hash
-/// of the original is appended when anything was replaced or cut, so that
-/// different names stay different.
-pub(crate) fn ident(raw: &str, max: usize) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut lossy = false;
-    for c in raw.chars() {
-        let c2 = c.to_ascii_lowercase();
-        if c2.is_ascii_lowercase() || c2.is_ascii_digit() || c2 == '_' {
-            lossy |= c2 != c;
-            out.push(c2);
-        } else {
-            lossy = true;
-            if !out.ends_with('_') {
-                out.push('_');
-            }
+impl OwnNames {
+    pub(crate) fn of(prefix: &str) -> OwnNames {
+        OwnNames {
+            tables: OwnNames::name(prefix, "tables"),
+            last_update: OwnNames::name(prefix, "last_update"),
+            failed_batches: OwnNames::name(prefix, "failed_batches"),
+            time: OwnNames::name(prefix, "time"),
         }
     }
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, 'x');
-        lossy = true;
+
+    /// One of them alone: `what` is `tables`, `last_update`,
+    /// `failed_batches` or `time`.
+    pub(crate) fn name(prefix: &str, what: &str) -> String {
+        format!("{prefix}0_{what}")
     }
-    if lossy || out.len() > max {
-        let hash = format!("{:08x}", identity_of(raw.as_bytes()) as u64 & 0xffff_ffff);
-        out.truncate(max.saturating_sub(hash.len() + 1));
-        while out.ends_with('_') {
-            out.pop();
-        }
-        out.push('_');
-        out.push_str(&hash);
+
+    /// The Postgres time sequence as earlier versions named it,
+    /// `<prefix>time`: a name a state's table can have too.
+    pub(crate) fn legacy_time(prefix: &str) -> String {
+        format!("{prefix}time")
     }
-    out
+
+    /// The store's own tables as earlier versions named them,
+    /// `<prefix>tables`, `<prefix>last_update` and `<prefix>failed_batches`
+    /// (names a state's table can have too), to be renamed when a store
+    /// they made is opened.
+    pub(crate) fn legacy_tables(prefix: &str) -> [Legacy; 3] {
+        let own = OwnNames::of(prefix);
+        [
+            Legacy {
+                old: format!("{prefix}tables"),
+                new: own.tables,
+                columns: &["table_name", "path", "kind", "shape"],
+            },
+            Legacy {
+                old: format!("{prefix}last_update"),
+                new: own.last_update,
+                columns: &["table_name", "t"],
+            },
+            Legacy {
+                old: format!("{prefix}failed_batches"),
+                new: own.failed_batches,
+                columns: &["input_time", "batch", "changes", "error", "committed"],
+            },
+        ]
+    }
+}
+
+/// A table of the store's own under the name an earlier version gave it.
+#[derive(Clone, Debug)]
+pub(crate) struct Legacy {
+    /// Its name then.
+    pub(crate) old: String,
+    /// Its name now.
+    pub(crate) new: String,
+    /// Its columns, in order: a state's table under the old name has
+    /// others, and is left alone.
+    pub(crate) columns: &'static [&'static str],
+}
+
+impl Legacy {
+    /// Whether to rename the table: it exists with exactly these columns
+    /// (`old_columns`; `None` if there is no table by the old name) and
+    /// the new name is free.
+    pub(crate) fn applies(&self, old_columns: Option<&[String]>, new_exists: bool) -> bool {
+        !new_exists
+            && old_columns.is_some_and(|c| {
+                c.iter()
+                    .map(String::as_str)
+                    .eq(self.columns.iter().copied())
+            })
+    }
 }
 
 /// What a store makes of `schema`'s table, from the shape recorded for it
@@ -130,14 +184,15 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && prefix.starts_with(|c: char| c.is_ascii_lowercase())
-        && prefix.len() <= 20;
+        && prefix.len() <= MAX_TABLE_PREFIX;
     if ok {
         Ok(())
     } else {
         Err(StoreError::InvalidName {
             name: prefix.to_owned(),
-            reason: "a table prefix is up to 20 characters of [a-z0-9_], starting with a letter"
-                .into(),
+            reason: format!(
+                "a table prefix is up to {MAX_TABLE_PREFIX} characters of [a-z0-9_], starting with a letter"
+            ),
         })
     }
 }
@@ -177,7 +232,7 @@ impl TableSchema {
     pub(crate) fn of(spec: &StateSpec, prefix: &str, dialect: &dyn Dialect) -> TableSchema {
         let name = format!(
             "{prefix}{}",
-            ident(spec.path().as_str(), MAX_TABLE - prefix.len())
+            table_ident(spec.path().as_str(), prefix.len())
         );
         let mut columns: Vec<Column> = Vec::new();
         let mut indexes = Vec::new();
@@ -610,26 +665,66 @@ pub(crate) fn four_digit_year(year: i32) -> bool {
 mod tests {
     use super::*;
 
+    /// No state path, however hostile, gives a state's table the name of
+    /// one of the store's own, at any prefix length a store accepts.
     #[test]
-    fn identifiers_are_safe_and_distinct() {
-        assert_eq!(ident("users", 63), "users");
-        assert_eq!(ident("daily_usage", 63), "daily_usage");
-        let a = ident("users.join(meters).map", 63);
-        let b = ident("users.join(meters)/map", 63);
-        assert!(a.starts_with("users_join_meters_map_"), "{a}");
-        assert_ne!(a, b);
-        let evil = ident("x\"; DROP TABLE users; --", 63);
-        assert!(
-            evil.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-            "{evil}"
+    fn no_state_is_named_like_the_stores_own_tables() {
+        let mut paths: Vec<String> = [
+            "tables",
+            "last_update",
+            "failed_batches",
+            "time",
+            "_tables",
+            "0_tables",
+            "0tables",
+            "0_last_update",
+            "0_time",
+            "/0_time",
+            "\u{0}0_time",
+            "Tables",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        paths.push(format!("{}0_time", "_".repeat(60)));
+        paths.push(format!("0_{}", "x".repeat(60)));
+        for prefix in ["a", "st_", "app1_", "x0", &"p".repeat(MAX_TABLE_PREFIX)] {
+            assert!(check_prefix(prefix).is_ok(), "{prefix}");
+            let own = OwnNames::of(prefix);
+            let mut theirs = vec![own.tables, own.last_update, own.failed_batches, own.time];
+            for name in &theirs {
+                assert!(
+                    name.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                        && name.len() <= MAX_IDENT - "_pkey".len(),
+                    "{name}"
+                );
+            }
+            theirs.sort();
+            for path in &paths {
+                let table = format!("{prefix}{}", table_ident(path, prefix.len()));
+                assert!(
+                    theirs.binary_search(&table).is_err(),
+                    "{path:?} after {prefix:?} is named {table}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn legacy_tables_are_renamed_only_with_their_columns() {
+        let [tables, ..] = OwnNames::legacy_tables("st_");
+        assert_eq!(
+            (tables.old.as_str(), tables.new.as_str()),
+            ("st_tables", "st_0_tables")
         );
-        let long = ident(&"a".repeat(500), 63);
-        assert!(long.len() <= 63);
-        assert_ne!(long, ident(&"a".repeat(501), 63));
-        assert!(ident("Ünïcödé", 63).is_ascii());
-        assert_ne!(ident("Users", 63), ident("users", 63));
-        assert!(ident("1st", 63).starts_with('x'));
+        let own: Vec<String> = tables.columns.iter().map(|c| c.to_string()).collect();
+        let state: Vec<String> = ["identity", "data", "c"].map(String::from).to_vec();
+        assert!(tables.applies(Some(&own), false));
+        assert!(!tables.applies(Some(&own), true), "today's name is taken");
+        assert!(!tables.applies(Some(&state), false), "a state's table");
+        assert!(!tables.applies(None, false), "nothing to rename");
     }
 
     #[test]

@@ -13,13 +13,15 @@ use graph::{
     StateTx, StoreError, Time, Value, identity_of,
 };
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params_from_iter};
 use zset::{ColumnType, KeyValue};
 
 use crate::StoreStats;
 use crate::check::{self, RowProblem};
 use crate::checkpoint::SqliteCheckpointer;
-use crate::sql::{self, Dialect, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year};
+use crate::sql::{
+    self, Dialect, OwnNames, SqlRead, SqlRow, TableSchema, check_prefix, four_digit_year,
+};
 use crate::wait::{Backoff, Notifier};
 
 /// How a SQL store is opened.
@@ -523,16 +525,37 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_handler(Some(on_busy))
         .map_err(backend("setting the busy handler"))?;
     conn.set_prepared_statement_cache_capacity(512);
-    // The page size applies to a new file only (see `PAGE_SIZE`).
-    conn.execute_batch(&format!(
-        "PRAGMA page_size = {PAGE_SIZE};
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -65536;
-         PRAGMA temp_store = MEMORY;"
-    ))
-    .map_err(backend(format!("configuring {}", path.display())))?;
+    // The page size applies to a new file only (see `PAGE_SIZE`), so it
+    // goes before the switch to WAL, which writes the file's first page.
+    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
+        .and_then(|()| retry_busy(|| conn.execute_batch("PRAGMA journal_mode = WAL;")))
+        .and_then(|()| {
+            conn.execute_batch(
+                "PRAGMA synchronous = NORMAL;
+                 PRAGMA cache_size = -65536;
+                 PRAGMA temp_store = MEMORY;",
+            )
+        })
+        .map_err(backend(format!("configuring {}", path.display())))?;
     Ok(conn)
+}
+
+/// Runs `f` again while it fails with `SQLITE_BUSY`, pausing as
+/// [`on_busy`] does, for the statements SQLite fails that way without
+/// calling the busy handler: switching a new file to WAL while another
+/// connection is switching or creating it.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut count = 0;
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && on_busy(count) =>
+            {
+                count = count.saturating_add(1);
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Sqlite {
@@ -749,27 +772,40 @@ impl Sqlite {
 
     fn meta(&self) -> (String, String) {
         (
-            format!("{}tables", self.prefix),
-            format!("{}last_update", self.prefix),
+            OwnNames::name(&self.prefix, "tables"),
+            OwnNames::name(&self.prefix, "last_update"),
         )
     }
 
     /// Creates or checks every table; returns how many were created.
     fn prepare_tables(&mut self, create: bool) -> Result<usize, StoreError> {
         let (tables, last_update) = self.meta();
+        // An open that may create takes the write lock before it reads what
+        // exists, so that opens of one file from several connections take
+        // turns (waiting in the busy handler). A transaction that read first
+        // could not write once another connection had committed: SQLite
+        // fails it with `database is locked` at once, without waiting.
+        // So does one that renames an earlier version's tables (checked
+        // again once it holds the lock).
+        let behavior = if create || !legacy_renames(&self.conn, &self.prefix)?.is_empty() {
+            TransactionBehavior::Immediate
+        } else {
+            TransactionBehavior::Deferred
+        };
+        let tx = Transaction::new_unchecked(&self.conn, behavior)
+            .map_err(backend("starting to create tables"))?;
+        for l in legacy_renames(&tx, &self.prefix)? {
+            tx.execute_batch(&format!("ALTER TABLE {} RENAME TO {}", l.old, l.new))
+                .map_err(backend(format!("renaming `{}` to `{}`", l.old, l.new)))?;
+        }
         if create {
-            self.conn
-                .execute_batch(&format!(
-                    "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
-                     CREATE TABLE IF NOT EXISTS {last_update} (table_name TEXT PRIMARY KEY, t INTEGER NOT NULL);"
-                ))
-                .map_err(backend("creating the metadata tables"))?;
+            tx.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {last_update} (table_name TEXT PRIMARY KEY, t INTEGER NOT NULL);"
+            ))
+            .map_err(backend("creating the metadata tables"))?;
         }
         let mut created = 0;
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(backend("starting to create tables"))?;
         for schema in &self.schemas {
             if check_table(&tx, &tables, schema)? {
                 continue;
@@ -1173,13 +1209,13 @@ impl Sqlite {
     }
 
     fn failed_table(&self) -> String {
-        format!("{}failed_batches", self.prefix)
+        OwnNames::name(&self.prefix, "failed_batches")
     }
 
     /// The table of what undoes each pipelined table write, kept until its
     /// iteration has reached every table (see [`StateStore::recover`]).
     fn undo_table(&self) -> String {
-        format!("{}undo", self.prefix)
+        OwnNames::name(&self.prefix, "undo")
     }
 
     fn create_undo_table(&self) -> Result<(), StoreError> {
@@ -1324,6 +1360,42 @@ fn bad_index(schema: &TableSchema, index: usize) -> StoreError {
         table: schema.name.clone(),
         detail: format!("no index number {index}"),
     }
+}
+
+/// The store's own tables of a store made by an earlier version that are
+/// to get today's names ([`OwnNames::legacy_tables`]): those with the
+/// columns of that table whose new name is free.
+fn legacy_renames(conn: &Connection, prefix: &str) -> Result<Vec<sql::Legacy>, StoreError> {
+    let columns = |table: &str| -> Result<Option<Vec<String>>, StoreError> {
+        let exists = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                [table],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(backend("reading sqlite_master"))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        conn.prepare("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+            .and_then(|mut s| {
+                s.query_map([table], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map(Some)
+            .map_err(backend(format!("reading the columns of `{table}`")))
+    };
+    let mut renames = Vec::new();
+    for l in OwnNames::legacy_tables(prefix) {
+        if let Some(old) = columns(&l.old)?
+            && l.applies(Some(&old), columns(&l.new)?.is_some())
+        {
+            renames.push(l);
+        }
+    }
+    Ok(renames)
 }
 
 /// Whether `schema`'s table exists with the same shape (`Ok(false)`: it
@@ -1494,13 +1566,10 @@ impl StateStore for Sqlite {
         for s in &self.schemas {
             self.wait_for(&s.name, time.frontier, self.max_wait)?;
         }
-        // Immediate: a deferred transaction that reads first cannot wait
-        // for the write lock once another writer has committed since.
-        let tx = rusqlite::Transaction::new_unchecked(
-            &self.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )
-        .map_err(backend("recording a failed batch"))?;
+        // Immediate, as at open: a transaction that read the times first
+        // could not write them once another connection had committed.
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(backend("recording a failed batch"))?;
         let mut committed = Vec::new();
         for s in &self.schemas {
             if self.time_of(&s.name)? >= time.input_time {

@@ -18,7 +18,7 @@ use graph::{Changes, Graph, GraphError, Output, StateStore, StoreError, Time};
 use operators::prelude::*;
 use parallel::{Counter, Ingest, Progress};
 
-use crate::stores::{Shared, kinds};
+use crate::stores::{Handle, Shared, kinds};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -431,6 +431,71 @@ fn waiters_wake_when_the_frontier_commits() -> R {
             waited < Duration::from_secs(5),
             "{kind:?}: woke after {waited:?}, not promptly"
         );
+    }
+    Ok(())
+}
+
+/// Caches named like the stores' own tables (`tables`, `last_update`,
+/// `failed_batches`, `time`, and the same after `_` or `0_`) are ordinary
+/// states on every store: an ingest into one runs (on Postgres at times
+/// from the time sequence), its failed batch is recorded and retried, and
+/// the result is the serial one.
+#[test]
+fn caches_named_like_the_stores_own_tables_work() -> R {
+    const NAMES: [&str; 10] = [
+        "failed_batches",
+        "time",
+        "tables",
+        "last_update",
+        "_tables",
+        "_failed_batches",
+        "_time",
+        "0_tables",
+        "0_last_update",
+        "0_time",
+    ];
+    for kind in kinds() {
+        for name in NAMES {
+            let what = format!("{kind:?}, cache `{name}`");
+            let failing = Arc::new(AtomicBool::new(true));
+            let flag = Arc::clone(&failing);
+            let (graph, (input, cache)) = Graph::build(move |q| {
+                let (input, n) = q.input::<i64>("n")?;
+                // Fails on 13 while the flag is up.
+                let checked = n.try_map(move |x| {
+                    if *x == 13 && flag.load(Ordering::SeqCst) {
+                        Err(std::fmt::Error)
+                    } else {
+                        Ok(*x)
+                    }
+                });
+                Ok((input, q.cache(name, checked, &[])?))
+            })?;
+            let shared = Shared::new(kind, &graph)?;
+            let mut times: Box<dyn parallel::TimeSource> = match shared.open(&graph)? {
+                Handle::Postgres(mut store) => Box::new(store::PgSequence::of(&mut store)?),
+                _ => Box::new(Counter::starting_at(1)),
+            };
+            let batches: Vec<Changes> = (0..20)
+                .map(|i| Changes::new().insert(&input, [i, 100 + i]))
+                .collect();
+            let report = Ingest::new(&graph)
+                .workers(3)
+                .progress(Progress::Hidden)
+                .run(|_| shared.open(&graph), batches, &mut *times)?;
+            assert_eq!(report.failures.len(), 1, "{what}: {:?}", report.failures);
+            assert_eq!(report.failures[0].batch, 13, "{what}");
+            let mut store = shared.open(&graph)?;
+            assert_eq!(store.failed_batches()?.len(), 1, "{what}");
+            failing.store(false, Ordering::SeqCst);
+            let retried = parallel::retry(&graph, &mut store)?;
+            assert_eq!(retried.retried.len(), 1, "{what}");
+            assert!(store.failed_batches()?.is_empty(), "{what}");
+            let rows = cache.zset(&mut store)?;
+            let sum: i64 = rows.iter().map(|(v, w)| v * w).sum();
+            let all: i64 = (0..20).map(|i| i + 100 + i).sum();
+            assert_eq!((rows.len(), sum), (40, all), "{what}");
+        }
     }
     Ok(())
 }

@@ -252,6 +252,23 @@ impl Opened {
         }
     }
 
+    /// The first column of `query`'s first row on a SQL store's database,
+    /// as an integer (`NULL`: 0).
+    pub(crate) fn scalar(&self, query: &str) -> i64 {
+        match self.store.as_ref().expect("open") {
+            Store::Sqlite(s) => s
+                .connection()
+                .query_row(query, [], |r| r.get::<_, Option<i64>>(0))
+                .expect("sql")
+                .unwrap_or(0),
+            Store::Postgres(_) => with_pg_client(async |c| {
+                let row = c.query_one(query, &[]).await.expect("sql");
+                row.get::<_, Option<i64>>(0).unwrap_or(0)
+            }),
+            Store::Memory(_) => panic!("no SQL in memory"),
+        }
+    }
+
     /// Rows read and written by a SQL store so far.
     pub(crate) fn stats(&self) -> store::StoreStats {
         match self.store.as_ref().expect("open") {

@@ -431,7 +431,7 @@ fn a_lost_postgres_connection_fails_the_iteration_and_the_pool_recovers() -> R {
         ))
     })?;
     let prefix = crate::harness::unique_prefix();
-    let last_update = format!("{prefix}last_update");
+    let last_update = format!("{prefix}0_last_update");
     let options = store::OpenOptions {
         prefix: prefix.clone(),
         ..store::OpenOptions::default()
@@ -626,7 +626,7 @@ fn damaged_metadata_is_a_typed_error_naming_the_table() -> R {
         let store = Target::open(kind, &w.graph)?;
         let table = store.table("word_cache");
         let prefix = store.prefix();
-        let tables = format!("{prefix}tables");
+        let tables = format!("{prefix}0_tables");
         let (damage, repair) = if kind == Kind::Sqlite {
             (
                 format!("UPDATE {tables} SET shape = x'00ff' WHERE table_name = '{table}'"),
@@ -663,7 +663,7 @@ fn damaged_metadata_is_a_typed_error_naming_the_table() -> R {
 
         let mut store = Target::open(kind, &w.graph)?;
         let table = store.table("word_cache");
-        let last_update = format!("{}last_update", store.prefix());
+        let last_update = format!("{}0_last_update", store.prefix());
         if kind == Kind::Sqlite {
             store.execute(&format!("UPDATE {last_update} SET t = 'soon'"));
         } else {
@@ -2023,7 +2023,7 @@ fn a_serial_iteration_waits_for_an_iteration_half_committed_on_every_sql_store()
         let mut store = Target::open(kind, &graph)?;
         graph.insert(&mut *store, &input, ["a".to_string()])?;
         let (names, doubled_table) = (store.table("names_cache"), store.table("doubled_cache"));
-        let last_update = format!("{}last_update", store.prefix());
+        let last_update = format!("{}0_last_update", store.prefix());
         let set = |table: &str, t: i64| {
             format!("UPDATE {last_update} SET t = {t} WHERE table_name = '{table}'")
         };
@@ -2091,7 +2091,7 @@ fn graph_insert_then_behind(
     iteration: impl FnOnce(&mut Target) -> R,
 ) -> R {
     graph.insert(&mut **store, input, [1])?;
-    let late = format!("UPDATE {}last_update SET t = 2", store.prefix());
+    let late = format!("UPDATE {}0_last_update SET t = 2", store.prefix());
     with_straggler(kind, store, late, iteration)?;
     assert_eq!(store.last_time()?, 3, "{kind:?}");
     Ok(())
@@ -2343,7 +2343,7 @@ fn sqlite_readers_never_see_half_an_iteration_during_a_two_worker_ingest() -> R 
             .map_err(sql)?;
         let times = tx
             .prepare(&format!(
-                "SELECT t FROM st_last_update WHERE table_name IN ('{entries}', '{count}')"
+                "SELECT t FROM st_0_last_update WHERE table_name IN ('{entries}', '{count}')"
             ))
             .and_then(|mut s| {
                 s.query_map([], |r| r.get(0))?
@@ -2401,7 +2401,7 @@ fn postgres_readers_never_see_half_an_iteration_during_a_two_worker_ingest() -> 
         Ok::<_, tokio_postgres::Error>(client)
     });
     let client = client.map_err(|e| StoreError::backend("connect", e))?;
-    let last_update = format!("{prefix}last_update");
+    let last_update = format!("{prefix}0_last_update");
     let snapshot = || -> Result<(), String> {
         rt.block_on(async {
             let sql = |e: tokio_postgres::Error| e.to_string();

@@ -148,7 +148,7 @@ fn missing_tables_and_times_are_typed_errors() -> R {
         let mut store = kind.open(&graph)?;
         let (table, last_update) = (
             format!("{}word_cache", store.prefix()),
-            format!("{}last_update", store.prefix()),
+            format!("{}0_last_update", store.prefix()),
         );
         store.sql(&format!(
             "DELETE FROM {last_update} WHERE table_name = '{table}'"
@@ -228,7 +228,7 @@ fn hostile_names_are_stored_safely() -> R {
         let build = || {
             Graph::build(|q| {
                 let (input, rows) =
-                    q.input::<(i64, String)>("users'; DROP TABLE st_last_update; --")?;
+                    q.input::<(i64, String)>("users'; DROP TABLE st_0_last_update; --")?;
                 let named = rows.named(&long);
                 Ok((
                     input,
