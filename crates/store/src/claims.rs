@@ -56,7 +56,7 @@ pub(crate) fn create_claims_sql(prefix: &str) -> String {
 /// waiter already released refuses the claim (a primary key violation).
 pub(crate) fn take_sql(tables: &Tables) -> String {
     let (seq, claims) = (sequence(&tables.prefix), claims_table(&tables.prefix));
-    let last_update = format!("{}last_update", tables.prefix);
+    let last_update = &tables.own.last_update;
     format!(
         "WITH taken AS (SELECT nextval('{seq}') AS t), \
          claimed AS (INSERT INTO {claims} (t, pid, backend_start, batch) \
@@ -117,7 +117,7 @@ impl Probe {
 /// sequence's range.
 fn probe_sql(tables: &Tables) -> String {
     let (seq, claims) = (sequence(&tables.prefix), claims_table(&tables.prefix));
-    let last_update = format!("{}last_update", tables.prefix);
+    let last_update = &tables.own.last_update;
     format!(
         "WITH m AS (SELECT min(t) + 1 AS d FROM {last_update} WHERE table_name = ANY($1)) \
          SELECT m.d, c.t IS NOT NULL, c.batch, c.pid, \
@@ -336,7 +336,7 @@ async fn mark_in<C: Conn>(
             return Ok(false);
         }
     }
-    let last_update = format!("{}last_update", tables.prefix);
+    let last_update = &tables.own.last_update;
     let names = tables.names();
     // Only the rows behind `d` are locked: no writer can move them (each
     // waits for `d`), so this never waits on one for long.

@@ -526,7 +526,7 @@ const ALREADY_APPLIED: &str = "stepping: time already applied to";
 pub(crate) struct Tables {
     pub(crate) prefix: String,
     /// The store's own tables.
-    own: OwnNames,
+    pub(crate) own: OwnNames,
     pub(crate) specs: Vec<StateSpec>,
     pub(crate) schemas: Vec<TableSchema>,
     pub(crate) sql: Vec<PgSql>,
@@ -1684,6 +1684,10 @@ impl Postgres {
                 .transaction()
                 .await
                 .map_err(pg("starting to create tables"))?;
+            // On an error the transaction is rolled back here and now: a
+            // dropped one only queues its `ROLLBACK` until the connection is
+            // next driven, holding its locks meanwhile.
+            let prepared = async {
             // Every open of this prefix, in any process, creates or checks
             // the tables in one transaction holding the prefix's lock: two
             // opens that both found a table missing would otherwise both
@@ -1747,8 +1751,19 @@ impl Postgres {
                 .map_err(pg(format!("recording `{}`", schema.name)))?;
                 created += 1;
             }
-            tx.commit().await.map_err(pg("committing new tables"))?;
-            Ok(created)
+                Ok(created)
+            }
+            .await;
+            match prepared {
+                Ok(created) => {
+                    tx.commit().await.map_err(pg("committing new tables"))?;
+                    Ok(created)
+                }
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
         })?
     }
 
@@ -2124,6 +2139,8 @@ impl StateStore for Postgres {
                 .await
                 .map_err(pg("creating the undo table"))?;
             let tx = conn.transaction().await.map_err(pg("recovering"))?;
+            // Rolled back here and now on an error (see `prepare_tables`).
+            let recovered = async {
             let borrowed = Borrowed {
                 client: &*tx,
                 cache: tokio::sync::Mutex::new(HashMap::new()),
@@ -2181,9 +2198,19 @@ impl StateStore for Postgres {
             tx.execute(&format!("DELETE FROM {}", tables.undo()), &[])
                 .await
                 .map_err(pg("clearing the undo table"))?;
-            drop(borrowed);
-            tx.commit().await.map_err(pg("committing a recovery"))?;
             Ok::<_, StoreError>(rewound)
+            }
+            .await;
+            match recovered {
+                Ok(rewound) => {
+                    tx.commit().await.map_err(pg("committing a recovery"))?;
+                    Ok(rewound)
+                }
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
         })??;
         Ok(rewound)
     }

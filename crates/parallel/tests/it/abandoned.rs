@@ -68,7 +68,7 @@ fn a_time_whose_taker_is_gone_is_released_and_a_slow_taker_is_waited_for() -> R 
     benches::pg::execute(
         &url,
         &format!(
-            "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}time_claims WHERE t = {dead}"
+            "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}0_time_claims WHERE t = {dead}"
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -129,7 +129,7 @@ fn a_time_taken_from_the_sequence_and_never_claimed_is_released() -> R {
     let seq = PgSequence::of(&mut store)?;
     // Taken behind the store's back, as a statement that fails between
     // taking and claiming would.
-    let unclaimed = benches::pg::query_i64(&url, &format!("SELECT nextval('{prefix}time')"))
+    let unclaimed = benches::pg::query_i64(&url, &format!("SELECT nextval('{prefix}0_time')"))
         .map_err(|e| e.to_string())?;
     let t = seq.next_for(7)?;
     graph.iteration_at(
@@ -160,7 +160,7 @@ fn an_ingest_claims_each_time_for_its_batch_and_passed_claims_are_forgotten() ->
     let claims = |sql: &str| {
         benches::pg::query_i64(
             &url,
-            &sql.replace("CLAIMS", &format!("{prefix}time_claims")),
+            &sql.replace("CLAIMS", &format!("{prefix}0_time_claims")),
         )
         .map_err(|e| e.to_string())
     };

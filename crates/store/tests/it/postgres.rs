@@ -162,7 +162,7 @@ fn an_iteration_in_the_callers_transaction_releases_a_time_whose_taker_is_gone()
     let mut other = store::Postgres::with_pool(store::Postgres::pool(&url, 1)?, &graph, options)?;
     let dead = store::PgSequence::of(&mut other)?.next_for(4)?;
     opened.sql(&format!(
-        "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}time_claims WHERE t = {dead}"
+        "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}0_time_claims WHERE t = {dead}"
     ));
     let store = opened.postgres().expect("a Postgres store");
     let t = dead + 1;

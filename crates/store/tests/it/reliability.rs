@@ -528,6 +528,7 @@ fn words() -> Result<Words, GraphError> {
     let by_len = Index::new("len", |s: &String| s.len() as i64);
     let (graph, (input, cache, distinct)) = Graph::build(|q| {
         let (input, words) = q.input::<String>("words")?;
+        let words = words.transient();
         Ok((
             input,
             q.cache("word_cache", words, &[&by_len])?,
@@ -1547,6 +1548,7 @@ fn rows_removed_before_they_were_inserted_keep_negative_weights_in_every_store()
     let by_len = Index::new("len", |s: &String| s.len() as i64);
     let (graph, (input, cache, count)) = Graph::build(|q| {
         let (input, words) = q.input::<String>("words")?;
+        let words = words.transient();
         Ok((
             input,
             q.cache("word_cache", words, &[&by_len])?,
@@ -1851,6 +1853,7 @@ fn names_and_doubled() -> Result<(Graph, (Input<String>, Cache<String>, Cache<St
 {
     Graph::build(|q| {
         let (input, x) = q.input::<String>("names")?;
+        let x = x.transient();
         Ok((
             input,
             q.cache("names_cache", x, &[])?,

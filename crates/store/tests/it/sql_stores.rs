@@ -65,7 +65,7 @@ fn words_cached(
 ) -> Result<(Graph, (Input<String>, Cache<String>)), GraphError> {
     Graph::build(|q| {
         let (input, words) = q.input::<String>("words")?;
-        Ok((input, q.cache("word_cache", words, &[index])?))
+        Ok((input, q.cache("word_cache", words.transient(), &[index])?))
     })
 }
 
