@@ -9,7 +9,8 @@ use zset::{Data, Index, IndexKey, IndexSpec, KeyValue, Weight, ZSet};
 
 use crate::memtable::{MemKeyed, MemZSet};
 use crate::{
-    Codec, EncodedRow, MemTable, StateKind, StoreError, StoredRow, index_needs_check, key_problem,
+    Codec, EncodedRow, MemTable, StateKind, StoreError, StoredRow, Value, index_needs_check,
+    key_problem,
 };
 
 /// The identity of a row whose value (or key) serializes to `bytes`: the
@@ -556,6 +557,18 @@ impl<R: Data> Codec for ZSetCodec<R> {
     }
     fn as_any(&self) -> &dyn Any {
         self
+    }
+    fn rows_sink(&self) -> Option<Box<dyn Any + Send + Sync>> {
+        (self.kind == StateKind::ZSet)
+            .then(|| Box::new(Vec::<StoredRow<R>>::new()) as Box<dyn Any + Send + Sync>)
+    }
+    fn sink_to_zset(&self, sink: Box<dyn Any + Send + Sync>) -> Option<Value> {
+        let rows = sink.downcast::<Vec<StoredRow<R>>>().ok()?;
+        let mut z = ZSet::with_capacity(rows.len());
+        for r in *rows {
+            z.update(r.value, r.weight);
+        }
+        Some(Box::new(z))
     }
 }
 

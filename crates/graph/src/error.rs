@@ -267,6 +267,33 @@ pub enum StoreError {
         /// The table's recorded `last_update`.
         recorded: i64,
     },
+    /// The store holds the state of another version of the query: states
+    /// the query adds, changes or drops (`plan`). Opening it for writing
+    /// refuses at once rather than wedge or serve a stale view; opening
+    /// with `OpenOptions::migrate` carries the plan out.
+    #[error(
+        "the query changed since this store was written ({}); nothing was changed. Open it \
+         with `OpenOptions::migrate()` to carry out this plan:\n{plan}",
+        plan.summary()
+    )]
+    QueryChanged {
+        /// What differs, state by state.
+        plan: Box<crate::MigrationPlan>,
+    },
+    /// A migration that must compute state from an input the store does not
+    /// keep (a transient input, or one whose row type changed).
+    #[error(
+        "cannot compute `{state}` from the stored inputs: input `{input}` is not kept by the \
+         store ({why})"
+    )]
+    InputNotKept {
+        /// The state to compute.
+        state: String,
+        /// The input.
+        input: String,
+        /// Why it is missing.
+        why: String,
+    },
     /// A retry of a failed batch that is no longer recorded (another
     /// process retried or forgot it first). Nothing was written.
     #[error(

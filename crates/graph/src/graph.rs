@@ -176,6 +176,59 @@ impl Graph {
         self.run_in(store, changes, |s| s.begin_retry(failed_input_time, time))
     }
 
+    /// Changes that insert every row the store keeps of each input (the
+    /// input's integral, see [`Stream::transient`](crate::Stream::transient)),
+    /// each state read whole by `read` into the sink it is given: what a
+    /// migration feeds a fresh copy of the query to compute its states from
+    /// scratch. `needed_by` names the state being computed, for the error.
+    ///
+    /// # Errors
+    /// [`StoreError::InputNotKept`](crate::StoreError::InputNotKept) for an
+    /// input whose integral the query does not keep, or `read`'s error.
+    pub fn inputs_from_states(
+        &self,
+        needed_by: &str,
+        mut read: impl FnMut(&StateSpec, &mut dyn std::any::Any) -> Result<(), crate::StoreError>,
+    ) -> Result<Changes, GraphError> {
+        let mut changes = Changes::new();
+        for (index, &v) in self.inner.inputs.iter().enumerate() {
+            let path = self.inner.vertices[v.ix()].path.clone();
+            let codec = self.inner.input_codecs[index];
+            let spec = self
+                .inner
+                .states
+                .iter()
+                .find(|s| s.path() == &path && s.kind() == crate::StateKind::ZSet)
+                .ok_or_else(|| crate::StoreError::InputNotKept {
+                    state: needed_by.to_owned(),
+                    input: path.to_string(),
+                    why: "it is transient".into(),
+                })?;
+            let not_kept = |why: &str| crate::StoreError::InputNotKept {
+                state: needed_by.to_owned(),
+                input: path.to_string(),
+                why: why.to_owned(),
+            };
+            let mut sink = spec
+                .codec()
+                .rows_sink()
+                .ok_or_else(|| not_kept("its state is not a Z-set"))?;
+            read(spec, &mut *sink)?;
+            let value = spec
+                .codec()
+                .sink_to_zset(sink)
+                .ok_or_else(|| not_kept("its state holds another row type"))?;
+            changes.entries.push(ChangeEntry {
+                graph: self.inner.id,
+                index,
+                path,
+                value,
+                codec,
+            });
+        }
+        Ok(changes)
+    }
+
     /// One iteration in the transaction `begin` starts on `store`.
     fn run_in<S: StateStore + ?Sized>(
         &self,

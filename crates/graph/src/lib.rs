@@ -31,6 +31,7 @@ mod limits;
 mod memtable;
 mod names;
 mod path;
+mod plan;
 mod scope;
 mod state;
 mod time;
@@ -48,6 +49,7 @@ pub use graph::{Changes, Graph, Outputs};
 pub use limits::{KEY_YEARS, MAX_KEY_BYTES, index_needs_check, key_problem};
 pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident};
 pub use path::Path;
+pub use plan::{MigrationPlan, PlanAction, PlanEntry};
 pub use scope::{FlatScope, Grouped, Rec, Root, Scope};
 pub use state::{
     Codec, EncodedRow, FailedBatch, MemTable, Read, Rewound, StateId, StateKind, StateSpec,

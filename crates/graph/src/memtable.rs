@@ -292,6 +292,25 @@ impl<R: Data> MemTable for MemZSet<R> {
         Err(wrong_type::<R>("a delta"))
     }
 
+    fn contents(&self) -> Vec<crate::Value> {
+        let mut rows: Vec<StoredRow<R>> = Vec::with_capacity(self.live);
+        for id in 0..self.rows.len() as u32 {
+            self.push(id, &mut rows);
+        }
+        if !self.nested {
+            let z: ZSet<R> = rows.into_iter().map(|r| (r.value, r.weight)).collect();
+            return vec![Box::new(z)];
+        }
+        let mut by_step: std::collections::BTreeMap<u32, ZSet<R>> = Default::default();
+        for r in rows {
+            by_step.entry(r.step).or_default().update(r.value, r.weight);
+        }
+        by_step
+            .into_iter()
+            .map(|(step, delta)| Box::new(crate::Stepped { step, delta }) as crate::Value)
+            .collect()
+    }
+
     fn check(&self, delta: &dyn Any) -> Result<(), String> {
         let (z, step) = if let Some(z) = delta.downcast_ref::<ZSet<R>>() {
             (z, None)
@@ -410,5 +429,10 @@ impl<R: Data, K: IndexKey + Hash> MemTable for MemKeyed<R, K> {
 
     fn max_step(&self) -> Option<u32> {
         None
+    }
+
+    fn contents(&self) -> Vec<crate::Value> {
+        let delta: KeyedDelta<R> = self.rows.values().map(|r| (r.clone(), true)).collect();
+        vec![Box::new(delta)]
     }
 }

@@ -287,6 +287,17 @@ pub trait Codec: Send + Sync + 'static {
     fn merged(&self, other: &dyn Codec) -> Option<Arc<dyn Codec>>;
     /// For downcasting in [`merged`](Self::merged).
     fn as_any(&self) -> &dyn Any;
+    /// An empty sink for [`decode`](Self::decode) (a `Vec<StoredRow<R>>`),
+    /// for code that reads a state without knowing its row type (a
+    /// migration reading the kept inputs). `None` for states that are not
+    /// plain Z-sets.
+    fn rows_sink(&self) -> Option<Box<dyn Any + Send + Sync>> {
+        None
+    }
+    /// The rows of a [`rows_sink`](Self::rows_sink) as a `ZSet<R>`.
+    fn sink_to_zset(&self, _sink: Box<dyn Any + Send + Sync>) -> Option<crate::Value> {
+        None
+    }
 }
 
 /// A typed in-memory state table (the memory store's tables, and the shape
@@ -317,6 +328,11 @@ pub trait MemTable: Send + Sync {
     }
     /// The largest inner step stored (nested states).
     fn max_step(&self) -> Option<u32>;
+    /// The whole table as the deltas that write it into an empty one (what
+    /// the engine hands [`StateTx::apply`] for this state: one Z-set, one
+    /// keyed delta, or one delta per inner step): how a migration copies a
+    /// state it computed in memory into a store.
+    fn contents(&self) -> Vec<crate::Value>;
 }
 
 /// A batch whose iteration failed, as a store records it.

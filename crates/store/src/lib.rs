@@ -28,6 +28,7 @@ mod check;
 mod checkpoint;
 mod claims;
 mod memory;
+mod migrate;
 mod postgres;
 mod sql;
 mod sqlite;

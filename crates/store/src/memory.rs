@@ -108,6 +108,12 @@ impl Memory {
         self.shared.clock.lock().iter().copied().min().unwrap_or(0)
     }
 
+    /// The whole of state number `s` as the deltas that write it into an
+    /// empty table (see `MemTable::contents`).
+    pub(crate) fn contents(&self, s: usize) -> Vec<Value> {
+        self.shared.tables[s].read().contents()
+    }
+
     /// How many rows each state holds, by path.
     pub fn row_counts(&self) -> Vec<(Path, usize)> {
         self.shared

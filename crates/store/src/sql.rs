@@ -160,6 +160,66 @@ pub(crate) fn table_state(
     }
 }
 
+/// A state table as the store recorded it.
+#[derive(Clone, Debug)]
+pub(crate) struct Recorded {
+    pub(crate) table: String,
+    pub(crate) path: String,
+    pub(crate) shape: String,
+    /// Empty when recorded by a version that kept no definitions.
+    pub(crate) definition: String,
+}
+
+/// How the states recorded in a store compare with a query's: `query` is
+/// the tables of the query that last wrote the store (an earlier version's
+/// store records none, and then nothing is dropped).
+pub(crate) fn plan(
+    schemas: &[TableSchema],
+    specs: &[StateSpec],
+    recorded: &[Recorded],
+    query: &[String],
+) -> graph::MigrationPlan {
+    let mut entries = Vec::new();
+    for (schema, spec) in schemas.iter().zip(specs) {
+        let action = match recorded.iter().find(|r| r.table == schema.name) {
+            None => graph::PlanAction::New,
+            Some(r) if r.shape != schema.shape || r.path != schema.path => {
+                graph::PlanAction::Changed {
+                    why: format!("it held `{}`: `{}`", r.path, r.shape),
+                }
+            }
+            Some(r) if !r.definition.is_empty() && r.definition != spec.definition() => {
+                graph::PlanAction::Changed {
+                    why: "what computes it".into(),
+                }
+            }
+            Some(_) => graph::PlanAction::Keep,
+        };
+        entries.push(graph::PlanEntry {
+            path: schema.path.clone(),
+            table: schema.name.clone(),
+            action,
+            rows: None,
+        });
+    }
+    for table in query {
+        if schemas.iter().any(|s| &s.name == table) {
+            continue;
+        }
+        let path = recorded
+            .iter()
+            .find(|r| &r.table == table)
+            .map_or_else(|| table.clone(), |r| r.path.clone());
+        entries.push(graph::PlanEntry {
+            path,
+            table: table.clone(),
+            action: graph::PlanAction::Drop,
+            rows: None,
+        });
+    }
+    graph::MigrationPlan { entries }
+}
+
 /// `table` has no row in `last_update`, so the time of its state is unknown.
 pub(crate) fn unknown_time(last_update: &str, table: &str) -> StoreError {
     StoreError::Corrupt {

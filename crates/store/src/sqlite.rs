@@ -42,6 +42,11 @@ pub struct OpenOptions {
     /// database notifies them (Postgres `LISTEN`/`NOTIFY`), so polling is
     /// only the fallback.
     pub poll: (Duration, Duration),
+    /// When the store holds the state of another version of the query:
+    /// migrate it (default `false`: refuse with
+    /// [`StoreError::QueryChanged`], carrying the plan). See
+    /// [`migrate`](Self::migrate).
+    pub migrate: bool,
 }
 
 impl Default for OpenOptions {
@@ -51,11 +56,25 @@ impl Default for OpenOptions {
             prefix: "st_".into(),
             max_wait: Duration::from_secs(30),
             poll: (Duration::from_millis(1), Duration::from_millis(100)),
+            migrate: false,
         }
     }
 }
 
 impl OpenOptions {
+    /// Migrate a store written by another version of the query, in one
+    /// transaction: states the query computes as before are kept (no row
+    /// rewritten); new and changed ones are computed from the inputs the
+    /// store keeps and stamped with its current time; dropped ones'
+    /// tables are removed. The plan carried out is the store's
+    /// `migration()`.
+    pub fn migrate(self) -> Self {
+        OpenOptions {
+            migrate: true,
+            ..self
+        }
+    }
+
     /// Attach to existing tables only.
     pub fn attach() -> Self {
         OpenOptions {
@@ -440,6 +459,8 @@ pub struct Sqlite {
     conn: Connection,
     path: PathBuf,
     fingerprint: String,
+    /// The graph the store was opened for (a migration runs a copy).
+    graph: Graph,
     prefix: String,
     specs: Vec<StateSpec>,
     schemas: Vec<TableSchema>,
@@ -458,6 +479,10 @@ pub struct Sqlite {
     stats: std::cell::Cell<StoreStats>,
     /// The undo table is known to exist.
     undo_ready: std::cell::Cell<bool>,
+    /// Migrate a store written by another version of the query.
+    migrate: bool,
+    /// The migration this open carried out.
+    migration: Option<graph::MigrationPlan>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -589,6 +614,7 @@ impl Sqlite {
         let mut store = Sqlite {
             conn,
             fingerprint: graph.fingerprint().to_owned(),
+            graph: graph.clone(),
             prefix: options.prefix.clone(),
             sql: schemas.iter().map(TableSql::of).collect(),
             specs,
@@ -604,6 +630,8 @@ impl Sqlite {
             attached: HashMap::new(),
             stats: std::cell::Cell::new(StoreStats::default()),
             undo_ready: std::cell::Cell::new(false),
+            migrate: options.migrate,
+            migration: None,
         };
         // Table names are `[a-z0-9_]` (see `sql::ident`): safe as literals.
         let names: Vec<String> = store
@@ -800,10 +828,43 @@ impl Sqlite {
         }
         if create {
             tx.execute_batch(&format!(
-                "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS {last_update} (table_name TEXT PRIMARY KEY, t INTEGER NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL, definition TEXT NOT NULL DEFAULT '');
+                 CREATE TABLE IF NOT EXISTS {last_update} (table_name TEXT PRIMARY KEY, t INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {query} (table_name TEXT PRIMARY KEY);",
+                query = self.query_table()
             ))
             .map_err(backend("creating the metadata tables"))?;
+            let columns: Vec<String> = tx
+                .prepare(&format!("SELECT name FROM pragma_table_info('{tables}')"))
+                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+                .map_err(backend(format!("reading the columns of `{tables}`")))?;
+            if !columns.iter().any(|c| c == "definition") {
+                // Written by a version that kept no definitions.
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {tables} ADD COLUMN definition TEXT NOT NULL DEFAULT ''"
+                ))
+                .map_err(backend(format!("adding definitions to `{tables}`")))?;
+            }
+            let plan = self.plan()?;
+            let written: bool = tx
+                .query_row(
+                    &format!("SELECT EXISTS (SELECT 1 FROM {last_update} WHERE t > 0)"),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(backend(format!("reading `{last_update}`")))?;
+            if written && !plan.is_unchanged() {
+                if !self.migrate {
+                    return Err(StoreError::QueryChanged {
+                        plan: Box::new(plan),
+                    });
+                }
+                let done = self.migrate_in(plan)?;
+                self.record_query()?;
+                tx.commit().map_err(backend("committing a migration"))?;
+                self.migration = Some(done);
+                return Ok(0);
+            }
         }
         let mut created = 0;
         for schema in &self.schemas {
@@ -839,8 +900,190 @@ impl Sqlite {
             .map_err(backend(format!("recording `{}`", schema.name)))?;
             created += 1;
         }
+        if create {
+            self.record_query()?;
+        }
         tx.commit().map_err(backend("committing new tables"))?;
         Ok(created)
+    }
+
+    /// The table listing the state tables of the query that last wrote
+    /// this store.
+    fn query_table(&self) -> String {
+        OwnNames::name(&self.prefix, "query")
+    }
+
+    /// How the store's recorded states compare with this graph's.
+    fn plan(&self) -> Result<graph::MigrationPlan, StoreError> {
+        let (tables, _) = self.meta();
+        let recorded: Vec<sql::Recorded> = self
+            .conn
+            .prepare(&format!(
+                "SELECT table_name, path, shape, definition FROM {tables}"
+            ))
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok(sql::Recorded {
+                        table: r.get(0)?,
+                        path: r.get(1)?,
+                        shape: r.get(2)?,
+                        definition: r.get(3)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(backend(format!("reading `{tables}`")))?;
+        let query: Vec<String> = self
+            .conn
+            .prepare(&format!("SELECT table_name FROM {}", self.query_table()))
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(backend("reading the query's tables"))?;
+        Ok(sql::plan(&self.schemas, &self.specs, &recorded, &query))
+    }
+
+    /// Records this graph as the store's query: its tables, and each one's
+    /// definition.
+    fn record_query(&self) -> Result<(), StoreError> {
+        let (tables, _) = self.meta();
+        let query = self.query_table();
+        self.conn
+            .execute(&format!("DELETE FROM {query}"), [])
+            .map_err(backend("recording the query's tables"))?;
+        for (schema, spec) in self.schemas.iter().zip(&self.specs) {
+            self.conn
+                .execute(
+                    &format!("UPDATE {tables} SET definition = ? WHERE table_name = ?"),
+                    (spec.definition(), &schema.name),
+                )
+                .and_then(|_| {
+                    self.conn.execute(
+                        &format!("INSERT INTO {query} (table_name) VALUES (?)"),
+                        [&schema.name],
+                    )
+                })
+                .map_err(backend(format!("recording `{}`", schema.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Carries `plan` out inside the open's transaction (see
+    /// [`OpenOptions::migrate`]); returns it with the rows of each state it
+    /// computed.
+    fn migrate_in(
+        &self,
+        mut plan: graph::MigrationPlan,
+    ) -> Result<graph::MigrationPlan, StoreError> {
+        let (tables, last_update) = self.meta();
+        let now: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT coalesce(max(t), 0) FROM {last_update}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend(format!("reading `{last_update}`")))?;
+        let graph = self.graph.clone();
+        let memory = if plan.backfilled().next().is_some() {
+            let keep: Vec<&str> = plan
+                .entries
+                .iter()
+                .filter(|e| e.action == graph::PlanAction::Keep)
+                .map(|e| e.path.as_str())
+                .collect();
+            let store = &*self;
+            let computed = crate::migrate::recompute(&graph, &plan, |spec, sink| {
+                let s = store
+                    .specs
+                    .iter()
+                    .position(|x| x.path() == spec.path())
+                    .filter(|_| keep.contains(&spec.path().as_str()))
+                    .ok_or_else(|| StoreError::InputNotKept {
+                        state: String::new(),
+                        input: spec.path().to_string(),
+                        why: "the store holds it under another row type".into(),
+                    })?;
+                let rows = store.run_read(&store.schemas[s], &store.sql[s], &SqlRead::All)?;
+                sql::decode_rows(&store.specs[s], &store.schemas[s], rows, sink)
+            });
+            Some(computed.map_err(|e| match e {
+                graph::GraphError::Store(e) => e,
+                other => StoreError::backend("computing the migrated states", other.to_string()),
+            })?)
+        } else {
+            None
+        };
+        for entry in &mut plan.entries {
+            let table = entry.table.clone();
+            match &entry.action {
+                graph::PlanAction::Keep => {}
+                graph::PlanAction::Drop | graph::PlanAction::Changed { .. } => {
+                    let rows: i64 = self
+                        .conn
+                        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                        .unwrap_or(0);
+                    self.conn
+                        .execute_batch(&format!(
+                            "DROP TABLE IF EXISTS {table}; DELETE FROM {tables} WHERE table_name = '{table}'; \
+                             DELETE FROM {last_update} WHERE table_name = '{table}'"
+                        ))
+                        .map_err(backend(format!("dropping `{table}`")))?;
+                    entry.rows = Some(rows as u64);
+                }
+                graph::PlanAction::New => {}
+            }
+        }
+        for entry in &mut plan.entries {
+            if !entry.action.backfills() {
+                continue;
+            }
+            let Some(s) = self.schemas.iter().position(|x| x.name == entry.table) else {
+                continue;
+            };
+            let (spec, schema) = (&self.specs[s], &self.schemas[s]);
+            for stmt in sql::create_statements(&SqliteDialect, schema) {
+                self.conn
+                    .execute_batch(&stmt)
+                    .map_err(backend(format!("creating `{}`", schema.name)))?;
+            }
+            self.conn
+                .execute(
+                    &format!(
+                        "INSERT INTO {tables} (table_name, path, kind, shape) VALUES (?, ?, ?, ?)"
+                    ),
+                    (
+                        &schema.name,
+                        &schema.path,
+                        schema.kind.name(),
+                        &schema.shape,
+                    ),
+                )
+                .and_then(|_| {
+                    self.conn.execute(
+                        &format!(
+                            "INSERT OR REPLACE INTO {last_update} (table_name, t) VALUES (?, ?)"
+                        ),
+                        (&schema.name, now),
+                    )
+                })
+                .map_err(backend(format!("recording `{}`", schema.name)))?;
+            let mut written = 0;
+            if let Some(memory) = &memory {
+                for delta in memory.contents(s) {
+                    let rows = sql::encode_delta(spec, schema, &*delta)?;
+                    written += rows.len() as u64;
+                    self.write_rows(spec, schema, &self.sql[s], &rows)?;
+                }
+            }
+            entry.rows = Some(written);
+        }
+        Ok(plan)
+    }
+
+    /// The migration this open carried out (with
+    /// [`OpenOptions::migrate`]), if the store held another version of the
+    /// query: each state's action and the rows it holds.
+    pub fn migration(&self) -> Option<&graph::MigrationPlan> {
+        self.migration.as_ref()
     }
 
     /// `table`'s last update time; its row must exist (every table gets one

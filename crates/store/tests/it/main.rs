@@ -7,6 +7,7 @@ extern crate stepping_store as store;
 mod bad_input;
 mod bad_values;
 mod concurrency;
+mod evolution;
 mod examples;
 mod first_use;
 mod harness;
