@@ -176,6 +176,15 @@ impl Graph {
         self.run_in(store, changes, |s| s.begin_retry(failed_input_time, time))
     }
 
+    /// The paths of the inputs, in the order they were declared.
+    pub fn inputs(&self) -> Vec<Path> {
+        self.inner
+            .inputs
+            .iter()
+            .map(|v| self.inner.vertices[v.ix()].path.clone())
+            .collect()
+    }
+
     /// Changes that insert every row the store keeps of each input (the
     /// input's integral, see [`Stream::transient`](crate::Stream::transient)),
     /// each state read whole by `read` into the sink it is given: what a

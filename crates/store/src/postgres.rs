@@ -601,6 +601,9 @@ impl Tables {
     fn tables(&self) -> String {
         self.own.tables.clone()
     }
+    fn query(&self) -> String {
+        OwnNames::name(&self.prefix, "query")
+    }
     fn undo(&self) -> String {
         OwnNames::name(&self.prefix, "undo")
     }
@@ -1444,6 +1447,12 @@ pub struct Postgres {
     created: usize,
     attached: HashMap<String, Arc<(TableSchema, PgSql)>>,
     stats: Arc<Mutex<StoreStats>>,
+    /// The graph the store was opened for (a migration runs a copy).
+    graph: Graph,
+    /// Migrate a store written by another version of the query.
+    migrate: bool,
+    /// The migration this open carried out.
+    migration: Option<graph::MigrationPlan>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -1518,9 +1527,19 @@ impl Postgres {
             created: 0,
             attached: HashMap::new(),
             stats: Arc::new(Mutex::new(StoreStats::default())),
+            graph: graph.clone(),
+            migrate: options.migrate,
+            migration: None,
         };
         store.created = store.prepare_tables(options.create_tables)?;
         Ok(store)
+    }
+
+    /// The migration this open carried out (with
+    /// [`OpenOptions::migrate`]), if the store held another version of the
+    /// query: each state's action and the rows it holds.
+    pub fn migration(&self) -> Option<&graph::MigrationPlan> {
+        self.migration.as_ref()
     }
 
     /// The pool, to share with other workers.
@@ -1678,7 +1697,9 @@ impl Postgres {
 
     fn prepare_tables(&mut self, create: bool) -> Result<usize, StoreError> {
         let tables = Arc::clone(&self.tables);
-        block_on(async {
+        let (graph, migrate) = (self.graph.clone(), self.migrate);
+        let stats = Arc::clone(&self.stats);
+        let (created, migration) = block_on(async {
             let mut conn = self.client().await?;
             let tx = conn
                 .transaction()
@@ -1696,11 +1717,14 @@ impl Postgres {
             rename_legacy_tables(&*tx, &tables.prefix).await?;
             if create {
                 tx.batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL);
-                     CREATE TABLE IF NOT EXISTS {} (table_name TEXT PRIMARY KEY, t BIGINT NOT NULL);
-                     {};",
+                    "CREATE TABLE IF NOT EXISTS {0} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL, definition TEXT NOT NULL DEFAULT '');
+                     ALTER TABLE {0} ADD COLUMN IF NOT EXISTS definition TEXT NOT NULL DEFAULT '';
+                     CREATE TABLE IF NOT EXISTS {1} (table_name TEXT PRIMARY KEY, t BIGINT NOT NULL);
+                     CREATE TABLE IF NOT EXISTS {2} (table_name TEXT PRIMARY KEY);
+                     {3};",
                     tables.tables(),
                     tables.last_update(),
+                    tables.query(),
                     tables.create_undo_sql()
                 ))
                 .await
@@ -1710,6 +1734,27 @@ impl Postgres {
                 client: &*tx,
                 cache: tokio::sync::Mutex::new(HashMap::new()),
             };
+            if create {
+                let plan = plan_of(&*tx, &tables).await?;
+                let written = tx
+                    .query_one(
+                        &format!("SELECT EXISTS (SELECT 1 FROM {} WHERE t > 0)", tables.last_update()),
+                        &[],
+                    )
+                    .await
+                    .and_then(|r| r.try_get::<_, bool>(0))
+                    .map_err(pg(format!("reading `{}`", tables.last_update())))?;
+                if written && !plan.is_unchanged() {
+                    if !migrate {
+                        return Err(StoreError::QueryChanged {
+                            plan: Box::new(plan),
+                        });
+                    }
+                    let done = migrate_in(&borrowed, &tables, &graph, &stats, plan).await?;
+                    record_query(&*tx, &tables).await?;
+                    return Ok((0, Some(done)));
+                }
+            }
             let mut created = 0;
             for schema in &tables.schemas {
                 if check_table(&borrowed, &tables, schema).await? {
@@ -1751,20 +1796,25 @@ impl Postgres {
                 .map_err(pg(format!("recording `{}`", schema.name)))?;
                 created += 1;
             }
-                Ok(created)
+            if create {
+                record_query(&*tx, &tables).await?;
+            }
+                Ok((created, None))
             }
             .await;
             match prepared {
-                Ok(created) => {
+                Ok(done) => {
                     tx.commit().await.map_err(pg("committing new tables"))?;
-                    Ok(created)
+                    Ok(done)
                 }
                 Err(e) => {
                     let _ = tx.rollback().await;
                     Err(e)
                 }
             }
-        })?
+        })??;
+        self.migration = migration;
+        Ok(created)
     }
 
     /// Runs one iteration inside `client`, a transaction (or connection) the
@@ -1911,6 +1961,218 @@ async fn rename_legacy_tables<C: GenericClient>(
             .map_err(pg(format!("renaming `{}` to `{}`", l.old, l.new)))?;
     }
     Ok(())
+}
+
+/// How the states recorded under `tables`' prefix compare with its graph's.
+async fn plan_of<C: GenericClient>(
+    tx: &C,
+    tables: &Tables,
+) -> Result<graph::MigrationPlan, StoreError> {
+    let recorded = tx
+        .query(
+            &format!(
+                "SELECT table_name, path, shape, definition FROM {}",
+                tables.tables()
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(format!("reading `{}`", tables.tables())))?
+        .into_iter()
+        .map(|r| {
+            Ok(sql::Recorded {
+                table: r.try_get(0)?,
+                path: r.try_get(1)?,
+                shape: r.try_get(2)?,
+                definition: r.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+        .map_err(pg(format!("reading `{}`", tables.tables())))?;
+    let query = tx
+        .query(&format!("SELECT table_name FROM {}", tables.query()), &[])
+        .await
+        .map_err(pg("reading the query's tables"))?
+        .into_iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(pg("reading the query's tables"))?;
+    Ok(sql::plan(&tables.schemas, &tables.specs, &recorded, &query))
+}
+
+/// Records `tables`' graph as the store's query: its tables, and each
+/// one's definition.
+async fn record_query<C: GenericClient>(tx: &C, tables: &Tables) -> Result<(), StoreError> {
+    let names = tables.names();
+    let definitions: Vec<String> = tables
+        .specs
+        .iter()
+        .map(|s| s.definition().to_owned())
+        .collect();
+    tx.execute(
+        &format!(
+            "UPDATE {} AS t SET definition = d.definition FROM unnest($1::text[], $2::text[]) AS d(name, definition) \
+             WHERE t.table_name = d.name",
+            tables.tables()
+        ),
+        &[&names, &definitions],
+    )
+    .await
+    .map_err(pg("recording the definitions"))?;
+    tx.batch_execute(&format!("DELETE FROM {}", tables.query()))
+        .await
+        .map_err(pg("recording the query's tables"))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (table_name) SELECT unnest($1::text[])",
+            tables.query()
+        ),
+        &[&names],
+    )
+    .await
+    .map_err(pg("recording the query's tables"))?;
+    Ok(())
+}
+
+/// Carries `plan` out in the open's transaction (see
+/// `OpenOptions::migrate`); returns it with the rows of each state.
+async fn migrate_in<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    graph: &Graph,
+    stats: &Mutex<StoreStats>,
+    mut plan: graph::MigrationPlan,
+) -> Result<graph::MigrationPlan, StoreError> {
+    let client = conn.client();
+    let (meta, last_update) = (tables.tables(), tables.last_update());
+    let now: i64 = client
+        .query_one(
+            &format!("SELECT coalesce(max(t), 0) FROM {last_update}"),
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(pg(format!("reading `{last_update}`")))?;
+    let memory = if plan.backfilled().next().is_some() {
+        // The kept inputs, read whole first (the computation is not async).
+        let mut inputs: HashMap<String, Vec<PgRow>> = HashMap::new();
+        for e in &plan.entries {
+            if e.action != graph::PlanAction::Keep {
+                continue;
+            }
+            let Some(s) = tables.schemas.iter().position(|x| x.name == e.table) else {
+                continue;
+            };
+            if graph.inputs().iter().any(|p| p.as_str() == e.path) {
+                let rows = read_rows(
+                    conn,
+                    &tables.schemas[s],
+                    &tables.sql[s],
+                    &SqlRead::All,
+                    stats,
+                )
+                .await?;
+                inputs.insert(e.path.clone(), rows);
+            }
+        }
+        let computed = crate::migrate::recompute(graph, &plan, |spec, sink| {
+            let path = spec.path().to_string();
+            let s = tables
+                .specs
+                .iter()
+                .position(|x| x.path() == spec.path())
+                .ok_or_else(|| StoreError::InputNotKept {
+                    state: String::new(),
+                    input: path.clone(),
+                    why: "the store does not hold it".into(),
+                })?;
+            let rows = inputs
+                .remove(&path)
+                .ok_or_else(|| StoreError::InputNotKept {
+                    state: String::new(),
+                    input: path.clone(),
+                    why: "the store holds it under another row type".into(),
+                })?;
+            sql::decode_rows(&tables.specs[s], &tables.schemas[s], rows, sink)
+        });
+        Some(computed.map_err(|e| match e {
+            GraphError::Store(e) => e,
+            other => StoreError::backend("computing the migrated states", other.to_string()),
+        })?)
+    } else {
+        None
+    };
+    for entry in &mut plan.entries {
+        if matches!(
+            entry.action,
+            graph::PlanAction::Drop | graph::PlanAction::Changed { .. }
+        ) {
+            let table = entry.table.clone();
+            let rows: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .and_then(|r| r.try_get(0))
+                .unwrap_or(0);
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {table}; DELETE FROM {meta} WHERE table_name = '{table}'; \
+                     DELETE FROM {last_update} WHERE table_name = '{table}'"
+                ))
+                .await
+                .map_err(pg(format!("dropping `{table}`")))?;
+            entry.rows = Some(rows as u64);
+        }
+    }
+    for entry in &mut plan.entries {
+        if !entry.action.backfills() {
+            continue;
+        }
+        let Some(s) = tables.schemas.iter().position(|x| x.name == entry.table) else {
+            continue;
+        };
+        let (spec, schema) = (&tables.specs[s], &tables.schemas[s]);
+        for stmt in sql::create_statements(&PgDialect, schema) {
+            client
+                .batch_execute(&stmt)
+                .await
+                .map_err(pg(format!("creating `{}`", schema.name)))?;
+        }
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {meta} (table_name, path, kind, shape) VALUES ($1, $2, $3, $4)"
+                ),
+                &[
+                    &schema.name,
+                    &schema.path,
+                    &schema.kind.name(),
+                    &schema.shape,
+                ],
+            )
+            .await
+            .map_err(pg(format!("recording `{}`", schema.name)))?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {last_update} (table_name, t) VALUES ($1, $2) \
+                     ON CONFLICT (table_name) DO UPDATE SET t = excluded.t"
+                ),
+                &[&schema.name, &now],
+            )
+            .await
+            .map_err(pg(format!("recording `{}`", schema.name)))?;
+        let mut written = 0;
+        if let Some(memory) = &memory {
+            for delta in memory.contents(s) {
+                let rows = sql::encode_delta(spec, schema, &*delta)?;
+                written += rows.len() as u64;
+                let failed = AtomicBool::new(false);
+                write_rows(conn, schema, &tables.sql[s], &rows, stats, &failed).await?;
+            }
+        }
+        entry.rows = Some(written);
+    }
+    Ok(plan)
 }
 
 /// Whether `schema`'s table exists with the same shape.

@@ -90,16 +90,91 @@ fn sums(rows: &[Item], factor: i64) -> ZSet<Pair<i64, String>> {
         .collect()
 }
 
-fn sqlite_at(
-    path: &std::path::Path,
-    q: &Query,
-    migrate: bool,
-) -> Result<store::Sqlite, GraphError> {
-    let mut options = store::OpenOptions::default();
-    if migrate {
-        options = options.migrate();
+/// Where a test's store lives: a SQLite file or a Postgres prefix (whose
+/// tables are dropped when the place is).
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let (Place::Postgres(prefix), Some(url)) = (&*self, crate::harness::pg_url()) {
+            let _ = benches::pg::drop_tables_with_prefix(&url, prefix);
+        }
     }
-    Ok(store::Sqlite::open(path, &q.graph, options)?)
+}
+
+/// An open store, with the migration its open carried out.
+struct Opened {
+    store: Box<dyn graph::StateStore>,
+    migration: Option<graph::MigrationPlan>,
+    rows_written: u64,
+}
+
+impl Place {
+    fn new(kind: Kind) -> Result<Place, GraphError> {
+        Ok(match kind {
+            Kind::Postgres => Place::Postgres(crate::harness::unique_prefix()),
+            _ => Place::Sqlite(tempfile::tempdir().map_err(|e| StoreError::backend("tempdir", e))?),
+        })
+    }
+
+    fn open(&self, q: &Query, migrate: bool) -> Result<Opened, GraphError> {
+        let mut options = store::OpenOptions::default();
+        if migrate {
+            options = options.migrate();
+        }
+        Ok(match self {
+            Place::Sqlite(dir) => {
+                let s = store::Sqlite::open(dir.path().join("state.db"), &q.graph, options)?;
+                Opened {
+                    migration: s.migration().cloned(),
+                    rows_written: s.stats().rows_written,
+                    store: Box::new(s),
+                }
+            }
+            Place::Postgres(prefix) => {
+                let pool = crate::harness::pg_pool().expect("Postgres is configured");
+                options.prefix = prefix.clone();
+                let s = store::Postgres::with_pool(pool, &q.graph, options)?;
+                Opened {
+                    migration: s.migration().cloned(),
+                    rows_written: s.stats().rows_written,
+                    store: Box::new(s),
+                }
+            }
+        })
+    }
+
+    /// Whether the store has a table named `table` (after the prefix).
+    fn has_table(&self, table: &str) -> bool {
+        match self {
+            Place::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.path().join("state.db")).expect("open");
+                conn.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    [format!("st_{table}")],
+                    |r| r.get::<_, i64>(0),
+                )
+                .expect("sqlite_master")
+                    > 0
+            }
+            Place::Postgres(prefix) => {
+                let name = format!("{prefix}{table}");
+                crate::harness::with_pg_client(async |c| {
+                    c.query_one(
+                        "SELECT count(*) FROM pg_tables WHERE tablename = $1",
+                        &[&name],
+                    )
+                    .await
+                    .and_then(|r| r.try_get::<_, i64>(0))
+                    .expect("pg_tables")
+                        > 0
+                })
+            }
+        }
+    }
 }
 
 fn plan_of(e: &GraphError) -> Option<&graph::MigrationPlan> {
@@ -121,59 +196,64 @@ fn action<'p>(plan: &'p graph::MigrationPlan, path: &str) -> Option<&'p PlanActi
 #[test]
 fn a_new_cache_is_refused_with_a_plan_then_migrated_from_the_kept_input() -> R {
     for kind in sql_kinds() {
-        if kind != Kind::Sqlite {
-            continue;
-        }
-        let dir = tempfile::tempdir().map_err(|e| StoreError::backend("tempdir", e))?;
-        let path = dir.path().join("state.db");
+        let place = Place::new(kind)?;
         let v1 = query(Version::V1)?;
         let mut fed = items(&[("a", 1), ("b", 2), ("a", 3)]);
         {
-            let mut store = sqlite_at(&path, &v1, false)?;
-            v1.graph.insert(&mut store, &v1.items, fed.clone())?;
+            let mut o = place.open(&v1, false)?;
+            v1.graph.insert(&mut *o.store, &v1.items, fed.clone())?;
         }
         let v2 = query(Version::AllItems)?;
-        let err = sqlite_at(&path, &v2, false).expect_err("a changed query");
+        let err = place.open(&v2, false).err().expect("a changed query");
         let plan = plan_of(&err).unwrap_or_else(|| panic!("{kind:?}: {err}"));
-        assert_eq!(action(plan, "all_items"), Some(&PlanAction::New), "{plan}");
-        assert_eq!(action(plan, "sums"), Some(&PlanAction::Keep), "{plan}");
-        assert_eq!(action(plan, "items"), Some(&PlanAction::Keep), "{plan}");
+        assert_eq!(
+            action(plan, "all_items"),
+            Some(&PlanAction::New),
+            "{kind:?}: {plan}"
+        );
+        assert_eq!(
+            action(plan, "sums"),
+            Some(&PlanAction::Keep),
+            "{kind:?}: {plan}"
+        );
+        assert_eq!(
+            action(plan, "items"),
+            Some(&PlanAction::Keep),
+            "{kind:?}: {plan}"
+        );
         assert!(err.to_string().contains("all_items"), "{err}");
         // Refusing changed nothing: the old query still runs.
         {
-            let mut store = sqlite_at(&path, &v1, false)?;
-            assert_eq!(
-                v1.sums.as_ref().map(|c| c.zset(&mut store)).transpose()?,
-                Some(sums(&fed, 1))
-            );
+            let mut o = place.open(&v1, false)?;
+            let cache = v1.sums.as_ref().expect("sums");
+            assert_eq!(cache.zset(&mut *o.store)?, sums(&fed, 1), "{kind:?}");
         }
-        let mut store = sqlite_at(&path, &v2, true)?;
-        let done = store.migration().cloned().expect("a migration");
+        let mut o = place.open(&v2, true)?;
+        let done = o.migration.clone().expect("a migration");
         assert_eq!(
             done.entries
                 .iter()
                 .find(|e| e.path == "all_items")
                 .and_then(|e| e.rows),
             Some(3),
-            "{done}"
+            "{kind:?}: {done}"
         );
-        // Only the new state was written.
-        assert_eq!(store.stats().rows_written, 3, "{done}");
+        // Only the new state was written: no row of a kept state.
+        assert_eq!(o.rows_written, 3, "{kind:?}: {done}");
         let all = v2.all.as_ref().expect("the items cache");
         let expected: ZSet<Item> = fed.iter().map(|i| (i.clone(), 1)).collect();
-        assert_eq!(all.zset(&mut store)?, expected);
+        assert_eq!(all.zset(&mut *o.store)?, expected, "{kind:?}");
         // The ingest goes on, at once, with the oracle's answer.
         let more = items(&[("b", 5), ("c", 1)]);
-        v2.graph.insert(&mut store, &v2.items, more.clone())?;
+        v2.graph.insert(&mut *o.store, &v2.items, more.clone())?;
         fed.extend(more);
         let expected: ZSet<Item> = fed.iter().map(|i| (i.clone(), 1)).collect();
-        assert_eq!(all.zset(&mut store)?, expected);
+        assert_eq!(all.zset(&mut *o.store)?, expected, "{kind:?}");
         let cache = v2.sums.as_ref().expect("sums");
-        assert_eq!(cache.zset(&mut store)?, sums(&fed, 1));
+        assert_eq!(cache.zset(&mut *o.store)?, sums(&fed, 1), "{kind:?}");
         // Reopening finds nothing to migrate.
-        drop(store);
-        let store = sqlite_at(&path, &v2, false)?;
-        assert!(store.migration().is_none());
+        drop(o);
+        assert!(place.open(&v2, false)?.migration.is_none(), "{kind:?}");
     }
     Ok(())
 }
@@ -182,61 +262,63 @@ fn a_new_cache_is_refused_with_a_plan_then_migrated_from_the_kept_input() -> R {
 /// sums. With its version bumped, the state is changed and computed again.
 #[test]
 fn a_changed_function_with_its_version_bumped_is_computed_again() -> R {
-    let dir = tempfile::tempdir().map_err(|e| StoreError::backend("tempdir", e))?;
-    let path = dir.path().join("state.db");
-    let v1 = query(Version::V1)?;
-    let mut fed = items(&[("a", 1), ("b", 2), ("a", 3)]);
-    {
-        let mut store = sqlite_at(&path, &v1, false)?;
-        v1.graph.insert(&mut store, &v1.items, fed.clone())?;
+    for kind in sql_kinds() {
+        let place = Place::new(kind)?;
+        let v1 = query(Version::V1)?;
+        let mut fed = items(&[("a", 1), ("b", 2), ("a", 3)]);
+        {
+            let mut o = place.open(&v1, false)?;
+            v1.graph.insert(&mut *o.store, &v1.items, fed.clone())?;
+        }
+        let v3 = query(Version::Doubled)?;
+        let err = place.open(&v3, false).err().expect("a changed query");
+        let plan = plan_of(&err).unwrap_or_else(|| panic!("{kind:?}: {err}"));
+        assert!(
+            matches!(action(plan, "sums"), Some(PlanAction::Changed { .. })),
+            "{kind:?}: {plan}"
+        );
+        assert_eq!(
+            action(plan, "items"),
+            Some(&PlanAction::Keep),
+            "{kind:?}: {plan}"
+        );
+        let mut o = place.open(&v3, true)?;
+        let cache = v3.sums.as_ref().expect("sums");
+        assert_eq!(cache.zset(&mut *o.store)?, sums(&fed, 2), "{kind:?}");
+        let more = items(&[("a", -1), ("d", 4)]);
+        v3.graph.insert(&mut *o.store, &v3.items, more.clone())?;
+        fed.extend(more);
+        assert_eq!(cache.zset(&mut *o.store)?, sums(&fed, 2), "{kind:?}");
     }
-    let v3 = query(Version::Doubled)?;
-    let err = sqlite_at(&path, &v3, false).expect_err("a changed query");
-    let plan = plan_of(&err).unwrap_or_else(|| panic!("{err}"));
-    assert!(
-        matches!(action(plan, "sums"), Some(PlanAction::Changed { .. })),
-        "{plan}"
-    );
-    assert_eq!(action(plan, "items"), Some(&PlanAction::Keep), "{plan}");
-    let mut store = sqlite_at(&path, &v3, true)?;
-    let cache = v3.sums.as_ref().expect("sums");
-    assert_eq!(cache.zset(&mut store)?, sums(&fed, 2));
-    let more = items(&[("a", -1), ("d", 4)]);
-    v3.graph.insert(&mut store, &v3.items, more.clone())?;
-    fed.extend(more);
-    assert_eq!(cache.zset(&mut store)?, sums(&fed, 2));
     Ok(())
 }
 
 /// A state the new query lacks is dropped, its table removed.
 #[test]
 fn a_dropped_state_loses_its_table() -> R {
-    let dir = tempfile::tempdir().map_err(|e| StoreError::backend("tempdir", e))?;
-    let path = dir.path().join("state.db");
-    let v1 = query(Version::V1)?;
-    {
-        let mut store = sqlite_at(&path, &v1, false)?;
-        v1.graph
-            .insert(&mut store, &v1.items, items(&[("a", 1), ("b", 2)]))?;
+    for kind in sql_kinds() {
+        let place = Place::new(kind)?;
+        let v1 = query(Version::V1)?;
+        {
+            let mut o = place.open(&v1, false)?;
+            v1.graph
+                .insert(&mut *o.store, &v1.items, items(&[("a", 1), ("b", 2)]))?;
+        }
+        assert!(place.has_table("sums"), "{kind:?}");
+        let v4 = query(Version::OnlyItems)?;
+        let mut o = place.open(&v4, true)?;
+        let done = o.migration.clone().expect("a migration");
+        assert!(
+            done.entries
+                .iter()
+                .any(|e| e.path == "sums" && e.action == PlanAction::Drop),
+            "{kind:?}: {done}"
+        );
+        assert!(!place.has_table("sums"), "{kind:?}");
+        let all = v4.all.as_ref().expect("items");
+        assert_eq!(all.zset(&mut *o.store)?.len(), 2, "{kind:?}");
+        assert_eq!(o.store.last_time()?, 1, "{kind:?}");
     }
-    let v4 = query(Version::OnlyItems)?;
-    let mut store = sqlite_at(&path, &v4, true)?;
-    let done = store.migration().cloned().expect("a migration");
-    assert!(
-        done.entries
-            .iter()
-            .any(|e| e.path == "sums" && e.action == PlanAction::Drop),
-        "{done}"
-    );
-    let tables: Vec<String> = store
-        .connection()
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-        .map_err(|e| StoreError::backend("listing tables", e))?;
-    assert!(!tables.iter().any(|t| t == "st_sums"), "{tables:?}");
-    let all = v4.all.as_ref().expect("items");
-    assert_eq!(all.zset(&mut store)?.len(), 2);
-    assert_eq!(store.last_time()?, 1);
     Ok(())
 }
 
@@ -244,22 +326,24 @@ fn a_dropped_state_loses_its_table() -> R {
 /// naming it, and changes nothing.
 #[test]
 fn a_transient_input_refuses_a_backfill_naming_it() -> R {
-    let dir = tempfile::tempdir().map_err(|e| StoreError::backend("tempdir", e))?;
-    let path = dir.path().join("state.db");
-    let v1 = query(Version::TransientKeys)?;
-    {
-        let mut store = sqlite_at(&path, &v1, false)?;
+    for kind in sql_kinds() {
+        let place = Place::new(kind)?;
+        let v1 = query(Version::TransientKeys)?;
+        {
+            let mut o = place.open(&v1, false)?;
+            v1.graph
+                .insert(&mut *o.store, &v1.items, items(&[("a", 1), ("b", 2)]))?;
+        }
+        let v2 = query(Version::AllItems)?;
+        let err = place.open(&v2, true).err().expect("the input is not kept");
+        assert!(
+            matches!(&err, GraphError::Store(StoreError::InputNotKept { input, .. }) if input == "items"),
+            "{kind:?}: {err}"
+        );
+        // Nothing changed: the old query still opens and runs.
+        let mut o = place.open(&v1, false)?;
         v1.graph
-            .insert(&mut store, &v1.items, items(&[("a", 1), ("b", 2)]))?;
+            .insert(&mut *o.store, &v1.items, items(&[("c", 1)]))?;
     }
-    let v2 = query(Version::AllItems)?;
-    let err = sqlite_at(&path, &v2, true).expect_err("the input is not kept");
-    assert!(
-        matches!(&err, GraphError::Store(StoreError::InputNotKept { input, .. }) if input == "items"),
-        "{err}"
-    );
-    // Nothing changed: the old query still opens and runs.
-    let mut store = sqlite_at(&path, &v1, false)?;
-    v1.graph.insert(&mut store, &v1.items, items(&[("c", 1)]))?;
     Ok(())
 }
