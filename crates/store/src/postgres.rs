@@ -527,6 +527,10 @@ pub(crate) struct Tables {
     pub(crate) prefix: String,
     /// The store's own tables.
     pub(crate) own: OwnNames,
+    /// The store's query generation when opened: a migration bumps it (a
+    /// `last_update` row named after the query table), and a handle
+    /// opened before one refuses to go on (`QueryChanged`).
+    pub(crate) generation: std::sync::atomic::AtomicI64,
     pub(crate) specs: Vec<StateSpec>,
     pub(crate) schemas: Vec<TableSchema>,
     pub(crate) sql: Vec<PgSql>,
@@ -558,18 +562,21 @@ impl Tables {
         let sql = schemas.iter().map(PgSql::of).collect();
         let own = OwnNames::of(prefix);
         let last_update = own.last_update.clone();
+        let query = OwnNames::name(prefix, "query");
         Tables {
             prefix: prefix.to_owned(),
             own,
+            generation: std::sync::atomic::AtomicI64::new(0),
             specs,
             schemas,
             sql,
+            // With the store's query generation (see `Tables::generation`).
             times_sql: format!(
-                "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1)"
+                "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1) OR table_name = '{query}'"
             ),
             // In name order, so that two iterations lock in the same order.
             lock_times_sql: format!(
-                "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1) \
+                "SELECT table_name, t FROM {last_update} WHERE table_name = ANY($1) OR table_name = '{query}' \
                  ORDER BY table_name FOR UPDATE"
             ),
             // Plain SQL cannot raise an error; a failing cast can, carrying
@@ -1199,6 +1206,12 @@ async fn times_with<C: Conn>(
             .map_err(|e| sql::bad_time(&last_update, &table, e))?;
         found.insert(table, t);
     }
+    let generation = found.get(&tables.query()).copied().unwrap_or(0);
+    if generation != tables.generation.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(StoreError::QueryChanged {
+            plan: Box::new(plan_of(conn.client(), tables).await?),
+        });
+    }
     names
         .iter()
         .map(|n| {
@@ -1532,6 +1545,20 @@ impl Postgres {
             migration: None,
         };
         store.created = store.prepare_tables(options.create_tables)?;
+        let tables = Arc::clone(&store.tables);
+        let generation = block_on(async {
+            let conn = store.client().await?;
+            conn.query_opt(
+                &format!("SELECT t FROM {} WHERE table_name = $1", tables.last_update()),
+                &[&tables.query()],
+            )
+            .await
+            .and_then(|r| r.map(|r| r.try_get::<_, i64>(0)).transpose())
+            .map_err(pg("reading the query's generation"))
+        })??;
+        tables
+            .generation
+            .store(generation.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         Ok(store)
     }
 
@@ -1752,6 +1779,17 @@ impl Postgres {
                     }
                     let done = migrate_in(&borrowed, &tables, &graph, &stats, plan).await?;
                     record_query(&*tx, &tables).await?;
+                    // Handles opened before the migration refuse to go on.
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {} AS l (table_name, t) VALUES ($1, 1) \
+                             ON CONFLICT (table_name) DO UPDATE SET t = l.t + 1",
+                            tables.last_update()
+                        ),
+                        &[&tables.query()],
+                    )
+                    .await
+                    .map_err(pg("recording the migration"))?;
                     return Ok((0, Some(done)));
                 }
             }
@@ -2598,7 +2636,20 @@ impl PostgresTx<'_> {
             // transaction, failing the frontier check pipelined with it: its
             // own error is the one to report.
             let times = match (times, &result) {
-                (Err(e), Err(_)) if aborted(&e) => return result,
+                (Err(e), Err(_)) if aborted(&e) => {
+                    // Unless the table was dropped by a migration: then the
+                    // query changed, and that is what to report.
+                    block_on(self.conn.batch_execute("ROLLBACK"))?
+                        .map_err(pg("ending a failed iteration"))?;
+                    self.open.set(false);
+                    let names = tables.names();
+                    if let Err(changed @ StoreError::QueryChanged { .. }) =
+                        block_on(times_of(&self.conn, &tables, &names))?
+                    {
+                        return Err(changed);
+                    }
+                    return result;
+                }
                 (times, _) => times?,
             };
             if self.next.get() {

@@ -483,6 +483,9 @@ pub struct Sqlite {
     migrate: bool,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
+    /// The store's query generation when opened: a migration bumps it,
+    /// and a handle opened before one refuses to go on (QueryChanged).
+    generation: i64,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -632,6 +635,7 @@ impl Sqlite {
             undo_ready: std::cell::Cell::new(false),
             migrate: options.migrate,
             migration: None,
+            generation: 0,
         };
         // Table names are `[a-z0-9_]` (see `sql::ident`): safe as literals.
         let names: Vec<String> = store
@@ -641,15 +645,33 @@ impl Sqlite {
             .collect();
         let (_, last_update) = store.meta();
         store.times_sql = format!(
-            "SELECT table_name, t FROM {last_update} WHERE table_name IN ({})",
-            names.join(", ")
+            "SELECT table_name, t FROM {last_update} WHERE table_name IN ({}, '{}')",
+            names.join(", "),
+            store.query_table()
         );
         store.set_all_sql = format!(
             "UPDATE {last_update} SET t = max(t, ?) WHERE table_name IN ({})",
             names.join(", ")
         );
         store.created = store.prepare_tables(options.create_tables)?;
+        store.generation = store.read_generation()?;
         Ok(store)
+    }
+
+    /// The store's query generation (0 until a first migration).
+    fn read_generation(&self) -> Result<i64, StoreError> {
+        Ok(self.last_update(&self.query_table())?.unwrap_or(0))
+    }
+
+    /// `QueryChanged` if the store was migrated since this handle opened it
+    /// (`seen` is its generation now).
+    fn check_generation(&self, seen: i64) -> Result<(), StoreError> {
+        if seen == self.generation {
+            return Ok(());
+        }
+        Err(StoreError::QueryChanged {
+            plan: Box::new(self.plan()?),
+        })
     }
 
     /// Rows read and written and statements run since the store was
@@ -861,6 +883,15 @@ impl Sqlite {
                 }
                 let done = self.migrate_in(plan)?;
                 self.record_query()?;
+                // Handles opened before the migration refuse to go on.
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {last_update} (table_name, t) VALUES (?, 1) \
+                         ON CONFLICT (table_name) DO UPDATE SET t = t + 1"
+                    ),
+                    [self.query_table()],
+                )
+                .map_err(backend("recording the migration"))?;
                 tx.commit().map_err(backend("committing a migration"))?;
                 self.migration = Some(done);
                 return Ok(0);
@@ -1392,6 +1423,8 @@ impl Sqlite {
                 .map_err(|e| sql::bad_time(&last_update, &table, e))?;
             found.insert(table, t);
         }
+        drop(rows);
+        self.check_generation(found.get(&self.query_table()).copied().unwrap_or(0))?;
         self.schemas
             .iter()
             .map(|s| match found.get(&s.name) {
@@ -1972,7 +2005,9 @@ impl StateTx for SqliteTx<'_> {
         // process at the same time, or a batch fed again) is not written
         // twice.
         let written = store
-            .time_of(name)
+            .read_generation()
+            .and_then(|seen| store.check_generation(seen))
+            .and_then(|()| store.time_of(name))
             .and_then(|at| match at >= time {
                 true => Err(StoreError::TimeAlreadyApplied {
                     table: name.clone(),

@@ -347,3 +347,32 @@ fn a_transient_input_refuses_a_backfill_naming_it() -> R {
     }
     Ok(())
 }
+
+/// A process still running the old query gets `QueryChanged` at its next
+/// iteration after a migration, never a silent write into migrated tables.
+#[test]
+fn a_handle_of_the_old_query_is_refused_after_a_migration() -> R {
+    for kind in sql_kinds() {
+        let place = Place::new(kind)?;
+        let v1 = query(Version::V1)?;
+        let fed = items(&[("a", 1), ("b", 2)]);
+        let mut old = place.open(&v1, false)?;
+        v1.graph.insert(&mut *old.store, &v1.items, fed.clone())?;
+        let v3 = query(Version::Doubled)?;
+        let mut new = place.open(&v3, true)?;
+        let err = v1
+            .graph
+            .insert(&mut *old.store, &v1.items, items(&[("a", 10)]))
+            .expect_err("the store was migrated");
+        assert!(plan_of(&err).is_some(), "{kind:?}: {err}");
+        let cache = v3.sums.as_ref().expect("sums");
+        assert_eq!(cache.zset(&mut *new.store)?, sums(&fed, 2), "{kind:?}");
+        // The migrated store goes on.
+        v3.graph
+            .insert(&mut *new.store, &v3.items, items(&[("a", 10)]))?;
+        let mut all = fed.clone();
+        all.extend(items(&[("a", 10)]));
+        assert_eq!(cache.zset(&mut *new.store)?, sums(&all, 2), "{kind:?}");
+    }
+    Ok(())
+}
