@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use graph::{Cache, Graph, GraphError, Input, Output};
 use operators::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,19 @@ pub struct DailyUsage {
     pub value: F64,
 }
 
+/// One user's usage over all meters in one month: the cache the query's
+/// next version adds ([`build_with_monthly`]), the migration the bench and
+/// the README show.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct MonthlyUsage {
+    /// The user.
+    pub user_id: i64,
+    /// The month's first day.
+    pub month: NaiveDate,
+    /// The month's total.
+    pub value: F64,
+}
+
 /// The handles of the built query.
 #[derive(Debug, Clone)]
 pub struct MeterReads {
@@ -142,6 +155,30 @@ fn to_daily(p: &Pair<F64, (i64, Uuid, NaiveDate)>) -> DailyUsage {
 /// # Errors
 /// None in practice (the query is fixed).
 pub fn build() -> Result<(Graph, MeterReads), GraphError> {
+    let (graph, (q, _)) = build_query(false)?;
+    Ok((graph, q))
+}
+
+/// The query's next version: [`build`]'s, plus a cache `monthly_cache` of
+/// each user's monthly totals (by user).
+pub fn build_with_monthly() -> Result<(Graph, MeterReads, Cache<MonthlyUsage>), GraphError> {
+    let (graph, (q, monthly)) = build_query(true)?;
+    let monthly = monthly.ok_or_else(|| GraphError::TypeMismatch {
+        path: graph::Path::new("monthly_cache"),
+        expected: "a monthly cache",
+        found: "none",
+    })?;
+    Ok((graph, q, monthly))
+}
+
+fn month_of(d: &DailyUsage) -> (i64, NaiveDate) {
+    (d.user_id, d.date.with_day(1).unwrap_or(d.date))
+}
+
+#[allow(clippy::type_complexity)]
+fn build_query(
+    monthly: bool,
+) -> Result<(Graph, (MeterReads, Option<Cache<MonthlyUsage>>)), GraphError> {
     Graph::build(|q| {
         let (users, u) = q.input::<User>("users")?;
         let (meters, m) = q.input::<Meter>("meters")?;
@@ -171,14 +208,31 @@ pub fn build() -> Result<(Graph, MeterReads), GraphError> {
             .map(to_daily)
             .named("daily_usage");
         let cache = q.cache("daily_cache", daily, &[&by_date()])?;
+        let monthly = if monthly {
+            let month = Index::with_parts("month", &["user_id", "month"], month_of);
+            let totals = daily
+                .group_reduce_flatten(&month, F64::new(0.0), |d| d.value)
+                .map(|p: &Pair<F64, (i64, NaiveDate)>| MonthlyUsage {
+                    user_id: p.right.0,
+                    month: p.right.1,
+                    value: p.left,
+                });
+            let by_user = Index::new("user_id", |m: &MonthlyUsage| m.user_id);
+            Some(q.cache("monthly_cache", totals, &[&by_user])?)
+        } else {
+            None
+        };
         let daily = q.output("daily", daily)?;
-        Ok(MeterReads {
-            users,
-            meters,
-            reads,
-            daily,
-            cache,
-        })
+        Ok((
+            MeterReads {
+                users,
+                meters,
+                reads,
+                daily,
+                cache,
+            },
+            monthly,
+        ))
     })
 }
 

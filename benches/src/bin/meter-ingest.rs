@@ -45,14 +45,16 @@ struct Args {
     target: Target,
     prefix: String,
     workload: Workload,
+    /// The query's next version: with the monthly cache.
+    monthly: bool,
     command: Vec<String>,
 }
 
 fn usage() -> &'static str {
-    "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] \
+    "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] [--monthly] \
      (setup | ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J] [--to J] \
      [--batches b,b,...] [--sequence [--stall-after-times]] | read-cache [--date YYYY-MM-DD] | \
-     last-time | recover | failed | retry [--batch B] [--sequence])"
+     last-time | recover | failed | retry [--batch B] [--sequence] | migrate [--dry-run])"
 }
 
 fn parse() -> Result<Args, String> {
@@ -64,6 +66,7 @@ fn parse() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     let mut command = Vec::new();
+    let mut monthly = false;
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
@@ -80,6 +83,7 @@ fn parse() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--reads: {e}"))?
             }
+            "--monthly" => monthly = true,
             _ => {
                 command.push(a);
                 command.extend(it.by_ref());
@@ -90,6 +94,7 @@ fn parse() -> Result<Args, String> {
         target: target.ok_or("choose --sqlite PATH or --postgres CONN")?,
         prefix,
         workload,
+        monthly,
         command,
     })
 }
@@ -255,9 +260,42 @@ fn retry(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std::
     Ok(())
 }
 
+/// Shows how the store's states compare with the query's (`--dry-run`),
+/// or migrates the store to it, printing the plan carried out.
+fn migrate(args: &Args, graph: &Graph) -> Result<(), Box<dyn std::error::Error>> {
+    let dry_run = args.command.iter().any(|a| a == "--dry-run");
+    let mut options = options(&args.prefix, true);
+    if !dry_run {
+        options = options.migrate();
+    }
+    let opened = match &args.target {
+        Target::Sqlite(path) => {
+            store::Sqlite::open(path, graph, options).map(|s| s.migration().cloned())
+        }
+        Target::Postgres(conn) => {
+            store::Postgres::open(conn, graph, options).map(|s| s.migration().cloned())
+        }
+    };
+    match opened {
+        Ok(Some(plan)) => println!("migrated ({}):\n{plan}", plan.summary()),
+        Ok(None) => println!("the store holds this query's states: nothing to migrate"),
+        Err(graph::StoreError::QueryChanged { plan }) if dry_run => {
+            println!("the plan ({}):\n{plan}", plan.summary())
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let (graph, q) = meter_reads::build()?;
+    let (graph, q) = if args.monthly {
+        let (graph, q, _) = meter_reads::build_with_monthly()?;
+        (graph, q)
+    } else {
+        meter_reads::build()?
+    };
     match args.command.first().map(String::as_str) {
+        Some("migrate") => migrate(&args, &graph)?,
         Some("setup") => {
             let mut store = open(&args.target, &graph, &args.prefix, true)?;
             let changes = Changes::new()

@@ -1549,16 +1549,20 @@ impl Postgres {
         let generation = block_on(async {
             let conn = store.client().await?;
             conn.query_opt(
-                &format!("SELECT t FROM {} WHERE table_name = $1", tables.last_update()),
+                &format!(
+                    "SELECT t FROM {} WHERE table_name = $1",
+                    tables.last_update()
+                ),
                 &[&tables.query()],
             )
             .await
             .and_then(|r| r.map(|r| r.try_get::<_, i64>(0)).transpose())
             .map_err(pg("reading the query's generation"))
         })??;
-        tables
-            .generation
-            .store(generation.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        tables.generation.store(
+            generation.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(store)
     }
 

@@ -89,6 +89,14 @@ fn attaching_a_different_shape_names_the_table() -> R {
                         "{detail}"
                     );
                 }
+                // A writer is told the query changed, with the plan.
+                Err(GraphError::Store(StoreError::QueryChanged { plan })) if create => {
+                    let entry = plan.entries.iter().find(|e| e.table == table);
+                    assert!(
+                        matches!(entry.map(|e| &e.action), Some(graph::PlanAction::Changed { why }) if why.contains("len(")),
+                        "{kind:?}: {plan}"
+                    );
+                }
                 other => panic!(
                     "{kind:?}: expected a schema mismatch, got {:?}",
                     other.err()
@@ -98,13 +106,15 @@ fn attaching_a_different_shape_names_the_table() -> R {
         // A different row type under the same path.
         let (g3, _) = Graph::build(|q| {
             let (input, words) = q.input::<i64>("words")?;
-            Ok((input, q.cache("word_cache", words, &[])?))
+            Ok((input, q.cache("word_cache", words.transient(), &[])?))
         })?;
         let err = store.open_again(&g3, true).err();
         assert!(
             matches!(
                 err,
-                Some(GraphError::Store(StoreError::SchemaMismatch { .. }))
+                Some(GraphError::Store(
+                    StoreError::SchemaMismatch { .. } | StoreError::QueryChanged { .. }
+                ))
             ),
             "{kind:?}: {err:?}"
         );
