@@ -52,7 +52,7 @@ struct Args {
 
 fn usage() -> &'static str {
     "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] [--monthly] \
-     (setup | ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J] [--to J] \
+     (setup | ingest [--batch B] [--workers W] [--pipelined | --serial] [--share K/S] [--from J] [--to J] \
      [--batches b,b,...] [--sequence [--stall-after-times]] | read-cache [--date YYYY-MM-DD] | \
      last-time | recover | failed | retry [--batch B] [--sequence] | migrate [--dry-run])"
 }
@@ -196,6 +196,16 @@ fn ingest(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std:
         }
         j = end;
         b += 1;
+    }
+    if c.iter().any(|a| a == "--serial") {
+        // Each batch through `graph.iteration` at the store's next time, as
+        // an application's request handler would (several processes doing
+        // so at once take turns).
+        let mut store = open(&args.target, graph, &args.prefix, false)?;
+        for changes in batches {
+            graph.iteration(&mut *store, changes)?;
+        }
+        return Ok(());
     }
     if c.iter().any(|a| a == "--sequence") {
         // Batch number `b` is claimed with its time, in place of `b + 2`.

@@ -61,7 +61,7 @@ enum Place {
 /// A store opened by this process.
 enum Opened {
     Sqlite(Box<store::Sqlite>),
-    Postgres(store::Postgres),
+    Postgres(Box<store::Postgres>),
 }
 
 impl Opened {
@@ -73,7 +73,7 @@ impl Opened {
     fn store(&mut self) -> &mut dyn StateStore {
         match self {
             Opened::Sqlite(s) => &mut **s,
-            Opened::Postgres(s) => s,
+            Opened::Postgres(s) => &mut **s,
         }
     }
 }
@@ -110,9 +110,11 @@ impl Place {
             Place::Sqlite(path) => {
                 Opened::Sqlite(Box::new(store::Sqlite::open(path, graph, options("st_"))?))
             }
-            Place::Postgres { conn, prefix } => {
-                Opened::Postgres(store::Postgres::open(conn, graph, options(prefix))?)
-            }
+            Place::Postgres { conn, prefix } => Opened::Postgres(Box::new(store::Postgres::open(
+                conn,
+                graph,
+                options(prefix),
+            )?)),
         })
     }
 }

@@ -171,6 +171,38 @@ fn two_processes_share_an_ingest() {
     }
 }
 
+/// Two processes calling `graph.iteration` (an application's request
+/// handlers) on one store at once, each with its own batches: iterations
+/// take turns, so the cache holds every batch once. (On Postgres two such
+/// processes used to read the same old state and corrupt the sums.)
+#[test]
+fn two_processes_inserting_at_once_serialize() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for target in targets(&dir, "serial") {
+        run(&target, &["setup"]);
+        let spawn = |share: &'static str| {
+            ingest_cmd(
+                &target,
+                &["ingest", "--serial", "--batch", "100", "--share", share],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+        };
+        let (a, b) = (spawn("0/2"), spawn("1/2"));
+        for child in [a, b] {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "{target:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        check_cache(&target);
+    }
+}
+
 #[test]
 fn a_second_process_continues_where_the_first_stopped() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1021,7 +1021,7 @@ impl Sqlite {
                 .filter(|e| e.action == graph::PlanAction::Keep)
                 .map(|e| e.path.as_str())
                 .collect();
-            let store = &*self;
+            let store = self;
             let computed = crate::migrate::recompute(&graph, &plan, |spec, sink| {
                 let s = store
                     .specs
