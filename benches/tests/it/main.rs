@@ -138,6 +138,30 @@ fn check_sums(target: &[String]) {
     }
 }
 
+/// Runs `args` in two processes at once, the first with `0/2` appended,
+/// the second with `1/2` (each takes half the batches), and checks that
+/// both succeed.
+fn run_halves(target: &[String], args: &[&str]) {
+    let spawn = |share: &'static str| {
+        let mut a = args.to_vec();
+        a.push(share);
+        ingest_cmd(target, &a)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn("0/2"), spawn("1/2"));
+    for child in [a, b] {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{target:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn two_processes_share_an_ingest() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -148,24 +172,7 @@ fn two_processes_share_an_ingest() {
             if pipelined {
                 args.insert(1, "--pipelined");
             }
-            let spawn = |share: &'static str| {
-                let mut a = args.clone();
-                a.push(share);
-                ingest_cmd(&target, &a)
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("spawn")
-            };
-            let (a, b) = (spawn("0/2"), spawn("1/2"));
-            for child in [a, b] {
-                let out = child.wait_with_output().expect("wait");
-                assert!(
-                    out.status.success(),
-                    "{target:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            run_halves(&target, &args);
             check_cache(&target);
         }
     }
@@ -180,25 +187,10 @@ fn two_processes_inserting_at_once_serialize() {
     let dir = tempfile::tempdir().expect("tempdir");
     for target in targets(&dir, "serial") {
         run(&target, &["setup"]);
-        let spawn = |share: &'static str| {
-            ingest_cmd(
-                &target,
-                &["ingest", "--serial", "--batch", "100", "--share", share],
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn")
-        };
-        let (a, b) = (spawn("0/2"), spawn("1/2"));
-        for child in [a, b] {
-            let out = child.wait_with_output().expect("wait");
-            assert!(
-                out.status.success(),
-                "{target:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        run_halves(
+            &target,
+            &["ingest", "--serial", "--batch", "100", "--share"],
+        );
         check_cache(&target);
     }
 }

@@ -26,8 +26,8 @@ const MAX_TABLE: usize = MAX_IDENT - "_pkey".len();
 /// use.
 ///
 /// ```
-/// assert_eq!(graph::sql_ident("daily_usage", 63), "daily_usage");
-/// let made = graph::sql_ident("1st \"quoted\" name", 63);
+/// assert_eq!(stepping_graph::sql_ident("daily_usage", 63), "daily_usage");
+/// let made = stepping_graph::sql_ident("1st \"quoted\" name", 63);
 /// assert!(made.starts_with("x1st_quoted_name_"));
 /// ```
 pub fn sql_ident(raw: &str, max: usize) -> String {

@@ -1808,34 +1808,7 @@ impl Postgres {
                         path: schema.path.clone(),
                     });
                 }
-                for stmt in sql::create_statements(&PgDialect, schema) {
-                    tx.batch_execute(&stmt)
-                        .await
-                        .map_err(pg(format!("creating `{}`", schema.name)))?;
-                }
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (table_name, path, kind, shape) VALUES ($1, $2, $3, $4)",
-                        tables.tables()
-                    ),
-                    &[
-                        &schema.name,
-                        &schema.path,
-                        &schema.kind.name(),
-                        &schema.shape,
-                    ],
-                )
-                .await
-                .map_err(pg(format!("recording `{}`", schema.name)))?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (table_name, t) VALUES ($1, 0) ON CONFLICT DO NOTHING",
-                        tables.last_update()
-                    ),
-                    &[&schema.name],
-                )
-                .await
-                .map_err(pg(format!("recording `{}`", schema.name)))?;
+                create_table(&*tx, &tables, schema, 0).await?;
                 created += 1;
             }
             if create {
@@ -2076,6 +2049,49 @@ async fn record_query<C: GenericClient>(tx: &C, tables: &Tables) -> Result<(), S
     Ok(())
 }
 
+/// Creates `schema`'s table and records it, at time `t` (a time already
+/// recorded for it is replaced).
+async fn create_table<C: GenericClient>(
+    client: &C,
+    tables: &Tables,
+    schema: &TableSchema,
+    t: i64,
+) -> Result<(), StoreError> {
+    for stmt in sql::create_statements(&PgDialect, schema) {
+        client
+            .batch_execute(&stmt)
+            .await
+            .map_err(pg(format!("creating `{}`", schema.name)))?;
+    }
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} (table_name, path, kind, shape) VALUES ($1, $2, $3, $4)",
+                tables.tables()
+            ),
+            &[
+                &schema.name,
+                &schema.path,
+                &schema.kind.name(),
+                &schema.shape,
+            ],
+        )
+        .await
+        .map_err(pg(format!("recording `{}`", schema.name)))?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} AS l (table_name, t) VALUES ($1, $2) \
+                 ON CONFLICT (table_name) DO UPDATE SET t = excluded.t",
+                tables.last_update()
+            ),
+            &[&schema.name, &t],
+        )
+        .await
+        .map_err(pg(format!("recording `{}`", schema.name)))?;
+    Ok(())
+}
+
 /// Carries `plan` out in the open's transaction (see
 /// `OpenOptions::migrate`); returns it with the rows of each state.
 async fn migrate_in<C: Conn>(
@@ -2173,36 +2189,7 @@ async fn migrate_in<C: Conn>(
             continue;
         };
         let (spec, schema) = (&tables.specs[s], &tables.schemas[s]);
-        for stmt in sql::create_statements(&PgDialect, schema) {
-            client
-                .batch_execute(&stmt)
-                .await
-                .map_err(pg(format!("creating `{}`", schema.name)))?;
-        }
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {meta} (table_name, path, kind, shape) VALUES ($1, $2, $3, $4)"
-                ),
-                &[
-                    &schema.name,
-                    &schema.path,
-                    &schema.kind.name(),
-                    &schema.shape,
-                ],
-            )
-            .await
-            .map_err(pg(format!("recording `{}`", schema.name)))?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {last_update} (table_name, t) VALUES ($1, $2) \
-                     ON CONFLICT (table_name) DO UPDATE SET t = excluded.t"
-                ),
-                &[&schema.name, &now],
-            )
-            .await
-            .map_err(pg(format!("recording `{}`", schema.name)))?;
+        create_table(client, tables, schema, now).await?;
         let mut written = 0;
         if let Some(memory) = &memory {
             for delta in memory.contents(s) {

@@ -908,11 +908,26 @@ impl Sqlite {
                     path: schema.path.clone(),
                 });
             }
-            for stmt in sql::create_statements(&SqliteDialect, schema) {
-                tx.execute_batch(&stmt)
-                    .map_err(backend(format!("creating `{}`", schema.name)))?;
-            }
-            tx.execute(
+            self.create_table(schema, 0)?;
+            created += 1;
+        }
+        if create {
+            self.record_query()?;
+        }
+        tx.commit().map_err(backend("committing new tables"))?;
+        Ok(created)
+    }
+
+    /// Creates `schema`'s table and records it, at time `t`.
+    fn create_table(&self, schema: &TableSchema, t: i64) -> Result<(), StoreError> {
+        let (tables, last_update) = self.meta();
+        for stmt in sql::create_statements(&SqliteDialect, schema) {
+            self.conn
+                .execute_batch(&stmt)
+                .map_err(backend(format!("creating `{}`", schema.name)))?;
+        }
+        self.conn
+            .execute(
                 &format!(
                     "INSERT INTO {tables} (table_name, path, kind, shape) VALUES (?, ?, ?, ?)"
                 ),
@@ -923,19 +938,14 @@ impl Sqlite {
                     &schema.shape,
                 ),
             )
-            .map_err(backend(format!("recording `{}`", schema.name)))?;
-            tx.execute(
-                &format!("INSERT OR IGNORE INTO {last_update} (table_name, t) VALUES (?, 0)"),
-                [&schema.name],
-            )
-            .map_err(backend(format!("recording `{}`", schema.name)))?;
-            created += 1;
-        }
-        if create {
-            self.record_query()?;
-        }
-        tx.commit().map_err(backend("committing new tables"))?;
-        Ok(created)
+            .and_then(|_| {
+                self.conn.execute(
+                    &format!("INSERT OR IGNORE INTO {last_update} (table_name, t) VALUES (?, ?)"),
+                    (&schema.name, t),
+                )
+            })
+            .map(|_| ())
+            .map_err(backend(format!("recording `{}`", schema.name)))
     }
 
     /// The table listing the state tables of the query that last wrote
@@ -1071,32 +1081,7 @@ impl Sqlite {
                 continue;
             };
             let (spec, schema) = (&self.specs[s], &self.schemas[s]);
-            for stmt in sql::create_statements(&SqliteDialect, schema) {
-                self.conn
-                    .execute_batch(&stmt)
-                    .map_err(backend(format!("creating `{}`", schema.name)))?;
-            }
-            self.conn
-                .execute(
-                    &format!(
-                        "INSERT INTO {tables} (table_name, path, kind, shape) VALUES (?, ?, ?, ?)"
-                    ),
-                    (
-                        &schema.name,
-                        &schema.path,
-                        schema.kind.name(),
-                        &schema.shape,
-                    ),
-                )
-                .and_then(|_| {
-                    self.conn.execute(
-                        &format!(
-                            "INSERT OR REPLACE INTO {last_update} (table_name, t) VALUES (?, ?)"
-                        ),
-                        (&schema.name, now),
-                    )
-                })
-                .map_err(backend(format!("recording `{}`", schema.name)))?;
+            self.create_table(schema, now)?;
             let mut written = 0;
             if let Some(memory) = &memory {
                 for delta in memory.contents(s) {

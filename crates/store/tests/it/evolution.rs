@@ -177,6 +177,14 @@ impl Place {
     }
 }
 
+/// A store at `place` written by `version` of the query with `rows`.
+fn seeded(place: &Place, version: Version, rows: &[Item]) -> Result<Query, GraphError> {
+    let q = query(version)?;
+    let mut o = place.open(&q, false)?;
+    q.graph.insert(&mut *o.store, &q.items, rows.to_vec())?;
+    Ok(q)
+}
+
 fn plan_of(e: &GraphError) -> Option<&graph::MigrationPlan> {
     match e {
         GraphError::Store(StoreError::QueryChanged { plan }) => Some(plan),
@@ -197,12 +205,8 @@ fn action<'p>(plan: &'p graph::MigrationPlan, path: &str) -> Option<&'p PlanActi
 fn a_new_cache_is_refused_with_a_plan_then_migrated_from_the_kept_input() -> R {
     for kind in sql_kinds() {
         let place = Place::new(kind)?;
-        let v1 = query(Version::V1)?;
         let mut fed = items(&[("a", 1), ("b", 2), ("a", 3)]);
-        {
-            let mut o = place.open(&v1, false)?;
-            v1.graph.insert(&mut *o.store, &v1.items, fed.clone())?;
-        }
+        let v1 = seeded(&place, Version::V1, &fed)?;
         let v2 = query(Version::AllItems)?;
         let err = place.open(&v2, false).err().expect("a changed query");
         let plan = plan_of(&err).unwrap_or_else(|| panic!("{kind:?}: {err}"));
@@ -264,12 +268,8 @@ fn a_new_cache_is_refused_with_a_plan_then_migrated_from_the_kept_input() -> R {
 fn a_changed_function_with_its_version_bumped_is_computed_again() -> R {
     for kind in sql_kinds() {
         let place = Place::new(kind)?;
-        let v1 = query(Version::V1)?;
         let mut fed = items(&[("a", 1), ("b", 2), ("a", 3)]);
-        {
-            let mut o = place.open(&v1, false)?;
-            v1.graph.insert(&mut *o.store, &v1.items, fed.clone())?;
-        }
+        let v1 = seeded(&place, Version::V1, &fed)?;
         let v3 = query(Version::Doubled)?;
         let err = place.open(&v3, false).err().expect("a changed query");
         let plan = plan_of(&err).unwrap_or_else(|| panic!("{kind:?}: {err}"));
@@ -298,12 +298,7 @@ fn a_changed_function_with_its_version_bumped_is_computed_again() -> R {
 fn a_dropped_state_loses_its_table() -> R {
     for kind in sql_kinds() {
         let place = Place::new(kind)?;
-        let v1 = query(Version::V1)?;
-        {
-            let mut o = place.open(&v1, false)?;
-            v1.graph
-                .insert(&mut *o.store, &v1.items, items(&[("a", 1), ("b", 2)]))?;
-        }
+        let v1 = seeded(&place, Version::V1, &items(&[("a", 1), ("b", 2)]))?;
         assert!(place.has_table("sums"), "{kind:?}");
         let v4 = query(Version::OnlyItems)?;
         let mut o = place.open(&v4, true)?;
@@ -328,12 +323,11 @@ fn a_dropped_state_loses_its_table() -> R {
 fn a_transient_input_refuses_a_backfill_naming_it() -> R {
     for kind in sql_kinds() {
         let place = Place::new(kind)?;
-        let v1 = query(Version::TransientKeys)?;
-        {
-            let mut o = place.open(&v1, false)?;
-            v1.graph
-                .insert(&mut *o.store, &v1.items, items(&[("a", 1), ("b", 2)]))?;
-        }
+        let v1 = seeded(
+            &place,
+            Version::TransientKeys,
+            &items(&[("a", 1), ("b", 2)]),
+        )?;
         let v2 = query(Version::AllItems)?;
         let err = place.open(&v2, true).err().expect("the input is not kept");
         assert!(
