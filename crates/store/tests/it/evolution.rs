@@ -269,7 +269,7 @@ fn a_changed_function_with_its_version_bumped_is_computed_again() -> R {
     for kind in sql_kinds() {
         let place = Place::new(kind)?;
         let mut fed = items(&[("a", 1), ("b", 2), ("a", 3)]);
-        let v1 = seeded(&place, Version::V1, &fed)?;
+        seeded(&place, Version::V1, &fed)?;
         let v3 = query(Version::Doubled)?;
         let err = place.open(&v3, false).err().expect("a changed query");
         let plan = plan_of(&err).unwrap_or_else(|| panic!("{kind:?}: {err}"));
@@ -298,7 +298,7 @@ fn a_changed_function_with_its_version_bumped_is_computed_again() -> R {
 fn a_dropped_state_loses_its_table() -> R {
     for kind in sql_kinds() {
         let place = Place::new(kind)?;
-        let v1 = seeded(&place, Version::V1, &items(&[("a", 1), ("b", 2)]))?;
+        seeded(&place, Version::V1, &items(&[("a", 1), ("b", 2)]))?;
         assert!(place.has_table("sums"), "{kind:?}");
         let v4 = query(Version::OnlyItems)?;
         let mut o = place.open(&v4, true)?;
