@@ -1797,6 +1797,22 @@ impl Postgres {
                     return Ok((0, Some(done)));
                 }
             }
+            if !create {
+                let recorded = tx
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM information_schema.columns WHERE table_name = $1 \
+                         AND column_name = 'definition' AND table_schema = ANY(current_schemas(false))) \
+                         + (SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = $2 \
+                         AND schemaname = ANY(current_schemas(false)))",
+                        &[&tables.tables(), &tables.query()],
+                    )
+                    .await
+                    .and_then(|r| r.try_get::<_, i64>(0))
+                    .map_err(pg("reading the catalog"))?;
+                if recorded == 2 {
+                    sql::reader_refusal(plan_of(&*tx, &tables).await?)?;
+                }
+            }
             let mut created = 0;
             for schema in &tables.schemas {
                 if check_table(&borrowed, &tables, schema).await? {

@@ -190,7 +190,7 @@ pub(crate) fn plan(
             }
             Some(r) if !r.definition.is_empty() && r.definition != spec.definition() => {
                 graph::PlanAction::Changed {
-                    why: "what computes it".into(),
+                    why: DEFINITION_CHANGED.into(),
                 }
             }
             Some(_) => graph::PlanAction::Keep,
@@ -219,6 +219,24 @@ pub(crate) fn plan(
     }
     graph::MigrationPlan { entries }
 }
+
+/// A reader's refusal: a state the store holds with the same shape but
+/// computed differently (another version of the query) would be served
+/// stale. Shape differences are left to the table checks.
+pub(crate) fn reader_refusal(plan: graph::MigrationPlan) -> Result<(), StoreError> {
+    let stale = plan.entries.iter().any(
+        |e| matches!(&e.action, graph::PlanAction::Changed { why } if why == DEFINITION_CHANGED),
+    );
+    if stale {
+        return Err(StoreError::QueryChanged {
+            plan: Box::new(plan),
+        });
+    }
+    Ok(())
+}
+
+/// Why a state whose definition differs is changed.
+pub(crate) const DEFINITION_CHANGED: &str = "what computes it";
 
 /// `table` has no row in `last_update`, so the time of its state is unknown.
 pub(crate) fn unknown_time(last_update: &str, table: &str) -> StoreError {

@@ -897,6 +897,9 @@ impl Sqlite {
                 return Ok(0);
             }
         }
+        if !create && self.records_definitions()? {
+            sql::reader_refusal(self.plan()?)?;
+        }
         let mut created = 0;
         for schema in &self.schemas {
             if check_table(&tx, &tables, schema)? {
@@ -952,6 +955,23 @@ impl Sqlite {
     /// this store.
     fn query_table(&self) -> String {
         OwnNames::name(&self.prefix, "query")
+    }
+
+    /// Whether the store records definitions (a store written by an
+    /// earlier version does not).
+    fn records_definitions(&self) -> Result<bool, StoreError> {
+        let (tables, _) = self.meta();
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT (SELECT count(*) FROM pragma_table_info('{tables}') WHERE name = 'definition') \
+                     + (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?)"
+                ),
+                [self.query_table()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n == 2)
+            .map_err(backend(format!("reading the columns of `{tables}`")))
     }
 
     /// How the store's recorded states compare with this graph's.

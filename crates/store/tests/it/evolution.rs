@@ -121,7 +121,20 @@ impl Place {
     }
 
     fn open(&self, q: &Query, migrate: bool) -> Result<Opened, GraphError> {
-        let mut options = store::OpenOptions::default();
+        self.open_with(q, migrate, store::OpenOptions::default())
+    }
+
+    /// Opens to read only, as another service would.
+    fn attach(&self, q: &Query) -> Result<Opened, GraphError> {
+        self.open_with(q, false, store::OpenOptions::attach())
+    }
+
+    fn open_with(
+        &self,
+        q: &Query,
+        migrate: bool,
+        mut options: store::OpenOptions,
+    ) -> Result<Opened, GraphError> {
         if migrate {
             options = options.migrate();
         }
@@ -367,6 +380,25 @@ fn a_handle_of_the_old_query_is_refused_after_a_migration() -> R {
         let mut all = fed.clone();
         all.extend(items(&[("a", 10)]));
         assert_eq!(cache.zset(&mut *new.store)?, sums(&all, 2), "{kind:?}");
+    }
+    Ok(())
+}
+
+/// A reader built with another version of the query is refused rather
+/// than served the old version's rows; one built with the same version
+/// reads them.
+#[test]
+fn a_reader_of_another_version_is_refused_not_served_stale_rows() -> R {
+    for kind in sql_kinds() {
+        let place = Place::new(kind)?;
+        let fed = items(&[("a", 1), ("b", 2)]);
+        let v1 = seeded(&place, Version::V1, &fed)?;
+        let v3 = query(Version::Doubled)?;
+        let err = place.attach(&v3).err().expect("another version");
+        assert!(plan_of(&err).is_some(), "{kind:?}: {err}");
+        let mut reader = place.attach(&v1)?;
+        let cache = v1.sums.as_ref().expect("sums");
+        assert_eq!(cache.zset(&mut *reader.store)?, sums(&fed, 1), "{kind:?}");
     }
     Ok(())
 }
