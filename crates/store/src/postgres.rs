@@ -1809,8 +1809,12 @@ impl Postgres {
                     .await
                     .and_then(|r| r.try_get::<_, i64>(0))
                     .map_err(pg("reading the catalog"))?;
-                if recorded == 2 {
-                    sql::reader_refusal(plan_of(&*tx, &tables).await?)?;
+                // Metadata that cannot be decoded is left to the table
+                // checks below, which name the table.
+                if recorded == 2
+                    && let Ok(plan) = plan_of(&*tx, &tables).await
+                {
+                    sql::reader_refusal(plan)?;
                 }
             }
             let mut created = 0;

@@ -897,8 +897,13 @@ impl Sqlite {
                 return Ok(0);
             }
         }
-        if !create && self.records_definitions()? {
-            sql::reader_refusal(self.plan()?)?;
+        // (Metadata that cannot be read is left to the table checks below,
+        // which name the table.)
+        if !create
+            && self.records_definitions()?
+            && let Ok(plan) = self.plan()
+        {
+            sql::reader_refusal(plan)?;
         }
         let mut created = 0;
         for schema in &self.schemas {
