@@ -152,8 +152,9 @@ pub struct StoredRow<R> {
     pub step: u32,
 }
 
-/// One row of a delta, encoded for a SQL store.
-#[derive(Clone, Debug, PartialEq)]
+/// One row of a delta, encoded for a SQL store (serializable, so a store
+/// can keep rows aside, e.g. in an undo log).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EncodedRow {
     /// The row's identity: a hash of the value's (keyed: the key's) postcard bytes.
     pub identity: i64,

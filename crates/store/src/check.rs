@@ -36,6 +36,22 @@ pub struct RowProblem {
     pub expected: String,
 }
 
+/// The query reading every row of `schema`'s table for a check: identity,
+/// step (`0` where the table has none, cast with `step_cast`), data, weight
+/// and every key column, in that order.
+pub(crate) fn select_all(schema: &TableSchema, step_cast: &str) -> String {
+    let step = if schema.nested() { "step" } else { "0" };
+    let keys: String = schema
+        .columns
+        .iter()
+        .map(|c| format!(", {}", c.name))
+        .collect();
+    format!(
+        "SELECT identity, {step}{step_cast}, data, c{keys} FROM {}",
+        schema.name
+    )
+}
+
 /// A key value as a person reads it in SQL.
 pub(crate) fn show(v: &KeyValue) -> String {
     match v {

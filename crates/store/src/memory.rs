@@ -135,13 +135,7 @@ impl StateStore for Memory {
     }
 
     fn begin_next(&mut self) -> Result<Box<dyn StateTx + '_>, StoreError> {
-        let serial = self.shared.serial.lock();
-        let t = self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1;
-        Ok(Box::new(MemoryTx::new(
-            self,
-            Time::new(t, t - 1),
-            Some(serial),
-        )))
+        Ok(Box::new(MemoryTx::serial(self)))
     }
 
     fn begin_retry(
@@ -151,11 +145,7 @@ impl StateStore for Memory {
     ) -> Result<Box<dyn StateTx + '_>, StoreError> {
         let mut tx = match time {
             Some(time) => MemoryTx::new(self, Time::new(time.input_time, time.frontier), None),
-            None => {
-                let serial = self.shared.serial.lock();
-                let t = self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1;
-                MemoryTx::new(self, Time::new(t, t - 1), Some(serial))
-            }
+            None => MemoryTx::serial(self),
         };
         tx.forget = Some(failed_input_time);
         Ok(Box::new(tx))
@@ -285,6 +275,14 @@ struct MemoryTx<'s> {
 }
 
 impl<'s> MemoryTx<'s> {
+    /// An iteration after every committed one, holding the serial lock
+    /// until it ends.
+    fn serial(store: &'s Memory) -> Self {
+        let serial = store.shared.serial.lock();
+        let t = store.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1;
+        MemoryTx::new(store, Time::new(t, t - 1), Some(serial))
+    }
+
     fn new(store: &'s Memory, time: Time, serial: Option<MutexGuard<'s, ()>>) -> Self {
         let n = store.shared.tables.len();
         MemoryTx {

@@ -544,6 +544,11 @@ pub(crate) struct Tables {
     /// `22P02` with [`ALREADY_APPLIED`] in its message) if it has already
     /// reached `$2`: the first statement of a pipelined table's flush.
     guard_sql: String,
+    /// Keeps what undoes a pipelined flush of table `$2` at time `$1`
+    /// (`$3`, see `sql::undo_of`).
+    keep_undo_sql: String,
+    /// Drops the undo entries of the times up to `$1`.
+    clear_undo_sql: String,
     /// Records the times of the tables `$1` as `$2` (never moving one
     /// back), and notifies waiters on channel `$3` in the same transaction:
     /// they hear of it exactly when it commits.
@@ -581,6 +586,15 @@ impl Tables {
             ),
             // Plain SQL cannot raise an error; a failing cast can, carrying
             // its text.
+            keep_undo_sql: format!(
+                "INSERT INTO {undo} (t, table_name, rows) VALUES ($1, $2, $3) \
+                 ON CONFLICT (t, table_name) DO UPDATE SET rows = excluded.rows",
+                undo = OwnNames::name(prefix, "undo")
+            ),
+            clear_undo_sql: format!(
+                "DELETE FROM {} WHERE t <= $1",
+                OwnNames::name(prefix, "undo")
+            ),
             guard_sql: format!(
                 "SELECT CASE WHEN t >= $2 THEN ('{ALREADY_APPLIED} ' || table_name || ' at ' || t)::bigint \
                  ELSE t END FROM {last_update} WHERE table_name = $1 FOR UPDATE"
@@ -1626,16 +1640,7 @@ impl Postgres {
             let conn = self.client().await?;
             let mut out = Vec::new();
             for (spec, schema) in self.tables.specs.iter().zip(&self.tables.schemas) {
-                let step = if schema.nested() { "step" } else { "0" };
-                let keys: String = schema
-                    .columns
-                    .iter()
-                    .map(|c| format!(", {}", c.name))
-                    .collect();
-                let text = format!(
-                    "SELECT identity, {step}::int4, data, c{keys} FROM {}",
-                    schema.name
-                );
+                let text = check::select_all(schema, "::int4");
                 let stmt = conn.prepare(&text).await.map_err(on(schema, "checking"))?;
                 let no_params: [&(dyn ToSql + Sync); 0] = [];
                 let rows = conn
@@ -2457,12 +2462,7 @@ impl StateStore for Postgres {
                 cache: tokio::sync::Mutex::new(HashMap::new()),
             };
             let names = tables.names();
-            let locked = tx
-                .query(&tables.lock_times_sql, &[&names])
-                .await
-                .map_err(pg("locking the tables' times"))?;
-            drop(locked);
-            let times = times_of(&borrowed, &tables, &names).await?;
+            let times = lock_times(&borrowed, &tables, &names).await?;
             let low = times.iter().copied().min().unwrap_or(0);
             let mut rewound = Vec::new();
             for (s, &at) in times.iter().enumerate() {
@@ -2831,13 +2831,7 @@ impl StateTx for PostgresTx<'_> {
         let rows = &rows;
         let (guard, undo_sql) = block_on(async {
             let guard = conn.prepare(&t.guard_sql).await;
-            let undo = conn
-                .prepare(&format!(
-                    "INSERT INTO {} (t, table_name, rows) VALUES ($1, $2, $3) \
-                     ON CONFLICT (t, table_name) DO UPDATE SET rows = excluded.rows",
-                    t.undo()
-                ))
-                .await;
+            let undo = conn.prepare(&t.keep_undo_sql).await;
             (guard, undo)
         })?;
         let guard = guard.map_err(pg("locking a table's time"))?;
@@ -2898,12 +2892,11 @@ impl StateTx for PostgresTx<'_> {
             // the iteration being in every table, what would undo it goes.
             let time = self.time.get().input_time;
             let conn = &self.conn;
-            let clear = format!("DELETE FROM {} WHERE t <= $1", t.undo());
             let (timed, cleared) = block_on(async {
                 let params: [&(dyn ToSql + Sync); 1] = [&time];
                 tokio::join!(
                     set_last_update(conn, &t, &names, time),
-                    conn.execute(&clear, &params)
+                    conn.execute(&t.clear_undo_sql, &params)
                 )
             })?;
             timed?;
@@ -3001,7 +2994,7 @@ async fn undo_of(
             old.insert(r.identity, r.data.as_ref().to_vec());
         }
     }
-    sql::encode_undo(sql::undo_of(schema, rows, &old)?)
+    sql::encode_undo(&sql::undo_of(schema, rows, &old)?)
 }
 
 /// The tables with rows in `buffered`, each with its rows.

@@ -636,29 +636,9 @@ pub(crate) fn undo_of(
         .collect()
 }
 
-/// One row of an undo entry, as stored (postcard).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct UndoRow {
-    identity: i64,
-    data: Vec<u8>,
-    keys: Vec<KeyValue>,
-    weight: i64,
-    step: u32,
-}
-
 /// An undo entry's rows as bytes.
-pub(crate) fn encode_undo(rows: Vec<EncodedRow>) -> Result<Vec<u8>, StoreError> {
-    let rows: Vec<UndoRow> = rows
-        .into_iter()
-        .map(|r| UndoRow {
-            identity: r.identity,
-            data: r.data,
-            keys: r.keys,
-            weight: r.weight,
-            step: r.step,
-        })
-        .collect();
-    postcard::to_allocvec(&rows).map_err(|e| StoreError::backend("encoding an undo entry", e))
+pub(crate) fn encode_undo(rows: &[EncodedRow]) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(rows).map_err(|e| StoreError::backend("encoding an undo entry", e))
 }
 
 /// The rows of an undo entry of `table` at time `t`.
@@ -667,21 +647,11 @@ pub(crate) fn decode_undo(
     t: i64,
     bytes: &[u8],
 ) -> Result<Vec<EncodedRow>, StoreError> {
-    let rows: Vec<UndoRow> = postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
         table: table.to_owned(),
         identity: format!("the undo entry of time {t}"),
         detail: format!("not an undo entry: {e}"),
-    })?;
-    Ok(rows
-        .into_iter()
-        .map(|r| EncodedRow {
-            identity: r.identity,
-            data: r.data,
-            keys: r.keys,
-            weight: r.weight,
-            step: r.step,
-        })
-        .collect())
+    })
 }
 
 /// Why the database refused (or left unchanged) the write of `row` over

@@ -663,6 +663,33 @@ impl Sqlite {
         Ok(self.last_update(&self.query_table())?.unwrap_or(0))
     }
 
+    /// `table`'s time and the store's query generation, in one query.
+    fn time_and_generation(&self, table: &str) -> Result<(i64, i64), StoreError> {
+        let (_, last_update) = self.meta();
+        let query = self.query_table();
+        let ctx = || backend(format!("reading the last update of `{table}`"));
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT table_name, t FROM {last_update} WHERE table_name IN (?, ?)"
+            ))
+            .map_err(ctx())?;
+        let mut rows = st.query([table, query.as_str()]).map_err(ctx())?;
+        let mut found: HashMap<String, i64> = HashMap::with_capacity(2);
+        while let Some(r) = rows.next().map_err(ctx())? {
+            let name: String = r.get(0).map_err(ctx())?;
+            let t = r
+                .get(1)
+                .map_err(|e| sql::bad_time(&last_update, &name, e))?;
+            found.insert(name, t);
+        }
+        let at = found
+            .get(table)
+            .copied()
+            .ok_or_else(|| sql::unknown_time(&last_update, table))?;
+        Ok((at, found.get(&query).copied().unwrap_or(0)))
+    }
+
     /// `QueryChanged` if the store was migrated since this handle opened it
     /// (`seen` is its generation now).
     fn check_generation(&self, seen: i64) -> Result<(), StoreError> {
@@ -738,16 +765,7 @@ impl Sqlite {
     pub fn check_rows(&self) -> Result<Vec<RowProblem>, StoreError> {
         let mut out = Vec::new();
         for (spec, schema) in self.specs.iter().zip(&self.schemas) {
-            let step = if schema.nested() { "step" } else { "0" };
-            let keys: String = schema
-                .columns
-                .iter()
-                .map(|c| format!(", {}", c.name))
-                .collect();
-            let text = format!(
-                "SELECT identity, {step}, data, c{keys} FROM {}",
-                schema.name
-            );
+            let text = check::select_all(schema, "");
             let ctx = || on(schema, "checking");
             let mut st = self.conn.prepare(&text).map_err(ctx())?;
             let mut rows = st.query([]).map_err(ctx())?;
@@ -1531,7 +1549,7 @@ impl Sqlite {
         } else {
             HashMap::new()
         };
-        let undo = sql::encode_undo(sql::undo_of(schema, rows, &old)?)?;
+        let undo = sql::encode_undo(&sql::undo_of(schema, rows, &old)?)?;
         self.conn
             .prepare_cached(&format!(
                 "INSERT OR REPLACE INTO {} (t, table_name, rows) VALUES (?, ?, ?)",
@@ -2015,9 +2033,8 @@ impl StateTx for SqliteTx<'_> {
         // process at the same time, or a batch fed again) is not written
         // twice.
         let written = store
-            .read_generation()
-            .and_then(|seen| store.check_generation(seen))
-            .and_then(|()| store.time_of(name))
+            .time_and_generation(name)
+            .and_then(|(at, seen)| store.check_generation(seen).map(|()| at))
             .and_then(|at| match at >= time {
                 true => Err(StoreError::TimeAlreadyApplied {
                     table: name.clone(),
