@@ -35,6 +35,7 @@ mod postgres;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod verify;
 mod wait;
 
 pub use graph::StoreError;
@@ -68,3 +69,4 @@ pub use sqlite::checkpoint::{
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::{PAGE_SIZE as SQLITE_PAGE_SIZE, Sqlite};
+pub use verify::{GraphVerify, RowDifference, StateCheck, Verifiable, Verification};

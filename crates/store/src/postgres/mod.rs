@@ -19,6 +19,7 @@ mod sequence;
 mod statements;
 mod store;
 mod tx;
+mod verify;
 mod writes;
 
 use std::collections::HashMap;

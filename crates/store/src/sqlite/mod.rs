@@ -10,6 +10,7 @@ mod schema;
 mod statements;
 mod store;
 mod tx;
+mod verify;
 mod writes;
 
 use std::collections::HashMap;
