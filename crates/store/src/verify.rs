@@ -322,10 +322,9 @@ fn round_floats(text: &str) -> String {
                 (c == '-' || c == '+') && j > i && matches!(chars[j - 1], 'e' | 'E');
             if c.is_ascii_digit() || exponent_sign {
                 j += 1;
-            } else if c == '.' && j + 1 < chars.len() && chars[j + 1].is_ascii_digit() {
-                float = true;
-                j += 1;
-            } else if matches!(c, 'e' | 'E') && j + 1 < chars.len() {
+            } else if (c == '.' && chars.get(j + 1).is_some_and(char::is_ascii_digit))
+                || (matches!(c, 'e' | 'E') && j + 1 < chars.len())
+            {
                 float = true;
                 j += 1;
             } else {
