@@ -56,6 +56,8 @@ pub(crate) struct Builder {
     pub(crate) input_sinks: Vec<Option<VertexId>>,
     /// The definition cells of cache handles, filled at finalization.
     pub(crate) cache_definitions: Vec<(StateId, Arc<std::sync::OnceLock<String>>)>,
+    /// Names the store's older query used (`Query::renamed`): (old, new).
+    pub(crate) renames: Vec<(String, String)>,
 }
 
 /// The query being built: the argument of [`Graph::build`](crate::Graph::build)'s closure.
@@ -247,6 +249,7 @@ impl Query {
                 versions: HashMap::new(),
                 input_sinks: Vec::new(),
                 cache_definitions: Vec::new(),
+                renames: Vec::new(),
             }),
             id: NEXT_QUERY_ID.fetch_add(1, Ordering::Relaxed),
         }

@@ -19,6 +19,15 @@ use crate::{StateId, VertexId};
 /// The definition of each state declaration of `b` (by its `StateId`
 /// before sharing); `None` for declarations no vertex refers to.
 pub(crate) fn of_declarations(b: &Builder) -> Vec<Option<String>> {
+    of_declarations_named(b, &|p| p.to_owned())
+}
+
+/// As [`of_declarations`], every path given as `name` gives it: with the
+/// names the store's older query used, the definitions it recorded.
+pub(crate) fn of_declarations_named(
+    b: &Builder,
+    name: &dyn Fn(&str) -> String,
+) -> Vec<Option<String>> {
     let mut memo: HashMap<VertexId, String> = HashMap::new();
     let mut referrers: Vec<Vec<VertexId>> = vec![Vec::new(); b.states.len()];
     for (v, vertex) in b.vertices.iter().enumerate() {
@@ -36,12 +45,12 @@ pub(crate) fn of_declarations(b: &Builder) -> Vec<Option<String>> {
             let decl = &b.states[s];
             let mut defs: Vec<String> = users
                 .iter()
-                .map(|v| vertex_def(b, *v, &mut memo, &mut Vec::new()))
+                .map(|v| vertex_def(b, name, *v, &mut memo, &mut Vec::new()))
                 .collect();
             defs.sort();
             let text = format!(
                 "state {} {} [{}]",
-                decl.path,
+                name(decl.path.as_str()),
                 shape_of(&*decl.codec),
                 defs.join(",")
             );
@@ -91,19 +100,20 @@ fn states_of(op: &Op, own: &[StateId]) -> Vec<StateId> {
 /// being made (a loop with no delay, which building refuses) likewise.
 fn vertex_def(
     b: &Builder,
+    name: &dyn Fn(&str) -> String,
     v: VertexId,
     memo: &mut HashMap<VertexId, String>,
     open: &mut Vec<VertexId>,
 ) -> String {
     let vertex = &b.vertices[v.ix()];
     if !open.is_empty() && matches!(vertex.op, Op::Delay(_) | Op::ScalarDelay(_)) {
-        return format!("delay {}", vertex.path);
+        return format!("delay {}", name(vertex.path.as_str()));
     }
     if let Some(d) = memo.get(&v) {
         return d.clone();
     }
     if open.contains(&v) {
-        return format!("loop {}", vertex.path);
+        return format!("loop {}", name(vertex.path.as_str()));
     }
     open.push(v);
     let mut inputs = vertex.inputs.clone();
@@ -114,21 +124,21 @@ fn vertex_def(
     }
     let upstream: Vec<String> = inputs
         .iter()
-        .map(|i| vertex_def(b, *i, memo, open))
+        .map(|i| vertex_def(b, name, *i, memo, open))
         .collect();
     let states: Vec<String> = states_of(&vertex.op, &vertex.states)
         .iter()
         .map(|s| {
             let d = &b.states[s.index()];
-            format!("{}:{}", d.path, shape_of(&*d.codec))
+            format!("{}:{}", name(d.path.as_str()), shape_of(&*d.codec))
         })
         .collect();
     let version = b.versions.get(&v).copied().unwrap_or(0);
     let text = format!(
         "{}|{}|{}|{}|v{version}|[{}]|({})",
-        vertex.label,
+        name(&vertex.label),
         vertex.op.name(),
-        vertex.path,
+        name(vertex.path.as_str()),
         vertex.ty,
         states.join(","),
         upstream.join(",")

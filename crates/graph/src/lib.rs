@@ -32,6 +32,7 @@ mod memtable;
 mod names;
 mod path;
 mod plan;
+mod rename;
 mod scope;
 mod state;
 mod time;

@@ -19,6 +19,14 @@ pub enum PlanAction {
     /// The store has a state of the old query the new one lacks: its table
     /// is dropped.
     Drop,
+    /// The query renamed the state, or something upstream of it (see
+    /// `Query::renamed`), and computes it as before: kept, no row
+    /// rewritten; its table renamed from the one of path `from` where that
+    /// differs, and its record updated.
+    Renamed {
+        /// The path the store held it under, if not its path today.
+        from: Option<String>,
+    },
 }
 
 impl PlanAction {
@@ -72,6 +80,10 @@ impl MigrationPlan {
                 "changed",
             ),
             (count(|a| *a == PlanAction::Drop), "dropped"),
+            (
+                count(|a| matches!(a, PlanAction::Renamed { .. })),
+                "renamed",
+            ),
             (count(|a| *a == PlanAction::Keep), "kept"),
         ];
         parts
@@ -93,6 +105,8 @@ impl fmt::Display for MigrationPlan {
                 PlanAction::New => "new: compute from the inputs".to_owned(),
                 PlanAction::Changed { why } => format!("changed ({why}): compute again"),
                 PlanAction::Drop => "drop".to_owned(),
+                PlanAction::Renamed { from: Some(from) } => format!("keep, renamed from `{from}`"),
+                PlanAction::Renamed { from: None } => "keep (reads something renamed)".to_owned(),
             };
             let rows = e.rows.map_or_else(|| "-".to_owned(), |n| n.to_string());
             table.add_row([e.path.as_str(), e.table.as_str(), &action, &rows]);

@@ -66,6 +66,10 @@ pub struct StateSpec {
     pub(crate) codec: Arc<dyn Codec>,
     /// Set when the graph is finalized (see [`definition`](Self::definition)).
     pub(crate) definition: Arc<std::sync::OnceLock<String>>,
+    /// The path and definition the store's older query gave this state,
+    /// when the query renamed something upstream of it (or it); set at
+    /// finalization.
+    pub(crate) before: Arc<std::sync::OnceLock<(Path, String)>>,
 }
 
 impl StateSpec {
@@ -75,6 +79,7 @@ impl StateSpec {
             path,
             codec,
             definition: Arc::default(),
+            before: Arc::default(),
         }
     }
 
@@ -86,6 +91,15 @@ impl StateSpec {
     /// Empty for a spec not (yet) part of a finalized graph.
     pub fn definition(&self) -> &str {
         self.definition.get().map_or("", String::as_str)
+    }
+
+    /// The path and definition this state had under the names the store's
+    /// older query used, if the query renamed anything upstream of it (see
+    /// [`Query::renamed`](crate::Query::renamed)): how a store recognizes
+    /// a state it holds under an old name, or computed from something
+    /// renamed since.
+    pub fn before_renames(&self) -> Option<(&Path, &str)> {
+        self.before.get().map(|(p, d)| (p, d.as_str()))
     }
 
     pub(crate) fn definition_cell(&self) -> Arc<std::sync::OnceLock<String>> {

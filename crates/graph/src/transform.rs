@@ -30,6 +30,10 @@ pub(crate) fn finalize(mut b: Builder, id: u64) -> Result<GraphInner, GraphError
         return Err(e);
     }
     let declared = crate::definition::of_declarations(&b);
+    let renames = std::mem::take(&mut b.renames);
+    let before = (!renames.is_empty()).then(|| {
+        crate::definition::of_declarations_named(&b, &|p| crate::rename::before(p, &renames))
+    });
     let mut vertices = b.vertices;
     let mut inputs = b.inputs;
     let mut outputs = b.outputs;
@@ -40,6 +44,9 @@ pub(crate) fn finalize(mut b: Builder, id: u64) -> Result<GraphInner, GraphError
     let live = live_vertices(&vertices, &outputs, &sinks);
     let (states, final_of) = share_states(&b.states, &vertices, &live)?;
     set_definitions(&states, &final_of, declared, &b.cache_definitions);
+    if let Some(before) = before {
+        set_before(&states, &final_of, before, &renames);
+    }
     let in_body = body_membership(&vertices, &b.scopes);
     let order = topo_order(&vertices, &live, |v| in_body[v.ix()].is_none());
     let mut pos_of = vec![usize::MAX; vertices.len()];
@@ -533,6 +540,29 @@ fn set_definitions(
     for (decl, cell) in caches {
         if let Some(def) = final_of.get(decl.index()).and_then(|f| defs.get(f.index())) {
             let _ = cell.set(def.clone());
+        }
+    }
+}
+
+/// Each final state's path and definition under the older names, where
+/// they differ from today's.
+fn set_before(
+    states: &[StateSpec],
+    final_of: &[StateId],
+    declared: Vec<Option<String>>,
+    renames: &[(String, String)],
+) {
+    let mut parts: Vec<Vec<String>> = vec![Vec::new(); states.len()];
+    for (decl, def) in declared.into_iter().enumerate() {
+        if let (Some(def), Some(p)) = (def, parts.get_mut(final_of[decl].index())) {
+            p.push(def);
+        }
+    }
+    for (spec, defs) in states.iter().zip(parts) {
+        let def = crate::definition::combined(defs);
+        let path = crate::Path::new(&crate::rename::before(spec.path().as_str(), renames));
+        if def != spec.definition() || path != *spec.path() {
+            let _ = spec.before.set((path, def));
         }
     }
 }

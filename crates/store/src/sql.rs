@@ -178,19 +178,44 @@ pub(crate) fn plan(
     specs: &[StateSpec],
     recorded: &[Recorded],
     query: &[String],
+    prefix: &str,
 ) -> graph::MigrationPlan {
     let mut entries = Vec::new();
+    // Tables carried over to a new name: not dropped.
+    let mut carried: Vec<String> = Vec::new();
     for (schema, spec) in schemas.iter().zip(specs) {
+        let before = spec.before_renames();
         let action = match recorded.iter().find(|r| r.table == schema.name) {
-            None => graph::PlanAction::New,
+            None => match before.and_then(|(old_path, old_definition)| {
+                let old_table = table_name(prefix, old_path.as_str());
+                let r = recorded.iter().find(|r| r.table == old_table)?;
+                let same = old_table != schema.name
+                    && r.path == old_path.as_str()
+                    // (The layout names the table's indexes after it.)
+                    && r.shape.replace(&old_table, &schema.name) == schema.shape
+                    && (r.definition.is_empty() || r.definition == old_definition);
+                same.then_some((old_table, old_path))
+            }) {
+                Some((old_table, old_path)) => {
+                    carried.push(old_table);
+                    graph::PlanAction::Renamed {
+                        from: Some(old_path.to_string()),
+                    }
+                }
+                None => graph::PlanAction::New,
+            },
             Some(r) if r.shape != schema.shape || r.path != schema.path => {
                 graph::PlanAction::Changed {
                     why: format!("it held `{}`: `{}`", r.path, r.shape),
                 }
             }
             Some(r) if !r.definition.is_empty() && r.definition != spec.definition() => {
-                graph::PlanAction::Changed {
-                    why: DEFINITION_CHANGED.into(),
+                if before.is_some_and(|(_, d)| d == r.definition) {
+                    graph::PlanAction::Renamed { from: None }
+                } else {
+                    graph::PlanAction::Changed {
+                        why: DEFINITION_CHANGED.into(),
+                    }
                 }
             }
             Some(_) => graph::PlanAction::Keep,
@@ -203,7 +228,7 @@ pub(crate) fn plan(
         });
     }
     for table in query {
-        if schemas.iter().any(|s| &s.name == table) {
+        if schemas.iter().any(|s| &s.name == table) || carried.contains(table) {
             continue;
         }
         let path = recorded
@@ -218,6 +243,48 @@ pub(crate) fn plan(
         });
     }
     graph::MigrationPlan { entries }
+}
+
+/// The table of the state at `path` under `prefix`.
+pub(crate) fn table_name(prefix: &str, path: &str) -> String {
+    format!("{prefix}{}", table_ident(path, prefix.len()))
+}
+
+/// The statements that rename the table of `old` (the same state under its
+/// old path) to `new`'s, with its indexes (their names follow the table's).
+/// The store's records of it are the caller's to update.
+pub(crate) fn rename_statements(
+    d: &dyn Dialect,
+    old: &TableSchema,
+    new: &TableSchema,
+) -> Vec<String> {
+    let mut out = vec![format!("ALTER TABLE {} RENAME TO {}", old.name, new.name)];
+    let pairs = created_indexes(old).into_iter().zip(created_indexes(new));
+    if d.renames_indexes() {
+        out.push(format!(
+            "ALTER INDEX IF EXISTS {}_pkey RENAME TO {}_pkey",
+            old.name, new.name
+        ));
+        out.extend(pairs.map(|(o, n)| format!("ALTER INDEX IF EXISTS {o} RENAME TO {n}")));
+    } else {
+        out.extend(pairs.map(|(o, _)| format!("DROP INDEX IF EXISTS {o}")));
+        out.extend(create_statements(d, new).into_iter().skip(1));
+    }
+    out
+}
+
+/// The names of the SQL indexes `create_statements` makes for `schema`.
+fn created_indexes(schema: &TableSchema) -> Vec<String> {
+    let mut out: Vec<String> = schema
+        .indexes
+        .iter()
+        .filter(|ix| !(ix.columns.is_empty() || ix.columns == schema.clustered))
+        .map(|ix| ix.name.clone())
+        .collect();
+    if schema.nested() {
+        out.push(format!("{}__step", schema.name));
+    }
+    out
 }
 
 /// A reader's refusal: a state the store holds with the same shape but
@@ -308,10 +375,17 @@ pub(crate) struct TableSchema {
 impl TableSchema {
     /// The table for `spec` in `dialect`, its name prefixed by `prefix`.
     pub(crate) fn of(spec: &StateSpec, prefix: &str, dialect: &dyn Dialect) -> TableSchema {
-        let name = format!(
-            "{prefix}{}",
-            table_ident(spec.path().as_str(), prefix.len())
-        );
+        TableSchema::at(spec, spec.path().as_str(), prefix, dialect)
+    }
+
+    /// The table for `spec` were it at `path`.
+    pub(crate) fn at(
+        spec: &StateSpec,
+        path: &str,
+        prefix: &str,
+        dialect: &dyn Dialect,
+    ) -> TableSchema {
+        let name = table_name(prefix, path);
         let mut columns: Vec<Column> = Vec::new();
         let mut indexes = Vec::new();
         for (i, ix) in spec.indexes().iter().enumerate() {
@@ -354,7 +428,7 @@ impl TableSchema {
         };
         TableSchema {
             name,
-            path: spec.path().to_string(),
+            path: path.to_owned(),
             kind: spec.kind(),
             shape: format!("{}; layout {layout}", spec.shape()),
             columns,
@@ -395,6 +469,9 @@ pub(crate) trait Dialect {
     fn table_options(&self, schema: &TableSchema) -> &'static str;
     /// Whether a primary key can lead with these key columns.
     fn can_cluster(&self, columns: &[Column]) -> bool;
+    /// Whether `ALTER INDEX .. RENAME` exists (else an index of a renamed
+    /// table is made again under its new name).
+    fn renames_indexes(&self) -> bool;
 }
 
 /// `CREATE TABLE` and `CREATE INDEX` statements for `schema`.

@@ -13,6 +13,9 @@ use crate::sql::{self, Dialect, SqlRow, TableSchema};
 pub(super) struct PgDialect;
 
 impl Dialect for PgDialect {
+    fn renames_indexes(&self) -> bool {
+        true
+    }
     fn column_type(&self, ty: ColumnType) -> &'static str {
         match ty {
             ColumnType::Bool => "BOOLEAN",

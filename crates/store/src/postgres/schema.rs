@@ -149,7 +149,13 @@ pub(super) async fn plan_of<C: GenericClient>(
         .map(|r| r.try_get(0))
         .collect::<Result<Vec<String>, _>>()
         .map_err(pg("reading the query's tables"))?;
-    Ok(sql::plan(&tables.schemas, &tables.specs, &recorded, &query))
+    Ok(sql::plan(
+        &tables.schemas,
+        &tables.specs,
+        &recorded,
+        &query,
+        &tables.prefix,
+    ))
 }
 
 /// Records `tables`' graph as the store's query: its tables, and each
@@ -251,11 +257,20 @@ pub(super) async fn migrate_in<C: Conn>(
         .await
         .and_then(|r| r.try_get(0))
         .map_err(pg(format!("reading `{last_update}`")))?;
+    // Renamed tables first: the inputs among them are read below.
+    for entry in &plan.entries {
+        if let graph::PlanAction::Renamed { from: Some(from) } = &entry.action {
+            rename_table(client, tables, from, &entry.table).await?;
+        }
+    }
     let memory = if plan.backfilled().next().is_some() {
         // The kept inputs, read whole first (the computation is not async).
         let mut inputs: HashMap<String, Vec<PgRow>> = HashMap::new();
         for e in &plan.entries {
-            if e.action != graph::PlanAction::Keep {
+            if !matches!(
+                e.action,
+                graph::PlanAction::Keep | graph::PlanAction::Renamed { .. }
+            ) {
                 continue;
             }
             let Some(s) = tables.schemas.iter().position(|x| x.name == e.table) else {
@@ -342,6 +357,46 @@ pub(super) async fn migrate_in<C: Conn>(
         entry.rows = Some(written);
     }
     Ok(plan)
+}
+
+/// Renames the table of the state at `from` to `table`, the table of the
+/// same state under its new path, with its indexes and records.
+async fn rename_table<C: GenericClient>(
+    client: &C,
+    tables: &Tables,
+    from: &str,
+    table: &str,
+) -> Result<(), StoreError> {
+    let Some(s) = tables.schemas.iter().position(|x| x.name == table) else {
+        return Ok(());
+    };
+    let new = &tables.schemas[s];
+    let old = TableSchema::at(&tables.specs[s], from, &tables.prefix, &PgDialect);
+    let context = || format!("renaming `{}` to `{table}`", old.name);
+    for stmt in sql::rename_statements(&PgDialect, &old, new) {
+        client.batch_execute(&stmt).await.map_err(pg(context()))?;
+    }
+    client
+        .execute(
+            &format!(
+                "UPDATE {} SET table_name = $1, path = $2, shape = $3 WHERE table_name = $4",
+                tables.tables()
+            ),
+            &[&table, &new.path, &new.shape, &old.name],
+        )
+        .await
+        .map_err(pg(context()))?;
+    client
+        .execute(
+            &format!(
+                "UPDATE {} SET table_name = $1 WHERE table_name = $2",
+                tables.last_update()
+            ),
+            &[&table, &old.name],
+        )
+        .await
+        .map_err(pg(context()))?;
+    Ok(())
 }
 
 /// Whether `schema`'s table exists with the same shape.

@@ -12,6 +12,9 @@ use crate::sql::{self, Dialect, SqlRow, TableSchema, four_digit_year};
 pub(super) struct SqliteDialect;
 
 impl Dialect for SqliteDialect {
+    fn renames_indexes(&self) -> bool {
+        false
+    }
     fn column_type(&self, ty: ColumnType) -> &'static str {
         match ty {
             ColumnType::Bool | ColumnType::Int => "INTEGER",

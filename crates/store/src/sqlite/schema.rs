@@ -186,7 +186,13 @@ impl Sqlite {
             .prepare(&format!("SELECT table_name FROM {}", self.query_table()))
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .map_err(backend("reading the query's tables"))?;
-        Ok(sql::plan(&self.schemas, &self.specs, &recorded, &query))
+        Ok(sql::plan(
+            &self.schemas,
+            &self.specs,
+            &recorded,
+            &query,
+            &self.prefix,
+        ))
     }
 
     /// Records this graph as the store's query: its tables, and each one's
@@ -214,6 +220,37 @@ impl Sqlite {
         Ok(())
     }
 
+    /// Renames the table of the state at `from` to `table`, the table of
+    /// the same state under its new path, with its indexes and records.
+    fn rename_table(&self, from: &str, table: &str) -> Result<(), StoreError> {
+        let (tables, last_update) = self.meta();
+        let Some(s) = self.schemas.iter().position(|x| x.name == table) else {
+            return Ok(());
+        };
+        let new = &self.schemas[s];
+        let old = TableSchema::at(&self.specs[s], from, &self.prefix, &SqliteDialect);
+        for stmt in sql::rename_statements(&SqliteDialect, &old, new) {
+            self.conn
+                .execute_batch(&stmt)
+                .map_err(backend(format!("renaming `{}` to `{table}`", old.name)))?;
+        }
+        self.conn
+            .execute(
+                &format!(
+                    "UPDATE {tables} SET table_name = ?, path = ?, shape = ? WHERE table_name = ?"
+                ),
+                (table, &new.path, &new.shape, &old.name),
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    &format!("UPDATE {last_update} SET table_name = ? WHERE table_name = ?"),
+                    (table, &old.name),
+                )
+            })
+            .map(|_| ())
+            .map_err(backend(format!("recording `{table}`")))
+    }
+
     /// Carries `plan` out inside the open's transaction (see
     /// [`OpenOptions::migrate`]); returns it with the rows of each state it
     /// computed.
@@ -230,12 +267,23 @@ impl Sqlite {
                 |r| r.get(0),
             )
             .map_err(backend(format!("reading `{last_update}`")))?;
+        // Renamed tables first: the inputs among them are read below.
+        for entry in &plan.entries {
+            if let graph::PlanAction::Renamed { from: Some(from) } = &entry.action {
+                self.rename_table(from, &entry.table)?;
+            }
+        }
         let graph = self.graph.clone();
         let memory = if plan.backfilled().next().is_some() {
             let keep: Vec<&str> = plan
                 .entries
                 .iter()
-                .filter(|e| e.action == graph::PlanAction::Keep)
+                .filter(|e| {
+                    matches!(
+                        e.action,
+                        graph::PlanAction::Keep | graph::PlanAction::Renamed { .. }
+                    )
+                })
                 .map(|e| e.path.as_str())
                 .collect();
             let store = self;
@@ -263,7 +311,7 @@ impl Sqlite {
         for entry in &mut plan.entries {
             let table = entry.table.clone();
             match &entry.action {
-                graph::PlanAction::Keep => {}
+                graph::PlanAction::Keep | graph::PlanAction::Renamed { .. } => {}
                 graph::PlanAction::Drop | graph::PlanAction::Changed { .. } => {
                     let rows: i64 = self
                         .conn

@@ -31,6 +31,11 @@ enum Version {
     OnlyItems,
     /// V1 with the input transient, and a cache of the items' keys.
     TransientKeys,
+    /// V1 with the input called `entries` and the cache `totals`, saying
+    /// what they were called before.
+    Renamed,
+    /// `Renamed` once migrated: the old names no longer mentioned.
+    RenamedSettled,
 }
 
 struct Query {
@@ -42,8 +47,18 @@ struct Query {
 
 fn query(version: Version) -> Result<Query, GraphError> {
     let by_key = Index::new("k", |i: &Item| i.0.clone());
+    let renamed = matches!(version, Version::Renamed | Version::RenamedSettled);
+    let (input_name, sums_name) = if renamed {
+        ("entries", "totals")
+    } else {
+        ("items", "sums")
+    };
     let (graph, (items, sums, all)) = Graph::build(|q| {
-        let (input, items) = q.input::<Item>("items")?;
+        if version == Version::Renamed {
+            q.renamed("items", "entries");
+            q.renamed("sums", "totals");
+        }
+        let (input, items) = q.input::<Item>(input_name)?;
         let items = if version == Version::TransientKeys {
             items.transient()
         } else {
@@ -64,7 +79,7 @@ fn query(version: Version) -> Result<Query, GraphError> {
                 Some(same.group_reduce_flatten(&by_key, 0i64, |i: &Item| i.1))
             }
         };
-        let sums = sums.map(|s| q.cache("sums", s, &[])).transpose()?;
+        let sums = sums.map(|s| q.cache(sums_name, s, &[])).transpose()?;
         let all = match version {
             Version::AllItems | Version::OnlyItems => Some(q.cache("all_items", items, &[])?),
             Version::TransientKeys => {
@@ -568,5 +583,66 @@ fn verify_on_memory_is_clean_after_an_ingest_and_refuses_another_graph() -> R {
         other.graph.verify(&mut memory),
         Err(GraphError::WrongStore { .. })
     ));
+    Ok(())
+}
+
+/// A rename the query declares carries the states over: their tables are
+/// renamed, nothing is computed or written, the ingest goes on, and once
+/// migrated the old names need no mention.
+#[test]
+fn a_declared_rename_carries_the_states_over_without_writing_a_row() -> R {
+    for kind in sql_kinds() {
+        let place = Place::new(kind)?;
+        let mut fed = items(&[("a", 1), ("b", 2), ("a", 3)]);
+        seeded(&place, Version::V1, &fed)?;
+        let renamed = query(Version::Renamed)?;
+        let err = place.open(&renamed, false).err().expect("a changed query");
+        let plan = plan_of(&err).unwrap_or_else(|| panic!("{kind:?}: {err}"));
+        assert_eq!(
+            action(plan, "entries"),
+            Some(&PlanAction::Renamed {
+                from: Some("items".into())
+            }),
+            "{kind:?}: {plan}"
+        );
+        assert_eq!(
+            action(plan, "totals"),
+            Some(&PlanAction::Renamed {
+                from: Some("sums".into())
+            }),
+            "{kind:?}: {plan}"
+        );
+        assert!(
+            plan.entries
+                .iter()
+                .all(|e| matches!(e.action, PlanAction::Renamed { .. })),
+            "{kind:?}: nothing new, changed or dropped: {plan}"
+        );
+        let mut o = place.open(&renamed, true)?;
+        assert_eq!(o.rows_written, 0, "{kind:?}");
+        let cache = renamed.sums.as_ref().expect("totals");
+        assert_eq!(cache.zset(&mut *o.store)?, sums(&fed, 1), "{kind:?}");
+        let more = items(&[("b", 5), ("c", 4)]);
+        renamed
+            .graph
+            .insert(&mut *o.store, &renamed.items, more.clone())?;
+        fed.extend(more);
+        assert_eq!(cache.zset(&mut *o.store)?, sums(&fed, 1), "{kind:?}");
+        drop(o);
+        assert!(
+            !place.has_table("sums") && !place.has_table("items"),
+            "{kind:?}"
+        );
+        assert!(
+            place.has_table("totals") && place.has_table("entries"),
+            "{kind:?}"
+        );
+        let settled = query(Version::RenamedSettled)?;
+        let mut o = place.open(&settled, false)?;
+        assert!(o.migration.is_none(), "{kind:?}");
+        let cache = settled.sums.as_ref().expect("totals");
+        assert_eq!(cache.zset(&mut *o.store)?, sums(&fed, 1), "{kind:?}");
+        assert!(place.verify(&settled, false)?.is_clean(), "{kind:?}");
+    }
     Ok(())
 }
