@@ -136,7 +136,7 @@ fn vertex_def(
     let version = b.versions.get(&v).copied().unwrap_or(0);
     let text = format!(
         "{}|{}|{}|{}|v{version}|[{}]|({})",
-        name(&vertex.label),
+        name(vertex.label),
         vertex.op.name(),
         name(vertex.path.as_str()),
         vertex.ty,
