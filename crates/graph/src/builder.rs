@@ -58,6 +58,9 @@ pub(crate) struct Builder {
     pub(crate) cache_definitions: Vec<(StateId, Arc<std::sync::OnceLock<String>>)>,
     /// Names the store's older query used (`Query::renamed`): (old, new).
     pub(crate) renames: Vec<(String, String)>,
+    /// How to carry an input's rows over from an older row type
+    /// (`Query::migrate_input`), by input path.
+    pub(crate) input_migrations: HashMap<Path, crate::InputMigration>,
 }
 
 /// The query being built: the argument of [`Graph::build`](crate::Graph::build)'s closure.
@@ -250,6 +253,7 @@ impl Query {
                 input_sinks: Vec::new(),
                 cache_definitions: Vec::new(),
                 renames: Vec::new(),
+                input_migrations: HashMap::new(),
             }),
             id: NEXT_QUERY_ID.fetch_add(1, Ordering::Relaxed),
         }

@@ -39,6 +39,7 @@ pub(crate) struct GraphInner {
     pub(crate) input_codecs: Vec<InputCodec>,
     pub(crate) outputs: Vec<VertexId>,
     pub(crate) fingerprint: String,
+    pub(crate) input_migrations: std::collections::HashMap<crate::Path, crate::InputMigration>,
 }
 
 /// A finalized query: vertices keyed by stable paths, the states they keep,

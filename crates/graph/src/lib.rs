@@ -27,6 +27,7 @@ mod dot;
 mod error;
 mod exec;
 mod graph;
+mod input_migration;
 mod limits;
 mod memtable;
 mod names;
@@ -47,6 +48,7 @@ pub use codec::{
 pub use error::{At, BoxError, GraphError, StoreError};
 pub use exec::{Ctx, Handle, panic_message, scalar_of};
 pub use graph::{Changes, Graph, Outputs};
+pub use input_migration::InputMigration;
 pub use limits::{KEY_YEARS, MAX_KEY_BYTES, index_needs_check, key_problem};
 pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident};
 pub use path::Path;

@@ -100,6 +100,7 @@ pub(crate) fn finalize(mut b: Builder, id: u64) -> Result<GraphInner, GraphError
         input_codecs: b.input_codecs,
         outputs,
         fingerprint,
+        input_migrations: b.input_migrations,
     })
 }
 

@@ -287,6 +287,28 @@ fn created_indexes(schema: &TableSchema) -> Vec<String> {
     out
 }
 
+/// Why an input stored under another row type cannot be read, and what
+/// to do about it.
+pub(crate) const OTHER_ROW_TYPE: &str = "the store holds it under another row type; declare `Query::migrate_input` to carry its rows over";
+
+/// A migration that needs `input`, which the store does not keep (`why`).
+pub(crate) fn input_not_kept(input: &str, why: &str) -> StoreError {
+    StoreError::InputNotKept {
+        state: String::new(),
+        input: input.to_owned(),
+        why: why.to_owned(),
+    }
+}
+
+/// A stored input row the query's input migration cannot read.
+pub(crate) fn unmigratable(table: &str, identity: i64, detail: String) -> StoreError {
+    StoreError::Corrupt {
+        table: table.to_owned(),
+        identity: identity.to_string(),
+        detail: format!("the input migration cannot read it: {detail}"),
+    }
+}
+
 /// A reader's refusal: a state the store holds with the same shape but
 /// computed differently (another version of the query) would be served
 /// stale. Shape differences are left to the table checks.

@@ -266,17 +266,36 @@ pub(super) async fn migrate_in<C: Conn>(
     let memory = if plan.backfilled().next().is_some() {
         // The kept inputs, read whole first (the computation is not async).
         let mut inputs: HashMap<String, Vec<PgRow>> = HashMap::new();
+        // Inputs stored under an older row type, as (identity, data, weight).
+        let mut old_rows: HashMap<String, Vec<(i64, Vec<u8>, i64)>> = HashMap::new();
         for e in &plan.entries {
+            let Some(s) = tables.schemas.iter().position(|x| x.name == e.table) else {
+                continue;
+            };
+            let is_input = graph.inputs().iter().any(|p| p.as_str() == e.path);
+            if is_input
+                && matches!(e.action, graph::PlanAction::Changed { .. })
+                && graph.input_migration(&e.path).is_some()
+            {
+                let table = &tables.schemas[s].name;
+                let rows = client
+                    .query(&format!("SELECT identity, data, c FROM {table}"), &[])
+                    .await
+                    .map_err(pg(format!("reading `{table}`")))?;
+                let rows = rows
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                    .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+                    .map_err(pg(format!("reading `{table}`")))?;
+                old_rows.insert(e.path.clone(), rows);
+            }
             if !matches!(
                 e.action,
                 graph::PlanAction::Keep | graph::PlanAction::Renamed { .. }
             ) {
                 continue;
             }
-            let Some(s) = tables.schemas.iter().position(|x| x.name == e.table) else {
-                continue;
-            };
-            if graph.inputs().iter().any(|p| p.as_str() == e.path) {
+            if is_input {
                 let rows = read_rows(
                     conn,
                     &tables.schemas[s],
@@ -294,19 +313,21 @@ pub(super) async fn migrate_in<C: Conn>(
                 .specs
                 .iter()
                 .position(|x| x.path() == spec.path())
-                .ok_or_else(|| StoreError::InputNotKept {
-                    state: String::new(),
-                    input: path.clone(),
-                    why: "the store does not hold it".into(),
-                })?;
-            let rows = inputs
-                .remove(&path)
-                .ok_or_else(|| StoreError::InputNotKept {
-                    state: String::new(),
-                    input: path.clone(),
-                    why: "the store holds it under another row type".into(),
-                })?;
-            sql::decode_rows(&tables.specs[s], &tables.schemas[s], rows, sink)
+                .ok_or_else(|| sql::input_not_kept(&path, "the store does not hold it"))?;
+            if let Some(rows) = inputs.remove(&path) {
+                return sql::decode_rows(&tables.specs[s], &tables.schemas[s], rows, sink);
+            }
+            match (old_rows.remove(&path), graph.input_migration(&path)) {
+                (Some(rows), Some(migrate)) => {
+                    let table = &tables.schemas[s].name;
+                    for (identity, data, weight) in rows {
+                        migrate(&data, weight, sink)
+                            .map_err(|detail| sql::unmigratable(table, identity, detail))?;
+                    }
+                    Ok(())
+                }
+                _ => Err(sql::input_not_kept(&path, sql::OTHER_ROW_TYPE)),
+            }
         });
         Some(computed.map_err(|e| match e {
             GraphError::Store(e) => e,

@@ -220,6 +220,31 @@ impl Sqlite {
         Ok(())
     }
 
+    /// The rows of an input's `table`, stored as its old row type, carried
+    /// over to the new one by `migrate` into `sink`.
+    fn migrated_rows(
+        &self,
+        table: &str,
+        migrate: &graph::InputMigration,
+        sink: &mut dyn std::any::Any,
+    ) -> Result<(), StoreError> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT identity, data, c FROM {table}"))
+            .map_err(backend(format!("reading `{table}`")))?;
+        let mut rows = st
+            .query([])
+            .map_err(backend(format!("reading `{table}`")))?;
+        while let Some(r) = rows.next().map_err(backend(format!("reading `{table}`")))? {
+            let (identity, data, weight): (i64, Vec<u8>, i64) =
+                (|| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))()
+                    .map_err(backend(format!("reading `{table}`")))?;
+            migrate(&data, weight, sink)
+                .map_err(|detail| sql::unmigratable(table, identity, detail))?;
+        }
+        Ok(())
+    }
+
     /// Renames the table of the state at `from` to `table`, the table of
     /// the same state under its new path, with its indexes and records.
     fn rename_table(&self, from: &str, table: &str) -> Result<(), StoreError> {
@@ -286,20 +311,30 @@ impl Sqlite {
                 })
                 .map(|e| e.path.as_str())
                 .collect();
+            let changed: Vec<&str> = plan
+                .entries
+                .iter()
+                .filter(|e| matches!(e.action, graph::PlanAction::Changed { .. }))
+                .map(|e| e.path.as_str())
+                .collect();
             let store = self;
             let computed = crate::migrate::recompute(&graph, &plan, |spec, sink| {
+                let path = spec.path().as_str();
                 let s = store
                     .specs
                     .iter()
                     .position(|x| x.path() == spec.path())
-                    .filter(|_| keep.contains(&spec.path().as_str()))
-                    .ok_or_else(|| StoreError::InputNotKept {
-                        state: String::new(),
-                        input: spec.path().to_string(),
-                        why: "the store holds it under another row type".into(),
-                    })?;
-                let rows = store.run_read(&store.schemas[s], &store.sql[s], &SqlRead::All)?;
-                sql::decode_rows(&store.specs[s], &store.schemas[s], rows, sink)
+                    .ok_or_else(|| sql::input_not_kept(path, "the store does not hold it"))?;
+                if keep.contains(&path) {
+                    let rows = store.run_read(&store.schemas[s], &store.sql[s], &SqlRead::All)?;
+                    return sql::decode_rows(&store.specs[s], &store.schemas[s], rows, sink);
+                }
+                match graph.input_migration(path) {
+                    Some(migrate) if changed.contains(&path) => {
+                        store.migrated_rows(&store.schemas[s].name, migrate, sink)
+                    }
+                    _ => Err(sql::input_not_kept(path, sql::OTHER_ROW_TYPE)),
+                }
             });
             Some(computed.map_err(|e| match e {
                 graph::GraphError::Store(e) => e,
