@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graph::{
-    FailedBatch, Graph, MemTable, Path, Read, Rewound, StateId, StateSpec, StateStore, StateTx,
-    StoreError, Time, Value,
+    FailedBatch, Graph, MemTable, Path, PlanAction, PlanEntry, Read, Rewound, StateId, StateSpec,
+    StateStore, StateTx, StoreError, Time, Value,
 };
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
@@ -28,6 +28,9 @@ struct Shared {
     /// to its end, so that two such iterations never read the same state.
     serial: Mutex<()>,
     failures: Mutex<Vec<FailedBatch>>,
+    /// Set when [`Memory::migrate`] moved the state to another query's
+    /// tables: handles of this one refuse to go on.
+    migrated: Mutex<Option<graph::MigrationPlan>>,
 }
 
 /// A store that keeps every state in memory, typed (no serialization).
@@ -87,6 +90,7 @@ impl Memory {
                 commit: Mutex::new(()),
                 serial: Mutex::new(()),
                 failures: Mutex::new(Vec::new()),
+                migrated: Mutex::new(None),
             }),
             fingerprint: graph.fingerprint().to_owned(),
             max_wait: DEFAULT_MAX_WAIT,
@@ -134,10 +138,12 @@ impl StateStore for Memory {
     }
 
     fn begin(&mut self, time: Time) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        self.shared.refuse_if_migrated()?;
         Ok(Box::new(MemoryTx::new(self, time, None)))
     }
 
     fn begin_next(&mut self) -> Result<Box<dyn StateTx + '_>, StoreError> {
+        self.shared.refuse_if_migrated()?;
         Ok(Box::new(MemoryTx::serial(self)))
     }
 
@@ -209,6 +215,7 @@ impl StateStore for Memory {
             });
         }
         let _whole_iterations = self.shared.commit.lock();
+        self.shared.refuse_if_migrated()?;
         self.shared.tables[table].read().read(read, sink)
     }
 
@@ -313,6 +320,7 @@ impl<'s> MemoryTx<'s> {
     /// Applies the pending writes of `states` and records their time.
     fn publish(&mut self, states: &[usize]) -> Result<(), StoreError> {
         let _one_at_a_time = self.shared.commit.lock();
+        self.shared.refuse_if_migrated()?;
         // Every table is checked before any changes: all or nothing.
         let clock = self.shared.clock.lock();
         for &s in states {
@@ -433,6 +441,164 @@ fn wait_until(
         }
     }
     Ok(())
+}
+
+impl Shared {
+    /// `QueryChanged` once [`Memory::migrate`] moved this store on.
+    fn refuse_if_migrated(&self) -> Result<(), StoreError> {
+        match &*self.migrated.lock() {
+            Some(plan) => Err(StoreError::QueryChanged {
+                plan: Box::new(plan.clone()),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Memory {
+    /// Migrates this store to `graph`, a changed version of its query, the
+    /// way a SQL store's open with `OpenOptions::migrate` does: states
+    /// computed as before (also under a declared rename) are moved over as
+    /// they are, new and changed ones are computed from the kept inputs
+    /// (through `Query::migrate_input` for an input whose row type
+    /// changed), dropped ones go. Every handle of the old query gets
+    /// [`StoreError::QueryChanged`] from then on; this one becomes a store
+    /// of `graph`. Returns the plan carried out.
+    ///
+    /// # Errors
+    /// [`StoreError::InputNotKept`] if a state to compute needs an input
+    /// the store does not keep; nothing changes then.
+    pub fn migrate(&mut self, graph: &Graph) -> Result<graph::MigrationPlan, StoreError> {
+        let old = Arc::clone(&self.shared);
+        let _commits = old.commit.lock();
+        old.refuse_if_migrated()?;
+        let mut plan = memory_plan(&old.specs, graph.states());
+        // Per state of `graph`, the old table it takes as it is.
+        let sources: Vec<Option<usize>> = plan
+            .entries
+            .iter()
+            .take(graph.states().len())
+            .map(|e| {
+                let from = match &e.action {
+                    PlanAction::Keep | PlanAction::Renamed { from: None } => e.path.as_str(),
+                    PlanAction::Renamed { from: Some(from) } => from.as_str(),
+                    _ => return None,
+                };
+                old.by_path.get(&Path::new(from)).copied()
+            })
+            .collect();
+        let source = |path: &str| -> Option<usize> {
+            let s = graph
+                .states()
+                .iter()
+                .position(|x| x.path().as_str() == path)?;
+            sources[s]
+        };
+        let computed = if plan.backfilled().next().is_some() {
+            let expected = crate::migrate::recompute(graph, &plan, |spec, sink| {
+                let path = spec.path().as_str();
+                if let Some(s) = source(path) {
+                    return old.tables[s].read().read(&Read::All, sink);
+                }
+                let changed = old.by_path.get(spec.path()).copied();
+                match (changed, graph.input_migration(path)) {
+                    (Some(s), Some(migrate)) => {
+                        for row in crate::verify::rows_of(self, &old.specs[s], s)? {
+                            migrate(&row.data, row.weight, sink)
+                                .map_err(|detail| crate::sql::unmigratable(path, 0, detail))?;
+                        }
+                        Ok(())
+                    }
+                    _ => Err(crate::sql::input_not_kept(path, crate::sql::OTHER_ROW_TYPE)),
+                }
+            });
+            Some(expected.map_err(|e| match e {
+                graph::GraphError::Store(e) => e,
+                other => StoreError::backend("computing the migrated states", other.to_string()),
+            })?)
+        } else {
+            None
+        };
+        let fresh = Memory::new(graph).with_max_wait(self.max_wait);
+        let now = Memory::last_time(self);
+        {
+            let mut clock = fresh.shared.clock.lock();
+            for (s, entry) in plan
+                .entries
+                .iter_mut()
+                .enumerate()
+                .take(fresh.shared.specs.len())
+            {
+                let taken = match (sources[s], &computed) {
+                    (Some(from), _) => Some(&old.tables[from]),
+                    (None, Some(c)) => Some(&c.shared.tables[s]),
+                    (None, None) => None,
+                };
+                if let Some(table) = taken {
+                    let codec = fresh.shared.specs[s].codec();
+                    let rows = std::mem::replace(&mut *table.write(), codec.new_table());
+                    if entry.action.backfills() {
+                        entry.rows = Some(rows.len() as u64);
+                    }
+                    *fresh.shared.tables[s].write() = rows;
+                }
+                clock[s] = now;
+            }
+        }
+        *old.migrated.lock() = Some(plan.clone());
+        *self = fresh;
+        Ok(plan)
+    }
+}
+
+/// How a memory store's states (`old`) compare with a query's (`new`):
+/// by path, shape and definition, renames included.
+fn memory_plan(old: &[StateSpec], new: &[StateSpec]) -> graph::MigrationPlan {
+    let mut entries = Vec::new();
+    let mut carried = Vec::new();
+    for spec in new {
+        let same = |o: &StateSpec, definition: &str| {
+            o.shape() == spec.shape() && o.definition() == definition
+        };
+        let before = spec.before_renames();
+        let action = match old.iter().find(|o| o.path() == spec.path()) {
+            Some(o) if same(o, spec.definition()) => PlanAction::Keep,
+            Some(o) if before.is_some_and(|(_, d)| same(o, d)) => {
+                PlanAction::Renamed { from: None }
+            }
+            Some(_) => PlanAction::Changed {
+                why: crate::sql::DEFINITION_CHANGED.into(),
+            },
+            None => {
+                match before.and_then(|(p, d)| old.iter().find(|o| o.path() == p && same(o, d))) {
+                    Some(o) => {
+                        carried.push(o.path().clone());
+                        PlanAction::Renamed {
+                            from: Some(o.path().to_string()),
+                        }
+                    }
+                    None => PlanAction::New,
+                }
+            }
+        };
+        entries.push(PlanEntry {
+            path: spec.path().to_string(),
+            table: spec.path().to_string(),
+            action,
+            rows: None,
+        });
+    }
+    for o in old {
+        if !new.iter().any(|n| n.path() == o.path()) && !carried.contains(o.path()) {
+            entries.push(PlanEntry {
+                path: o.path().to_string(),
+                table: o.path().to_string(),
+                action: PlanAction::Drop,
+                rows: None,
+            });
+        }
+    }
+    graph::MigrationPlan { entries }
 }
 
 impl crate::Verifiable for Memory {

@@ -726,3 +726,57 @@ fn an_input_whose_row_type_changed_is_migrated_by_the_query_function() -> R {
     }
     Ok(())
 }
+
+/// The memory store migrates in place as the SQL stores do on open: new
+/// states computed, kept ones moved over, renames carried, an input's row
+/// type mapped; handles of the old query are refused from then on.
+#[test]
+fn a_memory_store_migrates_like_the_sql_stores() -> R {
+    let v1 = query(Version::V1)?;
+    let mut store = store::Memory::new(&v1.graph);
+    let mut old_handle = store.handle();
+    let mut fed = items(&[("a", 1), ("b", 2), ("a", 3)]);
+    v1.graph.insert(&mut store, &v1.items, fed.clone())?;
+    let v2 = query(Version::AllItems)?;
+    let plan = store.migrate(&v2.graph)?;
+    assert_eq!(action(&plan, "all_items"), Some(&PlanAction::New), "{plan}");
+    assert_eq!(action(&plan, "sums"), Some(&PlanAction::Keep), "{plan}");
+    let all = v2.all.as_ref().expect("items cache");
+    let as_set = |rows: &[Item]| -> ZSet<Item> { rows.iter().map(|i| (i.clone(), 1)).collect() };
+    assert_eq!(all.zset(&mut store)?, as_set(&fed));
+    let err = v1
+        .graph
+        .insert(&mut old_handle, &v1.items, items(&[("z", 1)]))
+        .expect_err("the store moved on");
+    assert!(plan_of(&err).is_some(), "{err}");
+    let more = items(&[("c", 4)]);
+    v2.graph.insert(&mut store, &v2.items, more.clone())?;
+    fed.extend(more);
+    assert_eq!(all.zset(&mut store)?, as_set(&fed));
+    let renamed = query(Version::Renamed)?;
+    let plan = store.migrate(&renamed.graph)?;
+    assert_eq!(
+        action(&plan, "totals"),
+        Some(&PlanAction::Renamed {
+            from: Some("sums".into())
+        }),
+        "{plan}"
+    );
+    assert_eq!(
+        action(&plan, "all_items"),
+        Some(&PlanAction::Drop),
+        "{plan}"
+    );
+    let totals = renamed.sums.as_ref().expect("totals");
+    assert_eq!(totals.zset(&mut store)?, sums(&fed, 1));
+    use store::Verifiable;
+    assert!(store.verify()?.is_clean());
+
+    let mut typed = store::Memory::new(&v1.graph);
+    v1.graph.insert(&mut typed, &v1.items, fed.clone())?;
+    let (graph, (_, sums_cache, notes)) = noted_query(true)?;
+    typed.migrate(&graph)?;
+    assert_eq!(sums_cache.zset(&mut typed)?, sums(&fed, 1));
+    assert_eq!(notes.zset(&mut typed)?, zset! { "old".to_string() => 4 });
+    Ok(())
+}
