@@ -661,15 +661,10 @@ type Noted = (String, i64, String);
 
 /// The query over noted items: sums per key and a cache of the notes;
 /// with `migrate`, it says how an `Item` becomes a `Noted`.
-fn noted_query(
-    migrate: bool,
-) -> Result<
-    (
-        Graph,
-        (Input<Noted>, Cache<Pair<i64, String>>, Cache<String>),
-    ),
-    GraphError,
-> {
+/// The handles of the noted query.
+type NotedHandles = (Input<Noted>, Cache<Pair<i64, String>>, Cache<String>);
+
+fn noted_query(migrate: bool) -> Result<(Graph, NotedHandles), GraphError> {
     let by_key = Index::new("k", |i: &Noted| i.0.clone());
     Graph::build(|q| {
         if migrate {
