@@ -25,6 +25,11 @@ pub struct OpenOptions {
     /// [`StoreError::QueryChanged`], carrying the plan). See
     /// [`migrate`](Self::migrate).
     pub migrate: bool,
+    /// When migrating: leave the tables of dropped states in place
+    /// (default `false`: drop them). They leave the store's records, so
+    /// they are the application's to read or drop; a later state of the
+    /// same name cannot be created while one is there.
+    pub keep_dropped: bool,
 }
 
 impl Default for OpenOptions {
@@ -35,6 +40,7 @@ impl Default for OpenOptions {
             max_wait: Duration::from_secs(30),
             poll: (Duration::from_millis(1), Duration::from_millis(100)),
             migrate: false,
+            keep_dropped: false,
         }
     }
 }
@@ -49,6 +55,15 @@ impl OpenOptions {
     pub fn migrate(self) -> Self {
         OpenOptions {
             migrate: true,
+            ..self
+        }
+    }
+
+    /// When migrating, leave the tables of dropped states in place (see
+    /// [`keep_dropped`](Self::keep_dropped)).
+    pub fn keep_dropped_tables(self) -> Self {
+        OpenOptions {
+            keep_dropped: true,
             ..self
         }
     }

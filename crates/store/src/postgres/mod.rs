@@ -104,6 +104,8 @@ pub struct Postgres {
     graph: Graph,
     /// Migrate a store written by another version of the query.
     migrate: bool,
+    /// Leave dropped states' tables in place when migrating.
+    keep_dropped: bool,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
 }
@@ -182,6 +184,7 @@ impl Postgres {
             stats: Arc::new(Mutex::new(StoreStats::default())),
             graph: graph.clone(),
             migrate: options.migrate,
+            keep_dropped: options.keep_dropped,
             migration: None,
         };
         store.created = store.prepare_tables(options.create_tables)?;
@@ -359,7 +362,7 @@ impl Postgres {
 
     fn prepare_tables(&mut self, create: bool) -> Result<usize, StoreError> {
         let tables = Arc::clone(&self.tables);
-        let (graph, migrate) = (self.graph.clone(), self.migrate);
+        let (graph, migrate, keep_dropped) = (self.graph.clone(), self.migrate, self.keep_dropped);
         let stats = Arc::clone(&self.stats);
         let (created, migration) = block_on(async {
             let mut conn = self.client().await?;
@@ -412,7 +415,8 @@ impl Postgres {
                             plan: Box::new(plan),
                         });
                     }
-                    let done = migrate_in(&borrowed, &tables, &graph, &stats, plan).await?;
+                    let done =
+                        migrate_in(&borrowed, &tables, &graph, &stats, plan, keep_dropped).await?;
                     record_query(&*tx, &tables).await?;
                     // Handles opened before the migration refuse to go on.
                     tx.execute(

@@ -246,6 +246,7 @@ pub(super) async fn migrate_in<C: Conn>(
     graph: &Graph,
     stats: &Mutex<StoreStats>,
     mut plan: graph::MigrationPlan,
+    keep_dropped: bool,
 ) -> Result<graph::MigrationPlan, StoreError> {
     let client = conn.client();
     let (meta, last_update) = (tables.tables(), tables.last_update());
@@ -347,9 +348,15 @@ pub(super) async fn migrate_in<C: Conn>(
                 .await
                 .and_then(|r| r.try_get(0))
                 .unwrap_or(0);
+            let keep = keep_dropped && entry.action == graph::PlanAction::Drop;
+            let drop = if keep {
+                String::new()
+            } else {
+                format!("DROP TABLE IF EXISTS {table}; ")
+            };
             client
                 .batch_execute(&format!(
-                    "DROP TABLE IF EXISTS {table}; DELETE FROM {meta} WHERE table_name = '{table}'; \
+                    "{drop}DELETE FROM {meta} WHERE table_name = '{table}'; \
                      DELETE FROM {last_update} WHERE table_name = '{table}'"
                 ))
                 .await

@@ -80,6 +80,8 @@ pub struct Sqlite {
     undo_ready: std::cell::Cell<bool>,
     /// Migrate a store written by another version of the query.
     migrate: bool,
+    /// Leave dropped states' tables in place when migrating.
+    keep_dropped: bool,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
     /// The store's query generation when opened: a migration bumps it,
@@ -146,6 +148,7 @@ impl Sqlite {
             stats: std::cell::Cell::new(StoreStats::default()),
             undo_ready: std::cell::Cell::new(false),
             migrate: options.migrate,
+            keep_dropped: options.keep_dropped,
             migration: None,
             generation: 0,
         };

@@ -352,9 +352,15 @@ impl Sqlite {
                         .conn
                         .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
                         .unwrap_or(0);
+                    let keep = self.keep_dropped && entry.action == graph::PlanAction::Drop;
+                    let drop = if keep {
+                        String::new()
+                    } else {
+                        format!("DROP TABLE IF EXISTS {table}; ")
+                    };
                     self.conn
                         .execute_batch(&format!(
-                            "DROP TABLE IF EXISTS {table}; DELETE FROM {tables} WHERE table_name = '{table}'; \
+                            "{drop}DELETE FROM {tables} WHERE table_name = '{table}'; \
                              DELETE FROM {last_update} WHERE table_name = '{table}'"
                         ))
                         .map_err(backend(format!("dropping `{table}`")))?;

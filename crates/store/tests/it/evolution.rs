@@ -775,3 +775,31 @@ fn a_memory_store_migrates_like_the_sql_stores() -> R {
     assert_eq!(notes.zset(&mut typed)?, zset! { "old".to_string() => 4 });
     Ok(())
 }
+
+/// Asked to, a migration leaves a dropped state's table in place, out of
+/// the store's records.
+#[test]
+fn a_dropped_state_keeps_its_table_when_asked() -> R {
+    for kind in sql_kinds() {
+        let place = Place::new(kind)?;
+        seeded(&place, Version::V1, &items(&[("a", 1), ("b", 2)]))?;
+        let v4 = query(Version::OnlyItems)?;
+        let options = store::OpenOptions::default().keep_dropped_tables();
+        let mut o = place.open_graph(&v4.graph, true, options)?;
+        let done = o.migration.clone().expect("a migration");
+        assert_eq!(
+            action(&done, "sums"),
+            Some(&PlanAction::Drop),
+            "{kind:?}: {done}"
+        );
+        assert!(place.has_table("sums"), "{kind:?}: the table stays");
+        v4.graph
+            .insert(&mut *o.store, &v4.items, items(&[("c", 3)]))?;
+        let all = v4.all.as_ref().expect("items");
+        assert_eq!(all.zset(&mut *o.store)?.len(), 3, "{kind:?}");
+        drop(o);
+        // Out of the records: reopening plans nothing.
+        assert!(place.open(&v4, false)?.migration.is_none(), "{kind:?}");
+    }
+    Ok(())
+}
