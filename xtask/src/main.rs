@@ -12,7 +12,8 @@ fn usage() -> &'static str {
 commands:
   test    fmt check, clippy -D warnings, every test of the workspace (with a
           throwaway Postgres unless STEPPING_TEST_PG is set),
-          `cargo bench --no-run`, each store feature alone (built with
+          `cargo bench --no-run`, `cargo doc` with warnings denied, each
+          store feature alone (built with
           clippy; SQLite-only tested through the operators' suite) and a
           `cargo package` dry run of the library crates; what CI runs
     ci      the same as test
@@ -93,6 +94,21 @@ fn test() -> Result<(), String> {
     cargo(&["test", "--workspace", "--all-targets"], &envs)?;
     cargo(&["test", "--workspace", "--doc"], &envs)?;
     cargo(&["bench", "--workspace", "--no-run"], &[])?;
+    // The library crates' docs, every feature on, warnings (broken links)
+    // denied.
+    cargo(
+        &[
+            "doc",
+            "--no-deps",
+            "--workspace",
+            "--all-features",
+            "--exclude",
+            "benches",
+            "--exclude",
+            "xtask",
+        ],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     // Each store feature alone. The workspace build above has both on (the
     // benches enable them), so these are the only builds of one without the
     // other: a SQLite-only store and parallel, tested through the operators'

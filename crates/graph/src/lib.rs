@@ -9,6 +9,21 @@
 //! operators live in `operators`, the stores in `store`. Start with
 //! [`Graph::build`], [`Stream`] and [`StateStore`].
 //!
+//! ```
+//! use stepping_graph::{Graph, GraphError};
+//! // A query: one input, its integral kept as a cache any process can read.
+//! let (graph, (input, cache)) = Graph::build(|q| {
+//!     let (input, numbers) = q.input::<i64>("numbers")?;
+//!     Ok((input, q.cache("all_numbers", numbers, &[])?))
+//! })?;
+//! assert_eq!(input.path().as_str(), "numbers");
+//! assert_eq!(cache.spec().path().as_str(), "all_numbers");
+//! // Its states, by stable path, and a picture of it.
+//! assert!(graph.states().iter().any(|s| s.path().as_str() == "all_numbers"));
+//! assert!(graph.to_dot().contains("numbers"));
+//! # Ok::<(), GraphError>(())
+//! ```
+//!
 //! ## How state works
 //!
 //! Every `z⁻¹` (delay) keeps its previous value in a store. The builder

@@ -24,6 +24,29 @@
 //!
 //! This crate sits beside `store` above `graph`; it never touches a store
 //! directly (state goes through [`graph::Ctx`]).
+//!
+//! A tour: a word count kept up to date under inserts and removes.
+//!
+//! ```
+//! use graph::{Graph, GraphError};
+//! use stepping_operators::prelude::*;
+//! let by_word = Index::new("word", |w: &String| w.clone());
+//! let (graph, (words, counts)) = Graph::build(|q| {
+//!     let (input, words) = q.input::<String>("words")?;
+//!     let counts = words.group_reduce_flatten(&by_word, 0i64, |_| 1);
+//!     Ok((input, q.output("counts", counts)?))
+//! })?;
+//! let mut store = store::Memory::new(&graph);
+//! let w = |s: &str| s.to_string();
+//! graph.insert(&mut store, &words, [w("a"), w("b"), w("a")])?;
+//! // Removing one "a": its count goes from 2 to 1.
+//! let change = graph.remove(&mut store, &words, [w("a")])?;
+//! assert_eq!(
+//!     change.get(&counts)?,
+//!     &zset! { Pair::new(2i64, w("a")) => -1, Pair::new(1i64, w("a")) => 1 }
+//! );
+//! # Ok::<(), GraphError>(())
+//! ```
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

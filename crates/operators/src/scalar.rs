@@ -9,7 +9,7 @@ pub trait Scalars<'q, T: Data>: Sized {
     /// value, with weight 1), or `zero` when it is empty.
     ///
     /// An iteration whose Z-set is not such a singleton fails with
-    /// [`GraphError::NotScalar`] naming the vertex, and is rolled back.
+    /// [`GraphError::NotScalar`](graph::GraphError::NotScalar) naming the vertex, and is rolled back.
     ///
     /// ```
     /// use stepping_operators::prelude::*;

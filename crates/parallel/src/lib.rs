@@ -27,6 +27,25 @@
 //! way, naming the batch it held; [`retry_with`] feeds such a batch again.
 //!
 //! Start with [`Ingest`].
+//!
+//! ```
+//! use operators::prelude::*;
+//! use stepping_parallel::{Counter, Ingest, Progress};
+//! let (graph, (input, total)) = Graph::build(|q| {
+//!     let (input, n) = q.input::<i64>("n")?;
+//!     Ok((input, q.cache("total", n.reduce(0i64, |x| *x), &[])?))
+//! })?;
+//! let store = store::Memory::new(&graph);
+//! // A hundred batches on two workers: the serial result.
+//! let batches: Vec<Changes> = (1..=100).map(|i| Changes::new().insert(&input, [i])).collect();
+//! let report = Ingest::new(&graph)
+//!     .workers(2)
+//!     .progress(Progress::Hidden)
+//!     .run(|_worker| Ok(store.handle()), batches, &mut Counter::starting_at(1))?;
+//! assert!(report.failures.is_empty());
+//! assert_eq!(total.zset(&mut store.handle())?, zset! { 5050 => 1 });
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

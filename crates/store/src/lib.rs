@@ -9,6 +9,24 @@
 //! for the same inputs; the SQL stores share their table layout and SQL
 //! (see the `sql` module docs). Start with [`Sqlite::open`].
 //!
+//! ```
+//! use graph::{Graph, GraphError};
+//! use operators::prelude::*;
+//! let (graph, (input, cache)) = Graph::build(|q| {
+//!     let (input, words) = q.input::<String>("words")?;
+//!     Ok((input, q.cache("distinct_words", words.distinct(), &[])?))
+//! })?;
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("state.db");
+//! let mut store = stepping_store::Sqlite::open(&path, &graph, stepping_store::OpenOptions::default())?;
+//! graph.insert(&mut store, &input, ["hi".to_string(), "hi".to_string()])?;
+//! drop(store);
+//! // Another process, later: attach and read the cache.
+//! let mut reader = stepping_store::Sqlite::open(&path, &graph, stepping_store::OpenOptions::attach())?;
+//! assert_eq!(cache.zset(&mut reader)?, zset! { "hi".to_string() => 1 });
+//! # Ok::<(), GraphError>(())
+//! ```
+//!
 //! Every store accepts the same values: the engine refuses, before any
 //! store sees them, index keys that some store could not hold (see
 //! [`graph::key_problem`]), as [`StoreError::Unrepresentable`].

@@ -22,7 +22,7 @@ pub struct OpenOptions {
     pub poll: (Duration, Duration),
     /// When the store holds the state of another version of the query:
     /// migrate it (default `false`: refuse with
-    /// [`StoreError::QueryChanged`], carrying the plan). See
+    /// [`StoreError::QueryChanged`](crate::StoreError::QueryChanged), carrying the plan). See
     /// [`migrate`](Self::migrate).
     pub migrate: bool,
     /// When migrating: leave the tables of dropped states in place
