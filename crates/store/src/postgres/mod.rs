@@ -129,9 +129,19 @@ impl Postgres {
     /// # Errors
     /// An unparsable connection string.
     pub fn pool(config: &str, max_size: usize) -> Result<PgPool, StoreError> {
-        let pg_config: tokio_postgres::Config = config.parse().map_err(|e| {
+        let mut pg_config: tokio_postgres::Config = config.parse().map_err(|e| {
             StoreError::backend(format!("parsing the connection string {config:?}"), e)
         })?;
+        // Every statement planned for its own arguments and the tables as
+        // they are now. A generic plan, made once a statement has run a few
+        // times, is kept for good: made while a state table was small, it
+        // scans the whole table for every read once the table has grown
+        // (docs/scaling.md).
+        let options = pg_config.get_options().unwrap_or_default();
+        pg_config.options(
+            format!("{options} -c plan_cache_mode=force_custom_plan -c random_page_cost=1.1")
+                .trim(),
+        );
         let manager = Manager::from_config(
             pg_config.clone(),
             NoTls,
