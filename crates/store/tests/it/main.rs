@@ -8,6 +8,7 @@ mod bad_input;
 mod bad_values;
 mod concurrency;
 mod evolution;
+mod ergonomics;
 mod examples;
 mod first_use;
 mod harness;
