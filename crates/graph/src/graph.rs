@@ -554,14 +554,18 @@ impl<T: Data> Cache<T> {
     /// `(key, value, weight)` in key order (ties by value), for every row or
     /// only those whose key is in `match_keys`, read through `index`.
     ///
+    /// Keys in and out are plain ([`IndexKey::Plain`]): an index on
+    /// `Desc(r.at)` reads in descending order, but is given and returns
+    /// `at`s, never `Desc(at)`s.
+    ///
     /// # Errors
     /// [`GraphError::MissingIndex`] if the cache has no such index; store failures.
     pub fn iter_by_index<K: IndexKey, S: StateStore + ?Sized>(
         &self,
         store: &mut S,
         index: &Index<T, K>,
-        match_keys: Option<&[K]>,
-    ) -> Result<Vec<(K, T, Weight)>, GraphError> {
+        match_keys: Option<&[K::Plain]>,
+    ) -> Result<Vec<(K::Plain, T, Weight)>, GraphError> {
         let pos =
             self.spec
                 .index_position(index.spec())
@@ -580,7 +584,7 @@ impl<T: Data> Cache<T> {
         match match_keys {
             None => store.read_committed(&self.spec, &Read::All, &mut rows)?,
             Some(keys) => {
-                let mut keys: Vec<K> = keys.to_vec();
+                let mut keys: Vec<K> = keys.iter().cloned().map(K::from_plain).collect();
                 keys.sort_unstable();
                 keys.dedup();
                 store.read_committed(
@@ -600,6 +604,9 @@ impl<T: Data> Cache<T> {
             .collect();
         // A cache is a set of distinct values: no two rows compare equal.
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|(k, v, w)| (k.into_plain(), v, w))
+            .collect())
     }
 }

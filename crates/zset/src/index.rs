@@ -53,7 +53,7 @@ impl fmt::Display for IndexSpec {
 /// use stepping_zset::{Desc, Index, ZSet, zset};
 /// let by_len = Index::new("len", |s: &String| Desc(s.len() as i64));
 /// let z: ZSet<String> = zset! { "aa".to_string() => 1, "b".to_string() => 2, "ccc".to_string() => 1 };
-/// let keys: Vec<i64> = z.iter_by_index(&by_len, None).into_iter().map(|(k, _, _)| k.0).collect();
+/// let keys: Vec<i64> = z.iter_by_index(&by_len, None).into_iter().map(|(k, _, _)| k).collect();
 /// assert_eq!(keys, [3, 2, 1]);
 /// ```
 pub struct Index<T, K> {
