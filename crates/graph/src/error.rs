@@ -190,6 +190,11 @@ pub enum GraphError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A multi-worker ingest failed outside any batch (the `parallel`
+    /// crate's `ParallelError`, converted by `?`; this crate does not know
+    /// its type): its source is that error, to downcast.
+    #[error(transparent)]
+    Ingest(BoxError),
 }
 
 /// An error from a store (memory, SQLite, Postgres), naming the table, row or

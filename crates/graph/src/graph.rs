@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use zset::{Data, Index, IndexKey, Weight, ZSet};
+use zset::{Data, Index, IndexKey, IntoRow, Weight, ZSet};
 
 use crate::builder::{Cache, Input, Output, Query};
 use crate::exec::run_iteration;
@@ -323,6 +323,8 @@ impl Graph {
     }
 
     /// One iteration inserting `rows` into `input` (each with weight 1).
+    /// Rows may be owned (moved) or borrowed (cloned): `[row]`, `&rows`,
+    /// `rows.iter()` all work ([`IntoRow`]).
     ///
     /// # Errors
     /// As for [`iteration`](Self::iteration).
@@ -330,12 +332,13 @@ impl Graph {
         &self,
         store: &mut S,
         input: &Input<T>,
-        rows: impl IntoIterator<Item = T>,
+        rows: impl IntoIterator<Item = impl IntoRow<T>>,
     ) -> Result<Outputs, GraphError> {
         self.iteration(store, Changes::new().insert(input, rows))
     }
 
-    /// One iteration removing `rows` from `input` (each with weight −1).
+    /// One iteration removing `rows` from `input` (each with weight −1);
+    /// owned or borrowed, as for [`insert`](Self::insert).
     ///
     /// # Errors
     /// As for [`iteration`](Self::iteration).
@@ -343,12 +346,13 @@ impl Graph {
         &self,
         store: &mut S,
         input: &Input<T>,
-        rows: impl IntoIterator<Item = T>,
+        rows: impl IntoIterator<Item = impl IntoRow<T>>,
     ) -> Result<Outputs, GraphError> {
         self.iteration(store, Changes::new().remove(input, rows))
     }
 
-    /// One iteration replacing `old` by `new` in `input`.
+    /// One iteration replacing `old` by `new` in `input` (each owned or
+    /// borrowed).
     ///
     /// # Errors
     /// As for [`iteration`](Self::iteration).
@@ -356,8 +360,8 @@ impl Graph {
         &self,
         store: &mut S,
         input: &Input<T>,
-        old: T,
-        new: T,
+        old: impl IntoRow<T>,
+        new: impl IntoRow<T>,
     ) -> Result<Outputs, GraphError> {
         self.iteration(store, Changes::new().replace(input, old, new))
     }
@@ -416,19 +420,40 @@ impl Changes {
         self
     }
 
-    /// Inserts `rows` (weight +1 each).
-    pub fn insert<T: Data>(self, input: &Input<T>, rows: impl IntoIterator<Item = T>) -> Self {
-        self.zset(input, rows.into_iter().map(|r| (r, 1)).collect())
+    /// Inserts `rows` (weight +1 each), owned (moved) or borrowed (cloned).
+    pub fn insert<T: Data>(
+        self,
+        input: &Input<T>,
+        rows: impl IntoIterator<Item = impl IntoRow<T>>,
+    ) -> Self {
+        self.zset(input, rows.into_iter().map(|r| (r.into_row(), 1)).collect())
     }
 
-    /// Removes `rows` (weight −1 each).
-    pub fn remove<T: Data>(self, input: &Input<T>, rows: impl IntoIterator<Item = T>) -> Self {
-        self.zset(input, rows.into_iter().map(|r| (r, -1)).collect())
+    /// Removes `rows` (weight −1 each), owned (moved) or borrowed (cloned).
+    pub fn remove<T: Data>(
+        self,
+        input: &Input<T>,
+        rows: impl IntoIterator<Item = impl IntoRow<T>>,
+    ) -> Self {
+        self.zset(
+            input,
+            rows.into_iter().map(|r| (r.into_row(), -1)).collect(),
+        )
     }
 
-    /// Replaces `old` by `new`.
-    pub fn replace<T: Data>(self, input: &Input<T>, old: T, new: T) -> Self {
-        self.zset(input, [(old, -1), (new, 1)].into_iter().collect())
+    /// Replaces `old` by `new` (each owned or borrowed).
+    pub fn replace<T: Data>(
+        self,
+        input: &Input<T>,
+        old: impl IntoRow<T>,
+        new: impl IntoRow<T>,
+    ) -> Self {
+        self.zset(
+            input,
+            [(old.into_row(), -1), (new.into_row(), 1)]
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// A copy of these changes (to keep while an iteration consumes them).

@@ -34,6 +34,7 @@ mod path;
 mod plan;
 mod scope;
 mod state;
+mod stream_fn;
 mod time;
 mod transform;
 mod vertex;
@@ -55,5 +56,6 @@ pub use state::{
     Codec, EncodedRow, FailedBatch, MemTable, Read, Rewound, StateId, StateKind, StateSpec,
     StateStore, StateTx, StoredRow,
 };
+pub use stream_fn::{StreamFn, stream_fn};
 pub use time::Time;
 pub use vertex::{OpFn, ScopeId, Slot, Value, VertexId, ZSetFns};
