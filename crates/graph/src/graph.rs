@@ -1,13 +1,16 @@
 //! The finalized graph and running it: changes in, outputs out.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use zset::{Data, Index, IndexKey, IntoRow, Weight, ZSet};
 
 use crate::builder::{Cache, Input, Output, Query};
 use crate::exec::run_iteration;
 use crate::vertex::{InputCodec, ScopeInfo, Value, Vertex, VertexId};
-use crate::{GraphError, Path, Read, StateId, StateSpec, StateStore, StateTx, StoredRow, Time};
+use crate::{
+    GraphError, Path, Profile, Read, StateId, StateSpec, StateStore, StateTx, StoredRow, Time,
+};
 
 /// Who writes a state, at its write point.
 pub(crate) enum StateWriter {
@@ -66,6 +69,8 @@ pub(crate) struct GraphInner {
 #[derive(Clone)]
 pub struct Graph {
     pub(crate) inner: Arc<GraphInner>,
+    /// Whether iterations are profiled ([`Graph::profiled`]).
+    pub(crate) profiling: bool,
 }
 
 impl std::fmt::Debug for Graph {
@@ -98,6 +103,7 @@ impl Graph {
         Ok((
             Graph {
                 inner: Arc::new(inner),
+                profiling: false,
             },
             handles,
         ))
@@ -251,13 +257,36 @@ impl Graph {
                 graph: self.fingerprint().to_owned(),
             });
         }
+        let started = self.profiling.then(Instant::now);
         let inputs = changes.into_inputs(self)?;
-        let mut tx = begin(store)?;
-        let values = run_iteration(&self.inner, &mut *tx, inputs)?;
+        let tx = begin(store)?;
+        self.finish(tx, inputs, started)
+    }
+
+    /// Runs one iteration in `tx` and commits it, profiled when `started`
+    /// is when the iteration began.
+    fn finish(
+        &self,
+        mut tx: Box<dyn StateTx + '_>,
+        inputs: Vec<Option<Value>>,
+        started: Option<Instant>,
+    ) -> Result<Outputs, GraphError> {
+        let (values, meter) = run_iteration(&self.inner, &mut *tx, inputs, started.is_some())?;
+        let committing = started.map(|_| Instant::now());
         tx.commit()?;
+        let profile = match (meter, started, committing) {
+            (Some(meter), Some(started), Some(committing)) => {
+                let mut profile = meter.finish(&self.inner);
+                profile.commit = committing.elapsed();
+                profile.total = started.elapsed();
+                Some(Box::new(profile))
+            }
+            _ => None,
+        };
         Ok(Outputs {
             graph: self.inner.id,
             values: values.into_iter().map(Some).collect(),
+            profile,
         })
     }
 
@@ -271,16 +300,12 @@ impl Graph {
     /// As for [`iteration`](Self::iteration).
     pub fn iteration_with(
         &self,
-        mut tx: Box<dyn StateTx + '_>,
+        tx: Box<dyn StateTx + '_>,
         changes: Changes,
     ) -> Result<Outputs, GraphError> {
+        let started = self.profiling.then(Instant::now);
         let inputs = changes.into_inputs(self)?;
-        let values = run_iteration(&self.inner, &mut *tx, inputs)?;
-        tx.commit()?;
-        Ok(Outputs {
-            graph: self.inner.id,
-            values: values.into_iter().map(Some).collect(),
-        })
+        self.finish(tx, inputs, started)
     }
 
     /// Changes encoded by [`Changes::encode`], for this graph's inputs
@@ -530,9 +555,16 @@ impl Changes {
 pub struct Outputs {
     graph: u64,
     values: Vec<Option<Value>>,
+    profile: Option<Box<Profile>>,
 }
 
 impl Outputs {
+    /// Where the iteration's time went, vertex by vertex, when it ran
+    /// through a [`Graph::profiled`] graph (`None` otherwise).
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_deref()
+    }
+
     /// The change of `output` (borrowed).
     ///
     /// # Errors

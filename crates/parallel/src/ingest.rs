@@ -53,6 +53,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// The batches' profiles added up, when the ingest ran a
+    /// [`Graph::profiled`] graph (`None` otherwise, or when no batch
+    /// succeeded).
+    pub fn profile(&self) -> Option<graph::Profile> {
+        let profiles = self.outputs.iter().flatten().filter_map(Outputs::profile);
+        // Every profile is of the ingest's one graph, so they add up.
+        graph::Profile::sum(profiles).ok().flatten()
+    }
+
     /// A one-line summary: batches, failures, rows per second.
     pub fn summary(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);

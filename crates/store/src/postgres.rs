@@ -32,6 +32,8 @@ use crate::sql::{self, Dialect, OwnNames, SqlRead, SqlRow, TableSchema, check_pr
 use crate::wait::Backoff;
 use crate::{OpenOptions, StoreStats};
 
+mod sizes;
+
 /// The runtime every Postgres store of this process runs its I/O on.
 ///
 /// It has no threads of its own: a store's call drives the runtime on the
@@ -2582,6 +2584,10 @@ impl StateStore for Postgres {
             read_rows(&conn, schema, sql, &sql_read, &self.stats).await
         })??;
         sql::decode_rows(spec, schema, rows, sink)
+    }
+
+    fn state_rows(&mut self, spec: &StateSpec) -> Result<u64, StoreError> {
+        self.count_state_rows(spec)
     }
 }
 

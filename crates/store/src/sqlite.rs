@@ -24,6 +24,8 @@ use crate::sql::{
 };
 use crate::wait::{Backoff, Notifier};
 
+mod sizes;
+
 /// How a SQL store is opened.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
@@ -1934,6 +1936,10 @@ impl StateStore for Sqlite {
             )
             .map(|_| ())
             .map_err(backend("forgetting a failed batch"))
+    }
+
+    fn state_rows(&mut self, spec: &StateSpec) -> Result<u64, StoreError> {
+        self.count_state_rows(spec)
     }
 }
 

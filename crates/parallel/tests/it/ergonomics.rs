@@ -89,6 +89,21 @@ fn row_types_in_one_line_and_one_batch_ingests() -> R {
         );
         assert_eq!(cache.zset(&mut store)?.len(), 3, "{kind:?}");
         assert_eq!(store.last_time()?, 2, "{kind:?}");
+        assert!(report.profile().is_none(), "{kind:?}: not profiled");
+        let profiled = Ingest::new(&graph.profiled()).run_on(
+            &mut store,
+            [
+                Changes::new().insert(&input, [read(3, 1.0)]),
+                Changes::new().remove(&input, [read(3, 1.0)]),
+            ],
+        )?;
+        let profile = profiled.profile().ok_or("profiled")?;
+        assert_eq!(profile.iterations, 2, "{kind:?}");
+        assert_eq!(
+            profile.vertex("reads").map(|v| v.rows_out),
+            Some(2),
+            "{kind:?}"
+        );
     }
     Ok(())
 }

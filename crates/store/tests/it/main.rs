@@ -15,6 +15,7 @@ mod harness;
 mod oracle;
 mod own_names;
 mod postgres;
+mod profile;
 mod queries;
 mod reliability;
 mod sql_stores;
