@@ -262,7 +262,7 @@ impl Target {
                     .pool
                     .clone()
                     .ok_or_else(|| graph::StoreError::backend("postgres", "no pool"))?;
-                Counted::Postgres(store::Postgres::with_pool(pool, graph, options)?)
+                Counted::Postgres(Box::new(store::Postgres::with_pool(pool, graph, options)?))
             }
             Kind::Memory => Counted::Uncounted(self.open(graph)?),
         })
@@ -328,7 +328,7 @@ impl Target {
 /// A store whose rows written can be counted, if it is a SQL store.
 enum Counted {
     Sqlite(Box<store::Sqlite>),
-    Postgres(store::Postgres),
+    Postgres(Box<store::Postgres>),
     Uncounted(Box<dyn StateStore>),
 }
 
@@ -336,7 +336,7 @@ impl Counted {
     fn store(&mut self) -> &mut dyn StateStore {
         match self {
             Counted::Sqlite(s) => &mut **s,
-            Counted::Postgres(s) => s,
+            Counted::Postgres(s) => &mut **s,
             Counted::Uncounted(s) => &mut **s,
         }
     }

@@ -98,6 +98,9 @@ impl StateStore for Tallied {
     fn recover(&mut self) -> Result<Vec<graph::Rewound>, StoreError> {
         self.inner.recover()
     }
+    fn state_rows(&mut self, spec: &graph::StateSpec) -> Result<u64, StoreError> {
+        self.inner.state_rows(spec)
+    }
 }
 
 #[cfg(test)]

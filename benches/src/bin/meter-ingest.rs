@@ -25,13 +25,20 @@
 //!                         re-run them (a batch whose changes the store lacks, taken by a
 //!                         process that died, is fed again as batch b of size B), at times
 //!                         after the last (or from the sequence); prints what stays lost
+//!   graph [--svg FILE] [--profile [--batch B]]
+//!                         the query's picture: DOT on standard output, or with --svg an
+//!                         SVG file (laid out in Rust, no Graphviz needed). With --profile,
+//!                         first set up and ingest the workload in batches of B with
+//!                         profiling on, into the store given (a fresh one) or, without
+//!                         --sqlite/--postgres, into memory; print the per-vertex profile
+//!                         and each state's rows, and draw both onto the picture
 //! ```
 
 use std::process::ExitCode;
 
 use benches::meter_reads::{self, MeterReads, Workload};
 use chrono::NaiveDate;
-use graph::{Changes, Graph, GraphError, StateStore, Time};
+use graph::{Changes, Graph, GraphError, Profile, StateStore, Time};
 use parallel::{Counter, Given, Ingest, TimeSource};
 
 /// Where the state lives.
@@ -39,6 +46,8 @@ use parallel::{Counter, Given, Ingest, TimeSource};
 enum Target {
     Sqlite(std::path::PathBuf),
     Postgres(String),
+    /// In this process only: `graph --profile` without a store.
+    Memory,
 }
 
 struct Args {
@@ -54,7 +63,8 @@ fn usage() -> &'static str {
     "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] [--monthly] \
      (setup | ingest [--batch B] [--workers W] [--pipelined | --serial] [--share K/S] [--from J] [--to J] \
      [--batches b,b,...] [--sequence [--stall-after-times]] | read-cache [--date YYYY-MM-DD] | \
-     last-time | recover | failed | retry [--batch B] [--sequence] | migrate [--dry-run])"
+     last-time | recover | failed | retry [--batch B] [--sequence] | migrate [--dry-run]) \
+     | meter-ingest [--sqlite PATH | --postgres CONN] graph [--svg FILE] [--profile [--batch B]]"
 }
 
 fn parse() -> Result<Args, String> {
@@ -90,8 +100,14 @@ fn parse() -> Result<Args, String> {
             }
         }
     }
+    // Only the picture can do without a store (profiling in memory).
+    let target = match target {
+        Some(t) => t,
+        None if command.first().is_some_and(|c| c == "graph") => Target::Memory,
+        None => return Err("choose --sqlite PATH or --postgres CONN".into()),
+    };
     Ok(Args {
-        target: target.ok_or("choose --sqlite PATH or --postgres CONN")?,
+        target,
         prefix,
         workload,
         monthly,
@@ -117,6 +133,7 @@ fn open(
     Ok(match target {
         Target::Sqlite(path) => Box::new(store::Sqlite::open(path, graph, options)?),
         Target::Postgres(conn) => Box::new(store::Postgres::open(conn, graph, options)?),
+        Target::Memory => Box::new(store::Memory::new(graph)),
     })
 }
 
@@ -128,6 +145,7 @@ fn last_time(target: &Target, graph: &Graph, prefix: &str) -> Result<i64, GraphE
     Ok(match target {
         Target::Sqlite(path) => store::Sqlite::open(path, graph, options)?.last_time()?,
         Target::Postgres(conn) => store::Postgres::open(conn, graph, options)?.last_time()?,
+        Target::Memory => 0,
     })
 }
 
@@ -285,6 +303,7 @@ fn migrate(args: &Args, graph: &Graph) -> Result<(), Box<dyn std::error::Error>>
         Target::Postgres(conn) => {
             store::Postgres::open(conn, graph, options).map(|s| s.migration().cloned())
         }
+        Target::Memory => return Err("migrate needs --sqlite or --postgres".into()),
     };
     match opened {
         Ok(Some(plan)) => println!("migrated ({}):\n{plan}", plan.summary()),
@@ -293,6 +312,50 @@ fn migrate(args: &Args, graph: &Graph) -> Result<(), Box<dyn std::error::Error>>
             println!("the plan ({}):\n{plan}", plan.summary())
         }
         Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// `graph`: the query's picture, as DOT or SVG, optionally with the
+/// profile of an ingest of the workload and the states' sizes after it.
+fn picture(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std::error::Error>> {
+    let c = &args.command;
+    let svg = flag(c, "--svg");
+    if c.iter().any(|a| a == "--svg") && svg.is_none() {
+        return Err("--svg needs a file".into());
+    }
+    let mut annotations = None;
+    if c.iter().any(|a| a == "--profile") {
+        let batch = number(c, "--batch", 1000)?.max(1);
+        let profiled = graph.profiled();
+        let mut store = open(&args.target, graph, &args.prefix, true)?;
+        let setup = Changes::new()
+            .insert(&q.users, args.workload.all_users())
+            .insert(&q.meters, args.workload.all_meters());
+        profiled.iteration(&mut *store, setup)?;
+        // The reads' batches, the part of the workload that repeats.
+        let mut profiles = Vec::new();
+        let mut b = 0;
+        while let Some(changes) = batch_reads(args, q, batch, b) {
+            let out = profiled.iteration(&mut *store, changes)?;
+            profiles.extend(out.profile().cloned());
+            b += 1;
+        }
+        let profile = Profile::sum(&profiles)?;
+        let sizes = graph.state_sizes(&mut *store)?;
+        if let Some(p) = &profile {
+            println!("{p}");
+        }
+        println!("{sizes}");
+        annotations = Some((profile, sizes));
+    }
+    match (svg, &annotations) {
+        (Some(path), Some((profile, sizes))) => {
+            std::fs::write(path, graph.to_svg_annotated(profile.as_ref(), Some(sizes)))?
+        }
+        (Some(path), None) => std::fs::write(path, graph.to_svg())?,
+        (None, Some(_)) => {}
+        (None, None) => print!("{}", graph.to_dot()),
     }
     Ok(())
 }
@@ -348,6 +411,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Some("retry") => retry(&args, &graph, &q)?,
+        Some("graph") => picture(&args, &graph, &q)?,
         _ => return Err(usage().into()),
     }
     Ok(())

@@ -5,6 +5,7 @@
 mod abandoned;
 mod crash;
 mod direct;
+mod picture;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};

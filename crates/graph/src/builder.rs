@@ -47,7 +47,12 @@ pub(crate) struct Builder {
     pub(crate) sinks: Vec<VertexId>,
     pub(crate) scopes: Vec<ScopeInfo>,
     prefix: Vec<String>,
+    /// Paths of inputs, named streams, caches and derived vertices: one
+    /// name space, since each can name a stored state (a table).
     paths: HashMap<Path, At>,
+    /// Output names: a name space of their own, since an output keeps no
+    /// state (so `input("b")` and `output("b", ..)` can live side by side).
+    output_paths: HashMap<Path, At>,
     pub(crate) errors: Vec<GraphError>,
     /// User-given versions of vertices (`Stream::version`), for what the
     /// engine cannot see: closures.
@@ -248,6 +253,7 @@ impl Query {
                 scopes: vec![root],
                 prefix: Vec::new(),
                 paths: HashMap::new(),
+                output_paths: HashMap::new(),
                 errors: Vec::new(),
                 versions: HashMap::new(),
                 input_sinks: Vec::new(),
@@ -298,15 +304,18 @@ impl Query {
 
     /// Claims `path` for a vertex named by the user; a second claim is an error.
     fn claim(&self, path: &Path, at: At) -> Result<(), GraphError> {
-        let mut b = self.b.borrow_mut();
-        if let Some(first) = b.paths.get(path) {
+        Self::claim_in(&mut self.b.borrow_mut().paths, path, at)
+    }
+
+    fn claim_in(paths: &mut HashMap<Path, At>, path: &Path, at: At) -> Result<(), GraphError> {
+        if let Some(first) = paths.get(path) {
             return Err(GraphError::DuplicatePath {
                 path: path.clone(),
                 first: *first,
                 second: at,
             });
         }
-        b.paths.insert(path.clone(), at);
+        paths.insert(path.clone(), at);
         Ok(())
     }
 
@@ -336,8 +345,13 @@ impl Query {
     /// Declares an input of rows `T`, returning the handle to feed it and
     /// the stream of its changes.
     ///
+    /// Inputs, caches and [`named`](Stream::named) streams share one name
+    /// space, since each names stored state (a table); outputs have a name
+    /// space of their own (see [`output`](Self::output)).
+    ///
     /// # Errors
-    /// An invalid or duplicate name.
+    /// An invalid name, or [`GraphError::DuplicatePath`] for a name an
+    /// input, cache or named stream already has.
     #[track_caller]
     pub fn input<T: Data>(
         &self,
@@ -390,8 +404,23 @@ impl Query {
 
     /// Declares an output: each iteration returns this stream's value.
     ///
+    /// Outputs have a name space of their own: an output keeps no state,
+    /// so it may share its name with an input, a cache or a named stream
+    /// (only two outputs of one name are refused).
+    ///
+    /// ```
+    /// # use stepping_graph::{Graph, GraphError};
+    /// let (graph, (input, output)) = Graph::build(|q| {
+    ///     let (input, b) = q.input::<i64>("b")?;
+    ///     Ok((input, q.output("b", b)?))
+    /// })?;
+    /// assert_eq!((input.path().as_str(), output.path().as_str()), ("b", "b"));
+    /// # let _ = graph;
+    /// # Ok::<(), GraphError>(())
+    /// ```
+    ///
     /// # Errors
-    /// An invalid or duplicate name, or a stream of another query.
+    /// An invalid name, or another output of the same name.
     #[track_caller]
     pub fn output<T: Data>(
         &self,
@@ -408,10 +437,11 @@ impl Query {
         )
     }
 
-    /// Declares an output of a scalar stream.
+    /// Declares an output of a scalar stream (outputs have their own name
+    /// space, as for [`output`](Self::output)).
     ///
     /// # Errors
-    /// An invalid or duplicate name.
+    /// An invalid name, or another output of the same name.
     #[track_caller]
     pub fn output_scalar<V: Data>(
         &self,
@@ -439,7 +469,7 @@ impl Query {
         let at = At(Location::caller());
         check_name(name, at)?;
         let path = self.named_path(name);
-        self.claim(&path, at)?;
+        Self::claim_in(&mut self.b.borrow_mut().output_paths, &path, at)?;
         let index = self.b.borrow().outputs.len();
         let id = self.push_vertex(Vertex {
             path: path.clone(),
@@ -464,8 +494,12 @@ impl Query {
     /// Declares a cache: a named integral of `stream` with `indexes`, kept
     /// in the store so that any process can read it later.
     ///
+    /// Its name is its state's (and table's) name, so it shares a name
+    /// space with inputs and named streams (not with outputs).
+    ///
     /// # Errors
-    /// An invalid or duplicate name, or a malformed index.
+    /// An invalid name, a name an input, cache or named stream already has
+    /// ([`GraphError::DuplicatePath`]), or a malformed index.
     #[track_caller]
     pub fn cache<T: Data>(
         &self,

@@ -561,6 +561,15 @@ impl<R: Data> Codec for ZSetCodec<R> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn delta_rows(&self, delta: &dyn Any) -> usize {
+        rows_of::<R>(delta).map_or(0, ZSet::len)
+    }
+    fn any_rows_sink(&self) -> Box<dyn Any + Send + Sync> {
+        Box::new(Vec::<StoredRow<R>>::new())
+    }
+    fn sink_len(&self, sink: &dyn Any) -> usize {
+        sink.downcast_ref::<Vec<StoredRow<R>>>().map_or(0, Vec::len)
+    }
     fn rows_sink(&self) -> Option<Box<dyn Any + Send + Sync>> {
         (self.kind == StateKind::ZSet)
             .then(|| Box::new(Vec::<StoredRow<R>>::new()) as Box<dyn Any + Send + Sync>)
@@ -614,6 +623,15 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
     }
     fn new_table(&self) -> Box<dyn MemTable> {
         Box::new(MemKeyed::new(self.key.clone()))
+    }
+    fn delta_rows(&self, delta: &dyn Any) -> usize {
+        delta.downcast_ref::<KeyedDelta<R>>().map_or(0, Vec::len)
+    }
+    fn any_rows_sink(&self) -> Box<dyn Any + Send + Sync> {
+        Box::new(Vec::<StoredRow<R>>::new())
+    }
+    fn sink_len(&self, sink: &dyn Any) -> usize {
+        sink.downcast_ref::<Vec<StoredRow<R>>>().map_or(0, Vec::len)
     }
     fn encode_delta(&self, delta: &dyn Any, out: &mut Vec<EncodedRow>) -> Result<(), StoreError> {
         let delta = delta

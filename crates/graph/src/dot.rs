@@ -31,7 +31,8 @@ impl Graph {
     /// The graph in Graphviz DOT: one box per vertex (operator, path and
     /// value type), stored states as cylinders labelled with their state's
     /// path, grouped scopes and recursion bodies as clusters, and `z⁻¹`
-    /// edges dashed. Render with `dot -Tsvg`.
+    /// edges dashed. Render with `dot -Tsvg`, or see [`to_svg`](Self::to_svg)
+    /// for a picture rendered here.
     pub fn to_dot(&self) -> String {
         let g: &GraphInner = &self.inner;
         let mut live: Vec<VertexId> = g.order.clone();

@@ -32,10 +32,14 @@ impl fmt::Debug for At {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GraphError {
-    /// Two vertices or states would have the same path.
+    /// Two vertices or states would have the same path. Inputs, caches and
+    /// named streams share one name space, because each names stored state
+    /// (a table); outputs have one of their own.
     #[error(
-        "duplicate path `{path}`: first created at {first}, again at {second}; name one of them \
-         (or, for state kept by an operator, the stream it is applied to) with `.named(..)`"
+        "duplicate path `{path}`: first created at {first}, again at {second}. Inputs, caches \
+         and named streams share one name space (each names a stored table; outputs have their \
+         own): give one of them another name (for state kept by an operator, name the stream \
+         it is applied to with `.named(..)`)"
     )]
     DuplicatePath {
         /// The path.
@@ -186,6 +190,11 @@ pub enum GraphError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A multi-worker ingest failed outside any batch (the `parallel`
+    /// crate's `ParallelError`, converted by `?`; this crate does not know
+    /// its type): its source is that error, to downcast.
+    #[error(transparent)]
+    Ingest(BoxError),
 }
 
 /// An error from a store (memory, SQLite, Postgres), naming the table, row or

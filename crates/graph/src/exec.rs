@@ -5,10 +5,12 @@ use std::any::{Any, type_name};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
 use zset::{Data, Index, IndexKey, Weight, ZSet};
 
 use crate::graph::{GraphInner, StateWriter};
+use crate::profile::Meter;
 use crate::vertex::{Op, Slot, Value, VertexId};
 use crate::{GraphError, Path, Read, StateId, StateTx, StoredRow};
 
@@ -22,6 +24,8 @@ pub struct Ctx<'a> {
     pub(crate) scratch: &'a mut HashMap<VertexId, Box<dyn Any + Send>>,
     pub(crate) vertex: VertexId,
     pub(crate) step: u32,
+    /// With profiling on: where this vertex's state reads are counted.
+    pub(crate) rows_read: Option<&'a mut u64>,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -193,6 +197,9 @@ impl<'a> Ctx<'a> {
         let mut rows: Vec<StoredRow<R>> = Vec::new();
         let fin = self.final_state(state);
         self.tx.read(fin, &read, &mut rows)?;
+        if let Some(n) = self.rows_read.as_deref_mut() {
+            *n += rows.len() as u64;
+        }
         Ok(rows)
     }
 
@@ -380,6 +387,8 @@ struct Run<'g, 't> {
     slots: Vec<Option<Slot>>,
     pending: Vec<Vec<Value>>,
     scratch: HashMap<VertexId, Box<dyn Any + Send>>,
+    /// `Some` when the iteration is profiled.
+    meter: Option<Meter>,
 }
 
 impl Run<'_, '_> {
@@ -392,6 +401,7 @@ impl Run<'_, '_> {
             scratch: &mut self.scratch,
             vertex,
             step,
+            rows_read: self.meter.as_mut().map(|m| m.reads_of(vertex)),
         }
     }
 
@@ -420,6 +430,7 @@ impl Run<'_, '_> {
             scratch: &mut self.scratch,
             vertex: v,
             step,
+            rows_read: self.meter.as_mut().map(|m| m.reads_of(v)),
         };
         zset::weight::take_overflow();
         let out = caught(&vertex.path, || f(&mut ctx, &ins))?;
@@ -503,6 +514,7 @@ impl Run<'_, '_> {
             }
             let mut all_zero = true;
             for &v in &rop.order {
+                let started = self.meter.is_some().then(Instant::now);
                 let inner = &g.vertices[v.ix()];
                 let inner_fns = inner.fns.expect("recursion bodies carry Z-sets");
                 let value = match &inner.op {
@@ -524,7 +536,11 @@ impl Run<'_, '_> {
                     other => unreachable!("a {} vertex in a recursion body", other.name()),
                 };
                 all_zero &= (inner_fns.is_empty)(&*value);
-                self.slots[v.ix()] = Some(Slot::Value(value));
+                let slot = Slot::Value(value);
+                if let (Some(meter), Some(started)) = (self.meter.as_mut(), started) {
+                    meter.ran(g, &self.slots, v, started, &slot);
+                }
+                self.slots[v.ix()] = Some(slot);
             }
             let result = match self.slots[rop.result.ix()].take() {
                 Some(Slot::Value(v)) => v,
@@ -550,6 +566,9 @@ impl Run<'_, '_> {
                 .table_name(state)
                 .unwrap_or_else(|| spec.path().to_string());
             return Err(crate::StoreError::Unrepresentable { table, detail }.into());
+        }
+        if let Some(meter) = self.meter.as_mut() {
+            meter.wrote(state, spec.codec().delta_rows(&*delta));
         }
         Ok(self.tx.apply(state, delta)?)
     }
@@ -615,26 +634,37 @@ impl Run<'_, '_> {
 }
 
 /// Runs one iteration of `g` against `tx`; returns the outputs' values in
-/// output order. The caller commits `tx` (or drops it to roll back).
+/// output order, and with `profile` what it measured. The caller commits
+/// `tx` (or drops it to roll back).
 pub(crate) fn run_iteration(
     g: &GraphInner,
     tx: &mut dyn StateTx,
     mut inputs: Vec<Option<Value>>,
-) -> Result<Vec<Value>, GraphError> {
+    profile: bool,
+) -> Result<(Vec<Value>, Option<Meter>), GraphError> {
     let mut run = Run {
         g,
         tx,
         slots: (0..g.vertices.len()).map(|_| None).collect(),
         pending: (0..g.states.len()).map(|_| Vec::new()).collect(),
         scratch: HashMap::new(),
+        meter: profile.then(|| Meter::new(g)),
     };
     for (pos, &v) in g.order.iter().enumerate() {
+        let started = run.meter.is_some().then(Instant::now);
         let slot = run.exec(v, &mut inputs)?;
+        if let (Some(meter), Some(started)) = (run.meter.as_mut(), started) {
+            meter.ran(g, &run.slots, v, started, &slot);
+        }
         run.slots[v.ix()] = Some(slot);
         for &state in &g.writes_after[pos] {
+            let started = run.meter.is_some().then(Instant::now);
             // An index's key function runs when a state's change is stored.
             caught(g.states[state.index()].path(), || run.write(state, pos))?;
             run.tx.flush(state)?;
+            if let (Some(meter), Some(started)) = (run.meter.as_mut(), started) {
+                meter.write_point(state, started);
+            }
         }
     }
     let mut outputs = Vec::with_capacity(g.outputs.len());
@@ -644,5 +674,5 @@ pub(crate) fn run_iteration(
             _ => unreachable!("outputs are computed values"),
         }
     }
-    Ok(outputs)
+    Ok((outputs, run.meter))
 }

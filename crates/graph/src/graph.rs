@@ -1,13 +1,16 @@
 //! The finalized graph and running it: changes in, outputs out.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use zset::{Data, Index, IndexKey, Weight, ZSet};
+use zset::{Data, Index, IndexKey, IntoRow, Weight, ZSet};
 
 use crate::builder::{Cache, Input, Output, Query};
 use crate::exec::run_iteration;
 use crate::vertex::{InputCodec, ScopeInfo, Value, Vertex, VertexId};
-use crate::{GraphError, Path, Read, StateId, StateSpec, StateStore, StateTx, StoredRow, Time};
+use crate::{
+    GraphError, Path, Profile, Read, StateId, StateSpec, StateStore, StateTx, StoredRow, Time,
+};
 
 /// Who writes a state, at its write point.
 pub(crate) enum StateWriter {
@@ -67,6 +70,8 @@ pub(crate) struct GraphInner {
 #[derive(Clone)]
 pub struct Graph {
     pub(crate) inner: Arc<GraphInner>,
+    /// Whether iterations are profiled ([`Graph::profiled`]).
+    pub(crate) profiling: bool,
 }
 
 impl std::fmt::Debug for Graph {
@@ -99,6 +104,7 @@ impl Graph {
         Ok((
             Graph {
                 inner: Arc::new(inner),
+                profiling: false,
             },
             handles,
         ))
@@ -252,13 +258,36 @@ impl Graph {
                 graph: self.fingerprint().to_owned(),
             });
         }
+        let started = self.profiling.then(Instant::now);
         let inputs = changes.into_inputs(self)?;
-        let mut tx = begin(store)?;
-        let values = run_iteration(&self.inner, &mut *tx, inputs)?;
+        let tx = begin(store)?;
+        self.finish(tx, inputs, started)
+    }
+
+    /// Runs one iteration in `tx` and commits it, profiled when `started`
+    /// is when the iteration began.
+    fn finish(
+        &self,
+        mut tx: Box<dyn StateTx + '_>,
+        inputs: Vec<Option<Value>>,
+        started: Option<Instant>,
+    ) -> Result<Outputs, GraphError> {
+        let (values, meter) = run_iteration(&self.inner, &mut *tx, inputs, started.is_some())?;
+        let committing = started.map(|_| Instant::now());
         tx.commit()?;
+        let profile = match (meter, started, committing) {
+            (Some(meter), Some(started), Some(committing)) => {
+                let mut profile = meter.finish(&self.inner);
+                profile.commit = committing.elapsed();
+                profile.total = started.elapsed();
+                Some(Box::new(profile))
+            }
+            _ => None,
+        };
         Ok(Outputs {
             graph: self.inner.id,
             values: values.into_iter().map(Some).collect(),
+            profile,
         })
     }
 
@@ -272,16 +301,12 @@ impl Graph {
     /// As for [`iteration`](Self::iteration).
     pub fn iteration_with(
         &self,
-        mut tx: Box<dyn StateTx + '_>,
+        tx: Box<dyn StateTx + '_>,
         changes: Changes,
     ) -> Result<Outputs, GraphError> {
+        let started = self.profiling.then(Instant::now);
         let inputs = changes.into_inputs(self)?;
-        let values = run_iteration(&self.inner, &mut *tx, inputs)?;
-        tx.commit()?;
-        Ok(Outputs {
-            graph: self.inner.id,
-            values: values.into_iter().map(Some).collect(),
-        })
+        self.finish(tx, inputs, started)
     }
 
     /// Changes encoded by [`Changes::encode`], for this graph's inputs
@@ -324,6 +349,8 @@ impl Graph {
     }
 
     /// One iteration inserting `rows` into `input` (each with weight 1).
+    /// Rows may be owned (moved) or borrowed (cloned): `[row]`, `&rows`,
+    /// `rows.iter()` all work ([`IntoRow`]).
     ///
     /// # Errors
     /// As for [`iteration`](Self::iteration).
@@ -331,12 +358,13 @@ impl Graph {
         &self,
         store: &mut S,
         input: &Input<T>,
-        rows: impl IntoIterator<Item = T>,
+        rows: impl IntoIterator<Item = impl IntoRow<T>>,
     ) -> Result<Outputs, GraphError> {
         self.iteration(store, Changes::new().insert(input, rows))
     }
 
-    /// One iteration removing `rows` from `input` (each with weight −1).
+    /// One iteration removing `rows` from `input` (each with weight −1);
+    /// owned or borrowed, as for [`insert`](Self::insert).
     ///
     /// # Errors
     /// As for [`iteration`](Self::iteration).
@@ -344,12 +372,13 @@ impl Graph {
         &self,
         store: &mut S,
         input: &Input<T>,
-        rows: impl IntoIterator<Item = T>,
+        rows: impl IntoIterator<Item = impl IntoRow<T>>,
     ) -> Result<Outputs, GraphError> {
         self.iteration(store, Changes::new().remove(input, rows))
     }
 
-    /// One iteration replacing `old` by `new` in `input`.
+    /// One iteration replacing `old` by `new` in `input` (each owned or
+    /// borrowed).
     ///
     /// # Errors
     /// As for [`iteration`](Self::iteration).
@@ -357,8 +386,8 @@ impl Graph {
         &self,
         store: &mut S,
         input: &Input<T>,
-        old: T,
-        new: T,
+        old: impl IntoRow<T>,
+        new: impl IntoRow<T>,
     ) -> Result<Outputs, GraphError> {
         self.iteration(store, Changes::new().replace(input, old, new))
     }
@@ -417,19 +446,40 @@ impl Changes {
         self
     }
 
-    /// Inserts `rows` (weight +1 each).
-    pub fn insert<T: Data>(self, input: &Input<T>, rows: impl IntoIterator<Item = T>) -> Self {
-        self.zset(input, rows.into_iter().map(|r| (r, 1)).collect())
+    /// Inserts `rows` (weight +1 each), owned (moved) or borrowed (cloned).
+    pub fn insert<T: Data>(
+        self,
+        input: &Input<T>,
+        rows: impl IntoIterator<Item = impl IntoRow<T>>,
+    ) -> Self {
+        self.zset(input, rows.into_iter().map(|r| (r.into_row(), 1)).collect())
     }
 
-    /// Removes `rows` (weight −1 each).
-    pub fn remove<T: Data>(self, input: &Input<T>, rows: impl IntoIterator<Item = T>) -> Self {
-        self.zset(input, rows.into_iter().map(|r| (r, -1)).collect())
+    /// Removes `rows` (weight −1 each), owned (moved) or borrowed (cloned).
+    pub fn remove<T: Data>(
+        self,
+        input: &Input<T>,
+        rows: impl IntoIterator<Item = impl IntoRow<T>>,
+    ) -> Self {
+        self.zset(
+            input,
+            rows.into_iter().map(|r| (r.into_row(), -1)).collect(),
+        )
     }
 
-    /// Replaces `old` by `new`.
-    pub fn replace<T: Data>(self, input: &Input<T>, old: T, new: T) -> Self {
-        self.zset(input, [(old, -1), (new, 1)].into_iter().collect())
+    /// Replaces `old` by `new` (each owned or borrowed).
+    pub fn replace<T: Data>(
+        self,
+        input: &Input<T>,
+        old: impl IntoRow<T>,
+        new: impl IntoRow<T>,
+    ) -> Self {
+        self.zset(
+            input,
+            [(old.into_row(), -1), (new.into_row(), 1)]
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// A copy of these changes (to keep while an iteration consumes them).
@@ -506,9 +556,16 @@ impl Changes {
 pub struct Outputs {
     graph: u64,
     values: Vec<Option<Value>>,
+    profile: Option<Box<Profile>>,
 }
 
 impl Outputs {
+    /// Where the iteration's time went, vertex by vertex, when it ran
+    /// through a [`Graph::profiled`] graph (`None` otherwise).
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_deref()
+    }
+
     /// The change of `output` (borrowed).
     ///
     /// # Errors
@@ -555,14 +612,18 @@ impl<T: Data> Cache<T> {
     /// `(key, value, weight)` in key order (ties by value), for every row or
     /// only those whose key is in `match_keys`, read through `index`.
     ///
+    /// Keys in and out are plain ([`IndexKey::Plain`]): an index on
+    /// `Desc(r.at)` reads in descending order, but is given and returns
+    /// `at`s, never `Desc(at)`s.
+    ///
     /// # Errors
     /// [`GraphError::MissingIndex`] if the cache has no such index; store failures.
     pub fn iter_by_index<K: IndexKey, S: StateStore + ?Sized>(
         &self,
         store: &mut S,
         index: &Index<T, K>,
-        match_keys: Option<&[K]>,
-    ) -> Result<Vec<(K, T, Weight)>, GraphError> {
+        match_keys: Option<&[K::Plain]>,
+    ) -> Result<Vec<(K::Plain, T, Weight)>, GraphError> {
         let pos =
             self.spec
                 .index_position(index.spec())
@@ -581,7 +642,7 @@ impl<T: Data> Cache<T> {
         match match_keys {
             None => store.read_committed(&self.spec, &Read::All, &mut rows)?,
             Some(keys) => {
-                let mut keys: Vec<K> = keys.to_vec();
+                let mut keys: Vec<K> = keys.iter().cloned().map(K::from_plain).collect();
                 keys.sort_unstable();
                 keys.dedup();
                 store.read_committed(
@@ -601,6 +662,9 @@ impl<T: Data> Cache<T> {
             .collect();
         // A cache is a set of distinct values: no two rows compare equal.
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|(k, v, w)| (k.into_plain(), v, w))
+            .collect())
     }
 }

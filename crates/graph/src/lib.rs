@@ -48,9 +48,12 @@ mod memtable;
 mod names;
 mod path;
 mod plan;
+mod profile;
 mod rename;
 mod scope;
 mod state;
+mod stream_fn;
+mod svg;
 mod time;
 mod transform;
 mod vertex;
@@ -68,10 +71,12 @@ pub use limits::{KEY_YEARS, MAX_KEY_BYTES, index_needs_check, key_problem};
 pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident};
 pub use path::Path;
 pub use plan::{MigrationPlan, PlanAction, PlanEntry};
+pub use profile::{Profile, StateSize, StateSizes, VertexProfile};
 pub use scope::{FlatScope, Grouped, Rec, Root, Scope};
 pub use state::{
     Codec, EncodedRow, FailedBatch, MemTable, Read, Rewound, StateId, StateKind, StateSpec,
     StateStore, StateTx, StoredRow,
 };
+pub use stream_fn::{StreamFn, stream_fn};
 pub use time::Time;
 pub use vertex::{OpFn, ScopeId, Slot, Value, VertexId, ZSetFns};

@@ -265,6 +265,17 @@ pub trait Codec: Send + Sync + 'static {
     /// given a delta, so that a key function that panics fails the
     /// iteration before any table changes. By default, nothing.
     fn compute_keys(&self, _delta: &dyn Any) {}
+    /// How many rows `delta` (the engine's delta for this state) writes,
+    /// for profiles. By default, 0.
+    fn delta_rows(&self, _delta: &dyn Any) -> usize {
+        0
+    }
+    /// An empty sink for [`decode`](Self::decode) of any kind of state (a
+    /// `Vec<StoredRow<R>>`), for code that counts a state's rows without
+    /// knowing their type ([`StateStore::state_rows`]).
+    fn any_rows_sink(&self) -> Box<dyn Any + Send + Sync>;
+    /// How many rows a sink from [`any_rows_sink`](Self::any_rows_sink) holds.
+    fn sink_len(&self, sink: &dyn Any) -> usize;
     /// The column values of each key in `keys` (a `&[K]` of index `index`).
     fn key_values(&self, index: usize, keys: &dyn Any) -> Vec<Vec<KeyValue>>;
     /// The column values of each prefix in `prefixes` (a `&[P]` of index
@@ -494,6 +505,20 @@ pub trait StateStore {
     /// # Errors
     /// A read or write failure (then nothing changed).
     fn recover(&mut self) -> Result<Vec<Rewound>, StoreError>;
+
+    /// How many rows the store keeps for the state described by `spec`
+    /// (committed ones; a nested state's rows at every inner step): the
+    /// size of its table. By default every row is read and counted; stores
+    /// that can count without reading (a SQL `count(*)`, a table's length)
+    /// do so.
+    ///
+    /// # Errors
+    /// As for [`read_committed`](Self::read_committed).
+    fn state_rows(&mut self, spec: &StateSpec) -> Result<u64, StoreError> {
+        let mut sink = spec.codec().any_rows_sink();
+        self.read_committed(spec, &Read::All, &mut *sink)?;
+        Ok(spec.codec().sink_len(&*sink) as u64)
+    }
 }
 
 /// A table that [`StateStore::recover`] moved back in time.
@@ -608,5 +633,8 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
     }
     fn recover(&mut self) -> Result<Vec<Rewound>, StoreError> {
         (**self).recover()
+    }
+    fn state_rows(&mut self, spec: &StateSpec) -> Result<u64, StoreError> {
+        (**self).state_rows(spec)
     }
 }

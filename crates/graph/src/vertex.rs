@@ -61,6 +61,8 @@ pub type OpFn = dyn Fn(&mut Ctx<'_>, &[&Slot]) -> Result<Value, GraphError> + Se
 pub struct ZSetFns {
     pub(crate) materialize: fn(&mut Ctx<'_>, &Slot) -> Result<Value, GraphError>,
     pub(crate) is_empty: fn(&dyn Any) -> bool,
+    /// How many values (for profiles).
+    pub(crate) len: fn(&dyn Any) -> usize,
     pub(crate) empty: fn() -> Value,
     pub(crate) add_into: fn(&mut Value, &dyn Any),
     pub(crate) clone: fn(&dyn Any) -> Value,
@@ -80,6 +82,7 @@ impl ZSetFns {
         ZSetFns {
             materialize: |ctx, slot| Ok(Box::new(ctx.zset::<R>(slot)?.into_owned())),
             is_empty: |v| v.downcast_ref::<ZSet<R>>().is_none_or(ZSet::is_empty),
+            len: |v| v.downcast_ref::<ZSet<R>>().map_or(0, ZSet::len),
             empty: || Box::new(ZSet::<R>::new()),
             add_into: |acc, v| {
                 if let (Some(acc), Some(v)) =

@@ -37,27 +37,6 @@ pub trait FirstN<'q, T: Data, S: FlatScope>: Sized {
     fn first_n<K: IndexKey + Hash>(self, index: &Index<T, K>, n: usize) -> Stream<'q, ZSet<T>, S>;
 }
 
-/// The first `n` units of the positive rows of `rows`, in (key, value) order.
-fn take_first<R: Data, K: Ord>(rows: &ZSet<R>, key: impl Fn(&R) -> K, n: usize) -> ZSet<R> {
-    let mut sorted: Vec<(K, &R, i64)> = rows
-        .iter()
-        .filter(|(_, w)| *w > 0)
-        .map(|(v, w)| (key(v), v, w))
-        .collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-    let mut left = n as i64;
-    let mut out = ZSet::new();
-    for (_, v, w) in sorted {
-        if left <= 0 {
-            break;
-        }
-        let take = w.min(left);
-        out.update_ref(v, take);
-        left -= take;
-    }
-    out
-}
-
 impl<'q, T: Data, S: FlatScope> FirstN<'q, T, S> for Stream<'q, ZSet<T>, S> {
     #[track_caller]
     fn first_n<K: IndexKey + Hash>(self, index: &Index<T, K>, n: usize) -> Stream<'q, ZSet<T>, S> {
@@ -150,7 +129,7 @@ impl<'q, T: Data, S: FlatScope> FirstN<'q, T, S> for Stream<'q, ZSet<T>, S> {
                     .map(|r| (r.value, weight::neg(r.weight)))
                     .collect();
                 for rows in current.values() {
-                    out += take_first(rows, |r| ordered.key(r), n);
+                    out += rows.first_n_by(|r| ordered.key(r), n);
                 }
                 if !out.is_empty() {
                     ctx.write(previous, Box::new(out.clone()));

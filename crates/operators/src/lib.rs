@@ -71,16 +71,36 @@ pub use scalar::{ScalarOps, Scalars};
 pub use temporal::{Integrals, ScopedIndex};
 
 /// Everything needed to write queries: the operator traits and the types
-/// they use.
+/// they use, and [`StateStore`](graph::StateStore), so that a function
+/// generic over stores needs no direct dependency on the graph crate.
+///
+/// ```
+/// use stepping_operators::prelude::*;
+/// // Works on Memory, Sqlite and Postgres alike.
+/// fn count_rows<S: StateStore + ?Sized>(
+///     graph: &Graph,
+///     store: &mut S,
+///     input: &Input<i64>,
+///     rows: &[i64],
+/// ) -> Result<usize, GraphError> {
+///     graph.insert(store, input, rows)?;
+///     Ok(rows.len())
+/// }
+/// let (graph, input) = Graph::build(|q| Ok(q.input::<i64>("n")?.0))?;
+/// let mut store = store::Memory::new(&graph);
+/// assert_eq!(count_rows(&graph, &mut store, &input, &[1, 2])?, 2);
+/// # Ok::<(), GraphError>(())
+/// ```
 pub mod prelude {
     pub use crate::{
         Aggregate, Aggregates, Distinct, FirstN, GroupedOps, Grouping, Integrals, Joins, Linear,
         Recursion, ScalarOps, Scalars, ScopedIndex, TransitiveClosure,
     };
     pub use graph::{
-        Cache, Changes, Graph, GraphError, Input, Output, Outputs, Query, Stream, Time,
+        Cache, Changes, Graph, GraphError, Input, Output, Outputs, Query, StateStore, StoreError,
+        Stream, StreamFn, Time, stream_fn,
     };
-    pub use zset::{Data, Desc, F64, Index, OrEmpty, Pair, ZSet, zset};
+    pub use zset::{Data, Desc, F64, Index, IndexOf, OrEmpty, Pair, ZSet, row, zset};
 }
 
 /// The part names of the group keys of `stream`'s scope.

@@ -53,6 +53,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// The batches' profiles added up, when the ingest ran a
+    /// [`Graph::profiled`] graph (`None` otherwise, or when no batch
+    /// succeeded).
+    pub fn profile(&self) -> Option<graph::Profile> {
+        let profiles = self.outputs.iter().flatten().filter_map(Outputs::profile);
+        // Every profile is of the ingest's one graph, so they add up.
+        graph::Profile::sum(profiles).ok().flatten()
+    }
+
     /// A one-line summary: batches, failures, rows per second.
     pub fn summary(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
@@ -145,6 +154,79 @@ impl<'g> Ingest<'g> {
     pub fn progress(mut self, progress: Progress) -> Self {
         self.progress = progress;
         self
+    }
+
+    /// Ingests `batches` into `store` on the calling thread, each at the
+    /// next time after the store's last ([`Counter::after`](crate::Counter::after)):
+    /// the path for one batch or a few, with no time source to choose and
+    /// no worker stores to open. A failed batch is recorded and reported
+    /// as [`run`](Self::run) does; [`workers`](Self::workers) and
+    /// [`progress`](Self::progress) do not apply, [`pipelined`](Self::pipelined) does.
+    ///
+    /// ```
+    /// use operators::prelude::*;
+    /// use stepping_parallel::Ingest;
+    /// let (graph, (input, out)) = Graph::build(|q| {
+    ///     let (input, n) = q.input::<i64>("n")?;
+    ///     Ok((input, q.output("total", n.reduce(0i64, |x| *x))?))
+    /// })?;
+    /// let mut store = store::Memory::new(&graph);
+    /// let report = Ingest::new(&graph).run_on(&mut store, [Changes::new().insert(&input, [1, 2])])?;
+    /// assert_eq!(report.outputs[0].as_ref().unwrap().get(&out)?, &zset! { 3 => 1 });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The store's next time cannot be read, or a failure cannot be
+    /// recorded (then the ingest stops).
+    pub fn run_on<S: StateStore + ?Sized>(
+        &self,
+        store: &mut S,
+        batches: impl IntoIterator<Item = Changes>,
+    ) -> Result<Report, ParallelError> {
+        let start = Instant::now();
+        let mut times = crate::Counter::after(store).map_err(ParallelError::Time)?;
+        let mut report = Report {
+            outputs: Vec::new(),
+            times: Vec::new(),
+            latencies: Vec::new(),
+            failures: Vec::new(),
+            rows: 0,
+            elapsed: Duration::ZERO,
+        };
+        for (batch, changes) in batches.into_iter().enumerate() {
+            let t = times.next_time_for(batch).map_err(ParallelError::Time)?;
+            let time = Time::new(t, t - 1);
+            let time = if self.pipelined {
+                time.pipelined()
+            } else {
+                time
+            };
+            report.rows += changes.len();
+            report.times.push(t);
+            let job = Job {
+                batch,
+                changes,
+                time,
+            };
+            match run_job(self.graph, store, job)? {
+                Outcome::Done {
+                    outputs, latency, ..
+                } => {
+                    report.outputs.push(Some(outputs));
+                    report.latencies.push(latency);
+                }
+                Outcome::Failed {
+                    failure, latency, ..
+                } => {
+                    report.outputs.push(None);
+                    report.failures.push(failure);
+                    report.latencies.push(latency);
+                }
+            }
+        }
+        report.elapsed = start.elapsed();
+        Ok(report)
     }
 
     /// Ingests `batches` in order, giving batch `i` the `i`-th time of
@@ -281,7 +363,7 @@ impl<'g> Ingest<'g> {
 
 /// Runs one batch; a failure (error or panic) is rolled back, recorded with
 /// the batch's input, and its time released.
-fn run_job<S: StateStore>(
+fn run_job<S: StateStore + ?Sized>(
     graph: &Graph,
     store: &mut S,
     job: Job,

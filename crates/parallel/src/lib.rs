@@ -92,3 +92,53 @@ pub enum ParallelError {
     #[error(transparent)]
     Graph(#[from] graph::GraphError),
 }
+
+/// A store's error is the engine's [`GraphError::Store`](graph::GraphError::Store),
+/// so `?` on a store call works in a function returning `ParallelError`.
+impl From<graph::StoreError> for ParallelError {
+    fn from(e: graph::StoreError) -> Self {
+        ParallelError::Graph(e.into())
+    }
+}
+
+/// So that `?` on an ingest works in a function returning `GraphError`:
+/// an engine or store error comes back as itself, anything else (a worker
+/// that could not open its store, a failure that could not be recorded,
+/// times that could not be assigned) as [`GraphError::Ingest`](graph::GraphError::Ingest),
+/// whose source is this error.
+///
+/// ```
+/// use graph::{GraphError, StoreError}; // the stepping-graph crate
+/// use stepping_parallel::ParallelError;
+/// fn ingest() -> Result<(), ParallelError> {
+///     Err(ParallelError::Time(StoreError::backend("taking a time", "gone")))
+/// }
+/// fn caller() -> Result<(), GraphError> {
+///     ingest()?;
+///     Ok(())
+/// }
+/// let err = caller().unwrap_err();
+/// assert!(matches!(err, GraphError::Ingest(_)));
+/// assert!(err.to_string().contains("taking a time"));
+/// ```
+impl From<ParallelError> for graph::GraphError {
+    fn from(e: ParallelError) -> Self {
+        match e {
+            ParallelError::Graph(g) => g,
+            other => graph::GraphError::Ingest(Box::new(other)),
+        }
+    }
+}
+
+/// So that `?` on an ingest works in a function returning `StoreError`: a
+/// store's error comes back as itself, anything else as
+/// [`StoreError::Backend`](graph::StoreError::Backend) whose source is this
+/// error.
+impl From<ParallelError> for graph::StoreError {
+    fn from(e: ParallelError) -> Self {
+        match e {
+            ParallelError::Graph(graph::GraphError::Store(s)) | ParallelError::Time(s) => s,
+            other => graph::StoreError::backend("a parallel ingest", other),
+        }
+    }
+}

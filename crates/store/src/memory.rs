@@ -267,6 +267,27 @@ impl StateStore for Memory {
             .retain(|f| f.input_time != input_time);
         Ok(())
     }
+
+    fn state_rows(&mut self, spec: &StateSpec) -> Result<u64, StoreError> {
+        let table = self
+            .shared
+            .by_path
+            .get(spec.path())
+            .copied()
+            .filter(|t| self.shared.specs[*t].shape() == spec.shape());
+        match table {
+            Some(t) => {
+                let _whole_iterations = self.shared.commit.lock();
+                Ok(self.shared.tables[t].read().len() as u64)
+            }
+            // Not one of ours as it is: the read says why.
+            None => {
+                let mut sink = spec.codec().any_rows_sink();
+                self.read_committed(spec, &Read::All, &mut *sink)?;
+                Ok(spec.codec().sink_len(&*sink) as u64)
+            }
+        }
+    }
 }
 
 struct MemoryTx<'s> {

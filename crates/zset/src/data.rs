@@ -27,3 +27,34 @@ impl<T> Data for T where
     T: Clone + Eq + Ord + Hash + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
 {
 }
+
+/// A row given by value (moved) or by reference (cloned): what `insert`
+/// and `remove` take, so that a caller holding `&[Row]` or `&Vec<Row>`
+/// need not clone the rows first, and one holding owned rows pays nothing.
+///
+/// ```
+/// use stepping_zset::{IntoRow, ZSet};
+/// fn ones<T: std::hash::Hash + Eq>(rows: impl IntoIterator<Item = impl IntoRow<T>>) -> ZSet<T> {
+///     rows.into_iter().map(|r| (r.into_row(), 1)).collect()
+/// }
+/// let names = vec!["ann".to_string(), "bob".to_string()];
+/// assert_eq!(ones(&names), ones(names.clone())); // borrowed rows are cloned, owned ones moved
+/// ```
+pub trait IntoRow<T> {
+    /// The row.
+    fn into_row(self) -> T;
+}
+
+impl<T> IntoRow<T> for T {
+    #[inline]
+    fn into_row(self) -> T {
+        self
+    }
+}
+
+impl<T: Clone> IntoRow<T> for &T {
+    #[inline]
+    fn into_row(self) -> T {
+        self.clone()
+    }
+}

@@ -45,6 +45,9 @@ impl fmt::Display for IndexSpec {
 /// A named key extractor: how stored state is read in key order and looked
 /// up by key.
 ///
+/// `Index::new` needs the row type spelled in its closure (`|u: &User|`);
+/// [`IndexOf`] names it from the type instead: `User::index("id", |u| u.id)`.
+///
 /// `K` is an [`IndexKey`]: one typed column, or a tuple of them. Wrap a part
 /// in [`Desc`](crate::Desc) to order it descending; `Option` parts sort
 /// `None` first.
@@ -53,7 +56,7 @@ impl fmt::Display for IndexSpec {
 /// use stepping_zset::{Desc, Index, ZSet, zset};
 /// let by_len = Index::new("len", |s: &String| Desc(s.len() as i64));
 /// let z: ZSet<String> = zset! { "aa".to_string() => 1, "b".to_string() => 2, "ccc".to_string() => 1 };
-/// let keys: Vec<i64> = z.iter_by_index(&by_len, None).into_iter().map(|(k, _, _)| k.0).collect();
+/// let keys: Vec<i64> = z.iter_by_index(&by_len, None).into_iter().map(|(k, _, _)| k).collect();
 /// assert_eq!(keys, [3, 2, 1]);
 /// ```
 pub struct Index<T, K> {
@@ -164,3 +167,39 @@ impl<T, K> PartialEq for Index<T, K> {
 }
 
 impl<T, K> Eq for Index<T, K> {}
+
+/// Indexes named from their row type, so that the key closure needs no
+/// annotation: `User::index("user_id", |u| u.user_id)` in place of
+/// `Index::new("user_id", |u: &User| u.user_id)` (Rust infers a closure's
+/// argument type from where the closure is passed, and `Index::new` alone
+/// does not say the row type). Implemented for every type.
+///
+/// ```
+/// use stepping_zset::{Index, IndexOf, ZSet, zset};
+/// #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+/// struct User { id: i64, name: String }
+/// let by_id = User::index("id", |u| u.id);
+/// let by_name_len = <(i64, String)>::index("len", |r| r.1.len() as i64);
+/// assert_eq!(by_id.key(&User { id: 7, name: "ann".into() }), 7);
+/// assert_eq!(by_name_len.key(&(1, "ann".into())), 3);
+/// ```
+pub trait IndexOf: Sized {
+    /// [`Index::new`] for rows of this type.
+    fn index<K: IndexKey>(
+        name: &str,
+        key: impl Fn(&Self) -> K + Send + Sync + 'static,
+    ) -> Index<Self, K> {
+        Index::new(name, key)
+    }
+
+    /// [`Index::with_parts`] for rows of this type.
+    fn index_with_parts<K: IndexKey>(
+        name: &str,
+        parts: &[&str],
+        key: impl Fn(&Self) -> K + Send + Sync + 'static,
+    ) -> Index<Self, K> {
+        Index::with_parts(name, parts, key)
+    }
+}
+
+impl<T> IndexOf for T {}

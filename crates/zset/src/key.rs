@@ -123,24 +123,41 @@ impl KeyValue {
 /// of those. `u64`/`usize` are left out on purpose: SQL `BIGINT` cannot keep
 /// their order above `i64::MAX`.
 pub trait KeyPart: Data {
+    /// This part without its [`Desc`] wrappers (`Desc<i64>` → `i64`): what
+    /// reads take and return, so that a descending order never leaks into
+    /// the keys a caller handles.
+    type Plain: Data;
     /// This part's column.
     fn column() -> KeyColumn;
     /// This part's value.
     fn value(&self) -> KeyValue;
+    /// The part of a plain key (wrapping it in `Desc` where the index does).
+    fn from_plain(plain: Self::Plain) -> Self;
+    /// The plain key of this part (unwrapping every `Desc`).
+    fn into_plain(self) -> Self::Plain;
 }
 
 /// A key an [`Index`](crate::Index) extracts: one [`KeyPart`], or a tuple of
 /// keys (flattened into consecutive columns), or `()` (no columns).
 pub trait IndexKey: Data {
+    /// This key without its [`Desc`] wrappers: the type reads by key take
+    /// and return (`(i64, Desc<String>)` → `(i64, String)`; a key without
+    /// `Desc` is its own plain key).
+    type Plain: Data;
     /// Appends this key type's columns, in order.
     fn columns(out: &mut Vec<KeyColumn>);
     /// Appends this key's column values, in the order of [`columns`](Self::columns).
     fn values(&self, out: &mut Vec<KeyValue>);
+    /// The key of a plain key (wrapping parts in `Desc` where the index does).
+    fn from_plain(plain: Self::Plain) -> Self;
+    /// The plain key of this key (unwrapping every `Desc`).
+    fn into_plain(self) -> Self::Plain;
 }
 
 macro_rules! key_part {
     ($t:ty, $ty:ident, |$v:ident| $e:expr) => {
         impl KeyPart for $t {
+            type Plain = $t;
             fn column() -> KeyColumn {
                 KeyColumn {
                     ty: ColumnType::$ty,
@@ -152,13 +169,26 @@ macro_rules! key_part {
                 let $v = self;
                 $e
             }
+            fn from_plain(plain: $t) -> Self {
+                plain
+            }
+            fn into_plain(self) -> $t {
+                self
+            }
         }
         impl IndexKey for $t {
+            type Plain = $t;
             fn columns(out: &mut Vec<KeyColumn>) {
                 out.push(<$t as KeyPart>::column());
             }
             fn values(&self, out: &mut Vec<KeyValue>) {
                 out.push(KeyPart::value(self));
+            }
+            fn from_plain(plain: $t) -> Self {
+                plain
+            }
+            fn into_plain(self) -> $t {
+                self
             }
         }
     };
@@ -180,6 +210,7 @@ key_part!(NaiveDate, Date, |v| KeyValue::Date(*v));
 key_part!(NaiveDateTime, Timestamp, |v| KeyValue::Timestamp(*v));
 
 impl<P: KeyPart> KeyPart for Option<P> {
+    type Plain = Option<P::Plain>;
     fn column() -> KeyColumn {
         KeyColumn {
             nullable: true,
@@ -192,24 +223,45 @@ impl<P: KeyPart> KeyPart for Option<P> {
             Some(p) => p.value(),
         }
     }
+    fn from_plain(plain: Option<P::Plain>) -> Self {
+        plain.map(P::from_plain)
+    }
+    fn into_plain(self) -> Option<P::Plain> {
+        self.map(P::into_plain)
+    }
 }
 
 impl<P: KeyPart> IndexKey for Option<P> {
+    type Plain = Option<P::Plain>;
     fn columns(out: &mut Vec<KeyColumn>) {
         out.push(<Self as KeyPart>::column());
     }
     fn values(&self, out: &mut Vec<KeyValue>) {
         out.push(KeyPart::value(self));
     }
+    fn from_plain(plain: Option<P::Plain>) -> Self {
+        <Self as KeyPart>::from_plain(plain)
+    }
+    fn into_plain(self) -> Option<P::Plain> {
+        <Self as KeyPart>::into_plain(self)
+    }
 }
 
 /// A key part ordered descending: `Index::new("newest", |r: &Read| Desc(r.at))`.
 ///
+/// `Desc` only orders the index: reads by key take and return the plain
+/// key ([`IndexKey::Plain`]), never `Desc(..)`.
+///
 /// ```
-/// use stepping_zset::Desc;
+/// use stepping_zset::{Desc, Index, ZSet, zset};
 /// let mut v = vec![Desc(1), Desc(3), Desc(2)];
 /// v.sort();
 /// assert_eq!(v, [Desc(3), Desc(2), Desc(1)]);
+/// // Reads: plain keys in, plain keys out, in descending order.
+/// let newest = Index::new("at", |r: &(i64, char)| Desc(r.0));
+/// let z: ZSet<(i64, char)> = zset! { (1, 'a') => 1, (3, 'c') => 1, (2, 'b') => 1 };
+/// let keys: Vec<i64> = z.iter_by_index(&newest, Some(&[1, 3])).into_iter().map(|r| r.0).collect();
+/// assert_eq!(keys, [3, 1]);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -228,6 +280,7 @@ impl<P: Ord> Ord for Desc<P> {
 }
 
 impl<P: KeyPart> KeyPart for Desc<P> {
+    type Plain = P::Plain;
     fn column() -> KeyColumn {
         let inner = P::column();
         KeyColumn {
@@ -238,25 +291,42 @@ impl<P: KeyPart> KeyPart for Desc<P> {
     fn value(&self) -> KeyValue {
         self.0.value()
     }
+    fn from_plain(plain: P::Plain) -> Self {
+        Desc(P::from_plain(plain))
+    }
+    fn into_plain(self) -> P::Plain {
+        self.0.into_plain()
+    }
 }
 
 impl<P: KeyPart> IndexKey for Desc<P> {
+    type Plain = P::Plain;
     fn columns(out: &mut Vec<KeyColumn>) {
         out.push(<Self as KeyPart>::column());
     }
     fn values(&self, out: &mut Vec<KeyValue>) {
         out.push(KeyPart::value(self));
     }
+    fn from_plain(plain: P::Plain) -> Self {
+        <Self as KeyPart>::from_plain(plain)
+    }
+    fn into_plain(self) -> P::Plain {
+        <Self as KeyPart>::into_plain(self)
+    }
 }
 
 impl IndexKey for () {
+    type Plain = ();
     fn columns(_out: &mut Vec<KeyColumn>) {}
     fn values(&self, _out: &mut Vec<KeyValue>) {}
+    fn from_plain(_plain: ()) -> Self {}
+    fn into_plain(self) {}
 }
 
 macro_rules! key_tuple {
     ($($name:ident),+) => {
         impl<$($name: IndexKey),+> IndexKey for ($($name,)+) {
+            type Plain = ($($name::Plain,)+);
             fn columns(out: &mut Vec<KeyColumn>) {
                 $($name::columns(out);)+
             }
@@ -264,6 +334,16 @@ macro_rules! key_tuple {
             fn values(&self, out: &mut Vec<KeyValue>) {
                 let ($($name,)+) = self;
                 $($name.values(out);)+
+            }
+            #[allow(non_snake_case)]
+            fn from_plain(plain: Self::Plain) -> Self {
+                let ($($name,)+) = plain;
+                ($($name::from_plain($name),)+)
+            }
+            #[allow(non_snake_case)]
+            fn into_plain(self) -> Self::Plain {
+                let ($($name,)+) = self;
+                ($($name.into_plain(),)+)
             }
         }
     };

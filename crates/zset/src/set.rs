@@ -11,7 +11,7 @@ use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Index, Weight, weight};
+use crate::{Index, IndexKey, Weight, weight};
 
 /// A map from values to non-zero weights (DBSP Def. 3.1 ff.).
 ///
@@ -221,7 +221,9 @@ impl<T: Ord> ZSet<T> {
     }
 
     /// `(key, value, weight)` in key order (ties by value), for every value
-    /// or only those whose key is in `match_keys`.
+    /// or only those whose key is in `match_keys`. Keys in and out are
+    /// plain ([`IndexKey::Plain`]): a [`Desc`](crate::Desc) part orders the
+    /// rows but is never seen.
     ///
     /// ```
     /// use stepping_zset::{zset, Index, ZSet};
@@ -231,19 +233,22 @@ impl<T: Ord> ZSet<T> {
     /// let got: Vec<_> = rows.iter().map(|(k, v, w)| (*k, **v, *w)).collect();
     /// assert_eq!(got, [(1, (1, 3), -1), (1, (1, 5), 1), (2, (2, 0), 1)]);
     /// ```
-    pub fn iter_by_index<K: Ord + Hash>(
+    pub fn iter_by_index<K: IndexKey>(
         &self,
         index: &Index<T, K>,
-        match_keys: Option<&[K]>,
-    ) -> Vec<(K, &T, Weight)> {
-        let wanted: Option<HashSet<&K>> = match_keys.map(|keys| keys.iter().collect());
+        match_keys: Option<&[K::Plain]>,
+    ) -> Vec<(K::Plain, &T, Weight)> {
+        let wanted: Option<HashSet<K>> =
+            match_keys.map(|keys| keys.iter().cloned().map(K::from_plain).collect());
         let mut rows: Vec<(K, &T, Weight)> = self
             .iter()
             .map(|(v, w)| (index.key(v), v, w))
             .filter(|(k, _, _)| wanted.as_ref().is_none_or(|set| set.contains(k)))
             .collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        rows
+        rows.into_iter()
+            .map(|(k, v, w)| (k.into_plain(), v, w))
+            .collect()
     }
 }
 

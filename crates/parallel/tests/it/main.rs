@@ -7,6 +7,7 @@
 extern crate stepping_parallel as parallel;
 
 mod abandoned;
+mod ergonomics;
 mod stores;
 
 use std::sync::Arc;

@@ -145,6 +145,9 @@ impl StateStore for Handle {
     fn recover(&mut self) -> Result<Vec<graph::Rewound>, graph::StoreError> {
         (**self).recover()
     }
+    fn state_rows(&mut self, spec: &graph::StateSpec) -> Result<u64, graph::StoreError> {
+        (**self).state_rows(spec)
+    }
 }
 
 fn unique_prefix() -> String {

@@ -15,6 +15,7 @@ mod notify;
 mod reads;
 mod runtime;
 mod schema;
+mod sizes;
 mod sequence;
 mod statements;
 mod store;

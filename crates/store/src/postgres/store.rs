@@ -332,4 +332,8 @@ impl StateStore for Postgres {
         })??;
         sql::decode_rows(spec, schema, rows, sink)
     }
+
+    fn state_rows(&mut self, spec: &StateSpec) -> Result<u64, StoreError> {
+        self.count_state_rows(spec)
+    }
 }

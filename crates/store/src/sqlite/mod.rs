@@ -7,6 +7,7 @@ mod encode;
 mod frontier;
 mod reads;
 mod schema;
+mod sizes;
 mod statements;
 mod store;
 mod tx;

@@ -231,4 +231,8 @@ impl StateStore for Sqlite {
             .map(|_| ())
             .map_err(backend("forgetting a failed batch"))
     }
+
+    fn state_rows(&mut self, spec: &StateSpec) -> Result<u64, StoreError> {
+        self.count_state_rows(spec)
+    }
 }

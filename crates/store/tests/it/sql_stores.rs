@@ -351,13 +351,9 @@ fn key_order_with_nulls_and_nans_is_the_same_in_every_store() -> R {
         let nones = cache
             .iter_by_index(&mut *store, &by_opt, Some(&[None]))?
             .len();
-        let nan = cache.iter_by_index(
-            &mut *store,
-            &by_float_desc,
-            Some(&[Desc(F64::new(f64::NAN))]),
-        )?;
+        let nan = cache.iter_by_index(&mut *store, &by_float_desc, Some(&[F64::new(f64::NAN)]))?;
         let zero = cache
-            .iter_by_index(&mut *store, &by_float_desc, Some(&[Desc(F64::new(-0.0))]))?
+            .iter_by_index(&mut *store, &by_float_desc, Some(&[F64::new(-0.0)]))?
             .len();
         assert_eq!(nones, 2, "{kind:?}");
         assert_eq!(nan.len(), 1, "{kind:?}");

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use crate::{Index, ZSet, zset};
+use crate::{Index, Pair, ZSet, zset};
 
 fn small_zset() -> impl Strategy<Value = ZSet<u8>> {
     prop::collection::vec((0u8..6, -3i64..=3), 0..12).prop_map(|rows| rows.into_iter().collect())
@@ -91,4 +91,41 @@ fn zset_of_zsets_orders_and_hashes_by_content() {
 fn weight_sum_counts_duplicates() {
     let z: ZSet<&str> = zset! { "a" => 3, "b" => -1 };
     assert_eq!(z.weight_sum(), 2);
+}
+
+/// Pairs of a small domain, so that join keys collide.
+fn pairs() -> impl Strategy<Value = ZSet<(u8, u8)>> {
+    prop::collection::vec(((0u8..4, 0u8..4), -3i64..=3), 0..10)
+        .prop_map(|rows| rows.into_iter().collect())
+}
+
+proptest! {
+    /// `join` is its definition: every pair with equal keys, weights multiplied.
+    #[test]
+    fn join_is_the_nested_loop(a in pairs(), b in pairs()) {
+        let on = Index::new("k", |r: &(u8, u8)| r.0);
+        let mut expected = ZSet::new();
+        for (l, wl) in a.iter() {
+            for (r, wr) in b.iter() {
+                if l.0 == r.0 {
+                    expected.update(Pair::new(*l, *r), wl * wr);
+                }
+            }
+        }
+        prop_assert_eq!(a.join(&b, &on, &on), expected);
+    }
+
+    /// `first_n` is its definition: the positive rows spelled out one unit
+    /// each, in (key, value) order, and the first `n` of them counted.
+    #[test]
+    fn first_n_takes_the_first_units(a in pairs(), n in 0usize..8) {
+        let by_second = Index::new("second", |r: &(u8, u8)| crate::Desc(r.1));
+        let mut units: Vec<(crate::Desc<u8>, (u8, u8))> = Vec::new();
+        for (v, w) in a.iter().filter(|(_, w)| *w > 0) {
+            units.extend((0..w).map(|_| (crate::Desc(v.1), *v)));
+        }
+        units.sort();
+        let expected: ZSet<(u8, u8)> = units.into_iter().take(n).map(|(_, v)| (v, 1)).collect();
+        prop_assert_eq!(a.first_n(&by_second, n), expected);
+    }
 }
