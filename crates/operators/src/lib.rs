@@ -13,6 +13,8 @@
 //! | [`Distinct`] | `distinct` | Prop. 6.3 |
 //! | [`Aggregates`] | `reduce`, `count`, `group_reduce_flatten` | §11.1 |
 //! | [`FirstN`] | `first_n` | §11.1 (not linear: re-computed over the integral) |
+//! | [`Extremes`] | `min`, `max`, `arg_min`, `arg_max`, `group_min`, `group_max`, `group_arg_min`, `group_arg_max` | §11.1 (not linear: an ordered state read from its first rows) |
+//! | [`Summaries`] | `count_distinct`, `avg`, `group_count_distinct`, `group_avg` | Prop. 6.3, §11.1 |
 //! | [`Grouping`], [`GroupedOps`] | `group`, `per_group`, `flatten` | lifting (§6) |
 //! | [`Recursion`], [`TransitiveClosure`] | `recursive`, `transitive_closure` | §§6–9 |
 //! | [`Scalars`], [`ScalarOps`] | `make_set`, `make_scalar`, scalar `integrate`/`delay`/`differentiate` | §3 |
@@ -29,30 +31,34 @@
 
 mod aggregate;
 mod distinct;
+mod extreme;
 mod first_n;
 mod group;
 mod join;
 mod linear;
 mod recursive;
 mod scalar;
+mod summary;
 mod temporal;
 
 pub use aggregate::{Aggregate, Aggregates};
 pub use distinct::Distinct;
+pub use extreme::Extremes;
 pub use first_n::FirstN;
 pub use group::{GroupedOps, Grouping};
 pub use join::Joins;
 pub use linear::Linear;
 pub use recursive::{DEFAULT_MAX_STEPS, Recursion, TransitiveClosure};
 pub use scalar::{ScalarOps, Scalars};
+pub use summary::{Mean, Summaries};
 pub use temporal::{Integrals, ScopedIndex};
 
 /// Everything needed to write queries: the operator traits and the types
 /// they use.
 pub mod prelude {
     pub use crate::{
-        Aggregate, Aggregates, Distinct, FirstN, GroupedOps, Grouping, Integrals, Joins, Linear,
-        Recursion, ScalarOps, Scalars, ScopedIndex, TransitiveClosure,
+        Aggregate, Aggregates, Distinct, Extremes, FirstN, GroupedOps, Grouping, Integrals, Joins,
+        Linear, Mean, Recursion, ScalarOps, Scalars, ScopedIndex, Summaries, TransitiveClosure,
     };
     pub use graph::{
         Cache, Changes, Graph, GraphError, Input, Output, Outputs, Query, Stream, Time,
