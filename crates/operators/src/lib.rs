@@ -10,6 +10,7 @@
 //! | [`Linear`] | `map`, `filter`, `map_many`, `neg`, `add`, `inspect`, `identity_print` | §4 (linear: `Q^Δ = Q`) |
 //! | [`Integrals`] | `delay`, `delay_indexed`, `integrate`, `integrate_indexed`, `integrate_delay`, `differentiate` | Defs. 3.25, 3.27 |
 //! | [`Joins`] | `join`, `outer_join` | Theorem 5.5 |
+//! | [`SemiJoins`] | `semi_join`, `anti_join` | Theorem 5.5, Prop. 6.3 |
 //! | [`Distinct`] | `distinct` | Prop. 6.3 |
 //! | [`Aggregates`] | `reduce`, `count`, `group_reduce_flatten` | §11.1 |
 //! | [`FirstN`] | `first_n` | §11.1 (not linear: re-computed over the integral) |
@@ -38,6 +39,7 @@ mod join;
 mod linear;
 mod recursive;
 mod scalar;
+mod semi_join;
 mod summary;
 mod temporal;
 
@@ -50,6 +52,7 @@ pub use join::Joins;
 pub use linear::Linear;
 pub use recursive::{DEFAULT_MAX_STEPS, Recursion, TransitiveClosure};
 pub use scalar::{ScalarOps, Scalars};
+pub use semi_join::SemiJoins;
 pub use summary::{Mean, Summaries};
 pub use temporal::{Integrals, ScopedIndex};
 
@@ -58,7 +61,8 @@ pub use temporal::{Integrals, ScopedIndex};
 pub mod prelude {
     pub use crate::{
         Aggregate, Aggregates, Distinct, Extremes, FirstN, GroupedOps, Grouping, Integrals, Joins,
-        Linear, Mean, Recursion, ScalarOps, Scalars, ScopedIndex, Summaries, TransitiveClosure,
+        Linear, Mean, Recursion, ScalarOps, Scalars, ScopedIndex, SemiJoins, Summaries,
+        TransitiveClosure,
     };
     pub use graph::{
         Cache, Changes, Graph, GraphError, Input, Output, Outputs, Query, Stream, Time,

@@ -18,4 +18,5 @@ mod own_names;
 mod postgres;
 mod queries;
 mod reliability;
+mod semi_joins;
 mod sql_stores;

@@ -123,3 +123,25 @@ pub(crate) fn group_avg<T, G: Ord + Clone>(
         .map(|(g, (s, n))| (g, s as f64 / n as f64 + 0.0))
         .collect()
 }
+
+/// The left rows, each with its weight, whose key's right rows have a
+/// positive total weight (`matched`), or whose key's do not (`!matched`).
+pub(crate) fn semi_join<L: Ord + Clone, R, K: Eq>(
+    l: &Rel<L>,
+    r: &Rel<R>,
+    kl: impl Fn(&L) -> K,
+    kr: impl Fn(&R) -> K,
+    matched: bool,
+) -> Rel<L> {
+    l.iter()
+        .filter(|(a, _)| {
+            let total: i64 = r
+                .iter()
+                .filter(|(b, _)| kr(b) == kl(a))
+                .map(|(_, w)| w)
+                .sum();
+            (total > 0) == matched
+        })
+        .map(|(a, w)| (a.clone(), *w))
+        .collect()
+}
