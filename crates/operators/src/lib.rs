@@ -17,6 +17,7 @@
 //! | [`Extremes`] | `min`, `max`, `arg_min`, `arg_max`, `group_min`, `group_max`, `group_arg_min`, `group_arg_max` | §11.1 (not linear: an ordered state read from its first rows) |
 //! | [`Summaries`] | `count_distinct`, `avg`, `group_count_distinct`, `group_avg` | Prop. 6.3, §11.1 |
 //! | [`Grouping`], [`GroupedOps`] | `group`, `per_group`, `flatten` | lifting (§6) |
+//! | [`Windows`] | `tumbling`, `hopping`, `rolling` | window aggregates (tumbling and hopping are linear) |
 //! | [`Recursion`], [`TransitiveClosure`] | `recursive`, `transitive_closure` | §§6–9 |
 //! | [`Scalars`], [`ScalarOps`] | `make_set`, `make_scalar`, scalar `integrate`/`delay`/`differentiate` | §3 |
 //!
@@ -42,6 +43,7 @@ mod scalar;
 mod semi_join;
 mod summary;
 mod temporal;
+mod window;
 
 pub use aggregate::{Aggregate, Aggregates};
 pub use distinct::Distinct;
@@ -55,6 +57,7 @@ pub use scalar::{ScalarOps, Scalars};
 pub use semi_join::SemiJoins;
 pub use summary::{Mean, Summaries};
 pub use temporal::{Integrals, ScopedIndex};
+pub use window::Windows;
 
 /// Everything needed to write queries: the operator traits and the types
 /// they use.
@@ -62,12 +65,12 @@ pub mod prelude {
     pub use crate::{
         Aggregate, Aggregates, Distinct, Extremes, FirstN, GroupedOps, Grouping, Integrals, Joins,
         Linear, Mean, Recursion, ScalarOps, Scalars, ScopedIndex, SemiJoins, Summaries,
-        TransitiveClosure,
+        TransitiveClosure, Windows,
     };
     pub use graph::{
         Cache, Changes, Graph, GraphError, Input, Output, Outputs, Query, Stream, Time,
     };
-    pub use zset::{Data, Desc, F64, Index, OrEmpty, Pair, ZSet, zset};
+    pub use zset::{Data, Desc, EventTime, F64, Index, OrEmpty, Pair, ZSet, zset};
 }
 
 /// The part names of the group keys of `stream`'s scope.

@@ -20,3 +20,4 @@ mod queries;
 mod reliability;
 mod semi_joins;
 mod sql_stores;
+mod windows;

@@ -145,3 +145,55 @@ pub(crate) fn semi_join<L: Ord + Clone, R, K: Eq>(
         .map(|(a, w)| (a.clone(), *w))
         .collect()
 }
+
+/// Each row with the start of every window `[k·hop, k·hop + width)`
+/// containing `time(row)`, found by trying every start near it.
+pub(crate) fn windows<T: Ord + Clone>(
+    rel: &Rel<T>,
+    time: impl Fn(&T) -> i64,
+    width: i64,
+    hop: i64,
+) -> Rel<(T, i64)> {
+    let mut out = Rel::new();
+    for (row, w) in rel {
+        let t = time(row);
+        let mut start = (t - width - hop).div_euclid(hop) * hop;
+        while start <= t {
+            if start <= t && t < start + width {
+                bump(&mut out, &(row.clone(), start), *w);
+            }
+            start += hop;
+        }
+    }
+    out
+}
+
+/// For each key and each time at which the key has a row of positive
+/// weight: `(key, time, Σ value·w, Σ w)` over the key's rows with time in
+/// `(time − width, time]`.
+pub(crate) fn rolling_sums<T, K: Ord + Clone>(
+    rel: &Rel<T>,
+    key: impl Fn(&T) -> K,
+    time: impl Fn(&T) -> i64,
+    value: impl Fn(&T) -> i64,
+    width: i64,
+) -> Rel<(K, i64, i64, i64)> {
+    let mut points: BTreeMap<(K, i64), ()> = BTreeMap::new();
+    for (row, w) in rel {
+        if *w > 0 {
+            points.insert((key(row), time(row)), ());
+        }
+    }
+    let mut out = Rel::new();
+    for (k, t) in points.into_keys() {
+        let (mut sum, mut count) = (0, 0);
+        for (row, w) in rel {
+            if key(row) == k && time(row) <= t && time(row) > t - width {
+                sum += value(row) * w;
+                count += w;
+            }
+        }
+        bump(&mut out, &(k, t, sum, count), 1);
+    }
+    out
+}
