@@ -12,8 +12,9 @@ fn usage() -> &'static str {
 commands:
   test    fmt check, clippy -D warnings, every test of the workspace (with a
           throwaway Postgres unless STEPPING_TEST_PG is set),
-          `cargo bench --no-run` and a `cargo package` dry run of the
-          library crates; what CI runs
+          `cargo bench --no-run`, each store feature alone (built with
+          clippy; SQLite-only tested through the operators' suite) and a
+          `cargo package` dry run of the library crates; what CI runs
     ci      the same as test
   bench   the meter-reads benchmark in release mode (a throwaway Postgres
           unless STEPPING_TEST_PG is set); prints a table and writes
@@ -92,6 +93,34 @@ fn test() -> Result<(), String> {
     cargo(&["test", "--workspace", "--all-targets"], &envs)?;
     cargo(&["test", "--workspace", "--doc"], &envs)?;
     cargo(&["bench", "--workspace", "--no-run"], &[])?;
+    // Each store feature alone. The workspace build above has both on (the
+    // benches enable them), so these are the only builds of one without the
+    // other: a SQLite-only store and parallel, tested through the operators'
+    // suite and doctests (their store dev-dependency has the default
+    // features only), and a Postgres-only store.
+    cargo(&["test", "-p", "stepping-operators"], &[])?;
+    for (package, features) in [
+        ("stepping-store", "sqlite"),
+        ("stepping-store", "postgres"),
+        ("stepping-store", ""),
+        ("stepping-parallel", "sqlite"),
+        ("stepping-parallel", "postgres"),
+    ] {
+        cargo(
+            &[
+                "clippy",
+                "-p",
+                package,
+                "--no-default-features",
+                "--features",
+                features,
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )?;
+    }
     // The library crates package for crates.io (a dry run: no upload, no
     // second build).
     cargo(

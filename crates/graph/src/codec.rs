@@ -539,6 +539,9 @@ impl<R: Data> Codec for ZSetCodec<R> {
     ) -> Result<(), String> {
         decode_into::<R>(data, weight, step, sink)
     }
+    fn show(&self, data: &[u8]) -> String {
+        show::<R>(data)
+    }
     fn merged(&self, other: &dyn Codec) -> Option<Arc<dyn Codec>> {
         let other = other.as_any().downcast_ref::<ZSetCodec<R>>()?;
         if other.kind != self.kind {
@@ -684,11 +687,21 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
     ) -> Result<(), String> {
         decode_into::<R>(data, weight, step, sink)
     }
+    fn show(&self, data: &[u8]) -> String {
+        show::<R>(data)
+    }
     fn merged(&self, _other: &dyn Codec) -> Option<Arc<dyn Codec>> {
         None
     }
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+fn show<R: Data>(data: &[u8]) -> String {
+    match postcard::from_bytes::<R>(data) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("<not a row: {e}>"),
     }
 }
 

@@ -288,6 +288,11 @@ pub trait Codec: Send + Sync + 'static {
     fn merged(&self, other: &dyn Codec) -> Option<Arc<dyn Codec>>;
     /// For downcasting in [`merged`](Self::merged).
     fn as_any(&self) -> &dyn Any;
+    /// A stored row's `data` shown as its value (`Debug`), for reports
+    /// such as a store's `verify`; bytes that are no row say so.
+    fn show(&self, data: &[u8]) -> String {
+        format!("<{} bytes>", data.len())
+    }
     /// An empty sink for [`decode`](Self::decode) (a `Vec<StoredRow<R>>`),
     /// for code that reads a state without knowing its row type (a
     /// migration reading the kept inputs). `None` for states that are not

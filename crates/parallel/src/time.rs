@@ -95,6 +95,7 @@ impl TimeSource for Given {
 
 /// A Postgres `SEQUENCE` as a global time source: workers in several
 /// processes take times from it, each claimed for the batch it is for.
+#[cfg(feature = "postgres")]
 impl TimeSource for store::PgSequence {
     fn next_time(&mut self) -> Result<i64, StoreError> {
         store::PgSequence::next(self)

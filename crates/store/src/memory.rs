@@ -14,6 +14,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 
 struct Shared {
+    /// The graph the store was made for (`verify` runs a copy).
+    graph: Graph,
     specs: Vec<StateSpec>,
     tables: Vec<RwLock<Box<dyn MemTable>>>,
     by_path: HashMap<Path, usize>,
@@ -76,6 +78,7 @@ impl Memory {
         let clock = Mutex::new(vec![0; specs.len()]);
         Memory {
             shared: Arc::new(Shared {
+                graph: graph.clone(),
                 specs,
                 tables,
                 by_path,
@@ -430,4 +433,47 @@ fn wait_until(
         }
     }
     Ok(())
+}
+
+impl crate::Verifiable for Memory {
+    fn verify(&mut self) -> Result<crate::Verification, StoreError> {
+        self.check(false)
+    }
+
+    fn repair(&mut self) -> Result<crate::Verification, StoreError> {
+        self.check(true)
+    }
+}
+
+impl Memory {
+    /// `verify`, and with `repair` the drifted tables replaced by the
+    /// computed ones, all under the commit lock (no iteration commits in
+    /// between).
+    fn check(&mut self, repair: bool) -> Result<crate::Verification, StoreError> {
+        let shared = &*self.shared;
+        let _commits = shared.commit.lock();
+        let expected = crate::verify::expected(&shared.graph, |spec, sink| {
+            let s = shared.by_path.get(spec.path()).copied().ok_or_else(|| {
+                StoreError::backend("verifying", format!("no state `{}`", spec.path()))
+            })?;
+            shared.tables[s].read().read(&Read::All, sink)
+        })?;
+        let mut states = Vec::with_capacity(shared.specs.len());
+        for (s, spec) in shared.specs.iter().enumerate() {
+            let stored = crate::verify::rows_of(self, spec, s)?;
+            let computed = crate::verify::rows_of(&expected, spec, s)?;
+            let mut check =
+                crate::verify::compare(spec, &spec.path().to_string(), stored, computed);
+            if repair && !check.differences.is_empty() {
+                let fresh = std::mem::replace(
+                    &mut *expected.shared.tables[s].write(),
+                    spec.codec().new_table(),
+                );
+                *shared.tables[s].write() = fresh;
+                check.repaired = true;
+            }
+            states.push(check);
+        }
+        Ok(crate::Verification { states })
+    }
 }

@@ -12,7 +12,8 @@ use graph::{Graph, GraphError, MigrationPlan, StateSpec, StoreError};
 use crate::Memory;
 
 /// Every state of `graph` computed from the inputs `read` gives (each
-/// input's kept integral, read whole into the sink it is given).
+/// input's kept integral, read whole into the sink it is given), for the
+/// states `plan` backfills.
 pub(crate) fn recompute(
     graph: &Graph,
     plan: &MigrationPlan,
@@ -23,7 +24,17 @@ pub(crate) fn recompute(
         .map(|e| e.path.clone())
         .collect::<Vec<_>>()
         .join(", ");
-    let changes = graph.inputs_from_states(&needed_by, read)?;
+    recompute_for(graph, &needed_by, read)
+}
+
+/// Every state of `graph` computed from the inputs `read` gives;
+/// `needed_by` names what needs them, for the error of an input not kept.
+pub(crate) fn recompute_for(
+    graph: &Graph,
+    needed_by: &str,
+    read: impl FnMut(&StateSpec, &mut dyn Any) -> Result<(), StoreError>,
+) -> Result<Memory, GraphError> {
+    let changes = graph.inputs_from_states(needed_by, read)?;
     let mut memory = Memory::new(graph);
     graph.iteration(&mut memory, changes)?;
     Ok(memory)

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use graph::StoreError;
 use tokio_postgres::{GenericClient, Row};
 
-use crate::postgres::{Conn, Tables, failed_table, pg, set_last_update};
+use super::{Conn, Tables, failed_table, pg, set_last_update};
 
 /// The longest a waiter waits before it looks for an abandoned time, and
 /// then the pause between two looks (so that a wait costs nothing extra

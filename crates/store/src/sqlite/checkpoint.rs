@@ -47,7 +47,7 @@ use rusqlite::Connection;
 use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
 
-use crate::sqlite::backend;
+use super::encode::backend;
 
 /// How far the log grows between two wake-ups of the checkpoint thread:
 /// 16 MiB. (Every 1, 4, 16 and 32 MiB ran a serial ingest equally fast;

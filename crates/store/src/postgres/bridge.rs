@@ -19,11 +19,11 @@ use graph::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::GenericClient;
 
-use crate::StoreStats;
-use crate::postgres::{
+use super::{
     Borrowed, Conn, PgRow, Tables, Wake, explain_refusal, lock_times, max_step, pg, read_rows,
     refusal, set_last_update, wait_for, write_rows,
 };
+use crate::StoreStats;
 use crate::sql::{self, SqlRead};
 
 const SAVEPOINT: &str = "stepping_iteration";

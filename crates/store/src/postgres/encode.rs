@@ -1,0 +1,258 @@
+//! Key values and encoded rows as Postgres parameters and results: the dialect,
+//! array parameters, and decoding a row.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use graph::{StoreError, identity_of};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+use zset::{ColumnType, KeyValue};
+
+use crate::sql::{self, Dialect, SqlRow, TableSchema};
+
+pub(super) struct PgDialect;
+
+impl Dialect for PgDialect {
+    fn column_type(&self, ty: ColumnType) -> &'static str {
+        match ty {
+            ColumnType::Bool => "BOOLEAN",
+            ColumnType::Int => "BIGINT",
+            ColumnType::Float => "DOUBLE PRECISION",
+            ColumnType::Text => "TEXT COLLATE \"C\"",
+            ColumnType::Bytes => "BYTEA",
+            ColumnType::Uuid => "UUID",
+            ColumnType::Date => "DATE",
+            ColumnType::Timestamp => "TIMESTAMP",
+            _ => "BYTEA",
+        }
+    }
+    fn bigint(&self) -> &'static str {
+        "BIGINT"
+    }
+    fn can_cluster(&self, columns: &[sql::Column]) -> bool {
+        // A primary key's columns are never NULL and always ascending.
+        columns.iter().all(|c| !c.key.nullable && !c.key.descending)
+    }
+    fn blob(&self) -> &'static str {
+        "BYTEA"
+    }
+    fn nulls(&self, descending: bool) -> &'static str {
+        // Rust order: `None` first ascending, so last descending.
+        if descending {
+            " NULLS LAST"
+        } else {
+            " NULLS FIRST"
+        }
+    }
+    fn table_options(&self, _schema: &TableSchema) -> &'static str {
+        ""
+    }
+}
+
+pub(super) fn array_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Bool => "bool[]",
+        ColumnType::Int => "int8[]",
+        ColumnType::Float => "float8[]",
+        ColumnType::Text => "text[]",
+        ColumnType::Uuid => "uuid[]",
+        ColumnType::Date => "date[]",
+        ColumnType::Timestamp => "timestamp[]",
+        _ => "bytea[]",
+    }
+}
+
+/// One typed array parameter (a column of many rows or keys).
+#[derive(Debug)]
+pub(super) enum PgArray {
+    Bool(Vec<Option<bool>>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Text(Vec<Option<String>>),
+    Bytes(Vec<Option<Vec<u8>>>),
+    Uuid(Vec<Option<Uuid>>),
+    Date(Vec<Option<NaiveDate>>),
+    Timestamp(Vec<Option<NaiveDateTime>>),
+}
+
+impl PgArray {
+    pub(super) fn new(ty: ColumnType, capacity: usize) -> Self {
+        match ty {
+            ColumnType::Bool => PgArray::Bool(Vec::with_capacity(capacity)),
+            ColumnType::Int => PgArray::Int(Vec::with_capacity(capacity)),
+            ColumnType::Float => PgArray::Float(Vec::with_capacity(capacity)),
+            ColumnType::Text => PgArray::Text(Vec::with_capacity(capacity)),
+            ColumnType::Uuid => PgArray::Uuid(Vec::with_capacity(capacity)),
+            ColumnType::Date => PgArray::Date(Vec::with_capacity(capacity)),
+            ColumnType::Timestamp => PgArray::Timestamp(Vec::with_capacity(capacity)),
+            _ => PgArray::Bytes(Vec::with_capacity(capacity)),
+        }
+    }
+
+    pub(super) fn push(&mut self, table: &str, v: &KeyValue) -> Result<(), StoreError> {
+        let mismatch = || StoreError::Unrepresentable {
+            table: table.to_owned(),
+            detail: format!("key value {v:?} does not fit its column"),
+        };
+        match (self, v) {
+            (PgArray::Bool(a), KeyValue::Null) => a.push(None),
+            (PgArray::Int(a), KeyValue::Null) => a.push(None),
+            (PgArray::Float(a), KeyValue::Null) => a.push(None),
+            (PgArray::Text(a), KeyValue::Null) => a.push(None),
+            (PgArray::Bytes(a), KeyValue::Null) => a.push(None),
+            (PgArray::Uuid(a), KeyValue::Null) => a.push(None),
+            (PgArray::Date(a), KeyValue::Null) => a.push(None),
+            (PgArray::Timestamp(a), KeyValue::Null) => a.push(None),
+            (PgArray::Bool(a), KeyValue::Bool(b)) => a.push(Some(*b)),
+            (PgArray::Int(a), KeyValue::Int(i)) => a.push(Some(*i)),
+            (PgArray::Float(a), KeyValue::Float(f)) => a.push(Some(f.get())),
+            (PgArray::Text(a), KeyValue::Text(s)) => a.push(Some(s.clone())),
+            (PgArray::Bytes(a), KeyValue::Bytes(b)) => a.push(Some(b.clone())),
+            (PgArray::Uuid(a), KeyValue::Uuid(u)) => a.push(Some(*u)),
+            (PgArray::Date(a), KeyValue::Date(d)) => a.push(Some(*d)),
+            (PgArray::Timestamp(a), KeyValue::Timestamp(t)) => a.push(Some(*t)),
+            _ => return Err(mismatch()),
+        }
+        Ok(())
+    }
+
+    pub(super) fn param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            PgArray::Bool(a) => a,
+            PgArray::Int(a) => a,
+            PgArray::Float(a) => a,
+            PgArray::Text(a) => a,
+            PgArray::Bytes(a) => a,
+            PgArray::Uuid(a) => a,
+            PgArray::Date(a) => a,
+            PgArray::Timestamp(a) => a,
+        }
+    }
+}
+
+/// One key value as a query parameter.
+pub(super) fn scalar_param(v: &KeyValue) -> Box<dyn ToSql + Sync + Send> {
+    match v {
+        KeyValue::Null => Box::new(Option::<i64>::None),
+        KeyValue::Bool(b) => Box::new(*b),
+        KeyValue::Int(i) => Box::new(*i),
+        KeyValue::Float(f) => Box::new(f.get()),
+        KeyValue::Text(s) => Box::new(s.clone()),
+        KeyValue::Bytes(b) => Box::new(b.clone()),
+        KeyValue::Uuid(u) => Box::new(*u),
+        KeyValue::Date(d) => Box::new(*d),
+        KeyValue::Timestamp(t) => Box::new(*t),
+        other => Box::new(format!("{other:?}")),
+    }
+}
+
+/// A key column read back from a row (for tie-breaking reads).
+pub(super) fn key_from_row(
+    row: &Row,
+    i: usize,
+    ty: ColumnType,
+) -> Result<KeyValue, tokio_postgres::Error> {
+    fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> KeyValue) -> KeyValue {
+        v.map_or(KeyValue::Null, f)
+    }
+    Ok(match ty {
+        ColumnType::Bool => opt(row.try_get::<_, Option<bool>>(i)?, KeyValue::Bool),
+        ColumnType::Int => opt(row.try_get::<_, Option<i64>>(i)?, KeyValue::Int),
+        ColumnType::Float => opt(row.try_get::<_, Option<f64>>(i)?, |f| {
+            KeyValue::Float(zset::F64::new(f))
+        }),
+        ColumnType::Text => opt(row.try_get::<_, Option<String>>(i)?, KeyValue::Text),
+        ColumnType::Uuid => opt(row.try_get::<_, Option<Uuid>>(i)?, KeyValue::Uuid),
+        ColumnType::Date => opt(row.try_get::<_, Option<NaiveDate>>(i)?, KeyValue::Date),
+        ColumnType::Timestamp => opt(
+            row.try_get::<_, Option<NaiveDateTime>>(i)?,
+            KeyValue::Timestamp,
+        ),
+        _ => opt(row.try_get::<_, Option<Vec<u8>>>(i)?, KeyValue::Bytes),
+    })
+}
+
+/// A read row's encoded value, left in the row the server sent: decoding
+/// borrows it rather than copying every row's bytes out first.
+pub(crate) struct PgData(Row);
+
+impl AsRef<[u8]> for PgData {
+    fn as_ref(&self) -> &[u8] {
+        // `row_of` checked that column 1 reads as bytes; were it not to,
+        // the empty value fails to decode, naming the table and row.
+        self.0.try_get(1).unwrap_or_default()
+    }
+}
+
+/// A row read from Postgres.
+pub(crate) type PgRow = SqlRow<PgData>;
+
+pub(super) fn row_of(table: &str, nested: bool, verify: bool, r: Row) -> Result<PgRow, StoreError> {
+    let identity: i64 = r.try_get(0).map_err(|e| StoreError::Corrupt {
+        table: table.to_owned(),
+        identity: "?".into(),
+        detail: format!("identity: {e}"),
+    })?;
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: table.to_owned(),
+        identity: identity.to_string(),
+        detail,
+    };
+    let data: &[u8] = r.try_get(1).map_err(|e| corrupt(format!("data: {e}")))?;
+    if verify && identity_of(data) != identity {
+        return Err(corrupt("the identity does not match the row's data".into()));
+    }
+    let weight: i64 = r
+        .try_get(2)
+        .map_err(|e| corrupt(format!("weight c: {e}")))?;
+    let step: i32 = if nested {
+        r.try_get(3).map_err(|e| corrupt(format!("step: {e}")))?
+    } else {
+        0
+    };
+    if weight == 0 {
+        return Err(corrupt("a stored weight is 0".into()));
+    }
+    let step = u32::try_from(step).map_err(|_| corrupt(format!("step {step} is out of range")))?;
+    Ok(SqlRow {
+        identity,
+        data: PgData(r),
+        weight,
+        step,
+    })
+}
+
+pub(super) fn key_arrays(
+    schema: &TableSchema,
+    index: usize,
+    keys: &[Vec<KeyValue>],
+) -> Result<Vec<PgArray>, StoreError> {
+    columns_arrays(schema, schema.indexes[index].columns.clone(), keys)
+}
+
+/// One array per clustered key column, of `keys` (each the clustered
+/// columns' values).
+pub(super) fn pk_arrays(
+    schema: &TableSchema,
+    keys: &[Vec<KeyValue>],
+) -> Result<Vec<PgArray>, StoreError> {
+    columns_arrays(schema, schema.clustered.clone(), keys)
+}
+
+pub(super) fn columns_arrays(
+    schema: &TableSchema,
+    columns: std::ops::Range<usize>,
+    keys: &[Vec<KeyValue>],
+) -> Result<Vec<PgArray>, StoreError> {
+    let cs = &schema.columns[columns];
+    let mut arrays: Vec<PgArray> = cs
+        .iter()
+        .map(|c| PgArray::new(c.key.ty, keys.len()))
+        .collect();
+    for key in keys {
+        for (a, v) in arrays.iter_mut().zip(key) {
+            a.push(&schema.name, v)?;
+        }
+    }
+    Ok(arrays)
+}

@@ -1,0 +1,389 @@
+//! Creating, checking and migrating a prefix's tables: the recorded shapes,
+//! first-use locking and legacy names.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use graph::{Graph, GraphError, StoreError, identity_of};
+use tokio_postgres::GenericClient;
+
+use super::encode::{PgDialect, PgRow};
+use super::reads::read_rows;
+use super::runtime::{Conn, pg};
+use super::statements::Tables;
+use super::writes::write_rows;
+use crate::StoreStats;
+use crate::sql::{self, OwnNames, SqlRead, TableSchema};
+
+/// The key of the advisory lock under which the tables, the failed-batch
+/// table and the time sequence of `prefix` are created and checked (a
+/// hash: another prefix, or an application's own advisory lock, that
+/// shares it only makes them take turns).
+pub(super) fn prefix_lock(prefix: &str) -> i64 {
+    identity_of(format!("stepping-rs tables {prefix}").as_bytes())
+}
+
+/// Takes the lock of [`prefix_lock`] until the end of `client`'s
+/// transaction.
+pub(super) async fn lock_prefix<C: GenericClient>(
+    client: &C,
+    prefix: &str,
+) -> Result<(), StoreError> {
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            prefix_lock(prefix)
+        ))
+        .await
+        .map_err(pg(format!("locking the tables of prefix `{prefix}`")))
+}
+
+/// A relation found in the catalog: its kind (`r` a table, `S` a
+/// sequence), its columns in order, and its primary key's name.
+pub(super) struct Relation {
+    pub(super) kind: String,
+    pub(super) columns: Vec<String>,
+    pub(super) pkey: Option<String>,
+}
+
+/// Which of the relations `names` exist (where the search path finds
+/// them), by name.
+pub(super) async fn relations<C: GenericClient>(
+    client: &C,
+    names: &[&str],
+) -> Result<HashMap<String, Relation>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, c.relkind::text, \
+             ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum), \
+             (SELECT k.conname::text FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') \
+             FROM pg_catalog.pg_class c \
+             WHERE c.relname::text = ANY($1::text[]) AND pg_catalog.pg_table_is_visible(c.oid)",
+            &[&names],
+        )
+        .await
+        .map_err(pg("reading the catalog"))?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                Relation {
+                    kind: r.try_get(1)?,
+                    columns: r.try_get(2)?,
+                    pkey: r.try_get(3)?,
+                },
+            ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(pg("reading the catalog"))
+}
+
+/// Gives the store's own tables of a store made by an earlier version
+/// today's names ([`OwnNames::legacy_tables`]), in the caller's transaction
+/// holding the prefix's lock: a table is renamed, with its primary key,
+/// when it has the columns of that table and today's name is free.
+pub(super) async fn rename_legacy_tables<C: GenericClient>(
+    client: &C,
+    prefix: &str,
+) -> Result<(), StoreError> {
+    let legacy = OwnNames::legacy_tables(prefix);
+    let names: Vec<&str> = legacy
+        .iter()
+        .flat_map(|l| [l.old.as_str(), l.new.as_str()])
+        .collect();
+    let found = relations(client, &names).await?;
+    for l in &legacy {
+        let old = found.get(&l.old).filter(|r| r.kind == "r");
+        if !l.applies(old.map(|r| &r.columns[..]), found.contains_key(&l.new)) {
+            continue;
+        }
+        let mut sql = format!("ALTER TABLE {} RENAME TO {};", l.old, l.new);
+        // `<old>_pkey` is a name a state's table could have.
+        if old.and_then(|r| r.pkey.as_deref()) == Some(&format!("{}_pkey", l.old)) {
+            sql.push_str(&format!(
+                " ALTER INDEX {}_pkey RENAME TO {}_pkey;",
+                l.old, l.new
+            ));
+        }
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(pg(format!("renaming `{}` to `{}`", l.old, l.new)))?;
+    }
+    Ok(())
+}
+
+/// How the states recorded under `tables`' prefix compare with its graph's.
+pub(super) async fn plan_of<C: GenericClient>(
+    tx: &C,
+    tables: &Tables,
+) -> Result<graph::MigrationPlan, StoreError> {
+    let recorded = tx
+        .query(
+            &format!(
+                "SELECT table_name, path, shape, definition FROM {}",
+                tables.tables()
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(format!("reading `{}`", tables.tables())))?
+        .into_iter()
+        .map(|r| {
+            Ok(sql::Recorded {
+                table: r.try_get(0)?,
+                path: r.try_get(1)?,
+                shape: r.try_get(2)?,
+                definition: r.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+        .map_err(pg(format!("reading `{}`", tables.tables())))?;
+    let query = tx
+        .query(&format!("SELECT table_name FROM {}", tables.query()), &[])
+        .await
+        .map_err(pg("reading the query's tables"))?
+        .into_iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(pg("reading the query's tables"))?;
+    Ok(sql::plan(&tables.schemas, &tables.specs, &recorded, &query))
+}
+
+/// Records `tables`' graph as the store's query: its tables, and each
+/// one's definition.
+pub(super) async fn record_query<C: GenericClient>(
+    tx: &C,
+    tables: &Tables,
+) -> Result<(), StoreError> {
+    let names = tables.names();
+    let definitions: Vec<String> = tables
+        .specs
+        .iter()
+        .map(|s| s.definition().to_owned())
+        .collect();
+    tx.execute(
+        &format!(
+            "UPDATE {} AS t SET definition = d.definition FROM unnest($1::text[], $2::text[]) AS d(name, definition) \
+             WHERE t.table_name = d.name",
+            tables.tables()
+        ),
+        &[&names, &definitions],
+    )
+    .await
+    .map_err(pg("recording the definitions"))?;
+    tx.batch_execute(&format!("DELETE FROM {}", tables.query()))
+        .await
+        .map_err(pg("recording the query's tables"))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (table_name) SELECT unnest($1::text[])",
+            tables.query()
+        ),
+        &[&names],
+    )
+    .await
+    .map_err(pg("recording the query's tables"))?;
+    Ok(())
+}
+
+/// Creates `schema`'s table and records it, at time `t` (a time already
+/// recorded for it is replaced).
+pub(super) async fn create_table<C: GenericClient>(
+    client: &C,
+    tables: &Tables,
+    schema: &TableSchema,
+    t: i64,
+) -> Result<(), StoreError> {
+    for stmt in sql::create_statements(&PgDialect, schema) {
+        client
+            .batch_execute(&stmt)
+            .await
+            .map_err(pg(format!("creating `{}`", schema.name)))?;
+    }
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} (table_name, path, kind, shape) VALUES ($1, $2, $3, $4)",
+                tables.tables()
+            ),
+            &[
+                &schema.name,
+                &schema.path,
+                &schema.kind.name(),
+                &schema.shape,
+            ],
+        )
+        .await
+        .map_err(pg(format!("recording `{}`", schema.name)))?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} AS l (table_name, t) VALUES ($1, $2) \
+                 ON CONFLICT (table_name) DO UPDATE SET t = excluded.t",
+                tables.last_update()
+            ),
+            &[&schema.name, &t],
+        )
+        .await
+        .map_err(pg(format!("recording `{}`", schema.name)))?;
+    Ok(())
+}
+
+/// Carries `plan` out in the open's transaction (see
+/// `OpenOptions::migrate`); returns it with the rows of each state.
+pub(super) async fn migrate_in<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    graph: &Graph,
+    stats: &Mutex<StoreStats>,
+    mut plan: graph::MigrationPlan,
+) -> Result<graph::MigrationPlan, StoreError> {
+    let client = conn.client();
+    let (meta, last_update) = (tables.tables(), tables.last_update());
+    let now: i64 = client
+        .query_one(
+            &format!("SELECT coalesce(max(t), 0) FROM {last_update}"),
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(pg(format!("reading `{last_update}`")))?;
+    let memory = if plan.backfilled().next().is_some() {
+        // The kept inputs, read whole first (the computation is not async).
+        let mut inputs: HashMap<String, Vec<PgRow>> = HashMap::new();
+        for e in &plan.entries {
+            if e.action != graph::PlanAction::Keep {
+                continue;
+            }
+            let Some(s) = tables.schemas.iter().position(|x| x.name == e.table) else {
+                continue;
+            };
+            if graph.inputs().iter().any(|p| p.as_str() == e.path) {
+                let rows = read_rows(
+                    conn,
+                    &tables.schemas[s],
+                    &tables.sql[s],
+                    &SqlRead::All,
+                    stats,
+                )
+                .await?;
+                inputs.insert(e.path.clone(), rows);
+            }
+        }
+        let computed = crate::migrate::recompute(graph, &plan, |spec, sink| {
+            let path = spec.path().to_string();
+            let s = tables
+                .specs
+                .iter()
+                .position(|x| x.path() == spec.path())
+                .ok_or_else(|| StoreError::InputNotKept {
+                    state: String::new(),
+                    input: path.clone(),
+                    why: "the store does not hold it".into(),
+                })?;
+            let rows = inputs
+                .remove(&path)
+                .ok_or_else(|| StoreError::InputNotKept {
+                    state: String::new(),
+                    input: path.clone(),
+                    why: "the store holds it under another row type".into(),
+                })?;
+            sql::decode_rows(&tables.specs[s], &tables.schemas[s], rows, sink)
+        });
+        Some(computed.map_err(|e| match e {
+            GraphError::Store(e) => e,
+            other => StoreError::backend("computing the migrated states", other.to_string()),
+        })?)
+    } else {
+        None
+    };
+    for entry in &mut plan.entries {
+        if matches!(
+            entry.action,
+            graph::PlanAction::Drop | graph::PlanAction::Changed { .. }
+        ) {
+            let table = entry.table.clone();
+            let rows: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .and_then(|r| r.try_get(0))
+                .unwrap_or(0);
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {table}; DELETE FROM {meta} WHERE table_name = '{table}'; \
+                     DELETE FROM {last_update} WHERE table_name = '{table}'"
+                ))
+                .await
+                .map_err(pg(format!("dropping `{table}`")))?;
+            entry.rows = Some(rows as u64);
+        }
+    }
+    for entry in &mut plan.entries {
+        if !entry.action.backfills() {
+            continue;
+        }
+        let Some(s) = tables.schemas.iter().position(|x| x.name == entry.table) else {
+            continue;
+        };
+        let (spec, schema) = (&tables.specs[s], &tables.schemas[s]);
+        create_table(client, tables, schema, now).await?;
+        let mut written = 0;
+        if let Some(memory) = &memory {
+            for delta in memory.contents(s) {
+                let rows = sql::encode_delta(spec, schema, &*delta)?;
+                written += rows.len() as u64;
+                let failed = AtomicBool::new(false);
+                write_rows(conn, schema, &tables.sql[s], &rows, stats, &failed).await?;
+            }
+        }
+        entry.rows = Some(written);
+    }
+    Ok(plan)
+}
+
+/// Whether `schema`'s table exists with the same shape.
+pub(super) async fn check_table<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    schema: &TableSchema,
+) -> Result<bool, StoreError> {
+    let exists_meta = conn
+        .client()
+        .query_opt("SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = $1 AND schemaname = ANY(current_schemas(false))", &[&tables.tables()])
+        .await
+        .map_err(pg("reading the catalog"))?
+        .is_some();
+    let recorded: Option<(String, String)> = if exists_meta {
+        conn.client()
+            .query_opt(
+                &format!(
+                    "SELECT path, shape FROM {} WHERE table_name = $1",
+                    tables.tables()
+                ),
+                &[&schema.name],
+            )
+            .await
+            .map_err(pg(format!("reading the shape of `{}`", schema.name)))?
+            .map(|r| Ok::<_, tokio_postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
+            .map_err(|e| StoreError::SchemaMismatch {
+                table: schema.name.clone(),
+                detail: format!(
+                    "its recorded path and shape in `{}` are not text: {e}",
+                    tables.tables()
+                ),
+            })?
+    } else {
+        None
+    };
+    let exists = conn
+        .client()
+        .query_opt("SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = $1 AND schemaname = ANY(current_schemas(false))", &[&schema.name])
+        .await
+        .map_err(pg("reading the catalog"))?
+        .is_some();
+    sql::table_state(schema, recorded, exists)
+}

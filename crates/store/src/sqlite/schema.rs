@@ -1,0 +1,377 @@
+//! Creating, checking and migrating a prefix's tables: the recorded shapes and
+//! legacy names.
+
+use graph::StoreError;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::Sqlite;
+use super::encode::{SqliteDialect, backend};
+use crate::sql::{self, OwnNames, SqlRead, TableSchema};
+
+impl Sqlite {
+    /// Creates or checks every table; returns how many were created.
+    pub(super) fn prepare_tables(&mut self, create: bool) -> Result<usize, StoreError> {
+        let (tables, last_update) = self.meta();
+        // An open that may create takes the write lock before it reads what
+        // exists, so that opens of one file from several connections take
+        // turns (waiting in the busy handler). A transaction that read first
+        // could not write once another connection had committed: SQLite
+        // fails it with `database is locked` at once, without waiting.
+        // So does one that renames an earlier version's tables (checked
+        // again once it holds the lock).
+        let behavior = if create || !legacy_renames(&self.conn, &self.prefix)?.is_empty() {
+            TransactionBehavior::Immediate
+        } else {
+            TransactionBehavior::Deferred
+        };
+        let tx = Transaction::new_unchecked(&self.conn, behavior)
+            .map_err(backend("starting to create tables"))?;
+        for l in legacy_renames(&tx, &self.prefix)? {
+            tx.execute_batch(&format!("ALTER TABLE {} RENAME TO {}", l.old, l.new))
+                .map_err(backend(format!("renaming `{}` to `{}`", l.old, l.new)))?;
+        }
+        if create {
+            tx.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {tables} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL, definition TEXT NOT NULL DEFAULT '');
+                 CREATE TABLE IF NOT EXISTS {last_update} (table_name TEXT PRIMARY KEY, t INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {query} (table_name TEXT PRIMARY KEY);",
+                query = self.query_table()
+            ))
+            .map_err(backend("creating the metadata tables"))?;
+            let columns: Vec<String> = tx
+                .prepare(&format!("SELECT name FROM pragma_table_info('{tables}')"))
+                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+                .map_err(backend(format!("reading the columns of `{tables}`")))?;
+            if !columns.iter().any(|c| c == "definition") {
+                // Written by a version that kept no definitions.
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {tables} ADD COLUMN definition TEXT NOT NULL DEFAULT ''"
+                ))
+                .map_err(backend(format!("adding definitions to `{tables}`")))?;
+            }
+            let plan = self.plan()?;
+            let written: bool = tx
+                .query_row(
+                    &format!("SELECT EXISTS (SELECT 1 FROM {last_update} WHERE t > 0)"),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(backend(format!("reading `{last_update}`")))?;
+            if written && !plan.is_unchanged() {
+                if !self.migrate {
+                    return Err(StoreError::QueryChanged {
+                        plan: Box::new(plan),
+                    });
+                }
+                let done = self.migrate_in(plan)?;
+                self.record_query()?;
+                // Handles opened before the migration refuse to go on.
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {last_update} (table_name, t) VALUES (?, 1) \
+                         ON CONFLICT (table_name) DO UPDATE SET t = t + 1"
+                    ),
+                    [self.query_table()],
+                )
+                .map_err(backend("recording the migration"))?;
+                tx.commit().map_err(backend("committing a migration"))?;
+                self.migration = Some(done);
+                return Ok(0);
+            }
+        }
+        // (Metadata that cannot be read is left to the table checks below,
+        // which name the table.)
+        if !create
+            && self.records_definitions()?
+            && let Ok(plan) = self.plan()
+        {
+            sql::reader_refusal(plan)?;
+        }
+        let mut created = 0;
+        for schema in &self.schemas {
+            if check_table(&tx, &tables, schema)? {
+                continue;
+            }
+            if !create {
+                return Err(StoreError::MissingTable {
+                    table: schema.name.clone(),
+                    path: schema.path.clone(),
+                });
+            }
+            self.create_table(schema, 0)?;
+            created += 1;
+        }
+        if create {
+            self.record_query()?;
+        }
+        tx.commit().map_err(backend("committing new tables"))?;
+        Ok(created)
+    }
+
+    /// Creates `schema`'s table and records it, at time `t`.
+    pub(super) fn create_table(&self, schema: &TableSchema, t: i64) -> Result<(), StoreError> {
+        let (tables, last_update) = self.meta();
+        for stmt in sql::create_statements(&SqliteDialect, schema) {
+            self.conn
+                .execute_batch(&stmt)
+                .map_err(backend(format!("creating `{}`", schema.name)))?;
+        }
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO {tables} (table_name, path, kind, shape) VALUES (?, ?, ?, ?)"
+                ),
+                (
+                    &schema.name,
+                    &schema.path,
+                    schema.kind.name(),
+                    &schema.shape,
+                ),
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    &format!("INSERT OR IGNORE INTO {last_update} (table_name, t) VALUES (?, ?)"),
+                    (&schema.name, t),
+                )
+            })
+            .map(|_| ())
+            .map_err(backend(format!("recording `{}`", schema.name)))
+    }
+
+    /// The table listing the state tables of the query that last wrote
+    /// this store.
+    pub(super) fn query_table(&self) -> String {
+        OwnNames::name(&self.prefix, "query")
+    }
+
+    /// Whether the store records definitions (a store written by an
+    /// earlier version does not).
+    pub(super) fn records_definitions(&self) -> Result<bool, StoreError> {
+        let (tables, _) = self.meta();
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT (SELECT count(*) FROM pragma_table_info('{tables}') WHERE name = 'definition') \
+                     + (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?)"
+                ),
+                [self.query_table()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n == 2)
+            .map_err(backend(format!("reading the columns of `{tables}`")))
+    }
+
+    /// How the store's recorded states compare with this graph's.
+    pub(super) fn plan(&self) -> Result<graph::MigrationPlan, StoreError> {
+        let (tables, _) = self.meta();
+        let recorded: Vec<sql::Recorded> = self
+            .conn
+            .prepare(&format!(
+                "SELECT table_name, path, shape, definition FROM {tables}"
+            ))
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok(sql::Recorded {
+                        table: r.get(0)?,
+                        path: r.get(1)?,
+                        shape: r.get(2)?,
+                        definition: r.get(3)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(backend(format!("reading `{tables}`")))?;
+        let query: Vec<String> = self
+            .conn
+            .prepare(&format!("SELECT table_name FROM {}", self.query_table()))
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(backend("reading the query's tables"))?;
+        Ok(sql::plan(&self.schemas, &self.specs, &recorded, &query))
+    }
+
+    /// Records this graph as the store's query: its tables, and each one's
+    /// definition.
+    pub(super) fn record_query(&self) -> Result<(), StoreError> {
+        let (tables, _) = self.meta();
+        let query = self.query_table();
+        self.conn
+            .execute(&format!("DELETE FROM {query}"), [])
+            .map_err(backend("recording the query's tables"))?;
+        for (schema, spec) in self.schemas.iter().zip(&self.specs) {
+            self.conn
+                .execute(
+                    &format!("UPDATE {tables} SET definition = ? WHERE table_name = ?"),
+                    (spec.definition(), &schema.name),
+                )
+                .and_then(|_| {
+                    self.conn.execute(
+                        &format!("INSERT INTO {query} (table_name) VALUES (?)"),
+                        [&schema.name],
+                    )
+                })
+                .map_err(backend(format!("recording `{}`", schema.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Carries `plan` out inside the open's transaction (see
+    /// [`OpenOptions::migrate`]); returns it with the rows of each state it
+    /// computed.
+    pub(super) fn migrate_in(
+        &self,
+        mut plan: graph::MigrationPlan,
+    ) -> Result<graph::MigrationPlan, StoreError> {
+        let (tables, last_update) = self.meta();
+        let now: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT coalesce(max(t), 0) FROM {last_update}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend(format!("reading `{last_update}`")))?;
+        let graph = self.graph.clone();
+        let memory = if plan.backfilled().next().is_some() {
+            let keep: Vec<&str> = plan
+                .entries
+                .iter()
+                .filter(|e| e.action == graph::PlanAction::Keep)
+                .map(|e| e.path.as_str())
+                .collect();
+            let store = self;
+            let computed = crate::migrate::recompute(&graph, &plan, |spec, sink| {
+                let s = store
+                    .specs
+                    .iter()
+                    .position(|x| x.path() == spec.path())
+                    .filter(|_| keep.contains(&spec.path().as_str()))
+                    .ok_or_else(|| StoreError::InputNotKept {
+                        state: String::new(),
+                        input: spec.path().to_string(),
+                        why: "the store holds it under another row type".into(),
+                    })?;
+                let rows = store.run_read(&store.schemas[s], &store.sql[s], &SqlRead::All)?;
+                sql::decode_rows(&store.specs[s], &store.schemas[s], rows, sink)
+            });
+            Some(computed.map_err(|e| match e {
+                graph::GraphError::Store(e) => e,
+                other => StoreError::backend("computing the migrated states", other.to_string()),
+            })?)
+        } else {
+            None
+        };
+        for entry in &mut plan.entries {
+            let table = entry.table.clone();
+            match &entry.action {
+                graph::PlanAction::Keep => {}
+                graph::PlanAction::Drop | graph::PlanAction::Changed { .. } => {
+                    let rows: i64 = self
+                        .conn
+                        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                        .unwrap_or(0);
+                    self.conn
+                        .execute_batch(&format!(
+                            "DROP TABLE IF EXISTS {table}; DELETE FROM {tables} WHERE table_name = '{table}'; \
+                             DELETE FROM {last_update} WHERE table_name = '{table}'"
+                        ))
+                        .map_err(backend(format!("dropping `{table}`")))?;
+                    entry.rows = Some(rows as u64);
+                }
+                graph::PlanAction::New => {}
+            }
+        }
+        for entry in &mut plan.entries {
+            if !entry.action.backfills() {
+                continue;
+            }
+            let Some(s) = self.schemas.iter().position(|x| x.name == entry.table) else {
+                continue;
+            };
+            let (spec, schema) = (&self.specs[s], &self.schemas[s]);
+            self.create_table(schema, now)?;
+            let mut written = 0;
+            if let Some(memory) = &memory {
+                for delta in memory.contents(s) {
+                    let rows = sql::encode_delta(spec, schema, &*delta)?;
+                    written += rows.len() as u64;
+                    self.write_rows(spec, schema, &self.sql[s], &rows)?;
+                }
+            }
+            entry.rows = Some(written);
+        }
+        Ok(plan)
+    }
+}
+
+/// The store's own tables of a store made by an earlier version that are
+/// to get today's names ([`OwnNames::legacy_tables`]): those with the
+/// columns of that table whose new name is free.
+pub(super) fn legacy_renames(
+    conn: &Connection,
+    prefix: &str,
+) -> Result<Vec<sql::Legacy>, StoreError> {
+    let columns = |table: &str| -> Result<Option<Vec<String>>, StoreError> {
+        let exists = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                [table],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(backend("reading sqlite_master"))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        conn.prepare("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+            .and_then(|mut s| {
+                s.query_map([table], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map(Some)
+            .map_err(backend(format!("reading the columns of `{table}`")))
+    };
+    let mut renames = Vec::new();
+    for l in OwnNames::legacy_tables(prefix) {
+        if let Some(old) = columns(&l.old)?
+            && l.applies(Some(&old), columns(&l.new)?.is_some())
+        {
+            renames.push(l);
+        }
+    }
+    Ok(renames)
+}
+
+/// Whether `schema`'s table exists with the same shape (`Ok(false)`: it
+/// does not exist at all).
+pub(super) fn check_table(
+    conn: &Connection,
+    tables: &str,
+    schema: &TableSchema,
+) -> Result<bool, StoreError> {
+    let recorded: Option<(String, String)> = conn
+        .query_row(
+            &format!("SELECT path, shape FROM {tables} WHERE table_name = ?"),
+            [&schema.name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .or_else(|e| match e {
+            // No metadata table yet: nothing was created here.
+            rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
+                Ok(None)
+            }
+            e => Err(e),
+        })
+        .map_err(backend(format!("reading the shape of `{}`", schema.name)))?;
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            [&schema.name],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(backend("reading sqlite_master"))?
+        .is_some();
+    sql::table_state(schema, recorded, exists)
+}
