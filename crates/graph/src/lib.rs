@@ -33,6 +33,7 @@ mod names;
 mod path;
 mod plan;
 mod scope;
+mod sink;
 mod state;
 mod time;
 mod transform;

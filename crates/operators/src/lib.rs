@@ -18,6 +18,7 @@
 //! | [`Summaries`] | `count_distinct`, `avg`, `group_count_distinct`, `group_avg` | Prop. 6.3, §11.1 |
 //! | [`Grouping`], [`GroupedOps`] | `group`, `per_group`, `flatten` | lifting (§6) |
 //! | [`Windows`] | `tumbling`, `hopping`, `rolling` | window aggregates (tumbling and hopping are linear) |
+//! | [`Retention`] | `retain` (with [`Late`]) | bounded state: a watermark minus a lateness, as dbsp's lateness |
 //! | [`Recursion`], [`TransitiveClosure`] | `recursive`, `transitive_closure` | §§6–9 |
 //! | [`Scalars`], [`ScalarOps`] | `make_set`, `make_scalar`, scalar `integrate`/`delay`/`differentiate` | §3 |
 //!
@@ -39,6 +40,7 @@ mod group;
 mod join;
 mod linear;
 mod recursive;
+mod retention;
 mod scalar;
 mod semi_join;
 mod summary;
@@ -53,6 +55,7 @@ pub use group::{GroupedOps, Grouping};
 pub use join::Joins;
 pub use linear::Linear;
 pub use recursive::{DEFAULT_MAX_STEPS, Recursion, TransitiveClosure};
+pub use retention::{Late, Retention};
 pub use scalar::{ScalarOps, Scalars};
 pub use semi_join::SemiJoins;
 pub use summary::{Mean, Summaries};
@@ -64,8 +67,8 @@ pub use window::Windows;
 pub mod prelude {
     pub use crate::{
         Aggregate, Aggregates, Distinct, Extremes, FirstN, GroupedOps, Grouping, Integrals, Joins,
-        Linear, Mean, Recursion, ScalarOps, Scalars, ScopedIndex, SemiJoins, Summaries,
-        TransitiveClosure, Windows,
+        Late, Linear, Mean, Recursion, Retention, ScalarOps, Scalars, ScopedIndex, SemiJoins,
+        Summaries, TransitiveClosure, Windows,
     };
     pub use graph::{
         Cache, Changes, Graph, GraphError, Input, Output, Outputs, Query, Stream, Time,

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta};
 
-use crate::KeyPart;
+use crate::{IndexKey, KeyPart};
 
 /// A key part that is a point in time: a row's *event time* for windows
 /// and retention. Windows and bounds are computed on [`units`](Self::units),
@@ -23,7 +23,7 @@ use crate::KeyPart;
 /// assert_eq!(d.units(), 10);
 /// assert_eq!(NaiveDate::from_units(10), Some(d));
 /// ```
-pub trait EventTime: KeyPart + Copy {
+pub trait EventTime: KeyPart + IndexKey + Copy {
     /// How many units after the origin this time is (negative before it).
     fn units(&self) -> i64;
     /// The time `units` units after the origin; `None` when the type cannot

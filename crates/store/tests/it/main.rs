@@ -18,6 +18,7 @@ mod own_names;
 mod postgres;
 mod queries;
 mod reliability;
+mod retention;
 mod semi_joins;
 mod sql_stores;
 mod windows;
