@@ -207,7 +207,7 @@ impl<R: Data, P: IndexKey, K: IndexKey> AsDynIndex<R> for crate::PrefixIndex<R, 
     }
 }
 
-fn check_name(name: &str, at: At) -> Result<(), GraphError> {
+pub(crate) fn check_name(name: &str, at: At) -> Result<(), GraphError> {
     let reason = if name.is_empty() {
         "names cannot be empty"
     } else if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
@@ -280,7 +280,7 @@ impl Query {
         r
     }
 
-    fn named_path(&self, name: &str) -> Path {
+    pub(crate) fn named_path(&self, name: &str) -> Path {
         let b = self.b.borrow();
         let mut p = Path::new(&b.prefix.join("/"));
         for seg in name.split('/') {
@@ -290,7 +290,7 @@ impl Query {
     }
 
     /// Claims `path` for a vertex named by the user; a second claim is an error.
-    fn claim(&self, path: &Path, at: At) -> Result<(), GraphError> {
+    pub(crate) fn claim(&self, path: &Path, at: At) -> Result<(), GraphError> {
         let mut b = self.b.borrow_mut();
         if let Some(first) = b.paths.get(path) {
             return Err(GraphError::DuplicatePath {
@@ -320,7 +320,7 @@ impl Query {
         self.b.borrow().vertices[id.ix()].path.clone()
     }
 
-    fn push_vertex(&self, vertex: Vertex) -> VertexId {
+    pub(crate) fn push_vertex(&self, vertex: Vertex) -> VertexId {
         let mut b = self.b.borrow_mut();
         b.vertices.push(vertex);
         VertexId((b.vertices.len() - 1) as u32)
@@ -513,7 +513,13 @@ impl Query {
         }
     }
 
-    fn declare(&self, path: Path, codec: Arc<dyn Codec>, at: At, shareable: bool) -> StateId {
+    pub(crate) fn declare(
+        &self,
+        path: Path,
+        codec: Arc<dyn Codec>,
+        at: At,
+        shareable: bool,
+    ) -> StateId {
         let mut b = self.b.borrow_mut();
         b.states.push(StateDecl {
             path,

@@ -26,6 +26,7 @@ mod definition;
 mod dot;
 mod error;
 mod exec;
+mod feedback;
 mod graph;
 mod limits;
 mod memtable;
@@ -46,6 +47,7 @@ pub use codec::{
 };
 pub use error::{At, BoxError, GraphError, StoreError};
 pub use exec::{Ctx, Handle, panic_message, scalar_of};
+pub use feedback::Feedback;
 pub use graph::{Changes, Graph, Outputs};
 pub use limits::{KEY_YEARS, MAX_KEY_BYTES, index_needs_check, key_problem};
 pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident};

@@ -27,6 +27,40 @@
 //! changes, the integral of an operator's output equals the operator
 //! evaluated from scratch on the integral of its input.
 //!
+//! ## Feedback in outer time
+//!
+//! [`Query::feedback`](graph::Query::feedback) refers to a stream before it
+//! is defined, delayed by one iteration (`z⁻¹`, DBSP §3), so a loop can go
+//! round once per iteration. The original's hand-written recursion: each
+//! iteration joins the input with the previous iteration's `added`.
+//!
+//! ```
+//! use stepping_operators::prelude::*;
+//! let on_left = Index::new("right", |r: &Pair<i64, i64>| r.right);
+//! let on_right = Index::new("left", |r: &Pair<i64, i64>| r.left);
+//! let (graph, (input, out)) = Graph::build(|q| {
+//!     let (input, z) = q.input::<Pair<i64, i64>>("z")?;
+//!     let (feedback, delayed) = q.feedback::<Pair<i64, i64>>("delayed")?;
+//!     let joined = z.join(delayed, &on_left, &on_right);
+//!     let added = joined.map(|p| Pair::new(p.left.left, p.right.right)).add(z);
+//!     feedback.connect(added);
+//!     Ok((input, q.output("added", added)?))
+//! })?;
+//! let mut store = store::Memory::new(&graph);
+//! let edges = [(0, 1), (1, 2), (2, 3), (0, 4), (1, 5)].map(|(a, b)| Pair::new(a, b));
+//! let mut last = ZSet::new();
+//! for _ in 0..3 {
+//!     last = graph.insert(&mut store, &input, edges)?.get(&out)?.clone();
+//! }
+//! let mut pairs: Vec<(i64, i64)> = last.values().map(|p| (p.left, p.right)).collect();
+//! pairs.sort();
+//! assert_eq!(pairs, [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 2), (1, 3), (1, 5), (2, 3)]);
+//! // The weights grow from step to step, as in the original: at step 3,
+//! // `added = E + 4·E² + 6·E³` for the edges `E`.
+//! assert_eq!((last.get(&Pair::new(0, 1)), last.get(&Pair::new(0, 2)), last.get(&Pair::new(0, 3))), (1, 4, 6));
+//! # Ok::<(), GraphError>(())
+//! ```
+//!
 //! This crate sits beside `store` above `graph`; it never touches a store
 //! directly (state goes through [`graph::Ctx`]).
 #![deny(missing_docs)]
@@ -71,7 +105,7 @@ pub mod prelude {
         Summaries, TransitiveClosure, Windows,
     };
     pub use graph::{
-        Cache, Changes, Graph, GraphError, Input, Output, Outputs, Query, Stream, Time,
+        Cache, Changes, Feedback, Graph, GraphError, Input, Output, Outputs, Query, Stream, Time,
     };
     pub use zset::{Data, Desc, EventTime, F64, Index, OrEmpty, Pair, ZSet, zset};
 }

@@ -10,6 +10,7 @@ mod concurrency;
 mod evolution;
 mod examples;
 mod extremes;
+mod feedback;
 mod first_use;
 mod harness;
 mod oracle;
