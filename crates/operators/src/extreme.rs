@@ -3,11 +3,12 @@
 //!
 //! None of them is linear, and a plain re-computation over the integral
 //! (§11.1) would read a whole group whenever its extreme leaves. Instead
-//! each keeps its group's values in a state ordered by the value (an index
-//! whose key is `(group, value)`), so that a change reads, per group it
-//! touches, only the first few rows in that order
-//! ([`Read::FirstByIndex`]): the extreme before the change, and enough rows
-//! after it to find the next one if the change removes it. The cost of a
+//! each keeps its groups' values in a state ordered by the value (an index
+//! whose key is `(group, value)`) and each group's current extreme in a
+//! keyed state beside it. A change reads the extremes of the groups it
+//! touches (one read by key) and the stored weights of its own rows; only
+//! for a group whose extreme it removes does it read the first few rows in
+//! value order ([`Read::FirstByIndex`]) to find the next one. The cost of a
 //! change does not depend on how many rows its groups hold.
 
 use hashbrown::HashMap;
@@ -15,7 +16,7 @@ use std::cmp::Ordering;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use graph::{FlatScope, PrefixIndex, Read, Slot, Stream};
+use graph::{FlatScope, KeyedDelta, PrefixIndex, Read, Slot, Stream};
 use serde::{Deserialize, Serialize};
 use zset::{Data, Index, IndexKey, KeyColumn, KeyValue, Pair, ZSet};
 
@@ -32,8 +33,8 @@ use crate::Grouping;
 /// output, and `min` of an empty input is empty (not a zero).
 ///
 /// State: one row per (group, distinct value) for `min`/`max`, one per
-/// (group, row) for `arg_min`/`arg_max`, ordered by value; no row per group
-/// besides.
+/// (group, row) for `arg_min`/`arg_max`, ordered by value; and one row per
+/// group holding its extreme.
 pub trait Extremes<'q, T: Data, S: FlatScope>: Sized {
     /// The least `pick(row)` of positive weight: one value per group.
     ///
@@ -274,17 +275,18 @@ fn order_parts<O: IndexKey>(name: &str) -> Vec<String> {
 }
 
 /// Keeps, per group `G`, the multiset of `extract(value)` in a state
-/// ordered by `(G, order(x))`, and outputs per group the least `x` of
-/// positive weight by `(order(x), x)` as `wrap(x, group)`.
+/// ordered by `(G, order(x))`, and each group's extreme (the least `x` of
+/// positive weight by `(order(x), x)`) in a keyed state beside it; outputs
+/// each group's extreme as `wrap(x, group)`.
 ///
-/// Per change, for each group it touches: the group's first `1 + r` rows of
-/// positive weight in that order (`r`: the change's rows of the group that
-/// remove weight, so at least one of them is still positive afterwards,
-/// unless the group runs out), plus every row tied with the last of them;
-/// and the stored weights of the change's own rows (a change can revive a
-/// row whose stored weight is not positive). The extreme before the change
-/// is the first row read; after it, the least positive row among those and
-/// the change's.
+/// Per change: the extremes of the groups it touches (one read by key) and
+/// the stored weights of its own rows (a change can revive a row whose
+/// stored weight is not positive). A group's new extreme is the least of
+/// its old one, if still positive, and the change's positive rows. Only a
+/// group whose extreme the change removes reads its first `1 + r` rows of
+/// positive weight in order (`r`: the change's rows of the group that
+/// remove weight, so at least one read row is still positive afterwards,
+/// unless the group runs out), plus every row tied with the last of them.
 #[track_caller]
 fn extreme_by<'q, T, S, X, O, G, U, KF, WF>(
     stream: Stream<'q, ZSet<T>, S>,
@@ -303,6 +305,7 @@ where
     WF: Fn(X, G) -> S::Row<U> + Send + Sync + 'static,
 {
     let q = stream.query();
+    let group_refs: Vec<&str> = spec.parts.iter().map(String::as_str).collect();
     let mut parts = spec.parts.clone();
     parts.extend(order_parts::<O>(spec.name));
     let part_refs: Vec<&str> = parts.iter().map(String::as_str).collect();
@@ -313,12 +316,16 @@ where
             (r.right.clone(), key_order(&r.left))
         });
     let prefix = PrefixIndex::new(ordered.clone());
+    let current = q.declare_keyed(
+        spec.state_path.child("current"),
+        Index::with_parts("group", &group_refs, |r: &Pair<X, G>| r.right.clone()),
+    );
     let state = q.declare_zset::<Pair<X, G>>(spec.state_path, false, vec![Arc::new(prefix)]);
     let (key_of, wrap) = (spec.key_of, spec.wrap);
     stream.apply_ctx(
         &[],
         spec.name,
-        vec![state],
+        vec![state, current],
         Some(spec.path),
         move |ctx, ins: &[&Slot]| {
             let delta = ctx.zset::<S::Row<T>>(ins[0])?;
@@ -329,34 +336,30 @@ where
             if change.is_empty() {
                 return Ok(ZSet::new());
             }
-            // Per group, how many of the change's rows remove weight.
-            let mut removals: HashMap<G, usize> = HashMap::new();
-            for (r, w) in change.iter() {
-                *removals.entry(r.right.clone()).or_default() += usize::from(w < 0);
-            }
-            // One read per distinct limit, so a group with many removals
-            // does not make every other group read as many rows.
-            let mut by_limit: HashMap<usize, Vec<G>> = HashMap::new();
-            for (g, r) in &removals {
-                by_limit.entry(1 + r).or_default().push(g.clone());
-            }
-            let pos = ctx.index_position(state, ordered.spec())?;
-            let mut first: HashMap<G, Vec<(X, i64)>> = HashMap::with_capacity(removals.len());
-            for (limit, groups) in by_limit {
-                let read = Read::FirstByIndex {
-                    index: pos,
-                    prefixes: Some(&groups),
-                    limit,
-                };
-                for r in ctx.read::<Pair<X, G>>(state, read)? {
-                    let Pair { left, right } = r.value;
-                    first.entry(right).or_default().push((left, r.weight));
-                }
-            }
             let values: Vec<Pair<X, G>> = change.values().cloned().collect();
             let mut stored: HashMap<Pair<X, G>, i64> = HashMap::with_capacity(values.len());
             for r in ctx.read::<Pair<X, G>>(state, Read::ByValues { values: &values })? {
                 stored.insert(r.value, r.weight);
+            }
+            // Per group: the change's rows with their weights after it, and
+            // how many of them remove weight.
+            let mut after: HashMap<G, (HashMap<X, i64>, usize)> = HashMap::new();
+            for (r, w) in change.iter() {
+                let now = zset::weight::add(stored.get(r).copied().unwrap_or(0), w);
+                let group = after.entry(r.right.clone()).or_default();
+                group.0.insert(r.left.clone(), now);
+                group.1 += usize::from(w < 0);
+            }
+            let groups: Vec<G> = after.keys().cloned().collect();
+            let mut before: HashMap<G, X> = HashMap::with_capacity(groups.len());
+            for r in ctx.read::<Pair<X, G>>(
+                current,
+                Read::ByIndex {
+                    index: 0,
+                    keys: &groups,
+                },
+            )? {
+                before.insert(r.value.right, r.value.left);
             }
             // The least of `rows` by (order, value), among positive weights.
             let least = |rows: &mut dyn Iterator<Item = (&X, i64)>| -> Option<X> {
@@ -372,34 +375,70 @@ where
                 }
                 best.map(|(_, x)| x.clone())
             };
-            let mut after: HashMap<G, HashMap<X, i64>> = HashMap::with_capacity(removals.len());
-            for (r, w) in change.iter() {
-                let now = zset::weight::add(stored.get(r).copied().unwrap_or(0), w);
-                after
-                    .entry(r.right.clone())
-                    .or_default()
-                    .insert(r.left.clone(), now);
+            // The groups whose extreme the change removes read their first
+            // rows, one read per distinct limit (so a group with many
+            // removals does not make every other group read as many rows).
+            let mut by_limit: HashMap<usize, Vec<G>> = HashMap::new();
+            for (g, (changed, removals)) in &after {
+                if let Some(old) = before.get(g)
+                    && changed.get(old).is_some_and(|w| *w <= 0)
+                {
+                    by_limit.entry(1 + removals).or_default().push(g.clone());
+                }
+            }
+            let mut first: HashMap<G, Vec<(X, i64)>> = HashMap::new();
+            if !by_limit.is_empty() {
+                let pos = ctx.index_position(state, ordered.spec())?;
+                for (limit, groups) in by_limit {
+                    let read = Read::FirstByIndex {
+                        index: pos,
+                        prefixes: Some(&groups),
+                        limit,
+                    };
+                    for r in ctx.read::<Pair<X, G>>(state, read)? {
+                        let Pair { left, right } = r.value;
+                        first.entry(right).or_default().push((left, r.weight));
+                    }
+                }
             }
             let mut out = ZSet::new();
-            for (g, changed) in &after {
-                let read = first.get(g).map_or(&[][..], Vec::as_slice);
-                let before = least(&mut read.iter().map(|(x, w)| (x, *w)));
-                let now = least(
-                    &mut read
-                        .iter()
-                        .filter(|(x, _)| !changed.contains_key(x))
-                        .map(|(x, w)| (x, *w))
-                        .chain(changed.iter().map(|(x, w)| (x, *w))),
-                );
-                if before == now {
+            let mut writes: KeyedDelta<Pair<X, G>> = Vec::new();
+            for (g, (changed, _)) in after {
+                let old = before.remove(&g);
+                let changed_rows = changed.iter().map(|(x, w)| (x, *w));
+                let now = match first.get(&g) {
+                    // The old extreme left: the least of the first rows read
+                    // (as the change leaves them) and the change's rows.
+                    Some(read) => least(
+                        &mut read
+                            .iter()
+                            .filter(|(x, _)| !changed.contains_key(x))
+                            .map(|(x, w)| (x, *w))
+                            .chain(changed_rows),
+                    ),
+                    // Still there (or none): it, or a change's row before it.
+                    None => least(&mut old.iter().map(|x| (x, 1)).chain(changed_rows)),
+                };
+                if old == now {
                     continue;
                 }
-                if let Some(b) = before {
-                    out.update(wrap(b, g.clone()), -1);
+                match &now {
+                    Some(n) => writes.push((Pair::new(n.clone(), g.clone()), true)),
+                    None => {
+                        if let Some(o) = &old {
+                            writes.push((Pair::new(o.clone(), g.clone()), false));
+                        }
+                    }
+                }
+                if let Some(o) = old {
+                    out.update(wrap(o, g.clone()), -1);
                 }
                 if let Some(n) = now {
-                    out.update(wrap(n, g.clone()), 1);
+                    out.update(wrap(n, g), 1);
                 }
+            }
+            if !writes.is_empty() {
+                ctx.write(current, Box::new(writes));
             }
             ctx.write(state, Box::new(change));
             Ok(out)
