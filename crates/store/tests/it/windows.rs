@@ -34,7 +34,8 @@ proptest! {
     #![proptest_config(config())]
 
     /// Tumbling windows then a sum per (key, window), and hopping windows
-    /// as tagged, at the root; times around 0 so windows cross it.
+    /// as tagged, at the root; tumbling windows inside `per_group`; times
+    /// around 0 so windows cross it.
     #[test]
     fn tumbling_and_hopping(b in batches((0i64..2, -6i64..9, 0i64..3), 8, 6)) {
         for kind in kinds() {
@@ -46,7 +47,10 @@ proptest! {
                     .map(|p| (0, p.right.0, p.right.1, p.left, 0));
                 let hops = x.hopping(|e| e.1, 5, 2)
                     .map(|p| (1, p.left.0, p.left.1, p.left.2, p.right));
-                Ok((input, q.output("out", sums.add(hops))?))
+                let by_key = Index::new("k", |e: &Ev| e.0);
+                let inside = x.group(&by_key).per_group(|g| g.tumbling(|e| e.1, 3)).flatten()
+                    .map(|p| (2, p.right, p.left.left.1, p.left.left.2, p.left.right));
+                Ok((input, q.output("out", sums.add(hops).add(inside))?))
             }, |v| *v, |x| {
                 let mut out = Rel::new();
                 let tagged = oracle_ops::windows(x, |e| e.1, 4, 4);
@@ -55,6 +59,9 @@ proptest! {
                 }
                 for (((k, t, v), start), w) in oracle_ops::windows(x, |e| e.1, 5, 2) {
                     bump(&mut out, &(1, k, t, v, start), w);
+                }
+                for (((k, t, v), start), w) in oracle_ops::windows(x, |e| e.1, 3, 3) {
+                    bump(&mut out, &(2, k, t, v, start), w);
                 }
                 out
             }, &b)?;
