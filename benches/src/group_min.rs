@@ -138,7 +138,10 @@ impl Kind {
 
 type Row = (i64, i64);
 
-fn query() -> Result<(Graph, (Input<Row>, Output<ZSet<Pair<i64, i64>>>)), graph::GraphError> {
+/// The input of rows and the output of each group's minimum.
+type Handles = (Input<Row>, Output<ZSet<Pair<i64, i64>>>);
+
+fn query() -> Result<(Graph, Handles), graph::GraphError> {
     Graph::build(|q| {
         let (input, rows) = q.input::<Row>("rows")?;
         let by_group = Index::new("group", |r: &Row| r.0);
