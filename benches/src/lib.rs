@@ -5,6 +5,8 @@
 
 pub mod bench;
 pub mod direct;
+pub mod group_min;
+pub mod meter_max;
 pub mod meter_reads;
 pub mod pg;
 pub mod tally;

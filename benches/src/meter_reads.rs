@@ -121,7 +121,7 @@ pub fn by_date() -> Index<DailyUsage, NaiveDate> {
     Index::new("date", |d: &DailyUsage| d.date)
 }
 
-fn make_user_meter(p: &Pair<User, Meter>) -> UserMeter {
+pub(crate) fn make_user_meter(p: &Pair<User, Meter>) -> UserMeter {
     UserMeter {
         user_id: p.left.user_id,
         name: p.left.name.clone(),
@@ -129,7 +129,7 @@ fn make_user_meter(p: &Pair<User, Meter>) -> UserMeter {
     }
 }
 
-fn with_date(p: &Pair<UserMeter, MeterRead>) -> UserMeterRead {
+pub(crate) fn with_date(p: &Pair<UserMeter, MeterRead>) -> UserMeterRead {
     UserMeterRead {
         user_id: p.left.user_id,
         name: p.left.name.clone(),

@@ -217,7 +217,7 @@ impl<R: Data, P: IndexKey, K: IndexKey> AsDynIndex<R> for crate::PrefixIndex<R, 
     }
 }
 
-fn check_name(name: &str, at: At) -> Result<(), GraphError> {
+pub(crate) fn check_name(name: &str, at: At) -> Result<(), GraphError> {
     let reason = if name.is_empty() {
         "names cannot be empty"
     } else if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
@@ -293,7 +293,7 @@ impl Query {
         r
     }
 
-    fn named_path(&self, name: &str) -> Path {
+    pub(crate) fn named_path(&self, name: &str) -> Path {
         let b = self.b.borrow();
         let mut p = Path::new(&b.prefix.join("/"));
         for seg in name.split('/') {
@@ -303,7 +303,7 @@ impl Query {
     }
 
     /// Claims `path` for a vertex named by the user; a second claim is an error.
-    fn claim(&self, path: &Path, at: At) -> Result<(), GraphError> {
+    pub(crate) fn claim(&self, path: &Path, at: At) -> Result<(), GraphError> {
         Self::claim_in(&mut self.b.borrow_mut().paths, path, at)
     }
 
@@ -336,7 +336,7 @@ impl Query {
         self.b.borrow().vertices[id.ix()].path.clone()
     }
 
-    fn push_vertex(&self, vertex: Vertex) -> VertexId {
+    pub(crate) fn push_vertex(&self, vertex: Vertex) -> VertexId {
         let mut b = self.b.borrow_mut();
         b.vertices.push(vertex);
         VertexId((b.vertices.len() - 1) as u32)
@@ -554,7 +554,13 @@ impl Query {
         }
     }
 
-    fn declare(&self, path: Path, codec: Arc<dyn Codec>, at: At, shareable: bool) -> StateId {
+    pub(crate) fn declare(
+        &self,
+        path: Path,
+        codec: Arc<dyn Codec>,
+        at: At,
+        shareable: bool,
+    ) -> StateId {
         let mut b = self.b.borrow_mut();
         b.states.push(StateDecl {
             path,

@@ -187,6 +187,56 @@ pub enum GraphError {
         /// The vertex (or input) whose arithmetic overflowed.
         path: Path,
     },
+    /// An operator given a parameter it cannot work with (a window of no
+    /// width, a negative lateness), reported when the query is built.
+    #[error("`{operator}` at {at}: {detail}")]
+    InvalidParameter {
+        /// The operator.
+        operator: &'static str,
+        /// What is wrong with which parameter.
+        detail: String,
+        /// Where it was called.
+        at: At,
+    },
+    /// An event time whose window (or retention bound) lies outside what
+    /// its type can hold; the iteration was rolled back.
+    #[error("`{path}`: {detail}; the iteration was rolled back")]
+    TimeOutOfRange {
+        /// The vertex.
+        path: Path,
+        /// The time and what could not be computed from it.
+        detail: String,
+    },
+    /// A change to a retained stream older than its retention bound (the
+    /// watermark minus the allowed lateness), refused by its
+    /// `Late::Refuse` policy: the rows it would meet have left the state.
+    /// The iteration was rolled back; nothing was written.
+    #[error(
+        "`{path}`: a change at event time {time} is older than the retention bound {bound} \
+         (the largest event time seen, {watermark}, minus the allowed lateness); the iteration \
+         was rolled back. Drop such changes with `Late::Drop`, or allow more lateness"
+    )]
+    LateChange {
+        /// The retained stream.
+        path: Path,
+        /// The change's event time.
+        time: String,
+        /// The bound it is older than.
+        bound: String,
+        /// The watermark the bound derives from.
+        watermark: String,
+    },
+    /// A feedback handle (`Query::feedback`) dropped without being
+    /// connected to the stream it delays.
+    #[error(
+        "feedback `{path}` (created at {at}) was never connected: call `connect` with the stream it delays"
+    )]
+    UnconnectedFeedback {
+        /// The feedback stream.
+        path: Path,
+        /// Where it was created.
+        at: At,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

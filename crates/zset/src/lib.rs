@@ -24,6 +24,7 @@
 
 mod data;
 mod display;
+mod event_time;
 mod float;
 mod index;
 mod key;
@@ -34,6 +35,7 @@ pub mod weight;
 
 pub use data::{Data, IntoRow};
 pub use display::{render_table, render_value};
+pub use event_time::EventTime;
 pub use float::F64;
 pub use index::{Index, IndexOf, IndexSpec};
 pub use key::{ColumnType, Desc, IndexKey, KeyColumn, KeyPart, KeyValue};

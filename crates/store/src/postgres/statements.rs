@@ -198,13 +198,18 @@ impl PgSql {
             conds.join(" AND ")
         );
         if !ties {
+            // In the order of the index that serves it, as declared, or the
+            // planner sorts the whole prefix instead: the primary key's
+            // columns (never NULL, always ascending) in its default order,
+            // a secondary index's with their `NULLS` placement.
+            let primary = !ix.columns.is_empty() && ix.columns == s.clustered;
             let order: Vec<String> = cs
                 .iter()
                 .map(|c| {
-                    let dir = if c.key.descending {
-                        "DESC NULLS LAST"
-                    } else {
-                        "ASC NULLS FIRST"
+                    let dir = match (primary, c.key.descending) {
+                        (true, _) => "ASC",
+                        (false, true) => "DESC NULLS LAST",
+                        (false, false) => "ASC NULLS FIRST",
                     };
                     format!("t.{} {dir}", c.name)
                 })
