@@ -30,8 +30,8 @@
 use std::any::Any;
 
 use graph::{
-    EncodedRow, MAX_IDENT, MAX_TABLE_PREFIX, Read, StateKind, StateSpec, StoreError,
-    sql_ident as ident, table_ident,
+    Cell, EncodedRow, MAX_IDENT, MAX_TABLE_PREFIX, Read, StateKind, StateSpec, StoreError,
+    ValueType, sql_ident as ident, table_ident,
 };
 use zset::{ColumnType, KeyColumn, KeyValue};
 
@@ -291,6 +291,17 @@ pub(crate) struct IndexSchema {
     pub(crate) prefix: usize,
 }
 
+/// One value column of a cache's table (see [`graph::RowColumns`]).
+#[derive(Clone, Debug)]
+pub(crate) struct ValueCol {
+    /// In the table: `v_` and the field's name.
+    pub(crate) name: String,
+    /// In the view: the field's name.
+    pub(crate) field: String,
+    pub(crate) ty: ValueType,
+    pub(crate) nullable: bool,
+}
+
 /// A state's table.
 #[derive(Clone, Debug)]
 pub(crate) struct TableSchema {
@@ -299,6 +310,11 @@ pub(crate) struct TableSchema {
     pub(crate) kind: StateKind,
     pub(crate) shape: String,
     pub(crate) columns: Vec<Column>,
+    /// A cache's value columns, after the key columns; none for other
+    /// states.
+    pub(crate) values: Vec<ValueCol>,
+    /// A cache's view ([`graph::view_ident`]).
+    pub(crate) view: Option<String>,
     pub(crate) indexes: Vec<IndexSchema>,
     /// The key columns that lead the primary key (the first index's when
     /// the table is clustered on it; else empty).
@@ -352,15 +368,49 @@ impl TableSchema {
         } else {
             format!("clustered on {}", indexes[0].name)
         };
+        let values: Vec<ValueCol> = spec
+            .codec()
+            .columns()
+            .map(|c| c.columns())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| ValueCol {
+                name: format!("v_{}", c.name),
+                field: c.name.clone(),
+                ty: c.ty,
+                nullable: c.nullable,
+            })
+            .collect();
+        let view = spec.codec().columns().map(|_| graph::view_ident(&name));
         TableSchema {
             name,
             path: spec.path().to_string(),
             kind: spec.kind(),
             shape: format!("{}; layout {layout}", spec.shape()),
             columns,
+            values,
+            view,
             indexes,
             clustered,
         }
+    }
+
+    /// The view's `SELECT`: each value column under its field's name, and
+    /// the weight as `count` (`count_`, ... when a field has that name);
+    /// `None` for a state that is no cache.
+    pub(crate) fn view_select(&self) -> Option<String> {
+        self.view.as_ref()?;
+        let mut count = "count".to_owned();
+        while self.values.iter().any(|v| v.field == count) {
+            count.push('_');
+        }
+        let cols: Vec<String> = self
+            .values
+            .iter()
+            .map(|v| format!("{} AS \"{}\"", v.name, v.field))
+            .chain(std::iter::once(format!("c AS \"{count}\"")))
+            .collect();
+        Some(format!("SELECT {} FROM {}", cols.join(", "), self.name))
     }
 
     pub(crate) fn nested(&self) -> bool {
@@ -385,6 +435,8 @@ impl TableSchema {
 pub(crate) trait Dialect {
     /// The SQL type of a key column.
     fn column_type(&self, ty: ColumnType) -> &'static str;
+    /// The SQL type of a cache's value column.
+    fn value_type(&self, ty: ValueType) -> &'static str;
     /// The type of `identity`, `c` and `t`.
     fn bigint(&self) -> &'static str;
     /// The type of `data`.
@@ -407,6 +459,10 @@ pub(crate) fn create_statements(d: &dyn Dialect, schema: &TableSchema) -> Vec<St
     for c in &schema.columns {
         let null = if c.key.nullable { "" } else { " NOT NULL" };
         cols.push(format!("{} {}{null}", c.name, d.column_type(c.key.ty)));
+    }
+    for v in &schema.values {
+        let null = if v.nullable { "" } else { " NOT NULL" };
+        cols.push(format!("{} {}{null}", v.name, d.value_type(v.ty)));
     }
     cols.push(format!("c {} NOT NULL", d.bigint()));
     let pk: Vec<String> = schema.columns[schema.clustered.clone()]
@@ -597,6 +653,28 @@ pub(crate) fn encode_delta(
     Ok(rows)
 }
 
+/// The value cells of `row` for `schema`'s table: those it carries, or
+/// (a row read back from an undo log, which keeps none) computed from its
+/// data.
+pub(crate) fn cells_of<'r>(
+    spec: &StateSpec,
+    schema: &TableSchema,
+    row: &'r EncodedRow,
+) -> Result<std::borrow::Cow<'r, [Cell]>, StoreError> {
+    if row.columns.len() == schema.values.len() {
+        return Ok(std::borrow::Cow::Borrowed(&row.columns));
+    }
+    let mut cells = Vec::with_capacity(schema.values.len());
+    spec.codec()
+        .value_cells(&row.data, &mut cells)
+        .map_err(|detail| StoreError::Corrupt {
+            table: schema.name.clone(),
+            identity: row.identity.to_string(),
+            detail: format!("its value columns cannot be computed: {detail}"),
+        })?;
+    Ok(std::borrow::Cow::Owned(cells))
+}
+
 /// What undoes one pipelined table write: rows that, written with the same
 /// write path (`write_rows`), put the table back as it was. Z-set and
 /// nested states add weights, so the delta negated undoes them; a keyed
@@ -631,6 +709,7 @@ pub(crate) fn undo_of(
                 keys: r.keys.clone(),
                 weight,
                 step: r.step,
+                columns: r.columns.clone(),
             })
         })
         .collect()

@@ -38,7 +38,8 @@ use self::notify::{Listener, Wake, channel, listen, wait_for};
 use self::reads::{max_step, read_rows};
 use self::runtime::{Borrowed, Conn, block_on, block_on_in, listener_runtime, on, pg};
 use self::schema::{
-    check_table, create_table, lock_prefix, migrate_in, plan_of, record_query, rename_legacy_tables,
+    check_table, create_table, create_views, lock_prefix, migrate_in, plan_of, record_query,
+    rename_legacy_tables,
 };
 pub use self::sequence::PgSequence;
 use self::statements::{PgSql, Tables};
@@ -339,6 +340,11 @@ impl Postgres {
         block_on(async {
             let conn = self.client().await?;
             for s in &self.tables.schemas {
+                if let Some(view) = &s.view {
+                    conn.batch_execute(&format!("DROP VIEW IF EXISTS {view}"))
+                        .await
+                        .map_err(pg("dropping a view"))?;
+                }
                 conn.batch_execute(&format!("DROP TABLE IF EXISTS {}", s.name))
                     .await
                     .map_err(pg("dropping a table"))?;
@@ -413,6 +419,7 @@ impl Postgres {
                     }
                     let done = migrate_in(&borrowed, &tables, &graph, &stats, plan).await?;
                     record_query(&*tx, &tables).await?;
+                    create_views(&*tx, &tables).await?;
                     // Handles opened before the migration refuse to go on.
                     tx.execute(
                         &format!(
@@ -463,6 +470,7 @@ impl Postgres {
             }
             if create {
                 record_query(&*tx, &tables).await?;
+                create_views(&*tx, &tables).await?;
             }
                 Ok((created, None))
             }

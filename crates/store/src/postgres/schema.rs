@@ -232,6 +232,42 @@ pub(super) async fn create_table<C: GenericClient>(
     Ok(())
 }
 
+/// Creates (or replaces) the view of every cache of `tables`, unless it is
+/// there already as this version made it (each view's comment records its
+/// `SELECT`): an open does not take a view's lock, which a reader holds
+/// for as long as its transaction runs, without need.
+pub(super) async fn create_views<C: GenericClient>(
+    client: &C,
+    tables: &Tables,
+) -> Result<(), StoreError> {
+    for schema in &tables.schemas {
+        let (Some(view), Some(select)) = (&schema.view, schema.view_select()) else {
+            continue;
+        };
+        let made: Option<String> = client
+            .query_opt(
+                "SELECT obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c \
+                 WHERE c.relname = $1 AND c.relkind = 'v' AND pg_catalog.pg_table_is_visible(c.oid)",
+                &[view],
+            )
+            .await
+            .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+            .map_err(pg("reading the catalog"))?
+            .flatten();
+        if made.as_deref() == Some(select.as_str()) {
+            continue;
+        }
+        // The text is `[a-z0-9_]` names, quotes and punctuation: no `'`.
+        client
+            .batch_execute(&format!(
+                "CREATE OR REPLACE VIEW {view} AS {select}; COMMENT ON VIEW {view} IS '{select}'"
+            ))
+            .await
+            .map_err(pg(format!("creating the view `{view}`")))?;
+    }
+    Ok(())
+}
+
 /// Carries `plan` out in the open's transaction (see
 /// `OpenOptions::migrate`); returns it with the rows of each state.
 pub(super) async fn migrate_in<C: Conn>(
@@ -311,10 +347,14 @@ pub(super) async fn migrate_in<C: Conn>(
                 .await
                 .and_then(|r| r.try_get(0))
                 .unwrap_or(0);
+            // A cache's view goes first: Postgres refuses to drop a table
+            // a view reads.
             client
                 .batch_execute(&format!(
-                    "DROP TABLE IF EXISTS {table}; DELETE FROM {meta} WHERE table_name = '{table}'; \
-                     DELETE FROM {last_update} WHERE table_name = '{table}'"
+                    "DROP VIEW IF EXISTS {view}; DROP TABLE IF EXISTS {table}; \
+                     DELETE FROM {meta} WHERE table_name = '{table}'; \
+                     DELETE FROM {last_update} WHERE table_name = '{table}'",
+                    view = graph::view_ident(&table)
                 ))
                 .await
                 .map_err(pg(format!("dropping `{table}`")))?;
@@ -336,7 +376,7 @@ pub(super) async fn migrate_in<C: Conn>(
                 let rows = sql::encode_delta(spec, schema, &*delta)?;
                 written += rows.len() as u64;
                 let failed = AtomicBool::new(false);
-                write_rows(conn, schema, &tables.sql[s], &rows, stats, &failed).await?;
+                write_rows(conn, spec, schema, &tables.sql[s], &rows, stats, &failed).await?;
             }
         }
         entry.rows = Some(written);

@@ -17,3 +17,4 @@ mod postgres;
 mod queries;
 mod reliability;
 mod sql_stores;
+mod sql_views;
