@@ -35,6 +35,7 @@ mod postgres;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod views;
 mod wait;
 
 pub use graph::StoreError;

@@ -12,6 +12,7 @@
 //! | `step` | nested (recursion) states only |
 //! | `data` | the row, postcard bytes |
 //! | one per index key part | typed: `BIGINT`, `DOUBLE`/`REAL`, `TEXT`, `BOOLEAN`, dates, UUIDs |
+//! | `v_<field>` | caches only: each field of the row, typed ([`crate::views`]) |
 //! | `c` | the weight |
 //!
 //! The primary key is *clustered* on the state's first index where the
@@ -30,8 +31,8 @@
 use std::any::Any;
 
 use graph::{
-    Cell, EncodedRow, MAX_IDENT, MAX_TABLE_PREFIX, Read, StateKind, StateSpec, StoreError,
-    ValueType, sql_ident as ident, table_ident,
+    EncodedRow, MAX_IDENT, MAX_TABLE_PREFIX, Read, StateKind, StateSpec, StoreError,
+    sql_ident as ident, table_ident,
 };
 use zset::{ColumnType, KeyColumn, KeyValue};
 
@@ -291,17 +292,6 @@ pub(crate) struct IndexSchema {
     pub(crate) prefix: usize,
 }
 
-/// One value column of a cache's table (see [`graph::RowColumns`]).
-#[derive(Clone, Debug)]
-pub(crate) struct ValueCol {
-    /// In the table: `v_` and the field's name.
-    pub(crate) name: String,
-    /// In the view: the field's name.
-    pub(crate) field: String,
-    pub(crate) ty: ValueType,
-    pub(crate) nullable: bool,
-}
-
 /// A state's table.
 #[derive(Clone, Debug)]
 pub(crate) struct TableSchema {
@@ -312,7 +302,7 @@ pub(crate) struct TableSchema {
     pub(crate) columns: Vec<Column>,
     /// A cache's value columns, after the key columns; none for other
     /// states.
-    pub(crate) values: Vec<ValueCol>,
+    pub(crate) values: Vec<crate::views::ValueCol>,
     /// A cache's view ([`graph::view_ident`]).
     pub(crate) view: Option<String>,
     pub(crate) indexes: Vec<IndexSchema>,
@@ -368,20 +358,7 @@ impl TableSchema {
         } else {
             format!("clustered on {}", indexes[0].name)
         };
-        let values: Vec<ValueCol> = spec
-            .codec()
-            .columns()
-            .map(|c| c.columns())
-            .unwrap_or_default()
-            .iter()
-            .map(|c| ValueCol {
-                name: format!("v_{}", c.name),
-                field: c.name.clone(),
-                ty: c.ty,
-                nullable: c.nullable,
-            })
-            .collect();
-        let view = spec.codec().columns().map(|_| graph::view_ident(&name));
+        let (values, view) = crate::views::value_columns(spec, &name);
         TableSchema {
             name,
             path: spec.path().to_string(),
@@ -393,24 +370,6 @@ impl TableSchema {
             indexes,
             clustered,
         }
-    }
-
-    /// The view's `SELECT`: each value column under its field's name, and
-    /// the weight as `count` (`count_`, ... when a field has that name);
-    /// `None` for a state that is no cache.
-    pub(crate) fn view_select(&self) -> Option<String> {
-        self.view.as_ref()?;
-        let mut count = "count".to_owned();
-        while self.values.iter().any(|v| v.field == count) {
-            count.push('_');
-        }
-        let cols: Vec<String> = self
-            .values
-            .iter()
-            .map(|v| format!("{} AS \"{}\"", v.name, v.field))
-            .chain(std::iter::once(format!("c AS \"{count}\"")))
-            .collect();
-        Some(format!("SELECT {} FROM {}", cols.join(", "), self.name))
     }
 
     pub(crate) fn nested(&self) -> bool {
@@ -436,7 +395,7 @@ pub(crate) trait Dialect {
     /// The SQL type of a key column.
     fn column_type(&self, ty: ColumnType) -> &'static str;
     /// The SQL type of a cache's value column.
-    fn value_type(&self, ty: ValueType) -> &'static str;
+    fn value_type(&self, ty: graph::ValueType) -> &'static str;
     /// The type of `identity`, `c` and `t`.
     fn bigint(&self) -> &'static str;
     /// The type of `data`.
@@ -460,10 +419,7 @@ pub(crate) fn create_statements(d: &dyn Dialect, schema: &TableSchema) -> Vec<St
         let null = if c.key.nullable { "" } else { " NOT NULL" };
         cols.push(format!("{} {}{null}", c.name, d.column_type(c.key.ty)));
     }
-    for v in &schema.values {
-        let null = if v.nullable { "" } else { " NOT NULL" };
-        cols.push(format!("{} {}{null}", v.name, d.value_type(v.ty)));
-    }
+    cols.extend(crate::views::column_defs(d, schema));
     cols.push(format!("c {} NOT NULL", d.bigint()));
     let pk: Vec<String> = schema.columns[schema.clustered.clone()]
         .iter()
@@ -651,28 +607,6 @@ pub(crate) fn encode_delta(
         }
     }
     Ok(rows)
-}
-
-/// The value cells of `row` for `schema`'s table: those it carries, or
-/// (a row read back from an undo log, which keeps none) computed from its
-/// data.
-pub(crate) fn cells_of<'r>(
-    spec: &StateSpec,
-    schema: &TableSchema,
-    row: &'r EncodedRow,
-) -> Result<std::borrow::Cow<'r, [Cell]>, StoreError> {
-    if row.columns.len() == schema.values.len() {
-        return Ok(std::borrow::Cow::Borrowed(&row.columns));
-    }
-    let mut cells = Vec::with_capacity(schema.values.len());
-    spec.codec()
-        .value_cells(&row.data, &mut cells)
-        .map_err(|detail| StoreError::Corrupt {
-            table: schema.name.clone(),
-            identity: row.identity.to_string(),
-            detail: format!("its value columns cannot be computed: {detail}"),
-        })?;
-    Ok(std::borrow::Cow::Owned(cells))
 }
 
 /// What undoes one pipelined table write: rows that, written with the same

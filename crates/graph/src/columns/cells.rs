@@ -127,14 +127,20 @@ impl<'a> Writer<'a> {
             (ValueType::Float, Prim::F64(f)) => Cell::Float(*f),
             (ValueType::Text, Prim::Str(s)) => Cell::Text((*s).to_owned()),
             (ValueType::Text, Prim::Char(c)) => Cell::Text(c.to_string()),
-            (ValueType::Date, Prim::Str(s)) => Cell::Date(
-                s.parse::<NaiveDate>()
+            (ValueType::Date, Prim::Str(s)) => Cell::Date(match plain_date(s.as_bytes()) {
+                Some(d) => d,
+                None => s
+                    .parse::<NaiveDate>()
                     .map_err(|e| bad(format!("`{s}` is not a date: {e}")))?,
-            ),
-            (ValueType::Timestamp, Prim::Str(s)) => Cell::Timestamp(
-                s.parse::<NaiveDateTime>()
-                    .map_err(|e| bad(format!("`{s}` is not a timestamp: {e}")))?,
-            ),
+            }),
+            (ValueType::Timestamp, Prim::Str(s)) => {
+                Cell::Timestamp(match plain_timestamp(s.as_bytes()) {
+                    Some(t) => t,
+                    None => s
+                        .parse::<NaiveDateTime>()
+                        .map_err(|e| bad(format!("`{s}` is not a timestamp: {e}")))?,
+                })
+            }
             (ValueType::Uuid, Prim::Bytes(b)) => {
                 Cell::Uuid(Uuid::from_slice(b).map_err(|e| bad(format!("not a UUID: {e}")))?)
             }
@@ -172,6 +178,62 @@ impl<'a> Writer<'a> {
             }),
             _ => Err(self.mismatch("a sequence")),
         }
+    }
+}
+
+/// The number of the ASCII digits `d`.
+fn digits(d: &[u8]) -> Option<u32> {
+    d.iter().try_fold(0u32, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })
+}
+
+/// `YYYY-MM-DD`, the form chrono writes a date of years 0 to 9999 in,
+/// read without chrono's general parser (the common case, on the write
+/// path of every cache row with a date); `None` for any other form.
+fn plain_date(s: &[u8]) -> Option<NaiveDate> {
+    if s.len() != 10 || s[4] != b'-' || s[7] != b'-' {
+        return None;
+    }
+    let year = i32::try_from(digits(&s[..4])?).ok()?;
+    NaiveDate::from_ymd_opt(year, digits(&s[5..7])?, digits(&s[8..10])?)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` with up to nine fractional digits, as chrono
+/// writes a timestamp of years 0 to 9999 (no leap second); `None` for any
+/// other form.
+fn plain_timestamp(s: &[u8]) -> Option<NaiveDateTime> {
+    if s.len() < 19 || s[10] != b'T' || s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    let nanos = match &s[19..] {
+        [] => 0,
+        [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
+            digits(frac)? * 10u32.pow(9 - frac.len() as u32)
+        }
+        _ => return None,
+    };
+    plain_date(&s[..10])?.and_hms_nano_opt(
+        digits(&s[11..13])?,
+        digits(&s[14..16])?,
+        digits(&s[17..19])?,
+        nanos,
+    )
+}
+
+/// A short text written without allocating (a date's or a number's).
+struct StackText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let room = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -329,6 +391,21 @@ impl<'a> ser::Serializer for Writer<'a> {
 
     fn serialize_str(self, v: &str) -> Result<(), CellError> {
         self.put(Prim::Str(v))
+    }
+
+    fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Result<(), CellError> {
+        // Dates and timestamps come this way: short, so formatted on the
+        // stack rather than into a new string.
+        let mut text = StackText {
+            buf: [0; 64],
+            len: 0,
+        };
+        if fmt::Write::write_fmt(&mut text, format_args!("{value}")).is_ok()
+            && let Ok(s) = std::str::from_utf8(&text.buf[..text.len])
+        {
+            return self.put(Prim::Str(s));
+        }
+        self.put(Prim::Str(&value.to_string()))
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), CellError> {

@@ -1,3 +1,6 @@
+//! Row types traced into columns and values written into cells, against
+//! hand-written expectations.
+
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
@@ -278,4 +281,35 @@ fn json_text() {
         to_json(&(Uuid::from_u128(1), "\u{1}\n")).expect("json"),
         r#"["00000000-0000-0000-0000-000000000001","\u0001\n"]"#
     );
+}
+
+/// Dates and timestamps in the form chrono writes for years 0 to 9999
+/// take a short path; every form gives what chrono's parser gives.
+#[test]
+fn dates_and_times_read_as_chrono_reads_them() {
+    #[derive(Serialize, Deserialize)]
+    struct When {
+        d: NaiveDate,
+        t: NaiveDateTime,
+    }
+    let cols = RowColumns::of::<When>();
+    assert_eq!(cols.describe(), "d date, t timestamp");
+    let times = [
+        (0, 0),
+        (1, 0),
+        (59, 123_000_000),
+        (59, 999_999_999),
+        (7, 1_000),
+    ];
+    for year in [0, 1, 1970, 2023, 9999, 10_000, -1, -4713, 262_142] {
+        for (sec, nano) in times {
+            let d = NaiveDate::from_ymd_opt(year, 2, 28).expect("a date");
+            let t = d.and_hms_nano_opt(23, 59, sec, nano).expect("a time");
+            assert_eq!(
+                cells(&cols, &When { d, t }),
+                vec![Cell::Date(d), Cell::Timestamp(t)],
+                "{d} {t}"
+            );
+        }
+    }
 }

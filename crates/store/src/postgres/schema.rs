@@ -232,7 +232,7 @@ pub(super) async fn create_table<C: GenericClient>(
     Ok(())
 }
 
-/// Creates (or replaces) the view of every cache of `tables`, unless it is
+/// Creates (or makes again) the view of every cache of `tables`, unless it is
 /// there already as this version made it (each view's comment records its
 /// `SELECT`): an open does not take a view's lock, which a reader holds
 /// for as long as its transaction runs, without need.
@@ -257,10 +257,13 @@ pub(super) async fn create_views<C: GenericClient>(
         if made.as_deref() == Some(select.as_str()) {
             continue;
         }
-        // The text is `[a-z0-9_]` names, quotes and punctuation: no `'`.
+        // Made again rather than replaced: `CREATE OR REPLACE` cannot drop
+        // or rename a column. The text is `[a-z0-9_]` names, quotes and
+        // punctuation: no `'`.
         client
             .batch_execute(&format!(
-                "CREATE OR REPLACE VIEW {view} AS {select}; COMMENT ON VIEW {view} IS '{select}'"
+                "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS {select}; \
+                 COMMENT ON VIEW {view} IS '{select}'"
             ))
             .await
             .map_err(pg(format!("creating the view `{view}`")))?;

@@ -100,7 +100,7 @@ pub(super) async fn send_rows<C: Conn>(
     } else {
         upserts
             .iter()
-            .map(|r| sql::cells_of(spec, schema, r))
+            .map(|r| crate::views::cells_of(spec, schema, r))
             .collect::<Result<_, _>>()?
     };
     let mut values: Vec<CellArray<'_>> = schema

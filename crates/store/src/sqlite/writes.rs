@@ -73,7 +73,7 @@ impl Sqlite {
                 i += 1;
             }
             if !schema.values.is_empty() {
-                for cell in sql::cells_of(spec, schema, row)?.iter() {
+                for cell in crate::views::cells_of(spec, schema, row)?.iter() {
                     bind_cell(&mut upsert, i, schema, cell)?;
                     i += 1;
                 }
