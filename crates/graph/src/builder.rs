@@ -515,7 +515,9 @@ impl Query {
         for ix in &indexes {
             self.check_index(ix.spec(), at)?;
         }
-        let codec: Arc<dyn Codec> = Arc::new(ZSetCodec::<T>::new(false, indexes));
+        // A cache's rows are readable from plain SQL: typed columns beside
+        // the bytes.
+        let codec: Arc<dyn Codec> = Arc::new(ZSetCodec::<T>::new(false, indexes).with_columns());
         let spec = StateSpec::new(path.clone(), Arc::clone(&codec));
         let state = self.declare(path.clone(), codec, at, false);
         self.b

@@ -9,8 +9,8 @@ use zset::{Data, Index, IndexKey, IndexSpec, KeyValue, Weight, ZSet};
 
 use crate::memtable::{MemKeyed, MemZSet};
 use crate::{
-    Codec, EncodedRow, MemTable, StateKind, StoreError, StoredRow, Value, index_needs_check,
-    key_problem,
+    Cell, Codec, EncodedRow, MemTable, RowColumns, StateKind, StoreError, StoredRow, Value,
+    index_needs_check, key_problem,
 };
 
 /// The identity of a row whose value (or key) serializes to `bytes`: the
@@ -389,6 +389,8 @@ pub struct ZSetCodec<R> {
     specs: Vec<IndexSpec>,
     /// The indexes whose keys [`Codec::check_delta`] checks.
     checked: Vec<usize>,
+    /// A cache's value columns ([`ZSetCodec::with_columns`]).
+    columns: Option<Arc<RowColumns>>,
 }
 
 impl<R> std::fmt::Debug for ZSetCodec<R> {
@@ -414,7 +416,16 @@ impl<R: Data> ZSetCodec<R> {
             indexes,
             specs,
             checked,
+            columns: None,
         }
+    }
+
+    /// This codec with its rows' value columns ([`RowColumns::of`]
+    /// `R`): SQL stores keep each row's fields as typed columns beside its
+    /// bytes, readable from plain SQL. What a cache's codec has.
+    pub fn with_columns(mut self) -> Self {
+        self.columns = Some(Arc::new(RowColumns::of::<R>()));
+        self
     }
 
     fn encode_rows(
@@ -430,12 +441,21 @@ impl<R: Data> ZSetCodec<R> {
             for ix in &self.indexes {
                 ix.row_key_values(value, &mut keys);
             }
+            let mut columns = Vec::new();
+            if let Some(c) = &self.columns {
+                c.cells(value, &mut columns)
+                    .map_err(|detail| StoreError::Unrepresentable {
+                        table: String::new(),
+                        detail,
+                    })?;
+            }
             out.push(EncodedRow {
                 identity: identity_of(&data),
                 data,
                 keys,
                 weight,
                 step,
+                columns,
             });
         }
         Ok(())
@@ -553,10 +573,9 @@ impl<R: Data> Codec for ZSetCodec<R> {
                 indexes.push(Arc::clone(ix));
             }
         }
-        Some(Arc::new(ZSetCodec::new(
-            self.kind == StateKind::Nested,
-            indexes,
-        )))
+        let mut merged = ZSetCodec::new(self.kind == StateKind::Nested, indexes);
+        merged.columns = self.columns.clone().or_else(|| other.columns.clone());
+        Some(Arc::new(merged))
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -569,6 +588,15 @@ impl<R: Data> Codec for ZSetCodec<R> {
     }
     fn sink_len(&self, sink: &dyn Any) -> usize {
         sink.downcast_ref::<Vec<StoredRow<R>>>().map_or(0, Vec::len)
+    }
+    fn columns(&self) -> Option<&RowColumns> {
+        self.columns.as_deref()
+    }
+    fn value_cells(&self, data: &[u8], out: &mut Vec<Cell>) -> Result<(), String> {
+        match &self.columns {
+            Some(c) => c.cells(&decode_value::<R>(data)?, out),
+            None => Ok(()),
+        }
     }
     fn rows_sink(&self) -> Option<Box<dyn Any + Send + Sync>> {
         (self.kind == StateKind::ZSet)
@@ -648,6 +676,7 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
                 keys,
                 weight: i64::from(*set),
                 step: 0,
+                columns: Vec::new(),
             });
         }
         Ok(())

@@ -51,7 +51,7 @@ pub(crate) fn of_declarations_named(
             let text = format!(
                 "state {} {} [{}]",
                 name(decl.path.as_str()),
-                shape_of(&*decl.codec),
+                crate::state::shape_of(&*decl.codec),
                 defs.join(",")
             );
             Some(hash(&text))
@@ -72,14 +72,6 @@ pub(crate) fn combined(mut defs: Vec<String>) -> String {
 
 fn hash(text: &str) -> String {
     format!("{:016x}", identity_of(text.as_bytes()) as u64)
-}
-
-fn shape_of(codec: &dyn crate::Codec) -> String {
-    let mut s = format!("{} {}", codec.kind().name(), codec.value_type());
-    for ix in codec.indexes() {
-        s.push_str(&format!(" | {ix}"));
-    }
-    s
 }
 
 fn states_of(op: &Op, own: &[StateId]) -> Vec<StateId> {
@@ -130,7 +122,11 @@ fn vertex_def(
         .iter()
         .map(|s| {
             let d = &b.states[s.index()];
-            format!("{}:{}", name(d.path.as_str()), shape_of(&*d.codec))
+            format!(
+                "{}:{}",
+                name(d.path.as_str()),
+                crate::state::shape_of(&*d.codec)
+            )
         })
         .collect();
     let version = b.versions.get(&v).copied().unwrap_or(0);

@@ -52,18 +52,19 @@ pub enum GraphError {
     /// Two states whose SQL tables would have the same name: a table is
     /// named by [`table_ident`](crate::table_ident) of the state's path,
     /// which keeps only `[a-z0-9_]`, lower-cased, and is cut to fit the
-    /// store's table prefix. Refused on every store, so that a query runs
-    /// on all of them or on none; checked for the longest prefix a store
-    /// accepts.
+    /// store's table prefix; or a state whose table would take the name
+    /// of a cache's SQL view ([`view_ident`](crate::view_ident)). Refused
+    /// on every store, so that a query runs on all of them or on none;
+    /// checked for the longest prefix a store accepts.
     #[error(
-        "states `{first}` and `{second}` (created at {at}) would be stored in the same SQL table          `<prefix>{table}` (a table name keeps only the letters, digits and `_` of a path,          lower-cased, and is cut to fit the table prefix); name one of them differently"
+        "states `{first}` and `{second}` (created at {at}) would have the same SQL name          `<prefix>{table}` (a table name keeps only the letters, digits and `_` of a path,          lower-cased, and is cut to fit the table prefix; a cache's view is its table's name          and `_view`); name one of them differently"
     )]
     TableNameCollision {
         /// The first state's path.
         first: Path,
         /// The second state's path.
         second: Path,
-        /// The table name both would have after a prefix.
+        /// The table (or view) name both would have after a prefix.
         table: String,
         /// Where the second state was created.
         at: At,

@@ -37,6 +37,7 @@
 
 mod builder;
 mod codec;
+mod columns;
 mod definition;
 mod dot;
 mod error;
@@ -65,13 +66,14 @@ pub use codec::{
     DynIndex, IndexTree, KeyedCodec, KeyedDelta, PrefixIndex, ScanItem, Stepped, ZSetCodec,
     identity_of,
 };
+pub use columns::{Cell, MAX_COLUMN_NAME, RowColumns, ValueColumn, ValueType, to_json};
 pub use error::{At, BoxError, GraphError, StoreError};
 pub use exec::{Ctx, Handle, panic_message, scalar_of};
 pub use feedback::Feedback;
 pub use graph::{Changes, Graph, Outputs};
 pub use input_migration::InputMigration;
 pub use limits::{KEY_YEARS, MAX_KEY_BYTES, index_needs_check, key_problem};
-pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident};
+pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident, view_ident};
 pub use path::Path;
 pub use plan::{MigrationPlan, PlanAction, PlanEntry};
 pub use profile::{Profile, StateSize, StateSizes, VertexProfile};

@@ -67,6 +67,14 @@ pub fn table_ident(path: &str, prefix_len: usize) -> String {
     sql_ident(path, MAX_TABLE.saturating_sub(prefix_len))
 }
 
+/// The name of the SQL view of a cache whose table is `table` (prefix
+/// included): `<table>_view`, e.g. `st_daily_cache_view`. A table name
+/// leaves room for the suffix (it is at most 58 bytes), and finalizing a
+/// graph refuses a state whose table would take a cache's view's name.
+pub fn view_ident(table: &str) -> String {
+    format!("{table}_view")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,13 +139,24 @@ impl StateSpec {
     /// A canonical one-line description of what the table holds: kind, row
     /// type and indexes. Stores record it and refuse to attach a table whose
     /// recorded shape differs.
+    /// A cache's shape includes its value columns
+    /// ([`Codec::columns`]): a row type whose fields change is another
+    /// shape.
     pub fn shape(&self) -> String {
-        let mut s = format!("{} {}", self.kind().name(), self.value_type());
-        for ix in self.indexes() {
-            s.push_str(&format!(" | {ix}"));
-        }
-        s
+        shape_of(self.codec())
     }
+}
+
+/// [`StateSpec::shape`] of a state with `codec`.
+pub(crate) fn shape_of(codec: &dyn Codec) -> String {
+    let mut s = format!("{} {}", codec.kind().name(), codec.value_type());
+    for ix in codec.indexes() {
+        s.push_str(&format!(" | {ix}"));
+    }
+    if let Some(columns) = codec.columns() {
+        s.push_str(&format!(" | columns ({})", columns.describe()));
+    }
+    s
 }
 
 impl fmt::Debug for StateSpec {
@@ -180,6 +191,12 @@ pub struct EncodedRow {
     pub weight: Weight,
     /// The inner step (nested states).
     pub step: u32,
+    /// A cache's value columns ([`Codec::columns`]), one cell each; empty
+    /// for other states. Not kept with the row (an undo log): a store
+    /// that needs them again computes them from `data`
+    /// ([`Codec::value_cells`]).
+    #[serde(skip)]
+    pub columns: Vec<crate::Cell>,
 }
 
 /// What to read from a state.
@@ -317,6 +334,23 @@ pub trait Codec: Send + Sync + 'static {
     /// such as a store's `verify`; bytes that are no row say so.
     fn show(&self, data: &[u8]) -> String {
         format!("<{} bytes>", data.len())
+    }
+    /// The typed value columns a SQL store keeps beside each row's bytes,
+    /// so that plain SQL can read the rows: a cache's
+    /// ([`ZSetCodec::with_columns`](crate::ZSetCodec::with_columns));
+    /// `None` (the default) for states kept opaque.
+    fn columns(&self) -> Option<&crate::RowColumns> {
+        None
+    }
+    /// Appends the cells of the row whose bytes are `data`, one per
+    /// [`columns`](Self::columns) column (nothing for a state without
+    /// them): what [`EncodedRow::columns`] held, for rows read back from
+    /// an undo log.
+    ///
+    /// # Errors
+    /// The bytes are not a row of this state's type.
+    fn value_cells(&self, _data: &[u8], _out: &mut Vec<crate::Cell>) -> Result<(), String> {
+        Ok(())
     }
     /// An empty sink for [`decode`](Self::decode) (a `Vec<StoredRow<R>>`),
     /// for code that reads a state without knowing its row type (a

@@ -333,17 +333,21 @@ fn check_table_names(
 ) -> Result<(), GraphError> {
     for prefix_len in 1..=crate::MAX_TABLE_PREFIX {
         let mut seen: HashMap<String, &crate::Path> = HashMap::with_capacity(finals.len());
-        for (path, _, decl) in finals {
+        for (path, codec, decl) in finals {
             let table = crate::table_ident(path.as_str(), prefix_len);
-            if let Some(first) = seen.get(&table) {
-                return Err(GraphError::TableNameCollision {
-                    first: (*first).clone(),
-                    second: path.clone(),
-                    table,
-                    at: decls[*decl].at,
-                });
+            // A cache's SQL view takes a name too.
+            let view = codec.columns().map(|_| crate::view_ident(&table));
+            for name in std::iter::once(table).chain(view) {
+                if let Some(first) = seen.get(&name) {
+                    return Err(GraphError::TableNameCollision {
+                        first: (*first).clone(),
+                        second: path.clone(),
+                        table: name,
+                        at: decls[*decl].at,
+                    });
+                }
+                seen.insert(name, path);
             }
-            seen.insert(table, path);
         }
     }
     Ok(())

@@ -54,6 +54,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod verify;
+mod views;
 mod wait;
 
 pub use graph::StoreError;

@@ -12,6 +12,7 @@
 //! | `step` | nested (recursion) states only |
 //! | `data` | the row, postcard bytes |
 //! | one per index key part | typed: `BIGINT`, `DOUBLE`/`REAL`, `TEXT`, `BOOLEAN`, dates, UUIDs |
+//! | `v_<field>` | caches only: each field of the row, typed ([`crate::views`]) |
 //! | `c` | the weight |
 //!
 //! The primary key is *clustered* on the state's first index where the
@@ -258,7 +259,10 @@ pub(crate) fn rename_statements(
     old: &TableSchema,
     new: &TableSchema,
 ) -> Vec<String> {
-    let mut out = vec![format!("ALTER TABLE {} RENAME TO {}", old.name, new.name)];
+    let mut out = vec![
+        format!("DROP VIEW IF EXISTS {}", graph::view_ident(&old.name)),
+        format!("ALTER TABLE {} RENAME TO {}", old.name, new.name),
+    ];
     let pairs = created_indexes(old).into_iter().zip(created_indexes(new));
     if d.renames_indexes() {
         out.push(format!(
@@ -388,6 +392,11 @@ pub(crate) struct TableSchema {
     pub(crate) kind: StateKind,
     pub(crate) shape: String,
     pub(crate) columns: Vec<Column>,
+    /// A cache's value columns, after the key columns; none for other
+    /// states.
+    pub(crate) values: Vec<crate::views::ValueCol>,
+    /// A cache's view ([`graph::view_ident`]).
+    pub(crate) view: Option<String>,
     pub(crate) indexes: Vec<IndexSchema>,
     /// The key columns that lead the primary key (the first index's when
     /// the table is clustered on it; else empty).
@@ -448,12 +457,15 @@ impl TableSchema {
         } else {
             format!("clustered on {}", indexes[0].name)
         };
+        let (values, view) = crate::views::value_columns(spec, &name);
         TableSchema {
             name,
             path: path.to_owned(),
             kind: spec.kind(),
             shape: format!("{}; layout {layout}", spec.shape()),
             columns,
+            values,
+            view,
             indexes,
             clustered,
         }
@@ -481,6 +493,8 @@ impl TableSchema {
 pub(crate) trait Dialect {
     /// The SQL type of a key column.
     fn column_type(&self, ty: ColumnType) -> &'static str;
+    /// The SQL type of a cache's value column.
+    fn value_type(&self, ty: graph::ValueType) -> &'static str;
     /// The type of `identity`, `c` and `t`.
     fn bigint(&self) -> &'static str;
     /// The type of `data`.
@@ -507,6 +521,7 @@ pub(crate) fn create_statements(d: &dyn Dialect, schema: &TableSchema) -> Vec<St
         let null = if c.key.nullable { "" } else { " NOT NULL" };
         cols.push(format!("{} {}{null}", c.name, d.column_type(c.key.ty)));
     }
+    cols.extend(crate::views::column_defs(d, schema));
     cols.push(format!("c {} NOT NULL", d.bigint()));
     let pk: Vec<String> = schema.columns[schema.clustered.clone()]
         .iter()
@@ -730,6 +745,7 @@ pub(crate) fn undo_of(
                 keys: r.keys.clone(),
                 weight,
                 step: r.step,
+                columns: r.columns.clone(),
             })
         })
         .collect()

@@ -151,6 +151,7 @@ async fn serve<C: Conn>(
         Request::Write { table, rows, reply } => {
             let written = write_rows(
                 conn,
+                &tables.specs[table],
                 &tables.schemas[table],
                 &tables.sql[table],
                 &rows,

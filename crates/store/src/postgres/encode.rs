@@ -2,9 +2,9 @@
 //! array parameters, and decoding a row.
 
 use chrono::{NaiveDate, NaiveDateTime};
-use graph::{StoreError, identity_of};
+use graph::{Cell, StoreError, ValueType, identity_of};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Date, Timestamp, ToSql};
 use uuid::Uuid;
 use zset::{ColumnType, KeyValue};
 
@@ -27,6 +27,20 @@ impl Dialect for PgDialect {
             ColumnType::Date => "DATE",
             ColumnType::Timestamp => "TIMESTAMP",
             _ => "BYTEA",
+        }
+    }
+    fn value_type(&self, ty: ValueType) -> &'static str {
+        match ty {
+            ValueType::Bool => "BOOLEAN",
+            ValueType::Int => "BIGINT",
+            ValueType::Numeric => "NUMERIC",
+            ValueType::Float => "DOUBLE PRECISION",
+            ValueType::Text => "TEXT",
+            ValueType::Bytes => "BYTEA",
+            ValueType::Uuid => "UUID",
+            ValueType::Date => "DATE",
+            ValueType::Timestamp => "TIMESTAMP",
+            _ => "JSONB",
         }
     }
     fn bigint(&self) -> &'static str {
@@ -129,6 +143,121 @@ impl PgArray {
             PgArray::Uuid(a) => a,
             PgArray::Date(a) => a,
             PgArray::Timestamp(a) => a,
+        }
+    }
+}
+
+/// A value column's array parameter type: numeric and JSON cells go as
+/// text, cast by the server.
+pub(super) fn value_array_type(ty: ValueType) -> &'static str {
+    match ty {
+        ValueType::Bool => "bool[]",
+        ValueType::Int => "int8[]",
+        ValueType::Numeric => "text[]::numeric[]",
+        ValueType::Float => "float8[]",
+        ValueType::Text => "text[]",
+        ValueType::Bytes => "bytea[]",
+        ValueType::Uuid => "uuid[]",
+        ValueType::Date => "date[]",
+        ValueType::Timestamp => "timestamp[]",
+        _ => "text[]::jsonb[]",
+    }
+}
+
+/// The first day Postgres `DATE` and `TIMESTAMP` hold (Julian day 0, 24
+/// November 4714 BC); earlier ones are written `-infinity`.
+fn pg_first_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(-4713, 11, 24).unwrap_or(NaiveDate::MIN)
+}
+
+/// Text as Postgres `TEXT` holds it: it cannot hold NUL, written U+FFFD.
+fn pg_text(t: &str) -> std::borrow::Cow<'_, str> {
+    if t.contains('\0') {
+        std::borrow::Cow::Owned(t.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(t)
+    }
+}
+
+/// One value column of many rows, as an array parameter, borrowing the
+/// rows' text and bytes.
+#[derive(Debug)]
+pub(super) enum CellArray<'r> {
+    Bool(Vec<Option<bool>>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Text(Vec<Option<std::borrow::Cow<'r, str>>>),
+    Bytes(Vec<Option<&'r [u8]>>),
+    Uuid(Vec<Option<Uuid>>),
+    Date(Vec<Option<Date<NaiveDate>>>),
+    Timestamp(Vec<Option<Timestamp<NaiveDateTime>>>),
+}
+
+impl<'r> CellArray<'r> {
+    pub(super) fn new(ty: ValueType, capacity: usize) -> Self {
+        match ty {
+            ValueType::Bool => CellArray::Bool(Vec::with_capacity(capacity)),
+            ValueType::Int => CellArray::Int(Vec::with_capacity(capacity)),
+            ValueType::Float => CellArray::Float(Vec::with_capacity(capacity)),
+            ValueType::Bytes => CellArray::Bytes(Vec::with_capacity(capacity)),
+            ValueType::Uuid => CellArray::Uuid(Vec::with_capacity(capacity)),
+            ValueType::Date => CellArray::Date(Vec::with_capacity(capacity)),
+            ValueType::Timestamp => CellArray::Timestamp(Vec::with_capacity(capacity)),
+            _ => CellArray::Text(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// Appends `cell`: dates and timestamps before the first day Postgres
+    /// holds as `-infinity`.
+    pub(super) fn push(&mut self, table: &str, cell: &'r Cell) -> Result<(), StoreError> {
+        let first = pg_first_day();
+        match (self, cell) {
+            (CellArray::Bool(a), Cell::Null) => a.push(None),
+            (CellArray::Int(a), Cell::Null) => a.push(None),
+            (CellArray::Float(a), Cell::Null) => a.push(None),
+            (CellArray::Text(a), Cell::Null) => a.push(None),
+            (CellArray::Bytes(a), Cell::Null) => a.push(None),
+            (CellArray::Uuid(a), Cell::Null) => a.push(None),
+            (CellArray::Date(a), Cell::Null) => a.push(None),
+            (CellArray::Timestamp(a), Cell::Null) => a.push(None),
+            (CellArray::Bool(a), Cell::Bool(b)) => a.push(Some(*b)),
+            (CellArray::Int(a), Cell::Int(i)) => a.push(Some(*i)),
+            (CellArray::Float(a), Cell::Float(f)) => a.push(Some(*f)),
+            (CellArray::Text(a), Cell::Text(t) | Cell::Numeric(t) | Cell::Json(t)) => {
+                a.push(Some(pg_text(t)));
+            }
+            (CellArray::Bytes(a), Cell::Bytes(b)) => a.push(Some(b)),
+            (CellArray::Uuid(a), Cell::Uuid(u)) => a.push(Some(*u)),
+            (CellArray::Date(a), Cell::Date(d)) => a.push(Some(if *d < first {
+                Date::NegInfinity
+            } else {
+                Date::Value(*d)
+            })),
+            (CellArray::Timestamp(a), Cell::Timestamp(t)) => a.push(Some(if t.date() < first {
+                Timestamp::NegInfinity
+            } else {
+                Timestamp::Value(*t)
+            })),
+            (_, cell) => {
+                return Err(StoreError::Unrepresentable {
+                    table: table.to_owned(),
+                    detail: format!("value cell {cell:?} does not fit its column"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            CellArray::Bool(a) => a,
+            CellArray::Int(a) => a,
+            CellArray::Float(a) => a,
+            CellArray::Text(a) => a,
+            CellArray::Bytes(a) => a,
+            CellArray::Uuid(a) => a,
+            CellArray::Date(a) => a,
+            CellArray::Timestamp(a) => a,
         }
     }
 }

@@ -15,8 +15,8 @@ mod notify;
 mod reads;
 mod runtime;
 mod schema;
-mod sizes;
 mod sequence;
+mod sizes;
 mod statements;
 mod store;
 mod tx;
@@ -40,7 +40,8 @@ use self::notify::{Listener, Wake, channel, listen, wait_for};
 use self::reads::{max_step, read_rows};
 use self::runtime::{Borrowed, Conn, block_on, block_on_in, listener_runtime, on, pg};
 use self::schema::{
-    check_table, create_table, lock_prefix, migrate_in, plan_of, record_query, rename_legacy_tables,
+    check_table, create_table, create_views, lock_prefix, migrate_in, plan_of, record_query,
+    rename_legacy_tables,
 };
 pub use self::sequence::PgSequence;
 use self::statements::{PgSql, Tables};
@@ -354,6 +355,11 @@ impl Postgres {
         block_on(async {
             let conn = self.client().await?;
             for s in &self.tables.schemas {
+                if let Some(view) = &s.view {
+                    conn.batch_execute(&format!("DROP VIEW IF EXISTS {view}"))
+                        .await
+                        .map_err(pg("dropping a view"))?;
+                }
                 conn.batch_execute(&format!("DROP TABLE IF EXISTS {}", s.name))
                     .await
                     .map_err(pg("dropping a table"))?;
@@ -429,6 +435,7 @@ impl Postgres {
                     let done =
                         migrate_in(&borrowed, &tables, &graph, &stats, plan, keep_dropped).await?;
                     record_query(&*tx, &tables).await?;
+                    create_views(&*tx, &tables).await?;
                     // Handles opened before the migration refuse to go on.
                     tx.execute(
                         &format!(
@@ -479,6 +486,7 @@ impl Postgres {
             }
             if create {
                 record_query(&*tx, &tables).await?;
+                create_views(&*tx, &tables).await?;
             }
                 Ok((created, None))
             }

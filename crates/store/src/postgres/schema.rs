@@ -238,6 +238,45 @@ pub(super) async fn create_table<C: GenericClient>(
     Ok(())
 }
 
+/// Creates (or makes again) the view of every cache of `tables`, unless it is
+/// there already as this version made it (each view's comment records its
+/// `SELECT`): an open does not take a view's lock, which a reader holds
+/// for as long as its transaction runs, without need.
+pub(super) async fn create_views<C: GenericClient>(
+    client: &C,
+    tables: &Tables,
+) -> Result<(), StoreError> {
+    for schema in &tables.schemas {
+        let (Some(view), Some(select)) = (&schema.view, schema.view_select()) else {
+            continue;
+        };
+        let made: Option<String> = client
+            .query_opt(
+                "SELECT obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c \
+                 WHERE c.relname = $1 AND c.relkind = 'v' AND pg_catalog.pg_table_is_visible(c.oid)",
+                &[view],
+            )
+            .await
+            .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+            .map_err(pg("reading the catalog"))?
+            .flatten();
+        if made.as_deref() == Some(select.as_str()) {
+            continue;
+        }
+        // Made again rather than replaced: `CREATE OR REPLACE` cannot drop
+        // or rename a column. The text is `[a-z0-9_]` names, quotes and
+        // punctuation: no `'`.
+        client
+            .batch_execute(&format!(
+                "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS {select}; \
+                 COMMENT ON VIEW {view} IS '{select}'"
+            ))
+            .await
+            .map_err(pg(format!("creating the view `{view}`")))?;
+    }
+    Ok(())
+}
+
 /// Carries `plan` out in the open's transaction (see
 /// `OpenOptions::migrate`); returns it with the rows of each state.
 pub(super) async fn migrate_in<C: Conn>(
@@ -349,10 +388,15 @@ pub(super) async fn migrate_in<C: Conn>(
                 .and_then(|r| r.try_get(0))
                 .unwrap_or(0);
             let keep = keep_dropped && entry.action == graph::PlanAction::Drop;
+            // A cache's view goes first: Postgres refuses to drop a table
+            // a view reads.
             let drop = if keep {
                 String::new()
             } else {
-                format!("DROP TABLE IF EXISTS {table}; ")
+                format!(
+                    "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {table}; ",
+                    graph::view_ident(&table)
+                )
             };
             client
                 .batch_execute(&format!(
@@ -379,7 +423,7 @@ pub(super) async fn migrate_in<C: Conn>(
                 let rows = sql::encode_delta(spec, schema, &*delta)?;
                 written += rows.len() as u64;
                 let failed = AtomicBool::new(false);
-                write_rows(conn, schema, &tables.sql[s], &rows, stats, &failed).await?;
+                write_rows(conn, spec, schema, &tables.sql[s], &rows, stats, &failed).await?;
             }
         }
         entry.rows = Some(written);

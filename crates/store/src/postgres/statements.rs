@@ -4,7 +4,7 @@
 use graph::{StateKind, StateSpec};
 use zset::KeyValue;
 
-use super::encode::{PgDialect, array_type};
+use super::encode::{PgDialect, array_type, value_array_type};
 use super::writes::ALREADY_APPLIED;
 use crate::sql::{OwnNames, TableSchema};
 
@@ -67,6 +67,10 @@ impl PgSql {
         for c in &s.columns {
             insert_cols.push(c.name.clone());
             types.push(array_type(c.key.ty));
+        }
+        for v in &s.values {
+            insert_cols.push(v.name.clone());
+            types.push(value_array_type(v.ty));
         }
         insert_cols.push("c".into());
         types.push("int8[]");

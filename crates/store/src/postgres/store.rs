@@ -238,7 +238,7 @@ impl StateStore for Postgres {
                     );
                     let rows = sql::decode_undo(&schema.name, t, &bytes)?;
                     let failed = AtomicBool::new(false);
-                    write_rows(&borrowed, schema, &tables.sql[s], &rows, &stats, &failed).await?;
+                    write_rows(&borrowed, &tables.specs[s], schema, &tables.sql[s], &rows, &stats, &failed).await?;
                 }
                 tx.execute(
                     &format!(

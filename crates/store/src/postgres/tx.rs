@@ -290,7 +290,15 @@ impl StateTx for PostgresTx<'_> {
                 conn.batch_execute("BEGIN"),
                 conn.query(&guard, &guard_params),
                 conn.execute(&undo_sql, &undo_params),
-                write_rows(conn, &t.schemas[s], &t.sql[s], rows, &stats, failed),
+                write_rows(
+                    conn,
+                    &t.specs[s],
+                    &t.schemas[s],
+                    &t.sql[s],
+                    rows,
+                    &stats,
+                    failed
+                ),
                 set_last_update(conn, &t, std::slice::from_ref(name), time),
                 end_transaction(conn, failed)
             );
@@ -459,8 +467,17 @@ pub(super) async fn write_tables(
     let (t, stats) = (&*store.tables, &*store.stats);
     let names = t.names();
     let written = (0..buffered.len()).filter(|&s| !buffered[s].is_empty());
-    let writes =
-        written.map(|s| write_rows(conn, &t.schemas[s], &t.sql[s], &buffered[s], stats, failed));
+    let writes = written.map(|s| {
+        write_rows(
+            conn,
+            &t.specs[s],
+            &t.schemas[s],
+            &t.sql[s],
+            &buffered[s],
+            stats,
+            failed,
+        )
+    });
     let (written, timed) = tokio::join!(
         join_in_order(writes.collect()),
         set_last_update(conn, t, &names, time)

@@ -99,7 +99,16 @@ impl Postgres {
                 for delta in expected.contents(s) {
                     let rows = sql::encode_delta(spec, schema, &*delta)?;
                     let failed = AtomicBool::new(false);
-                    write_rows(conn, schema, &tables.sql[s], &rows, &self.stats, &failed).await?;
+                    write_rows(
+                        conn,
+                        spec,
+                        schema,
+                        &tables.sql[s],
+                        &rows,
+                        &self.stats,
+                        &failed,
+                    )
+                    .await?;
                 }
                 check.repaired = true;
             }

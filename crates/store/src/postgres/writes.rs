@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use graph::{EncodedRow, StateKind, StoreError};
+use std::borrow::Cow;
+
+use graph::{Cell, EncodedRow, StateKind, StateSpec, StoreError};
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use zset::KeyValue;
 
-use super::encode::{PgArray, pk_arrays};
+use super::encode::{CellArray, PgArray, pk_arrays};
 use super::runtime::{Conn, on};
 use super::statements::{PgSql, Tables};
 use crate::StoreStats;
@@ -33,13 +35,14 @@ pub(super) const ALREADY_APPLIED: &str = "stepping: time already applied to";
 /// future's first poll (so a pipelined `COMMIT` polled after it sees it).
 pub(crate) async fn write_rows<C: Conn>(
     conn: &C,
+    spec: &StateSpec,
     schema: &TableSchema,
     sql: &PgSql,
     rows: &[EncodedRow],
     stats: &Mutex<StoreStats>,
     failed: &AtomicBool,
 ) -> Result<(), StoreError> {
-    let result = send_rows(conn, schema, sql, rows, stats, failed).await;
+    let result = send_rows(conn, spec, schema, sql, rows, stats, failed).await;
     if result.is_err() {
         failed.store(true, Ordering::SeqCst);
     }
@@ -49,6 +52,7 @@ pub(crate) async fn write_rows<C: Conn>(
 /// [`write_rows`], but setting `failed` only for a statement that fails.
 pub(super) async fn send_rows<C: Conn>(
     conn: &C,
+    spec: &StateSpec,
     schema: &TableSchema,
     sql: &PgSql,
     rows: &[EncodedRow],
@@ -89,12 +93,33 @@ pub(super) async fn send_rows<C: Conn>(
             a.push(&schema.name, v)?;
         }
     }
+    // A cache's value columns (rows read back from an undo log carry
+    // none: computed from their data).
+    let computed: Vec<Cow<'_, [Cell]>> = if schema.values.is_empty() {
+        Vec::new()
+    } else {
+        upserts
+            .iter()
+            .map(|r| crate::views::cells_of(spec, schema, r))
+            .collect::<Result<_, _>>()?
+    };
+    let mut values: Vec<CellArray<'_>> = schema
+        .values
+        .iter()
+        .map(|v| CellArray::new(v.ty, n))
+        .collect();
+    for cells in &computed {
+        for (a, cell) in values.iter_mut().zip(cells.iter()) {
+            a.push(&schema.name, cell)?;
+        }
+    }
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
     if schema.nested() {
         params.push(&steps);
     }
     params.push(&data);
     params.extend(keys.iter().map(PgArray::param));
+    params.extend(values.iter().map(CellArray::param));
     params.push(&weights);
     let prepared = async |needed: bool, text: &str| match needed {
         true => conn

@@ -2,7 +2,7 @@
 //! table.
 
 use chrono::{Datelike, Timelike};
-use graph::{StoreError, identity_of};
+use graph::{Cell, StoreError, ValueType, identity_of};
 use rusqlite::types::Value as SqlValue;
 use zset::{ColumnType, KeyValue};
 
@@ -20,6 +20,16 @@ impl Dialect for SqliteDialect {
             ColumnType::Bool | ColumnType::Int => "INTEGER",
             ColumnType::Float => "REAL",
             ColumnType::Bytes | ColumnType::Uuid => "BLOB",
+            _ => "TEXT",
+        }
+    }
+    fn value_type(&self, ty: ValueType) -> &'static str {
+        match ty {
+            ValueType::Bool | ValueType::Int => "INTEGER",
+            ValueType::Float => "REAL",
+            ValueType::Bytes | ValueType::Uuid => "BLOB",
+            // Numeric is decimal text: an INTEGER or NUMERIC column would
+            // turn integers beyond `i64` into lossy floats.
             _ => "TEXT",
         }
     }
@@ -87,6 +97,58 @@ pub(super) fn to_sqlite(table: &str, v: &KeyValue) -> Result<SqlValue, StoreErro
         }
         other => return Err(bad(format!("unsupported key value {other:?}"))),
     })
+}
+
+/// Binds value cell `cell` as parameter `i` of `st`, as a cache's value
+/// column keeps it: NaN as the text `NaN` (SQLite has no NaN: it would
+/// store `NULL`, which is `None`), dates and timestamps as key columns
+/// keep them (years 0 to 9999) or, outside those years, as chrono writes
+/// them (`+10000-01-01`, `-0001-12-31`), UUIDs as 16 bytes.
+pub(super) fn bind_cell(
+    st: &mut rusqlite::Statement<'_>,
+    i: usize,
+    schema: &TableSchema,
+    cell: &Cell,
+) -> Result<(), StoreError> {
+    let bound = match cell {
+        Cell::Null => st.raw_bind_parameter(i, rusqlite::types::Null),
+        Cell::Bool(b) => st.raw_bind_parameter(i, i64::from(*b)),
+        Cell::Int(x) => st.raw_bind_parameter(i, x),
+        Cell::Float(f) if f.is_nan() => st.raw_bind_parameter(i, "NaN"),
+        Cell::Float(f) => st.raw_bind_parameter(i, f),
+        Cell::Numeric(t) | Cell::Text(t) | Cell::Json(t) => st.raw_bind_parameter(i, t.as_str()),
+        Cell::Bytes(b) => st.raw_bind_parameter(i, b.as_slice()),
+        Cell::Uuid(u) => st.raw_bind_parameter(i, &u.as_bytes()[..]),
+        Cell::Date(d) => st.raw_bind_parameter(i, date_text(*d)),
+        Cell::Timestamp(t) => st.raw_bind_parameter(
+            i,
+            format!(
+                "{} {:02}:{:02}:{:02}.{:09}",
+                date_text(t.date()),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.nanosecond()
+            ),
+        ),
+        other => {
+            return Err(StoreError::Unrepresentable {
+                table: schema.name.clone(),
+                detail: format!("unsupported value cell {other:?}"),
+            });
+        }
+    };
+    bound.map_err(on(schema, "writing"))
+}
+
+/// A date as text: `YYYY-MM-DD` for years 0 to 9999, chrono's form (with
+/// a sign) outside them.
+fn date_text(d: chrono::NaiveDate) -> String {
+    if four_digit_year(d.year()) {
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+    } else {
+        d.to_string()
+    }
 }
 
 /// A SQLite value as a person reads it.

@@ -65,6 +65,7 @@ impl Sqlite {
                 }
                 let done = self.migrate_in(plan)?;
                 self.record_query()?;
+                self.create_views()?;
                 // Handles opened before the migration refuse to go on.
                 tx.execute(
                     &format!(
@@ -103,6 +104,7 @@ impl Sqlite {
         }
         if create {
             self.record_query()?;
+            self.create_views()?;
         }
         tx.commit().map_err(backend("committing new tables"))?;
         Ok(created)
@@ -136,6 +138,34 @@ impl Sqlite {
             })
             .map(|_| ())
             .map_err(backend(format!("recording `{}`", schema.name)))
+    }
+
+    /// Creates the view of every cache, unless it is there already as this
+    /// version makes it: changing the schema makes every other connection
+    /// prepare its statements again.
+    pub(super) fn create_views(&self) -> Result<(), StoreError> {
+        for schema in &self.schemas {
+            let (Some(view), Some(select)) = (&schema.view, schema.view_select()) else {
+                continue;
+            };
+            let create = format!("CREATE VIEW {view} AS {select}");
+            let made: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?",
+                    [view],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend("reading sqlite_master"))?;
+            if made.as_deref() == Some(create.as_str()) {
+                continue;
+            }
+            self.conn
+                .execute_batch(&format!("DROP VIEW IF EXISTS {view}; {create}"))
+                .map_err(backend(format!("creating the view `{view}`")))?;
+        }
+        Ok(())
     }
 
     /// The table listing the state tables of the query that last wrote
@@ -356,7 +386,10 @@ impl Sqlite {
                     let drop = if keep {
                         String::new()
                     } else {
-                        format!("DROP TABLE IF EXISTS {table}; ")
+                        format!(
+                            "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {table}; ",
+                            graph::view_ident(&table)
+                        )
                     };
                     self.conn
                         .execute_batch(&format!(

@@ -121,6 +121,7 @@ impl TableSql {
         }
         insert_cols.push("data");
         insert_cols.extend(&names);
+        insert_cols.extend(s.values.iter().map(|v| v.name.as_str()));
         insert_cols.push("c");
         let marks = vec!["?"; insert_cols.len()].join(", ");
         let pk = s.primary_key();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use graph::{EncodedRow, StateKind, StateSpec, StoreError};
 
 use super::Sqlite;
-use super::encode::{backend, bind_key, on};
+use super::encode::{backend, bind_cell, bind_key, on};
 use super::statements::TableSql;
 use crate::sql::{self, OwnNames, SqlRead, TableSchema};
 
@@ -71,6 +71,12 @@ impl Sqlite {
             for k in &row.keys {
                 bind_key(&mut upsert, i, schema, k)?;
                 i += 1;
+            }
+            if !schema.values.is_empty() {
+                for cell in crate::views::cells_of(spec, schema, row)?.iter() {
+                    bind_cell(&mut upsert, i, schema, cell)?;
+                    i += 1;
+                }
             }
             upsert.raw_bind_parameter(i, row.weight).map_err(ctx())?;
             if upsert.raw_execute().map_err(ctx())? == 1 {

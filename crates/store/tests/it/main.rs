@@ -24,4 +24,5 @@ mod reliability;
 mod retention;
 mod semi_joins;
 mod sql_stores;
+mod sql_views;
 mod windows;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use operators::prelude::*;
 use proptest::prelude::*;
 
-use crate::harness::{batches, batches2, fail, kinds, run1, run2};
+use crate::harness::{batches, batches2, fail, kinds, out, run1, run2};
 use crate::oracle::{self, Rel, bump, from_rows};
 
 /// 32 cases per property by default; `PROPTEST_CASES` overrides.
@@ -33,7 +33,7 @@ proptest! {
                 let (input, x) = q.input::<i64>("x")?;
                 let a = x.map(|v| v % 3);
                 let m = x.filter(|v| v % 2 == 0).map_many(|v| vec![*v, v + 10]);
-                Ok((input, q.output("out", a.add(m.neg()))?))
+                Ok((input, out(q, a.add(m.neg()))?))
             }, |v| *v, |x| {
                 let a = oracle::map(x, |v| v % 3);
                 let evens = oracle::filter(x, |v| v % 2 == 0);
@@ -50,7 +50,7 @@ proptest! {
                 let (l, ls) = q.input::<(i64, i64)>("l")?;
                 let (r, rs) = q.input::<(i64, i64)>("r")?;
                 let k = Index::new("k", |x: &(i64, i64)| x.0);
-                Ok((l, r, q.output("out", ls.join(rs, &k, &k))?))
+                Ok((l, r, out(q, ls.join(rs, &k, &k))?))
             }, |p: &Pair<(i64, i64), (i64, i64)>| (p.left, p.right),
                |l, r| oracle::join(l, r, |x| x.0, |x| x.0), &b)?;
         }
@@ -63,7 +63,7 @@ proptest! {
                 let (l, ls) = q.input::<(i64, i64)>("l")?;
                 let (r, rs) = q.input::<(i64, i64)>("r")?;
                 let k = Index::new("k", |x: &(i64, i64)| x.0);
-                Ok((l, r, q.output("out", ls.outer_join(rs, &k, &k))?))
+                Ok((l, r, out(q, ls.outer_join(rs, &k, &k))?))
             }, |p: &Pair<(i64, i64), OrEmpty<(i64, i64)>>| (p.left, p.right.as_option().copied()),
                |l, r| oracle::outer_join(l, r, |x| x.0, |x| x.0), &b)?;
         }
@@ -74,7 +74,7 @@ proptest! {
         for kind in kinds() {
             run1(kind, |q| {
                 let (input, x) = q.input::<i64>("x")?;
-                Ok((input, q.output("out", x.distinct())?))
+                Ok((input, out(q, x.distinct())?))
             }, |v| *v, oracle::distinct, &b)?;
         }
     }
@@ -86,7 +86,7 @@ proptest! {
                 let (input, x) = q.input::<i64>("x")?;
                 let sum = x.reduce(0i64, |v| *v).map(|s| (0, *s));
                 let count = x.count().map(|c| (1, *c));
-                Ok((input, q.output("out", sum.add(count))?))
+                Ok((input, out(q, sum.add(count))?))
             }, |v| *v, |x| {
                 let sum: i64 = x.iter().map(|(v, w)| v * w).sum();
                 let count: i64 = x.values().sum();
@@ -101,7 +101,7 @@ proptest! {
             run1(kind, |q| {
                 let (input, x) = q.input::<(i64, i64)>("x")?;
                 let by = Index::new("g", |r: &(i64, i64)| r.0);
-                Ok((input, q.output("out", x.group_reduce_flatten(&by, 0i64, |r| r.1))?))
+                Ok((input, out(q, x.group_reduce_flatten(&by, 0i64, |r| r.1))?))
             }, |p: &Pair<i64, i64>| (p.left, p.right),
                |x| oracle::group_sum(x, |r| r.0, 0i64, |r| r.1), &b)?;
         }
@@ -113,7 +113,7 @@ proptest! {
             run1(kind, |q| {
                 let (input, x) = q.input::<(i64, i64)>("x")?;
                 let by = Index::new("b", |r: &(i64, i64)| Desc(r.1));
-                Ok((input, q.output("out", x.first_n(&by, 3))?))
+                Ok((input, out(q, x.first_n(&by, 3))?))
             }, |v| *v, |x| oracle::first_n(x, |r| std::cmp::Reverse(r.1), 3), &b)?;
         }
     }
@@ -125,7 +125,7 @@ proptest! {
                 let (input, x) = q.input::<(i64, i64)>("x")?;
                 let g = Index::new("g", |r: &(i64, i64)| r.0);
                 let by = Index::new("b", |r: &(i64, i64)| r.1);
-                Ok((input, q.output("out", x.group(&g).first_n(&by, 2).flatten())?))
+                Ok((input, out(q, x.group(&g).first_n(&by, 2).flatten())?))
             }, |p: &Pair<(i64, i64), i64>| (p.left, p.right), |x| {
                 let mut out = Rel::new();
                 for g in 0..3 {
@@ -152,7 +152,7 @@ proptest! {
                 } else {
                     g.group(&inner).reduce(0i64, |r| r.2).flatten()
                 }).flatten();
-                Ok((input, q.output("out", sums)?))
+                Ok((input, out(q, sums)?))
             }, |p: &Pair<Pair<i64, i64>, i64>| (p.left.left, p.left.right, p.right), |x| {
                 oracle::group_sum(x, |r| (r.0, r.1), 0i64, |r| r.2)
                     .into_iter()
@@ -172,7 +172,7 @@ proptest! {
                 let g = Index::new("g", |x: &Row| x.0);
                 let k = Index::new("k", |x: &Row| x.1);
                 let joined = ls.group(&g).join(rs.group(&g), &k, &k).flatten();
-                Ok((l, r, q.output("out", joined)?))
+                Ok((l, r, out(q, joined)?))
             }, |p: &Pair<Pair<Row, Row>, i64>| (p.left.left, p.left.right, p.right), |l, r| {
                 oracle::join(l, r, |x| (x.0, x.1), |x| (x.0, x.1))
                     .into_iter()
@@ -201,7 +201,7 @@ proptest! {
             run1(kind, |q| {
                 let (input, e) = q.input::<(i64, i64)>("edges")?;
                 let paths = e.map(|(a, b)| Pair::new(*a, *b)).transitive_closure()?;
-                Ok((input, q.output("paths", paths)?))
+                Ok((input, out(q, paths)?))
             }, |p: &Pair<i64, i64>| (p.left, p.right), oracle::transitive_closure, &batches)?;
         }
     }
