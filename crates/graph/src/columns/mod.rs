@@ -156,7 +156,7 @@ impl fmt::Debug for RowColumns {
 
 impl RowColumns {
     /// The columns of row type `R`, traced through its `Deserialize` impl
-    /// (see the [module docs](self) for the mapping).
+    /// (see the `columns` module docs for the mapping).
     ///
     /// ```
     /// use stepping_graph::RowColumns;
