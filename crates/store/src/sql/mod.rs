@@ -28,13 +28,8 @@
 //! ([`OwnNames`]) start with a digit after the prefix, which no state's
 //! table name does.
 
-use std::any::Any;
-
-use graph::{
-    EncodedRow, MAX_IDENT, MAX_TABLE_PREFIX, Read, StateKind, StateSpec, StoreError,
-    sql_ident as ident, table_ident,
-};
-use zset::{ColumnType, KeyColumn, KeyValue};
+use graph::{MAX_IDENT, MAX_TABLE_PREFIX, StateKind, StateSpec, StoreError, sql_ident as ident};
+use zset::{ColumnType, KeyColumn};
 
 /// The store's own tables (and Postgres time sequence) under a prefix:
 /// `<prefix>0_tables`, `<prefix>0_last_update`, `<prefix>0_failed_batches`
@@ -127,209 +122,25 @@ impl Legacy {
     }
 }
 
-/// What a store makes of `schema`'s table, from the shape recorded for it
-/// (`(path, shape)`, if any) and whether the table exists: `Ok(false)` to
-/// create, `Ok(true)` to use as it is, or the typed error naming the table.
-pub(crate) fn table_state(
-    schema: &TableSchema,
-    recorded: Option<(String, String)>,
-    exists: bool,
-) -> Result<bool, StoreError> {
-    match (recorded, exists) {
-        (None, false) => Ok(false),
-        (None, true) => Err(StoreError::SchemaMismatch {
-            table: schema.name.clone(),
-            detail: "the table exists but was not created by stepping-rs".into(),
-        }),
-        (Some(_), false) => Err(StoreError::MissingTable {
-            table: schema.name.clone(),
-            path: schema.path.clone(),
-        }),
-        (Some((path, shape)), true) => {
-            if shape != schema.shape || path != schema.path {
-                Err(StoreError::SchemaMismatch {
-                    table: schema.name.clone(),
-                    detail: format!(
-                        "it holds `{path}`: `{shape}`; this query expects `{}`: `{}`",
-                        schema.path, schema.shape
-                    ),
-                })
-            } else {
-                Ok(true)
-            }
-        }
-    }
-}
+mod plan;
+mod rows;
 
-/// A state table as the store recorded it.
-#[derive(Clone, Debug)]
-pub(crate) struct Recorded {
-    pub(crate) table: String,
-    pub(crate) path: String,
-    pub(crate) shape: String,
-    /// Empty when recorded by a version that kept no definitions.
-    pub(crate) definition: String,
-}
-
-/// How the states recorded in a store compare with a query's: `query` is
-/// the tables of the query that last wrote the store (an earlier version's
-/// store records none, and then nothing is dropped).
-pub(crate) fn plan(
-    schemas: &[TableSchema],
-    specs: &[StateSpec],
-    recorded: &[Recorded],
-    query: &[String],
-    prefix: &str,
-) -> graph::MigrationPlan {
-    let mut entries = Vec::new();
-    // Tables carried over to a new name: not dropped.
-    let mut carried: Vec<String> = Vec::new();
-    for (schema, spec) in schemas.iter().zip(specs) {
-        let before = spec.before_renames();
-        let action = match recorded.iter().find(|r| r.table == schema.name) {
-            None => match before.and_then(|(old_path, old_definition)| {
-                let old_table = table_name(prefix, old_path.as_str());
-                let r = recorded.iter().find(|r| r.table == old_table)?;
-                let same = old_table != schema.name
-                    && r.path == old_path.as_str()
-                    // (The layout names the table's indexes after it.)
-                    && r.shape.replace(&old_table, &schema.name) == schema.shape
-                    && (r.definition.is_empty() || r.definition == old_definition);
-                same.then_some((old_table, old_path))
-            }) {
-                Some((old_table, old_path)) => {
-                    carried.push(old_table);
-                    graph::PlanAction::Renamed {
-                        from: Some(old_path.to_string()),
-                    }
-                }
-                None => graph::PlanAction::New,
-            },
-            Some(r) if r.shape != schema.shape || r.path != schema.path => {
-                graph::PlanAction::Changed {
-                    why: format!("it held `{}`: `{}`", r.path, r.shape),
-                }
-            }
-            Some(r) if !r.definition.is_empty() && r.definition != spec.definition() => {
-                if before.is_some_and(|(_, d)| d == r.definition) {
-                    graph::PlanAction::Renamed { from: None }
-                } else {
-                    graph::PlanAction::Changed {
-                        why: DEFINITION_CHANGED.into(),
-                    }
-                }
-            }
-            Some(_) => graph::PlanAction::Keep,
-        };
-        entries.push(graph::PlanEntry {
-            path: schema.path.clone(),
-            table: schema.name.clone(),
-            action,
-            rows: None,
-        });
-    }
-    for table in query {
-        if schemas.iter().any(|s| &s.name == table) || carried.contains(table) {
-            continue;
-        }
-        let path = recorded
-            .iter()
-            .find(|r| &r.table == table)
-            .map_or_else(|| table.clone(), |r| r.path.clone());
-        entries.push(graph::PlanEntry {
-            path,
-            table: table.clone(),
-            action: graph::PlanAction::Drop,
-            rows: None,
-        });
-    }
-    graph::MigrationPlan { entries }
-}
-
-/// The table of the state at `path` under `prefix`.
-pub(crate) fn table_name(prefix: &str, path: &str) -> String {
-    format!("{prefix}{}", table_ident(path, prefix.len()))
-}
-
-/// The statements that rename the table of `old` (the same state under its
-/// old path) to `new`'s, with its indexes (their names follow the table's).
-/// The store's records of it are the caller's to update.
-pub(crate) fn rename_statements(
-    d: &dyn Dialect,
-    old: &TableSchema,
-    new: &TableSchema,
-) -> Vec<String> {
-    let mut out = vec![
-        format!("DROP VIEW IF EXISTS {}", graph::view_ident(&old.name)),
-        format!("ALTER TABLE {} RENAME TO {}", old.name, new.name),
-    ];
-    let pairs = created_indexes(old).into_iter().zip(created_indexes(new));
-    if d.renames_indexes() {
-        out.push(format!(
-            "ALTER INDEX IF EXISTS {}_pkey RENAME TO {}_pkey",
-            old.name, new.name
-        ));
-        out.extend(pairs.map(|(o, n)| format!("ALTER INDEX IF EXISTS {o} RENAME TO {n}")));
-    } else {
-        out.extend(pairs.map(|(o, _)| format!("DROP INDEX IF EXISTS {o}")));
-        out.extend(create_statements(d, new).into_iter().skip(1));
-    }
-    out
-}
-
-/// The names of the SQL indexes `create_statements` makes for `schema`.
-fn created_indexes(schema: &TableSchema) -> Vec<String> {
-    let mut out: Vec<String> = schema
-        .indexes
-        .iter()
-        .filter(|ix| !(ix.columns.is_empty() || ix.columns == schema.clustered))
-        .map(|ix| ix.name.clone())
-        .collect();
-    if schema.nested() {
-        out.push(format!("{}__step", schema.name));
-    }
-    out
-}
-
-/// Why an input stored under another row type cannot be read, and what
-/// to do about it.
-pub(crate) const OTHER_ROW_TYPE: &str = "the store holds it under another row type; declare `Query::migrate_input` to carry its rows over";
-
-/// A migration that needs `input`, which the store does not keep (`why`).
-pub(crate) fn input_not_kept(input: &str, why: &str) -> StoreError {
-    StoreError::InputNotKept {
-        state: String::new(),
-        input: input.to_owned(),
-        why: why.to_owned(),
-    }
-}
-
-/// A stored input row the query's input migration cannot read.
-pub(crate) fn unmigratable(table: &str, identity: i64, detail: String) -> StoreError {
-    StoreError::Corrupt {
-        table: table.to_owned(),
-        identity: identity.to_string(),
-        detail: format!("the input migration cannot read it: {detail}"),
-    }
-}
-
-/// A reader's refusal: a state the store holds with the same shape but
-/// computed differently (another version of the query) would be served
-/// stale. Shape differences are left to the table checks.
-pub(crate) fn reader_refusal(plan: graph::MigrationPlan) -> Result<(), StoreError> {
-    let stale = plan.entries.iter().any(
-        |e| matches!(&e.action, graph::PlanAction::Changed { why } if why == DEFINITION_CHANGED),
-    );
-    if stale {
-        return Err(StoreError::QueryChanged {
-            plan: Box::new(plan),
-        });
-    }
-    Ok(())
-}
-
-/// Why a state whose definition differs is changed.
-pub(crate) const DEFINITION_CHANGED: &str = "what computes it";
+// A build with neither store feature uses none of these.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(unused_imports)
+)]
+pub(crate) use plan::{
+    DEFINITION_CHANGED, OTHER_ROW_TYPE, Recorded, input_not_kept, plan, reader_refusal,
+    rename_statements, table_name, table_state, unmigratable,
+};
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(unused_imports)
+)]
+pub(crate) use rows::{
+    SqlRead, SqlRow, decode_rows, decode_undo, encode_delta, encode_undo, refused_write, undo_of,
+};
 
 /// `table` has no row in `last_update`, so the time of its state is unknown.
 pub(crate) fn unknown_time(last_update: &str, table: &str) -> StoreError {
@@ -569,246 +380,6 @@ pub(crate) fn create_statements(d: &dyn Dialect, schema: &TableSchema) -> Vec<St
     out
 }
 
-/// A read, encoded: key values instead of typed keys.
-#[derive(Clone, Debug)]
-pub(crate) enum SqlRead {
-    All,
-    ByIndex {
-        index: usize,
-        keys: Vec<Vec<KeyValue>>,
-    },
-    /// Rows by identity, with every index's key values of each (as
-    /// [`EncodedRow::keys`]), for a table clustered on its first index.
-    ByIdentity {
-        ids: Vec<(i64, Vec<KeyValue>)>,
-    },
-    First {
-        index: usize,
-        prefixes: Option<Vec<Vec<KeyValue>>>,
-        limit: usize,
-    },
-}
-
-impl SqlRead {
-    /// Encodes `read` with `spec`'s codec. Keys that no store can hold
-    /// (see [`graph::key_problem`]) are left out: no stored row has one, and
-    /// a database might refuse to compare with it (Postgres text and NUL).
-    pub(crate) fn of(spec: &StateSpec, read: &Read<'_>) -> SqlRead {
-        let codec = spec.codec();
-        match *read {
-            Read::All => SqlRead::All,
-            Read::ByIndex { index, keys } => SqlRead::ByIndex {
-                index,
-                keys: storable(spec, index, dedup(codec.key_values(index, keys))),
-            },
-            Read::ByValues { values } => {
-                let mut ids = codec.locate(values);
-                ids.sort_unstable_by_key(|(id, _)| *id);
-                ids.dedup_by_key(|(id, _)| *id);
-                if spec.indexes().iter().any(graph::index_needs_check) {
-                    ids.retain(|(_, keys)| {
-                        let mut rest = &keys[..];
-                        spec.indexes().iter().all(|ix| {
-                            let (key, after) = rest.split_at(ix.columns.len().min(rest.len()));
-                            rest = after;
-                            graph::key_problem(ix, key).is_none()
-                        })
-                    });
-                }
-                SqlRead::ByIdentity { ids }
-            }
-            Read::FirstByIndex {
-                index,
-                prefixes,
-                limit,
-            } => SqlRead::First {
-                index,
-                prefixes: prefixes
-                    .map(|p| storable(spec, index, dedup(codec.prefix_values(index, p)))),
-                limit,
-            },
-        }
-    }
-}
-
-/// `keys` (or prefixes) of `spec`'s index `index` without those no store
-/// can hold.
-fn storable(spec: &StateSpec, index: usize, mut keys: Vec<Vec<KeyValue>>) -> Vec<Vec<KeyValue>> {
-    if let Some(ix) = spec
-        .indexes()
-        .get(index)
-        .filter(|ix| graph::index_needs_check(ix))
-    {
-        keys.retain(|k| graph::key_problem(ix, k).is_none());
-    }
-    keys
-}
-
-fn dedup(mut keys: Vec<Vec<KeyValue>>) -> Vec<Vec<KeyValue>> {
-    keys.sort();
-    keys.dedup();
-    keys
-}
-
-/// A row as read from a table; `D` holds its encoded value (a copy, or the
-/// driver's own row when the bytes can be borrowed from it).
-#[derive(Clone, Debug)]
-pub(crate) struct SqlRow<D = Vec<u8>> {
-    pub(crate) identity: i64,
-    pub(crate) data: D,
-    pub(crate) weight: i64,
-    pub(crate) step: u32,
-}
-
-/// Decodes `rows` of `schema`'s table into `sink`, naming the table and
-/// row of anything that does not decode.
-pub(crate) fn decode_rows<D: AsRef<[u8]>>(
-    spec: &StateSpec,
-    schema: &TableSchema,
-    rows: Vec<SqlRow<D>>,
-    sink: &mut dyn Any,
-) -> Result<(), StoreError> {
-    let codec = spec.codec();
-    for row in rows {
-        codec
-            .decode(row.data.as_ref(), row.weight, row.step, sink)
-            .map_err(|detail| StoreError::Corrupt {
-                table: schema.name.clone(),
-                identity: row.identity.to_string(),
-                detail,
-            })?;
-    }
-    Ok(())
-}
-
-/// The rows of a delta, encoded and checked: no two rows with the same
-/// primary key (two different values whose identities collide are an
-/// error, never a silent merge).
-pub(crate) fn encode_delta(
-    spec: &StateSpec,
-    schema: &TableSchema,
-    delta: &dyn Any,
-) -> Result<Vec<EncodedRow>, StoreError> {
-    let mut rows = Vec::new();
-    spec.codec()
-        .encode_delta(delta, &mut rows)
-        .map_err(|e| match e {
-            StoreError::Unrepresentable { detail, .. } => StoreError::Unrepresentable {
-                table: schema.name.clone(),
-                detail,
-            },
-            other => other,
-        })?;
-    rows.sort_unstable_by_key(|r| (r.identity, r.step));
-    for pair in rows.windows(2) {
-        if (pair[0].identity, pair[0].step) == (pair[1].identity, pair[1].step) {
-            return Err(StoreError::IdentityCollision {
-                table: schema.name.clone(),
-                identity: pair[0].identity,
-            });
-        }
-    }
-    Ok(rows)
-}
-
-/// What undoes one pipelined table write: rows that, written with the same
-/// write path (`write_rows`), put the table back as it was. Z-set and
-/// nested states add weights, so the delta negated undoes them; a keyed
-/// write replaces a key's row, so its undo restores the row read before
-/// (`old`, by identity), or deletes the key if it had none.
-pub(crate) fn undo_of(
-    schema: &TableSchema,
-    rows: &[EncodedRow],
-    old: &std::collections::HashMap<i64, Vec<u8>>,
-) -> Result<Vec<EncodedRow>, StoreError> {
-    rows.iter()
-        .map(|r| {
-            let (data, weight) = match schema.kind {
-                StateKind::Keyed => match old.get(&r.identity) {
-                    Some(data) => (data.clone(), 1),
-                    None => (Vec::new(), 0),
-                },
-                StateKind::ZSet | StateKind::Nested => {
-                    let weight =
-                        r.weight
-                            .checked_neg()
-                            .ok_or_else(|| StoreError::WeightOverflow {
-                                table: schema.name.clone(),
-                                identity: r.identity.to_string(),
-                            })?;
-                    (r.data.clone(), weight)
-                }
-            };
-            Ok(EncodedRow {
-                identity: r.identity,
-                data,
-                keys: r.keys.clone(),
-                weight,
-                step: r.step,
-                columns: r.columns.clone(),
-            })
-        })
-        .collect()
-}
-
-/// An undo entry's rows as bytes.
-pub(crate) fn encode_undo(rows: &[EncodedRow]) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(rows).map_err(|e| StoreError::backend("encoding an undo entry", e))
-}
-
-/// The rows of an undo entry of `table` at time `t`.
-pub(crate) fn decode_undo(
-    table: &str,
-    t: i64,
-    bytes: &[u8],
-) -> Result<Vec<EncodedRow>, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        table: table.to_owned(),
-        identity: format!("the undo entry of time {t}"),
-        detail: format!("not an undo entry: {e}"),
-    })
-}
-
-/// Why the database refused (or left unchanged) the write of `row` over
-/// the stored row of the same primary key, holding `data` and weight `c`:
-/// bytes that are no row are [`StoreError::Corrupt`], a well-formed
-/// different value (a 64-bit collision) is [`StoreError::IdentityCollision`]
-/// and a sum out of `i64` is [`StoreError::WeightOverflow`]. `None` when
-/// the stored row explains nothing.
-pub(crate) fn refused_write(
-    spec: &StateSpec,
-    schema: &TableSchema,
-    row: &EncodedRow,
-    data: &[u8],
-    c: i64,
-) -> Option<StoreError> {
-    let keyed = schema.kind == StateKind::Keyed;
-    if keyed && row.weight == 0 {
-        return None;
-    }
-    if let Err(detail) = spec.codec().locate_data(data) {
-        return Some(StoreError::Corrupt {
-            table: schema.name.clone(),
-            identity: row.identity.to_string(),
-            detail: format!("{detail} (found when writing to the row)"),
-        });
-    }
-    // A keyed row reaches here only when its key columns differ (else the
-    // upsert replaces it), a Z-set row when its data does.
-    if keyed || data != row.data.as_slice() {
-        return Some(StoreError::IdentityCollision {
-            table: schema.name.clone(),
-            identity: row.identity,
-        });
-    }
-    c.checked_add(row.weight)
-        .is_none()
-        .then(|| StoreError::WeightOverflow {
-            table: schema.name.clone(),
-            identity: row.identity.to_string(),
-        })
-}
-
 /// A stored inner step, which must fit a `u32`.
 pub(crate) fn step_of(schema: &TableSchema, step: i64) -> Result<u32, StoreError> {
     u32::try_from(step).map_err(|_| StoreError::Corrupt {
@@ -827,6 +398,7 @@ pub(crate) fn four_digit_year(year: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use graph::table_ident;
 
     /// No state path, however hostile, gives a state's table the name of
     /// one of the store's own, at any prefix length a store accepts.
