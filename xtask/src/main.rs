@@ -72,8 +72,13 @@ fn test_postgres() -> Result<(Option<pg::Server>, String), String> {
     }
 }
 
+/// What every build of `cargo xtask test` runs with: no incremental caches,
+/// which would double the target directory on a CI disk that has run out
+/// before.
+const LEAN: (&str, &str) = ("CARGO_INCREMENTAL", "0");
+
 fn test() -> Result<(), String> {
-    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(&["fmt", "--all", "--", "--check"], &[LEAN])?;
     cargo(
         &[
             "clippy",
@@ -83,17 +88,24 @@ fn test() -> Result<(), String> {
             "-D",
             "warnings",
         ],
-        &[],
+        &[LEAN],
     )?;
     // A throwaway Postgres unless the caller gave one; stopped on drop.
     let (server, url) = test_postgres()?;
     let envs = [
+        LEAN,
         ("STEPPING_TEST_PG", url.as_str()),
         ("STEPPING_REQUIRE_PG", "1"),
     ];
     cargo(&["test", "--workspace", "--all-targets"], &envs)?;
     cargo(&["test", "--workspace", "--doc"], &envs)?;
-    cargo(&["bench", "--workspace", "--no-run"], &[])?;
+    // The benches only have to build here: no debug info (the bench
+    // profile keeps it for profiling), and the release tree is removed
+    // afterwards so the steps below have its disk space.
+    cargo(
+        &["bench", "--workspace", "--no-run"],
+        &[LEAN, ("CARGO_PROFILE_BENCH_DEBUG", "false")],
+    )?;
     // The library crates' docs, every feature on, warnings (broken links)
     // denied.
     cargo(
@@ -107,14 +119,14 @@ fn test() -> Result<(), String> {
             "--exclude",
             "xtask",
         ],
-        &[("RUSTDOCFLAGS", "-D warnings")],
+        &[LEAN, ("RUSTDOCFLAGS", "-D warnings")],
     )?;
     // Each store feature alone. The workspace build above has both on (the
     // benches enable them), so these are the only builds of one without the
     // other: a SQLite-only store and parallel, tested through the operators'
     // suite and doctests (their store dev-dependency has the default
     // features only), and a Postgres-only store.
-    cargo(&["test", "-p", "stepping-operators"], &[])?;
+    cargo(&["test", "-p", "stepping-operators"], &[LEAN])?;
     for (package, features) in [
         ("stepping-store", "sqlite"),
         ("stepping-store", "postgres"),
@@ -134,7 +146,7 @@ fn test() -> Result<(), String> {
                 "-D",
                 "warnings",
             ],
-            &[],
+            &[LEAN],
         )?;
     }
     // The library crates package for crates.io (a dry run: no upload, no
@@ -150,7 +162,7 @@ fn test() -> Result<(), String> {
             "--exclude",
             "xtask",
         ],
-        &[],
+        &[LEAN],
     )?;
     drop(server);
     Ok(())
