@@ -40,8 +40,8 @@ use self::notify::{Listener, Wake, channel, listen, wait_for};
 use self::reads::{max_step, read_rows};
 use self::runtime::{Borrowed, Conn, block_on, block_on_in, listener_runtime, on, pg};
 use self::schema::{
-    check_table, create_table, create_views, lock_prefix, migrate_in, plan_of, record_query,
-    rename_legacy_tables,
+    check_table, create_table, create_views, drop_own_relations, lock_prefix, migrate_in, plan_of,
+    record_query, rename_legacy_tables,
 };
 pub use self::sequence::PgSequence;
 use self::statements::{PgSql, Tables};
@@ -334,6 +334,29 @@ impl Postgres {
             .map_err(|e| StoreError::backend("getting a connection from the pool", e))
     }
 
+    /// Closes the store: its `LISTEN` session ends and, unless another
+    /// store shares its pool (see [`with_pool`](Self::with_pool)), the
+    /// pool's connections are closed and the server's sessions end now
+    /// rather than when the last handle drops.
+    ///
+    /// # Errors
+    /// The store's runtime is gone (a close from inside an async context).
+    pub fn close(self) -> Result<(), StoreError> {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(listener);
+        if Arc::strong_count(&self.pool.config) == 1 {
+            self.pool.pool.close();
+            // The connections' tasks live on a runtime driven only inside
+            // store calls: drive it briefly so they say goodbye now.
+            block_on(async { tokio::time::sleep(Duration::from_millis(10)).await })?;
+        }
+        Ok(())
+    }
+
     /// The last input time committed to every table (0 for new tables).
     ///
     /// # Errors
@@ -346,34 +369,51 @@ impl Postgres {
         })?
     }
 
-    /// Drops every table of this graph (and its metadata rows): forgets the
-    /// state.
+    /// Drops every table and view of this graph and forgets them: the
+    /// state is gone. When no other state is recorded under the prefix
+    /// (the usual case: one query per prefix), the store's own tables and
+    /// sequences (`<prefix>0_*`) go too, so the prefix is left as it was
+    /// before the first open. One transaction, under the prefix's lock.
     ///
     /// # Errors
-    /// A database failure.
+    /// A database failure; then nothing is dropped.
     pub fn drop_tables(self) -> Result<(), StoreError> {
+        let tables = Arc::clone(&self.tables);
         block_on(async {
-            let conn = self.client().await?;
-            for s in &self.tables.schemas {
+            let mut conn = self.client().await?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(pg("starting to drop tables"))?;
+            lock_prefix(&*tx, &tables.prefix).await?;
+            let names: Vec<String> = tables.schemas.iter().map(|s| s.name.clone()).collect();
+            for s in &tables.schemas {
                 if let Some(view) = &s.view {
-                    conn.batch_execute(&format!("DROP VIEW IF EXISTS {view}"))
+                    tx.batch_execute(&format!("DROP VIEW IF EXISTS {view}"))
                         .await
                         .map_err(pg("dropping a view"))?;
                 }
-                conn.batch_execute(&format!("DROP TABLE IF EXISTS {}", s.name))
+                tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", s.name))
                     .await
                     .map_err(pg("dropping a table"))?;
-                let names = vec![s.name.clone()];
-                for meta in [self.tables.tables(), self.tables.last_update()] {
-                    conn.execute(
-                        &format!("DELETE FROM {meta} WHERE table_name = ANY($1)"),
-                        &[&names],
-                    )
-                    .await
-                    .map_err(pg("forgetting a table"))?;
-                }
             }
-            Ok(())
+            for meta in [tables.tables(), tables.last_update()] {
+                tx.execute(
+                    &format!("DELETE FROM {meta} WHERE table_name = ANY($1)"),
+                    &[&names],
+                )
+                .await
+                .map_err(pg("forgetting a table"))?;
+            }
+            let others: i64 = tx
+                .query_one(&format!("SELECT count(*) FROM {}", tables.tables()), &[])
+                .await
+                .map_err(pg("counting the tables left"))?
+                .get(0);
+            if others == 0 {
+                drop_own_relations(&*tx, &tables.prefix).await?;
+            }
+            tx.commit().await.map_err(pg("committing dropped tables"))
         })?
     }
 

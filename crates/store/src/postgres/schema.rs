@@ -514,3 +514,34 @@ pub(super) async fn check_table<C: Conn>(
         .is_some();
     sql::table_state(schema, recorded, exists)
 }
+
+/// Drops the store's own tables, views and sequences under `prefix` (every
+/// relation named `<prefix>0_…`, a name no state's table can have).
+pub(super) async fn drop_own_relations<C: GenericClient>(
+    client: &C,
+    prefix: &str,
+) -> Result<(), StoreError> {
+    let own = OwnNames::name(prefix, "");
+    let rows = client
+        .query(
+            "SELECT quote_ident(relname), relkind::text FROM pg_class \
+             WHERE relnamespace = current_schema()::regnamespace \
+             AND relkind IN ('r', 'p', 'v', 'S') AND left(relname, length($1)) = $1",
+            &[&own],
+        )
+        .await
+        .map_err(pg("listing the store's own tables"))?;
+    for row in rows {
+        let (name, kind): (String, String) = (row.get(0), row.get(1));
+        let what = match kind.as_str() {
+            "v" => "VIEW",
+            "S" => "SEQUENCE",
+            _ => "TABLE",
+        };
+        client
+            .batch_execute(&format!("DROP {what} IF EXISTS {name} CASCADE"))
+            .await
+            .map_err(pg(format!("dropping the store's own {name}")))?;
+    }
+    Ok(())
+}

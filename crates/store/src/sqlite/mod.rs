@@ -344,6 +344,24 @@ impl Sqlite {
         Ok(out)
     }
 
+    /// Closes the file: the connection ends (SQLite checkpoints its
+    /// write-ahead log into the database and removes it when the last
+    /// connection to a file closes) and the background checkpointer stops.
+    /// Dropping the store does the same but cannot report a failure.
+    ///
+    /// # Errors
+    /// SQLite refused to close the connection.
+    pub fn close(self) -> Result<(), StoreError> {
+        let Sqlite {
+            conn, checkpointer, ..
+        } = self;
+        let closed = conn
+            .close()
+            .map_err(|(_, e)| StoreError::backend("closing the SQLite file", e));
+        drop(checkpointer);
+        closed
+    }
+
     /// The last input time committed to every table (the smallest
     /// `last_update`; 0 for a new store): every iteration up to it is
     /// fully applied.

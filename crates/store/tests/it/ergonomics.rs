@@ -229,3 +229,55 @@ fn sub_queries_need_no_higher_ranked_signatures() -> R {
     }
     Ok(())
 }
+
+/// The SQL stores close explicitly: SQLite's write-ahead log is folded
+/// into the file and removed, and what was written reads back after a
+/// re-open; a Postgres store's sessions end at once.
+#[test]
+fn sql_stores_close_explicitly() -> R {
+    let (graph, (input, cache)) = Graph::build(|q| {
+        let (input, words) = q.input::<String>("words")?;
+        Ok((input, q.cache("word_set", words.distinct(), &[])?))
+    })?;
+    let dir = tempfile::tempdir().map_err(|e| StoreError::backend("tempdir", e))?;
+    let path = dir.path().join("state.db");
+    let mut sqlite = store::Sqlite::open(&path, &graph, store::OpenOptions::default())?;
+    graph.insert(&mut sqlite, &input, ["a".to_owned(), "b".to_owned()])?;
+    let wal = dir.path().join("state.db-wal");
+    assert!(wal.exists(), "an open store writes ahead");
+    sqlite.close()?;
+    assert!(!wal.exists(), "closing folds the log into the file");
+    let mut sqlite = store::Sqlite::open(&path, &graph, store::OpenOptions::default())?;
+    assert_eq!(cache.zset(&mut sqlite)?.len(), 2);
+    sqlite.close()?;
+
+    let Some(url) = crate::harness::pg_url() else {
+        return Ok(());
+    };
+    let app = format!("close_{}", crate::harness::unique_prefix());
+    let sessions = || -> i64 {
+        crate::harness::with_pg_client(async |c| {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .expect("count sessions")
+            .get(0)
+        })
+    };
+    let options = store::OpenOptions {
+        prefix: crate::harness::unique_prefix(),
+        ..store::OpenOptions::default()
+    };
+    let mut pg = store::Postgres::open(&format!("{url} application_name={app}"), &graph, options)?;
+    graph.insert(&mut pg, &input, ["a".to_owned()])?;
+    assert!(sessions() > 0, "the store holds sessions");
+    pg.close()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sessions() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(sessions(), 0, "closing ends the store's sessions");
+    Ok(())
+}

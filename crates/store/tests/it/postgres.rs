@@ -230,3 +230,46 @@ fn store_sessions_plan_each_statement_for_its_arguments() -> R {
     assert_eq!(settings, ["force_custom_plan", "8MB"]);
     Ok(())
 }
+
+/// `drop_tables` leaves the prefix as it found it: no state table, view,
+/// bookkeeping table or sequence of the store is left behind.
+#[test]
+fn dropping_the_tables_leaves_nothing_under_the_prefix() -> R {
+    let Some(url) = pg_url() else {
+        return Ok(());
+    };
+    let (graph, (input, _)) = Graph::build(|q| {
+        let (input, words) = q.input::<String>("words")?;
+        Ok((input, q.cache("word_set", words.distinct(), &[])?))
+    })?;
+    let prefix = crate::harness::unique_prefix();
+    let relations = || -> Vec<String> {
+        with_pg_client(async |c| {
+            c.query(
+                "SELECT relname::text FROM pg_class WHERE relnamespace = current_schema()::regnamespace \
+                 AND left(relname, length($1)) = $1 ORDER BY 1",
+                &[&prefix],
+            )
+            .await
+            .expect("list relations")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        })
+    };
+    let options = store::OpenOptions {
+        prefix: prefix.clone(),
+        ..store::OpenOptions::default()
+    };
+    let mut store = store::Postgres::open(&url, &graph, options)?;
+    graph.insert(&mut store, &input, ["a".to_owned(), "b".to_owned()])?;
+    let before = relations();
+    assert!(
+        before.iter().any(|r| r.contains("0_tables"))
+            && before.iter().any(|r| r.contains("word_set")),
+        "the store made its tables: {before:?}"
+    );
+    store.drop_tables()?;
+    assert_eq!(relations(), Vec::<String>::new());
+    Ok(())
+}
