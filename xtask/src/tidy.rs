@@ -85,26 +85,11 @@ mod tests {
     /// its seams (see ARCHITECTURE.md).
     const MAX_LINES: usize = 800;
 
-    /// Files still to be split along their seams (issue 23): the list may
-    /// only shrink; a file on it must still be over the limit.
-    const NOT_YET_SPLIT: [&str; 1] = ["crates/store/tests/it/evolution.rs"];
-
     #[test]
     fn no_file_over_800_lines() {
         let root = crate::root();
-        for f in NOT_YET_SPLIT {
-            let n = std::fs::read_to_string(root.join(f))
-                .unwrap_or_default()
-                .lines()
-                .count();
-            assert!(
-                n > MAX_LINES,
-                "{f} has {n} lines: take it off NOT_YET_SPLIT"
-            );
-        }
         let long: Vec<String> = sources()
             .into_iter()
-            .filter(|p| !NOT_YET_SPLIT.iter().any(|f| p.ends_with(f)))
             .filter_map(|p| {
                 let n = std::fs::read_to_string(&p)
                     .unwrap_or_default()
