@@ -186,6 +186,7 @@ impl Kind {
 mod classic;
 mod parallel;
 mod render;
+pub mod scale;
 mod serial;
 mod target;
 

@@ -20,7 +20,10 @@ commands:
   bench   the meter-reads benchmark in release mode (a throwaway Postgres
           unless STEPPING_TEST_PG is set); prints a table and writes
           target/bench/meter_reads.json and .svg; extra arguments go to it
-          (e.g. `cargo xtask bench --reads 1000000`)
+          (e.g. `cargo xtask bench --reads 1000000`); `--scale` first
+          runs the scale bench instead: 10k to 10M reads per store,
+          target/bench/scale.json and .svg (options: --sizes, --stores,
+          --batch, --users)
   soak    the crash test (meter-ingest processes killed with SIGKILL at
           random points, the store checked after every kill) in release
           mode with many kills, on SQLite and a throwaway Postgres (unless
@@ -179,7 +182,11 @@ fn bench(args: &[String]) -> Result<(), String> {
         "meter-bench",
         "--",
     ];
-    cargo_args.extend(args.iter().map(String::as_str));
+    // `--scale` runs the scale bench (`meter-bench scale`) instead.
+    cargo_args.extend(
+        args.iter()
+            .map(|a| if a == "--scale" { "scale" } else { a.as_str() }),
+    );
     cargo(&cargo_args, &[("STEPPING_TEST_PG", url.as_str())])?;
     drop(server);
     Ok(())

@@ -6,10 +6,13 @@
 //! meter-bench [--reads N] [--users U] [--out DIR]
 //! meter-bench group-min [--sizes 1000,100000] [--groups 2] [--deletes 300]
 //! meter-bench daily-max [--reads N] [--users U]
+//! meter-bench scale [--sizes 10000,100000,1000000,10000000] [--stores memory,sqlite,postgres]
+//!                   [--batch B] [--users U] [--out DIR]
 //! ```
 //!
 //! `group-min` and `daily-max` are the benches of `benches::group_min` and
-//! `benches::meter_max` (run them with `--release`).
+//! `benches::meter_max`, `scale` that of `benches::bench::scale` (run them
+//! with `--release`; `cargo xtask bench --scale` runs `scale`).
 //!
 //! Postgres comes from `STEPPING_TEST_PG` (skipped, loudly, without it).
 //! Writes `DIR/meter_reads.json` and `DIR/meter_reads.svg` (default
@@ -26,7 +29,7 @@ fn main() -> ExitCode {
         Some("daily-max") => return benches::meter_max::main(std::env::args().skip(2)),
         _ => {}
     }
-    let mut config = Config {
+    let config = Config {
         users: 1000,
         reads: 100_000,
         postgres: std::env::var("STEPPING_TEST_PG")
@@ -34,6 +37,10 @@ fn main() -> ExitCode {
             .filter(|s| !s.is_empty()),
         scratch: std::env::temp_dir(),
     };
+    if std::env::args().nth(1).as_deref() == Some("scale") {
+        return bench::scale::main(std::env::args().skip(2), config);
+    }
+    let mut config = config;
     let mut out = PathBuf::from("target/bench");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
