@@ -185,6 +185,7 @@ impl Kind {
 
 mod classic;
 mod parallel;
+pub mod processes;
 mod render;
 pub mod scale;
 mod serial;

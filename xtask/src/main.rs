@@ -23,7 +23,9 @@ commands:
           (e.g. `cargo xtask bench --reads 1000000`); `--scale` first
           runs the scale bench instead: 10k to 10M reads per store,
           target/bench/scale.json and .svg (options: --sizes, --stores,
-          --batch, --users)
+          --batch, --users); `--processes` the Postgres ingest
+          processes curve (1, 2, 4 meter-ingest processes sharing a
+          SEQUENCE; --counts, --reads)
   soak    the crash test (meter-ingest processes killed with SIGKILL at
           random points, the store checked after every kill) in release
           mode with many kills, on SQLite and a throwaway Postgres (unless
@@ -182,11 +184,17 @@ fn bench(args: &[String]) -> Result<(), String> {
         "meter-bench",
         "--",
     ];
-    // `--scale` runs the scale bench (`meter-bench scale`) instead.
-    cargo_args.extend(
-        args.iter()
-            .map(|a| if a == "--scale" { "scale" } else { a.as_str() }),
-    );
+    // `--scale` and `--processes` run those benches instead.
+    cargo_args.extend(args.iter().map(|a| match a.as_str() {
+        "--scale" => "scale",
+        "--processes" => "processes",
+        a => a,
+    }));
+    // `processes` starts `meter-ingest` processes: build them beside it.
+    cargo(
+        &["build", "--release", "--package", "benches", "--bins"],
+        &[],
+    )?;
     cargo(&cargo_args, &[("STEPPING_TEST_PG", url.as_str())])?;
     drop(server);
     Ok(())

@@ -87,7 +87,6 @@ mod tests {
 
     #[test]
     fn no_file_over_800_lines() {
-        let root = crate::root();
         let long: Vec<String> = sources()
             .into_iter()
             .filter_map(|p| {

@@ -8,6 +8,7 @@
 //! meter-bench daily-max [--reads N] [--users U]
 //! meter-bench scale [--sizes 10000,100000,1000000,10000000] [--stores memory,sqlite,postgres]
 //!                   [--batch B] [--users U] [--out DIR]
+//! meter-bench processes [--counts 1,2,4] [--reads N] [--users U] [--batch B] [--out DIR]
 //! ```
 //!
 //! `group-min` and `daily-max` are the benches of `benches::group_min` and
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("group-min") => return benches::group_min::main(std::env::args().skip(2)),
         Some("daily-max") => return benches::meter_max::main(std::env::args().skip(2)),
+        Some("processes") => return bench::processes::main(std::env::args().skip(2)),
         _ => {}
     }
     let config = Config {

@@ -7,7 +7,7 @@
 //!
 //!   setup                 insert the users and meters, at time 1
 //!   ingest [--batch B] [--workers W] [--pipelined] [--share K/S] [--from J --to J]
-//!          [--batches b,b,...] [--sequence [--stall-after-times]]
+//!          [--batches b,b,...] [--sequence [--stall-after-times | --live-times]]
 //!                         ingest reads J.. (default all) in batches of B (default 1000);
 //!                         batch b runs at time b + 2 (after setup), so processes can split
 //!                         the batches between them: with --share K/S this process runs
@@ -15,7 +15,8 @@
 //!                         With --sequence (Postgres) the times come from the tables'
 //!                         sequence instead, each claimed for its batch b; a test hook,
 //!                         --stall-after-times, then prints `taken T,...` and stops there
-//!                         for good, running nothing (so that a test can kill it there)
+//!                         for good, running nothing (so that a test can kill it there);
+//!                         with --live-times each time is claimed as its batch starts
 //!   read-cache [--date YYYY-MM-DD]
 //!                         print the daily-usage cache (one date or all) as CSV:
 //!                         user_id,meter_id,date,value,weight
@@ -62,7 +63,7 @@ struct Args {
 fn usage() -> &'static str {
     "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] [--monthly] \
      (setup | ingest [--batch B] [--workers W] [--pipelined | --serial] [--share K/S] [--from J] [--to J] \
-     [--batches b,b,...] [--sequence [--stall-after-times]] | read-cache [--date YYYY-MM-DD] | \
+     [--batches b,b,...] [--sequence [--stall-after-times | --live-times]] | read-cache [--date YYYY-MM-DD] | \
      last-time | recover | failed | retry [--batch B] [--sequence] | migrate [--dry-run]) \
      | meter-ingest [--sqlite PATH | --postgres CONN] graph [--svg FILE] [--profile [--batch B]]"
 }
@@ -175,6 +176,29 @@ fn sequence(
     Ok(store::PgSequence::of(&mut store)?)
 }
 
+/// Times from the tables' sequence, each claimed when its batch starts and
+/// for the batch's number in the whole workload (`--live-times`).
+struct LiveTimes {
+    sequence: store::PgSequence,
+    /// The workload's batch number of each of this process's batches.
+    batch_numbers: Vec<i64>,
+}
+
+impl TimeSource for LiveTimes {
+    fn next_time(&mut self) -> Result<i64, graph::StoreError> {
+        self.sequence.next()
+    }
+
+    fn next_time_for(&mut self, batch: usize) -> Result<i64, graph::StoreError> {
+        let b = self
+            .batch_numbers
+            .get(batch)
+            .copied()
+            .unwrap_or(batch as i64);
+        self.sequence.next_for(b)
+    }
+}
+
 /// The reads of batch `b` of size `batch`.
 fn batch_reads(args: &Args, q: &MeterReads, batch: u64, b: u64) -> Option<Changes> {
     let j = b.checked_mul(batch)?;
@@ -224,6 +248,34 @@ fn ingest(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std:
             graph.iteration(&mut *store, changes)?;
         }
         return Ok(());
+    }
+    let live = c.iter().any(|a| a == "--live-times");
+    if live && !c.iter().any(|a| a == "--sequence") {
+        return Err("--live-times needs --sequence".into());
+    }
+    if live {
+        // Each batch's time is claimed as a worker starts it (as processes
+        // serving requests would), so processes sharing the sequence
+        // interleave their times instead of holding blocks of them.
+        let target = args.target.clone();
+        let mut times = LiveTimes {
+            sequence: sequence(&args.target, graph, &args.prefix)?,
+            batch_numbers: times.iter().map(|t| t - 2).collect(),
+        };
+        let report = Ingest::new(graph)
+            .workers(workers)
+            .pipelined(c.iter().any(|a| a == "--pipelined"))
+            .run(
+                |_| open(&target, graph, &args.prefix, false),
+                batches,
+                &mut times,
+            )?;
+        eprintln!("{}", report.summary());
+        return if report.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} batches failed", report.failures.len()).into())
+        };
     }
     if c.iter().any(|a| a == "--sequence") {
         // Batch number `b` is claimed with its time, in place of `b + 2`.
