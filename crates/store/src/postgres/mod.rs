@@ -138,10 +138,11 @@ impl Postgres {
         // they are now. A generic plan, made once a statement has run a few
         // times, is kept for good: made while a state table was small, it
         // scans the whole table for every read once the table has grown
-        // (docs/scaling.md).
+        // (docs/scaling.md). The connection string's own options come
+        // after, so an application can still set either.
         let options = pg_config.get_options().unwrap_or_default();
         pg_config.options(
-            format!("{options} -c plan_cache_mode=force_custom_plan -c random_page_cost=1.1")
+            format!("-c plan_cache_mode=force_custom_plan -c random_page_cost=1.1 {options}")
                 .trim(),
         );
         let manager = Manager::from_config(

@@ -200,34 +200,44 @@ fn an_iteration_in_the_callers_transaction_releases_a_time_whose_taker_is_gone()
 /// The store's sessions plan every statement for its own arguments and
 /// the tables as they are (`plan_cache_mode = force_custom_plan`), so a
 /// generic plan made while a state table was small (a scan of the whole
-/// table) is never kept as it grows; and they keep any options the
-/// connection string gave. (The effect, measured: docs/scaling.md.)
+/// table) is never kept as it grows; and the connection string's own
+/// options come after, so they can set even these. (The effect, measured:
+/// docs/scaling.md.)
 #[test]
 fn store_sessions_plan_each_statement_for_its_arguments() -> R {
     let Some(url) = pg_url() else {
         return Ok(());
     };
-    let pool = store::Postgres::pool(&format!("{url} options='-c work_mem=8MB'"), 1)?;
-    let config = pool.connection_config().clone();
-    let settings = with_pg_client(async |_| {
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        let task = tokio::spawn(connection);
-        let mut out = Vec::new();
-        for name in ["plan_cache_mode", "work_mem"] {
-            let row = client
-                .query_one(&format!("SHOW {name}"), &[])
+    let settings_of = |options: &str| -> Result<Vec<String>, GraphError> {
+        let pool = store::Postgres::pool(&format!("{url} options='{options}'"), 1)?;
+        let config = pool.connection_config().clone();
+        Ok(with_pg_client(async |_| {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
                 .await
-                .expect("show");
-            out.push(row.get::<_, String>(0));
-        }
-        drop(client);
-        let _ = task.await;
-        out
-    });
-    assert_eq!(settings, ["force_custom_plan", "8MB"]);
+                .expect("connect");
+            let task = tokio::spawn(connection);
+            let mut out = Vec::new();
+            for name in ["plan_cache_mode", "random_page_cost", "work_mem"] {
+                let row = client
+                    .query_one(&format!("SHOW {name}"), &[])
+                    .await
+                    .expect("show");
+                out.push(row.get::<_, String>(0));
+            }
+            drop(client);
+            let _ = task.await;
+            out
+        }))
+    };
+    assert_eq!(
+        settings_of("-c work_mem=8MB")?,
+        ["force_custom_plan", "1.1", "8MB"]
+    );
+    assert_eq!(
+        settings_of("-c plan_cache_mode=auto -c random_page_cost=4")?,
+        ["auto", "4", "4MB"]
+    );
     Ok(())
 }
 
