@@ -23,6 +23,40 @@ pub struct ProcessPoint {
     pub reads_per_s: f64,
     /// Against one process.
     pub speedup: f64,
+    /// CPU seconds the Postgres server's processes spent per batch (when
+    /// the server runs on this machine; `None` otherwise): with `C` cores
+    /// the server saturates near `C / this` batches per second.
+    pub server_cpu_ms_per_batch: Option<f64>,
+}
+
+/// CPU time, in seconds, of every process of this machine named
+/// `postgres` (the server's backends and workers) and of the children they
+/// reaped (the postmaster collects each exited backend's time), from
+/// `/proc`.
+fn postgres_cpu_seconds() -> Option<f64> {
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let mut total = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: the fields after the command's `)`.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime, stime, cutime and cstime: fields 14 to 17 of the line,
+        // 12 to 15 here.
+        for f in fields.iter().skip(11).take(4) {
+            total += f.parse::<u64>().unwrap_or(0);
+            found = true;
+        }
+    }
+    found.then(|| total as f64 / ticks_per_s)
 }
 
 /// The `meter-ingest` binary beside this one (`cargo build --release -p
@@ -79,6 +113,7 @@ pub fn run(
             return Err(format!("meter-ingest setup failed ({status})").into());
         }
         eprintln!("postgres: {n} ingest processes ...");
+        let cpu_before = postgres_cpu_seconds();
         let started = Instant::now();
         let children = (0..n)
             .map(|k| {
@@ -97,6 +132,7 @@ pub fn run(
             }
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let server_cpu = cpu_before.zip(postgres_cpu_seconds()).map(|(a, b)| b - a);
         let options = store::OpenOptions {
             create_tables: false,
             prefix: prefix.clone(),
@@ -114,6 +150,8 @@ pub fn run(
             processes: n,
             reads_per_s,
             speedup: reads_per_s / one,
+            server_cpu_ms_per_batch: server_cpu
+                .map(|cpu| cpu * 1e3 / w.reads.div_ceil(batch).max(1) as f64),
         });
     }
     Ok(points)
@@ -122,12 +160,19 @@ pub fn run(
 /// The curve as a table.
 pub fn render(points: &[ProcessPoint]) -> String {
     let mut table = comfy_table::Table::new();
-    table.set_header(["processes", "reads/s", "× one process"]);
+    table.set_header([
+        "processes",
+        "reads/s",
+        "× one process",
+        "server CPU ms/batch",
+    ]);
     for p in points {
         table.add_row([
             p.processes.to_string(),
             format!("{:.0}", p.reads_per_s),
             format!("{:.2}", p.speedup),
+            p.server_cpu_ms_per_batch
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
         ]);
     }
     format!("Postgres, ingest processes over TCP sharing a SEQUENCE\n{table}")
