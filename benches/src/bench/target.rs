@@ -41,10 +41,12 @@ impl Target {
             pool,
             memory,
         };
-        if let Some(pool) = &target.pool {
-            // Start from empty tables.
-            let store = store::Postgres::with_pool(pool.clone(), graph, target.options(true))?;
-            store.drop_tables()?;
+        if let (Some(_), Some(url)) = (&target.pool, &config.postgres) {
+            // Start from empty tables, whatever version of the bench left
+            // them (a store opened on another version's tables would refuse
+            // the query before it could drop them).
+            crate::pg::drop_tables_with_prefix(url, &target.prefix)
+                .map_err(|e| e.to_string())?;
         }
         Ok(target)
     }
