@@ -18,7 +18,7 @@ pub struct VertexDef {
     pub inputs: Vec<VertexId>,
     /// The function.
     pub f: Box<OpFn>,
-    /// States the function reads or writes through [`Ctx`].
+    /// States the function reads or writes through [`Ctx`](crate::Ctx).
     pub states: Vec<StateId>,
     /// An explicit path, instead of the derived one.
     pub path: Option<Path>,

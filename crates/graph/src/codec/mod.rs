@@ -62,7 +62,7 @@ pub trait DynIndex<R>: Send + Sync {
     fn touch(&self, row: &R);
 }
 
-/// An in-memory index over row ids of a [`MemTable`], in key order.
+/// An in-memory index over row ids of a [`MemTable`](crate::MemTable), in key order.
 pub trait IndexTree<R>: Send + Sync {
     /// Adds row `id` (whose value is `row`).
     fn insert(&mut self, row: &R, id: u32);
