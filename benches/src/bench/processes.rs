@@ -29,6 +29,40 @@ pub struct ProcessPoint {
     pub server_cpu_ms_per_batch: Option<f64>,
 }
 
+/// CPU time, in seconds, of the live server backends of this machine
+/// connected to database `dbname` (their process titles name it), from
+/// `/proc`: the server's work for one store, while its sessions live.
+pub(super) fn backend_cpu_seconds(dbname: &str) -> Option<f64> {
+    let mut total = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(title) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let title = String::from_utf8_lossy(&title);
+        if !title.starts_with("postgres: ") || !title.contains(&format!(" {dbname} ")) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            for f in rest.split_whitespace().skip(11).take(2) {
+                total += f.parse::<u64>().unwrap_or(0);
+                found = true;
+            }
+        }
+    }
+    found.then(|| total as f64 / 100.0)
+}
+
+/// The database a connection string names (`dbname=...`), if it does.
+pub(super) fn dbname_of(url: &str) -> Option<String> {
+    url.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dbname="))
+        .map(|d| d.trim_matches('\'').to_owned())
+}
+
 /// CPU time, in seconds, of every process of this machine named
 /// `postgres` (the server's backends and workers) and of the children they
 /// reaped (the postmaster collects each exited backend's time), from

@@ -35,6 +35,10 @@ pub struct Point {
     pub rss_bytes_per_read: Option<f64>,
     /// The ingest's wall time, seconds.
     pub seconds: f64,
+    /// Postgres: CPU milliseconds per batch of the server backends serving
+    /// the store (when the server runs on this machine): one server with
+    /// `C` cores saturates near `1000 · C / this` batches per second.
+    pub server_cpu_ms_per_batch: Option<f64>,
 }
 
 /// What the scale bench measured.
@@ -74,6 +78,14 @@ fn point(
     let mut store = target.open(graph)?;
     setup(graph, q, &w, &mut *store)?;
     let batches = w.reads.div_ceil(batch);
+    let dbname = config
+        .postgres
+        .as_deref()
+        .and_then(super::processes::dbname_of)
+        .filter(|_| kind == Kind::Postgres);
+    let cpu_before = dbname
+        .as_deref()
+        .and_then(super::processes::backend_cpu_seconds);
     let progress = bar(batches, &format!("{}: {} reads", kind.name(), w.reads));
     let mut per_batch = Vec::with_capacity(batches as usize);
     for b in 0..batches {
@@ -85,6 +97,13 @@ fn point(
         progress.inc(1);
     }
     progress.finish_and_clear();
+    let server_cpu = cpu_before
+        .zip(
+            dbname
+                .as_deref()
+                .and_then(super::processes::backend_cpu_seconds),
+        )
+        .map(|(a, b)| (b - a) * 1e3 / batches.max(1) as f64);
     let rss = rss_bytes();
     let cache = q.cache.zset(&mut *store)?;
     if let Err(e) = w.check(&cache) {
@@ -114,6 +133,7 @@ fn point(
             _ => None,
         },
         seconds: total.as_secs_f64(),
+        server_cpu_ms_per_batch: server_cpu,
     }))
 }
 
@@ -183,6 +203,7 @@ pub fn render(report: &ScaleReport) -> String {
         "vs 100k",
         "bytes/read (disk)",
         "RSS bytes/read",
+        "server CPU ms/batch",
         "seconds",
     ]);
     for p in &report.points {
@@ -199,6 +220,7 @@ pub fn render(report: &ScaleReport) -> String {
             opt(at_100k.map(|r| p.reads_per_s / r), 2),
             opt(p.bytes_per_read, 0),
             opt(p.rss_bytes_per_read, 0),
+            opt(p.server_cpu_ms_per_batch, 1),
             format!("{:.1}", p.seconds),
         ]);
     }
