@@ -24,6 +24,8 @@ use crate::direct;
 use crate::meter_reads::{self, MeterReads, Workload};
 use crate::tally::{Tallied, Tally};
 
+pub mod memory;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Config {
