@@ -145,7 +145,10 @@ pub fn instructions_per_read(config: &Config) -> Result<Option<f64>, BoxError> {
     let _ = std::fs::remove_file(&out);
     let total: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .ok_or("no total in callgrind's output")?;
@@ -224,4 +227,61 @@ fn usage() -> ExitCode {
         "usage: meter-bench memory [--reads N] [--users U] [--batch B] [--runs R] [--instructions]"
     );
     ExitCode::from(2)
+}
+
+/// How many reads the resident-memory figure of `cargo xtask bench` holds.
+pub const RSS_READS: u64 = 1_000_000;
+
+/// Runs this program twice more, each time for one figure in a fresh
+/// process: instructions per read under callgrind (at `reads`) and resident
+/// bytes per read held after [`RSS_READS`] reads (a fresh process, so that
+/// no memory freed by earlier runs is counted or re-used).
+///
+/// # Errors
+/// A child run failed.
+pub fn annotate(run: &mut super::Run, users: u64, reads: u64) -> Result<(), BoxError> {
+    eprintln!("memory: instructions per read (callgrind) and resident memory at 1M reads ...");
+    let config = Config {
+        users,
+        reads,
+        batch: run.batch,
+        runs: 1,
+    };
+    run.instructions_per_read = instructions_per_read(&config)?;
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["memory", "--runs", "1", "--reads", &RSS_READS.to_string()])
+        .args(["--users", &users.to_string()])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("memory run at {RSS_READS} reads failed: {}", out.status).into());
+    }
+    run.rss_bytes_per_read = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("resident memory held: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    Ok(())
+}
+
+/// The memory engine's targets (issue 26), as rows of the bench's checks:
+/// `row(figure, ours, target, ratio, met)`.
+pub fn checks(m: &super::Run, row: &mut impl FnMut(&str, f64, f64, Option<f64>, bool)) {
+    if let Some(i) = m.instructions_per_read {
+        row(
+            "memory instructions/read ≤ 1,500",
+            i,
+            1500.0,
+            None,
+            i <= 1500.0,
+        );
+    }
+    if let Some(b) = m.rss_bytes_per_read {
+        row(
+            "memory RSS bytes/read at 1M ≤ 200",
+            b,
+            200.0,
+            None,
+            b <= 200.0,
+        );
+    }
 }

@@ -7,10 +7,12 @@
 //! meter-bench group-min [--sizes 1000,100000] [--groups 2] [--deletes 300]
 //! meter-bench daily-max [--reads N] [--users U]
 //! meter-bench memory [--reads N] [--users U] [--batch B] [--runs R] [--instructions]
+//! meter-bench retract [--groups G] [--names N] [--rounds R]
 //! ```
 //!
-//! `group-min`, `daily-max` and `memory` are the benches of `benches::group_min`,
-//! `benches::meter_max` and `benches::bench::memory` (run them with `--release`).
+//! `group-min`, `daily-max`, `memory` and `retract` are the benches of
+//! `benches::group_min`, `benches::meter_max`, `benches::bench::memory` and
+//! `benches::bench::retract` (run them with `--release`).
 //!
 //! Postgres comes from `STEPPING_TEST_PG` (skipped, loudly, without it).
 //! Writes `DIR/meter_reads.json` and `DIR/meter_reads.svg` (default
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Some("group-min") => return benches::group_min::main(std::env::args().skip(2)),
         Some("daily-max") => return benches::meter_max::main(std::env::args().skip(2)),
         Some("memory") => return bench::memory::main(std::env::args().skip(2)),
+        Some("retract") => return bench::retract::main(std::env::args().skip(2)),
         _ => {}
     }
     let mut config = Config {
