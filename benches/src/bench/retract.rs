@@ -19,13 +19,11 @@ use operators::prelude::*;
 /// A set-valued aggregate per group: `Pair(set of names, group)`.
 type Sets = ZSet<Pair<ZSet<String>, i64>>;
 
-fn build() -> Result<
-    (
-        Graph,
-        (Input<(i64, i64)>, Input<(i64, String)>, Output<Sets>),
-    ),
-    BoxError,
-> {
+/// The query's handles: references `(group, name id)`, names `(id, name)`,
+/// and the sets.
+type Handles = (Input<(i64, i64)>, Input<(i64, String)>, Output<Sets>);
+
+fn build() -> Result<(Graph, Handles), BoxError> {
     Ok(Graph::build(|q| {
         let (refs, r) = q.input::<(i64, i64)>("refs")?;
         let (names, n) = q.input::<(i64, String)>("names")?;
