@@ -22,6 +22,9 @@ use serde::Serialize;
 use crate::direct;
 use crate::meter_reads::{self, Workload};
 
+pub mod memory;
+pub mod retract;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -80,6 +83,12 @@ pub struct Run {
     /// what more workers can gain at `1 / s`, and a share near 1 means the
     /// writer is saturated.
     pub write_lock_share: Option<f64>,
+    /// Memory: instructions per read of the ingest alone (callgrind; see
+    /// [`memory`]).
+    pub instructions_per_read: Option<f64>,
+    /// Memory: resident bytes the store holds per read after ingesting
+    /// [`memory::RSS_READS`] reads (see [`memory`]).
+    pub rss_bytes_per_read: Option<f64>,
 }
 
 /// The bounds our figures are compared with.
@@ -224,7 +233,9 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
     };
     for &kind in &kinds {
         let (run, s, agrees) = if kind == Kind::Memory {
-            memory_serial(config, &graph, &q)?
+            let (mut run, s, agrees) = memory_serial(config, &graph, &q)?;
+            memory::annotate(&mut run, config.users, config.reads).map_err(|e| e.to_string())?;
+            (run, s, agrees)
         } else {
             serial(kind, config, &graph, &q)?
         };

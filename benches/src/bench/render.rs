@@ -70,12 +70,13 @@ pub fn render(report: &Report) -> String {
     };
     if let Some(m) = find("memory", 1000, 1, Some(false)) {
         row(
-            "memory reads/s ≥ 1,000,000",
+            "memory reads/s ≥ 3,000,000",
             m.reads_per_s,
-            1e6,
+            3e6,
             None,
-            m.reads_per_s >= 1e6,
+            m.reads_per_s >= 3e6,
         );
+        super::memory::checks(m, &mut row);
     }
     let sqlite_ceiling = c.sqlite_upsert_rows_per_s / c.state_rows_per_read.max(1e-9);
     if let Some(s) = find("sqlite", 1000, 1, Some(false)) {

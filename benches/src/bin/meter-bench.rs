@@ -9,11 +9,14 @@
 //! meter-bench scale [--sizes 10000,100000,1000000,10000000] [--stores memory,sqlite,postgres]
 //!                   [--batch B] [--users U] [--out DIR]
 //! meter-bench processes [--counts 1,2,4] [--reads N] [--users U] [--batch B] [--out DIR]
+//! meter-bench memory [--reads N] [--users U] [--batch B] [--runs R] [--instructions]
+//! meter-bench retract [--groups G] [--names N] [--rounds R]
 //! ```
 //!
-//! `group-min` and `daily-max` are the benches of `benches::group_min` and
-//! `benches::meter_max`, `scale` that of `benches::bench::scale` (run them
-//! with `--release`; `cargo xtask bench --scale` runs `scale`).
+//! `group-min`, `daily-max`, `scale`, `processes`, `memory` and `retract`
+//! are the benches of `benches::group_min`, `benches::meter_max` and
+//! `benches::bench::{scale, processes, memory, retract}` (run them with
+//! `--release`; `cargo xtask bench --scale` runs `scale`).
 //!
 //! Postgres comes from `STEPPING_TEST_PG` (skipped, loudly, without it).
 //! Writes `DIR/meter_reads.json` and `DIR/meter_reads.svg` (default
@@ -29,6 +32,8 @@ fn main() -> ExitCode {
         Some("group-min") => return benches::group_min::main(std::env::args().skip(2)),
         Some("daily-max") => return benches::meter_max::main(std::env::args().skip(2)),
         Some("processes") => return bench::processes::main(std::env::args().skip(2)),
+        Some("memory") => return bench::memory::main(std::env::args().skip(2)),
+        Some("retract") => return bench::retract::main(std::env::args().skip(2)),
         _ => {}
     }
     let config = Config {

@@ -449,6 +449,19 @@ impl Run<'_, '_> {
                 Some(value) => Slot::Value(value),
                 None => Slot::Value((vertex.fns.expect("inputs are Z-sets").empty)()),
             },
+            // An output that is its input's last reader takes the value
+            // (the copy it would make is all an output computes). Not when
+            // profiling, whose row counts read the input afterwards.
+            Op::Func(_) if self.g.output_takes[v.ix()] && self.meter.is_none() => {
+                let input = vertex.inputs[0].ix();
+                match self.slots[input].take() {
+                    Some(Slot::Value(value)) => Slot::Value(value),
+                    other => {
+                        self.slots[input] = other;
+                        Slot::Value(self.call(v, 0)?)
+                    }
+                }
+            }
             Op::Func(_) | Op::Add(_) => Slot::Value(self.call(v, 0)?),
             Op::Delay(state) => Slot::State {
                 state: *state,

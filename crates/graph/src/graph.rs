@@ -36,6 +36,9 @@ pub(crate) struct GraphInner {
     /// For each vertex, the last schedule position that reads its value
     /// (directly, or through an integral handle built on it).
     pub(crate) last_read: Vec<usize>,
+    /// For each vertex, whether it is an output that takes its input's
+    /// value rather than copying it (it is that value's last reader).
+    pub(crate) output_takes: Vec<bool>,
     /// For each recursive vertex, the nested states of its body.
     pub(crate) rec_states: Vec<Vec<StateId>>,
     pub(crate) inputs: Vec<VertexId>,

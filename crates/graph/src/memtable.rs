@@ -75,8 +75,9 @@ impl<R: Data> MemZSet<R> {
             .map(|&(id, _)| id)
     }
 
-    /// Adds `weight` at `step` to `value`, creating or deleting its row.
-    fn add(&mut self, value: &R, step: u32, weight: Weight) {
+    /// Adds `weight` at `step` to `value`, creating (with `value` itself,
+    /// moved in) or deleting its row.
+    fn add(&mut self, value: R, step: u32, weight: Weight) {
         if weight == 0 {
             return;
         }
@@ -86,15 +87,12 @@ impl<R: Data> MemZSet<R> {
         // Sums are checked before a delta is applied (`check`); saturating
         // keeps this path free of panics whatever happens.
         self.max_abs = self.max_abs.saturating_add(weight.unsigned_abs());
-        let h = self.hash32(value);
+        let h = self.hash32(&value);
         let rows = &self.rows;
         let entry = self.by_value.entry(
             spread(h),
             |&(id, stored)| {
-                stored == h
-                    && rows[id as usize]
-                        .as_ref()
-                        .is_some_and(|e| &e.value == value)
+                stored == h && rows[id as usize].as_ref().is_some_and(|e| e.value == value)
             },
             |&(_, stored)| spread(stored),
         );
@@ -135,12 +133,9 @@ impl<R: Data> MemZSet<R> {
                     Weights::One(weight)
                 };
                 for tree in &mut self.trees {
-                    tree.insert(value, id);
+                    tree.insert(&value, id);
                 }
-                let entry = Some(Entry {
-                    value: value.clone(),
-                    weights,
-                });
+                let entry = Some(Entry { value, weights });
                 if id as usize == self.rows.len() {
                     self.rows.push(entry);
                 } else {
@@ -274,18 +269,22 @@ impl<R: Data> MemTable for MemZSet<R> {
         Ok(())
     }
 
-    fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError> {
-        if let Some(z) = delta.downcast_ref::<ZSet<R>>() {
-            self.by_value
-                .reserve(z.len(), |&(_, stored)| spread(stored));
-            for (v, w) in z.iter() {
-                self.add(v, 0, w);
+    fn apply(&mut self, delta: crate::Value) -> Result<(), StoreError> {
+        let delta = match delta.downcast::<ZSet<R>>() {
+            Ok(z) => {
+                self.by_value
+                    .reserve(z.len(), |&(_, stored)| spread(stored));
+                for (v, w) in *z {
+                    self.add(v, 0, w);
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        if let Some(s) = delta.downcast_ref::<Stepped<R>>() {
-            for (v, w) in s.delta.iter() {
-                self.add(v, s.step, w);
+            Err(other) => other,
+        };
+        if let Ok(s) = delta.downcast::<Stepped<R>>() {
+            let Stepped { step, delta } = *s;
+            for (v, w) in delta {
+                self.add(v, step, w);
             }
             return Ok(());
         }
@@ -408,14 +407,14 @@ impl<R: Data, K: IndexKey + Hash> MemTable for MemKeyed<R, K> {
         Ok(())
     }
 
-    fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError> {
+    fn apply(&mut self, delta: crate::Value) -> Result<(), StoreError> {
         let delta = delta
-            .downcast_ref::<KeyedDelta<R>>()
-            .ok_or_else(|| wrong_type::<R>("a delta"))?;
-        for (row, set) in delta {
-            let key = self.key.key(row);
-            if *set {
-                self.rows.insert(key, row.clone());
+            .downcast::<KeyedDelta<R>>()
+            .map_err(|_| wrong_type::<R>("a delta"))?;
+        for (row, set) in *delta {
+            let key = self.key.key(&row);
+            if set {
+                self.rows.insert(key, row);
             } else {
                 self.rows.remove(&key);
             }

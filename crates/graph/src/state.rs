@@ -373,11 +373,12 @@ pub trait MemTable: Send + Sync {
     /// # Errors
     /// Arguments of the wrong type for this table.
     fn read(&self, read: &Read<'_>, sink: &mut dyn Any) -> Result<(), StoreError>;
-    /// Applies a delta produced by the engine for this state.
+    /// Applies a delta produced by the engine for this state, taking its
+    /// rows: a new row is moved into the table, not copied.
     ///
     /// # Errors
     /// A delta of the wrong type for this table.
-    fn apply(&mut self, delta: &dyn Any) -> Result<(), StoreError>;
+    fn apply(&mut self, delta: crate::Value) -> Result<(), StoreError>;
     /// Checks that [`apply`](Self::apply)ing `delta` keeps every weight
     /// within `i64` (so a store can check every table of an iteration
     /// before changing any); `Err` describes the first row that would

@@ -84,6 +84,14 @@ pub(crate) fn finalize(mut b: Builder, id: u64) -> Result<GraphInner, GraphError
         order.len(),
     );
     let last_read = last_reads(&vertices, &live, &pos_of, &final_of);
+    let output_takes = outputs_taking_input(
+        &vertices,
+        &outputs,
+        &pos_of,
+        &last_read,
+        &writers,
+        &writes_after,
+    );
     let fingerprint = fingerprint(&states);
     Ok(GraphInner {
         id,
@@ -95,6 +103,7 @@ pub(crate) fn finalize(mut b: Builder, id: u64) -> Result<GraphInner, GraphError
         order,
         writes_after,
         last_read,
+        output_takes,
         rec_states,
         inputs,
         input_codecs: b.input_codecs,
@@ -521,6 +530,38 @@ fn last_reads(
         }
     }
     last
+}
+
+/// For each vertex, whether it is an output that may take its input's value
+/// instead of copying it: it is the input's last reader, and every state
+/// written from that value is written before the output runs. (An output
+/// of a set-valued aggregate would otherwise copy every set.)
+fn outputs_taking_input(
+    vertices: &[Vertex],
+    outputs: &[VertexId],
+    pos_of: &[usize],
+    last_read: &[usize],
+    writers: &[StateWriter],
+    writes_after: &[Vec<StateId>],
+) -> Vec<bool> {
+    let mut takes = vec![false; vertices.len()];
+    for &o in outputs {
+        let vertex = &vertices[o.ix()];
+        let ([input], Op::Func(_)) = (vertex.inputs.as_slice(), &vertex.op) else {
+            continue;
+        };
+        let at = pos_of[o.ix()];
+        let written_before = writes_after.iter().enumerate().all(|(pos, states)| {
+            pos < at
+                || states.iter().all(|s| match &writers[s.index()] {
+                    StateWriter::Integral { delta } => delta != input,
+                    StateWriter::Delay { delay, .. } => vertices[delay.ix()].inputs[0] != *input,
+                    StateWriter::Operator => true,
+                })
+        });
+        takes[o.ix()] = vertex.label == "output" && last_read[input.ix()] == at && written_before;
+    }
+    takes
 }
 
 /// Each final state's definition, from those of the declarations merged

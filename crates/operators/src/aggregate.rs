@@ -232,7 +232,10 @@ where
                 let entry = changes
                     .entry(key_of(row))
                     .or_insert_with(|| (zero.clone(), 0));
-                entry.0 = entry.0.clone() + pick_value(S::value(row)) * w;
+                // Taken out and put back, not cloned: for a set-valued
+                // aggregate a clone per row costs the whole set each time.
+                let sum = std::mem::replace(&mut entry.0, zero.clone());
+                entry.0 = sum + pick_value(S::value(row)) * w;
                 entry.1 = weight::add(entry.1, w);
             }
             if let (true, Some(root)) = (changes.is_empty(), &root) {
@@ -272,8 +275,9 @@ where
                 if before.as_ref() == Some(&after) {
                     continue;
                 }
-                if let Some(b) = before.as_ref().filter(|b| present(b)) {
-                    out.update(wrap(b.value.clone(), k.clone()), -1);
+                // The old value goes out as it is (moved, not copied).
+                if let Some(b) = before.filter(|b| present(b)) {
+                    out.update(wrap(b.value, k.clone()), -1);
                 }
                 if present(&after) {
                     out.update(wrap(after.value.clone(), k.clone()), 1);

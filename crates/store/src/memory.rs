@@ -374,7 +374,7 @@ impl<'s> MemoryTx<'s> {
         for &s in states {
             let mut table = self.shared.tables[s].write();
             for delta in self.pending[s].drain(..) {
-                table.apply(&*delta)?;
+                table.apply(delta)?;
             }
         }
         let mut clock = self.shared.clock.lock();

@@ -406,11 +406,21 @@ impl<T: Eq + Hash + Clone> Mul<Weight> for &ZSet<T> {
     }
 }
 
-/// Scaling by a weight, so a `ZSet` can be a `reduce` aggregate.
+/// Scaling by a weight, so a `ZSet` can be a `reduce` aggregate. The
+/// weights are scaled in place: an aggregate scales every row it adds, so
+/// copying the set here would cost its whole size per row.
 impl<T: Eq + Hash + Clone> Mul<Weight> for ZSet<T> {
     type Output = ZSet<T>;
-    fn mul(self, rhs: Weight) -> ZSet<T> {
-        self.scale(rhs)
+    fn mul(mut self, rhs: Weight) -> ZSet<T> {
+        if rhs == 0 {
+            return ZSet::new();
+        }
+        if rhs != 1 {
+            for w in self.map.values_mut() {
+                *w = weight::mul(*w, rhs);
+            }
+        }
+        self
     }
 }
 

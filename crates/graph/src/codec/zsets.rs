@@ -315,8 +315,13 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
         if !index_needs_check(&self.specs[0]) {
             return Ok(());
         }
+        // One buffer for every row's key values: a fresh list per row cost
+        // more than the check itself.
+        let mut keys = Vec::new();
         for (row, _) in delta.downcast_ref::<KeyedDelta<R>>().into_iter().flatten() {
-            if let Some(problem) = key_problem(&self.specs[0], &values_of(&self.key.key(row))) {
+            keys.clear();
+            self.key.key(row).values(&mut keys);
+            if let Some(problem) = key_problem(&self.specs[0], &keys) {
                 return Err(problem);
             }
         }
