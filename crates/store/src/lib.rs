@@ -57,7 +57,7 @@ mod verify;
 mod views;
 mod wait;
 
-pub use graph::StoreError;
+pub use graph::{Consumer, Feed, FeedRetention, FeedStore, StoreError};
 
 /// Counters of a SQL store's work, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub use check::RowProblem;
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
 pub use options::OpenOptions;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgPool, PgSequence, Postgres};
+pub use postgres::{PgPool, PgSequence, Postgres, ack_in};
 #[cfg(feature = "sqlite")]
 pub use sqlite::checkpoint::{
     BACKGROUND_LOG_BYTES as SQLITE_BACKGROUND_LOG_BYTES,

@@ -246,6 +246,18 @@ pub(crate) fn plan(
     graph::MigrationPlan { entries }
 }
 
+/// The first key column of `schema`'s table: a feed's time.
+pub(crate) fn first_column(schema: &TableSchema) -> Result<&str, StoreError> {
+    schema
+        .columns
+        .first()
+        .map(|c| c.name.as_str())
+        .ok_or_else(|| StoreError::SchemaMismatch {
+            table: schema.name.clone(),
+            detail: "a feed's table has a time column; this one has no key column".into(),
+        })
+}
+
 /// The table of the state at `path` under `prefix`.
 pub(crate) fn table_name(prefix: &str, path: &str) -> String {
     format!("{prefix}{}", table_ident(path, prefix.len()))

@@ -10,6 +10,7 @@ mod bridge;
 mod claims;
 mod encode;
 mod failed;
+mod feed;
 mod frontier;
 mod notify;
 mod reads;
@@ -35,6 +36,7 @@ use zset::KeyValue;
 
 use self::encode::{PgRow, key_from_row};
 use self::failed::failed_table;
+pub use self::feed::ack_in;
 use self::frontier::{lock_times, set_last_update, times_of};
 use self::notify::{Listener, Wake, channel, listen, wait_for};
 use self::reads::{max_step, read_rows};

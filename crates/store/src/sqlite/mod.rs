@@ -4,6 +4,7 @@
 pub(crate) mod checkpoint;
 mod connection;
 mod encode;
+mod feed;
 mod frontier;
 mod reads;
 mod schema;
