@@ -44,6 +44,8 @@
 #![cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[cfg(feature = "async")]
+mod async_store;
 mod check;
 mod memory;
 mod migrate;
@@ -76,6 +78,8 @@ pub struct StoreStats {
     /// Zero on Postgres, which locks rows, not the database.
     pub write_lock_held: std::time::Duration,
 }
+#[cfg(feature = "async")]
+pub use async_store::{AsyncStore, ChangeStream};
 pub use check::RowProblem;
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
 pub use options::OpenOptions;
