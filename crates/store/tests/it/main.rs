@@ -14,6 +14,8 @@ mod extremes;
 mod feed_harness;
 mod feedback;
 mod feeds;
+#[cfg(feature = "async")]
+mod feeds_async;
 mod first_use;
 mod harness;
 mod oracle;
