@@ -21,6 +21,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::direct;
+
+mod feeds;
+pub use feeds::FeedFigures;
 use crate::meter_reads::{self, MeterReads, Workload};
 use crate::tally::{Tallied, Tally};
 
@@ -144,6 +147,10 @@ pub struct Report {
     pub series: Vec<(String, Vec<(u64, f64)>)>,
     /// Stores whose results disagreed with the data (no figures reported).
     pub disagreeing: Vec<String>,
+    /// What the change feed costs, per SQL store (issue 25).
+    pub feeds: Vec<FeedFigures>,
+    /// The async face's cost: median µs of one `AsyncStore` call.
+    pub async_hop_us: Option<f64>,
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -864,6 +871,7 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
         ceilings.postgres_classic_query_all_ms = Some(all);
         ceilings.postgres_classic_query_one_date_ms = Some(one);
     }
+    let (feeds, async_hop_us) = feed_figures(config)?;
     Ok(Report {
         workload: "meter_reads",
         users: config.users,
@@ -872,7 +880,31 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
         ceilings,
         series,
         disagreeing,
+        feeds,
+        async_hop_us,
     })
+}
+
+/// The change feed's figures on SQLite (and Postgres when configured), and
+/// the async face's hop.
+///
+/// # Errors
+/// A store or database failure.
+pub fn feed_figures(config: &Config) -> Result<(Vec<FeedFigures>, Option<f64>), BoxError> {
+    let mut kinds = vec![Kind::Sqlite];
+    if config.postgres.is_some() {
+        kinds.push(Kind::Postgres);
+    }
+    let figures = kinds
+        .into_iter()
+        .map(|k| feeds::measure(k, config))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((figures, Some(feeds::async_hop_us()?)))
+}
+
+/// [`feed_figures`] as a table.
+pub fn render_feeds(figures: &[FeedFigures], async_hop_us: Option<f64>) -> String {
+    feeds::render(figures, async_hop_us)
 }
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
@@ -1172,6 +1204,12 @@ pub fn render(report: &Report) -> String {
         "meter reads: {} users, {} reads per run\n\n{runs}\n\n{ceil}\n\n{checks}\n",
         report.users, report.reads
     );
+    if !report.feeds.is_empty() {
+        out.push_str(&format!(
+            "\n{}\n",
+            feeds::render(&report.feeds, report.async_hop_us)
+        ));
+    }
     if !report.disagreeing.is_empty() {
         out.push_str(&format!(
             "\nNO FIGURES for stores whose results disagreed with the data: {:?}\n",
