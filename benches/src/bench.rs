@@ -23,9 +23,9 @@ use serde::Serialize;
 use crate::direct;
 
 mod feeds;
-pub use feeds::FeedFigures;
 use crate::meter_reads::{self, MeterReads, Workload};
 use crate::tally::{Tallied, Tally};
+pub use feeds::FeedFigures;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -105,7 +105,11 @@ fn ingest(
     } else {
         meter_reads::build()?
     };
-    let place = Place::new(kind, config, &format!("{}{run}", if feed { "f" } else { "p" }));
+    let place = Place::new(
+        kind,
+        config,
+        &format!("{}{run}", if feed { "f" } else { "p" }),
+    );
     place.clean()?;
     let mut store = place.open(&graph)?;
     graph.insert(&mut *store, &q.users, w.all_users())?;
@@ -114,7 +118,10 @@ fn ingest(
     let mut j = 0;
     while j < w.reads {
         let end = (j + 1000).min(w.reads);
-        graph.iteration(&mut *store, Changes::new().insert(&q.reads, w.reads(j..end)))?;
+        graph.iteration(
+            &mut *store,
+            Changes::new().insert(&q.reads, w.reads(j..end)),
+        )?;
         j = end;
     }
     let rate = w.reads as f64 / start.elapsed().as_secs_f64();
@@ -192,7 +199,11 @@ pub(super) fn measure(kind: Kind, config: &Config) -> Result<FeedFigures, BoxErr
     };
     let (mut plain, mut fed) = (Vec::new(), Vec::new());
     for run in 0..RUNS {
-        eprintln!("{}: ingest without and with a feed, run {} of {RUNS} ...", kind.name(), run + 1);
+        eprintln!(
+            "{}: ingest without and with a feed, run {} of {RUNS} ...",
+            kind.name(),
+            run + 1
+        );
         plain.push(ingest(kind, config, &w, false, run)?);
         fed.push(ingest(kind, config, &w, true, run)?);
     }
@@ -209,7 +220,11 @@ pub(super) fn measure(kind: Kind, config: &Config) -> Result<FeedFigures, BoxErr
         cost_pct: (1.0 - fed / plain) * 100.0,
         latency_p50_us: percentile(&lat, 0.50),
         latency_p99_us: percentile(&lat, 0.99),
-        latency_target_us: if kind == Kind::Postgres { 5000.0 } else { 2000.0 },
+        latency_target_us: if kind == Kind::Postgres {
+            5000.0
+        } else {
+            2000.0
+        },
     })
 }
 
@@ -261,7 +276,11 @@ pub(super) fn render(figures: &[FeedFigures], async_hop_us: Option<f64>) -> Stri
             mark(f.cost_pct <= 10.0).to_owned(),
             format!("{:.0}", f.latency_p50_us),
             format!("{:.0}", f.latency_p99_us),
-            format!("≤ {:.0} {}", f.latency_target_us, mark(f.latency_p50_us <= f.latency_target_us)),
+            format!(
+                "≤ {:.0} {}",
+                f.latency_target_us,
+                mark(f.latency_p50_us <= f.latency_target_us)
+            ),
         ]);
     }
     let hop = async_hop_us.map_or_else(String::new, |h| {

@@ -186,7 +186,7 @@ async fn follow_feed(
                 weight,
             })
             .collect();
-        rows.sort_by(|a, b| (a.date, a.user_id, a.weight).cmp(&(b.date, b.user_id, b.weight)));
+        rows.sort_by_key(|a| (a.date, a.user_id, a.weight));
         // No browser connected is not an error.
         let _ = events.send(Arc::new(ChangeEvent {
             time,
