@@ -64,9 +64,13 @@ impl Postgres {
         what: String,
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let table = self.consumers_table();
+        let ready = &self.consumers_ready;
         block_on(async {
             let conn = self.client().await?;
-            create_consumers_table(&**conn, &table).await?;
+            if !ready.load(std::sync::atomic::Ordering::Relaxed) {
+                create_consumers_table(&**conn, &table).await?;
+                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             conn.query(statement, params).await.map_err(pg(what))
         })?
     }

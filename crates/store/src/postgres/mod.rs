@@ -112,6 +112,8 @@ pub struct Postgres {
     keep_dropped: bool,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
+    /// Whether this handle has made sure the feed consumers' table exists.
+    consumers_ready: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -200,6 +202,7 @@ impl Postgres {
             migrate: options.migrate,
             keep_dropped: options.keep_dropped,
             migration: None,
+            consumers_ready: std::sync::atomic::AtomicBool::new(false),
         };
         store.created = store.prepare_tables(options.create_tables)?;
         let tables = Arc::clone(&store.tables);

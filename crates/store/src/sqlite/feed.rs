@@ -44,12 +44,16 @@ impl Sqlite {
 
     fn consumers_table(&self) -> Result<String, StoreError> {
         let table = OwnNames::name(&self.prefix, "feed_consumers");
+        if self.consumers_ready.get() {
+            return Ok(table);
+        }
         self.conn
             .execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} (feed TEXT NOT NULL, consumer TEXT NOT NULL, \
                  acked INTEGER NOT NULL, PRIMARY KEY (feed, consumer))"
             ))
             .map_err(backend(format!("creating `{table}`")))?;
+        self.consumers_ready.set(true);
         Ok(table)
     }
 }

@@ -598,3 +598,23 @@ fn an_unchanged_feed_keeps_its_history_through_a_migration_on_every_sql_store() 
     }
     Ok(())
 }
+
+#[test]
+fn a_feeds_name_shares_the_name_space_of_states() {
+    let clash = Graph::build(|q| {
+        let (_, s) = q.input::<i64>("feed_numbers")?;
+        q.feed("numbers", s)
+    });
+    assert!(
+        matches!(clash, Err(GraphError::DuplicatePath { .. })),
+        "{clash:?}"
+    );
+    let slash = Graph::build(|q| {
+        let (_, s) = q.input::<i64>("numbers")?;
+        q.feed("a/b", s)
+    });
+    assert!(
+        matches!(slash, Err(GraphError::InvalidName { .. })),
+        "{slash:?}"
+    );
+}
