@@ -22,8 +22,11 @@ use serde::Serialize;
 use crate::direct;
 use crate::meter_reads::{self, Workload};
 
+mod feeds;
 pub mod memory;
 pub mod retract;
+
+pub use feeds::FeedFigures;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -151,6 +154,10 @@ pub struct Report {
     pub series: Vec<(String, Vec<(u64, f64)>)>,
     /// Stores whose results disagreed with the data (no figures reported).
     pub disagreeing: Vec<String>,
+    /// What the change feed costs, per SQL store (issue 25).
+    pub feeds: Vec<FeedFigures>,
+    /// The async face's cost: median µs of one `AsyncStore` call.
+    pub async_hop_us: Option<f64>,
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -296,6 +303,7 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
         ceilings.postgres_classic_query_all_ms = Some(all);
         ceilings.postgres_classic_query_one_date_ms = Some(one);
     }
+    let (feeds, async_hop_us) = feed_figures(config)?;
     Ok(Report {
         workload: "meter_reads",
         users: config.users,
@@ -304,5 +312,29 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
         ceilings,
         series,
         disagreeing,
+        feeds,
+        async_hop_us,
     })
+}
+
+/// The change feed's figures on SQLite (and Postgres when configured), and
+/// the async face's hop.
+///
+/// # Errors
+/// A store or database failure.
+pub fn feed_figures(config: &Config) -> Result<(Vec<FeedFigures>, Option<f64>), BoxError> {
+    let mut kinds = vec![Kind::Sqlite];
+    if config.postgres.is_some() {
+        kinds.push(Kind::Postgres);
+    }
+    let figures = kinds
+        .into_iter()
+        .map(|k| feeds::measure(k, config))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((figures, Some(feeds::async_hop_us()?)))
+}
+
+/// [`feed_figures`] as a table.
+pub fn render_feeds(figures: &[FeedFigures], async_hop_us: Option<f64>) -> String {
+    feeds::render(figures, async_hop_us)
 }

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
-use graph::{Cache, Graph, GraphError, Input, Output};
+use graph::{Cache, Feed, Graph, GraphError, Input, Output};
 use operators::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -155,14 +155,30 @@ fn to_daily(p: &Pair<F64, (i64, Uuid, NaiveDate)>) -> DailyUsage {
 /// # Errors
 /// None in practice (the query is fixed).
 pub fn build() -> Result<(Graph, MeterReads), GraphError> {
-    let (graph, (q, _)) = build_query(false)?;
+    let (graph, (q, _, _)) = build_query(false, false)?;
     Ok((graph, q))
+}
+
+/// [`build`]'s query plus a feed `daily_changes` of the daily usage's
+/// change (table `<prefix>feed_daily_changes`), for services that follow
+/// it (the web example, the feed bench and tests).
+///
+/// # Errors
+/// None in practice (the query is fixed).
+pub fn build_with_feed() -> Result<(Graph, MeterReads, Feed<DailyUsage>), GraphError> {
+    let (graph, (q, _, feed)) = build_query(false, true)?;
+    let feed = feed.ok_or_else(|| GraphError::TypeMismatch {
+        path: graph::Path::new("feed_daily_changes"),
+        expected: "a feed",
+        found: "none",
+    })?;
+    Ok((graph, q, feed))
 }
 
 /// The query's next version: [`build`]'s, plus a cache `monthly_cache` of
 /// each user's monthly totals (by user).
 pub fn build_with_monthly() -> Result<(Graph, MeterReads, Cache<MonthlyUsage>), GraphError> {
-    let (graph, (q, monthly)) = build_query(true)?;
+    let (graph, (q, monthly, _)) = build_query(true, false)?;
     let monthly = monthly.ok_or_else(|| GraphError::TypeMismatch {
         path: graph::Path::new("monthly_cache"),
         expected: "a monthly cache",
@@ -178,7 +194,18 @@ fn month_of(d: &DailyUsage) -> (i64, NaiveDate) {
 #[allow(clippy::type_complexity)]
 fn build_query(
     monthly: bool,
-) -> Result<(Graph, (MeterReads, Option<Cache<MonthlyUsage>>)), GraphError> {
+    feed: bool,
+) -> Result<
+    (
+        Graph,
+        (
+            MeterReads,
+            Option<Cache<MonthlyUsage>>,
+            Option<Feed<DailyUsage>>,
+        ),
+    ),
+    GraphError,
+> {
     Graph::build(|q| {
         let (users, u) = q.input::<User>("users")?;
         let (meters, m) = q.input::<Meter>("meters")?;
@@ -222,6 +249,11 @@ fn build_query(
         } else {
             None
         };
+        let feed = if feed {
+            Some(q.feed("daily_changes", daily)?)
+        } else {
+            None
+        };
         let daily = q.output("daily", daily)?;
         Ok((
             MeterReads {
@@ -232,6 +264,7 @@ fn build_query(
                 cache,
             },
             monthly,
+            feed,
         ))
     })
 }

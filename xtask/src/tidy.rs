@@ -25,7 +25,7 @@ mod tests {
     fn sources() -> Vec<PathBuf> {
         let root = crate::root();
         let mut files = Vec::new();
-        for dir in ["crates", "xtask", "benches"] {
+        for dir in ["crates", "xtask", "benches", "examples"] {
             rust_files(&root.join(dir), &mut files);
         }
         assert!(files.len() > 20, "found only {} Rust files", files.len());
@@ -74,6 +74,12 @@ mod tests {
             .flatten()
             .map(|e| format!("crates/{}", e.file_name().to_string_lossy()))
             .collect();
+        crates.extend(
+            std::fs::read_dir(root.join("examples"))
+                .expect("examples/")
+                .flatten()
+                .map(|e| format!("examples/{}", e.file_name().to_string_lossy())),
+        );
         crates.push("xtask".into());
         crates.push("benches".into());
         for c in crates {
@@ -168,5 +174,16 @@ mod tests {
                 "{package} with only `postgres` compiles rusqlite"
             );
         }
+        // The async face brings tokio, not the Postgres driver.
+        let with_async = tree("stepping-store", "sqlite,async");
+        let names = crates_in(&with_async);
+        assert!(
+            names.contains(&"tokio"),
+            "`async` lacks tokio:\n{with_async}"
+        );
+        assert!(
+            !names.contains(&"tokio-postgres"),
+            "`sqlite,async` compiles tokio-postgres:\n{with_async}"
+        );
     }
 }

@@ -302,6 +302,12 @@ pub fn render(report: &Report) -> String {
         "meter reads: {} users, {} reads per run\n\n{runs}\n\n{ceil}\n\n{checks}\n",
         report.users, report.reads
     );
+    if !report.feeds.is_empty() {
+        out.push_str(&format!(
+            "\n{}\n",
+            super::render_feeds(&report.feeds, report.async_hop_us)
+        ));
+    }
     if !report.disagreeing.is_empty() {
         out.push_str(&format!(
             "\nNO FIGURES for stores whose results disagreed with the data: {:?}\n",

@@ -6,6 +6,7 @@
 //! meter-bench [--reads N] [--users U] [--out DIR]
 //! meter-bench group-min [--sizes 1000,100000] [--groups 2] [--deletes 300]
 //! meter-bench daily-max [--reads N] [--users U]
+//! meter-bench feeds [--reads N] [--users U] [--out DIR]
 //! meter-bench scale [--sizes 10000,100000,1000000,10000000] [--stores memory,sqlite,postgres]
 //!                   [--batch B] [--users U] [--out DIR]
 //! meter-bench processes [--counts 1,2,4] [--reads N] [--users U] [--batch B] [--out DIR]
@@ -16,7 +17,9 @@
 //! `group-min`, `daily-max`, `scale`, `processes`, `memory` and `retract`
 //! are the benches of `benches::group_min`, `benches::meter_max` and
 //! `benches::bench::{scale, processes, memory, retract}` (run them with
-//! `--release`; `cargo xtask bench --scale` runs `scale`).
+//! `--release`; `cargo xtask bench --scale` runs `scale`); `feeds` runs
+//! only the change-feed figures of the main bench (writing
+//! `DIR/feeds.json`).
 //!
 //! Postgres comes from `STEPPING_TEST_PG` (skipped, loudly, without it).
 //! Writes `DIR/meter_reads.json` and `DIR/meter_reads.svg` (default
@@ -31,41 +34,16 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("group-min") => return benches::group_min::main(std::env::args().skip(2)),
         Some("daily-max") => return benches::meter_max::main(std::env::args().skip(2)),
+        Some("feeds") => return feeds_only(),
+        Some("scale") => return bench::scale::main(std::env::args().skip(2), default_config()),
         Some("processes") => return bench::processes::main(std::env::args().skip(2)),
         Some("memory") => return bench::memory::main(std::env::args().skip(2)),
         Some("retract") => return bench::retract::main(std::env::args().skip(2)),
         _ => {}
     }
-    let config = Config {
-        users: 1000,
-        reads: 100_000,
-        postgres: std::env::var("STEPPING_TEST_PG")
-            .ok()
-            .filter(|s| !s.is_empty()),
-        scratch: std::env::temp_dir(),
+    let Some((config, out)) = parse(std::env::args().skip(1)) else {
+        return ExitCode::from(2);
     };
-    if std::env::args().nth(1).as_deref() == Some("scale") {
-        return bench::scale::main(std::env::args().skip(2), config);
-    }
-    let mut config = config;
-    let mut out = PathBuf::from("target/bench");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let value = args.next();
-        let parsed = match (a.as_str(), value) {
-            ("--reads", Some(v)) => v.parse().map(|n| config.reads = n).is_ok(),
-            ("--users", Some(v)) => v.parse().map(|n| config.users = n).is_ok(),
-            ("--out", Some(v)) => {
-                out = v.into();
-                true
-            }
-            _ => false,
-        };
-        if !parsed {
-            eprintln!("usage: meter-bench [--reads N] [--users U] [--out DIR]");
-            return ExitCode::from(2);
-        }
-    }
     if config.postgres.is_none() {
         eprintln!(
             "*** SKIPPING POSTGRES: STEPPING_TEST_PG is not set (run `cargo xtask bench`) ***"
@@ -80,6 +58,63 @@ fn main() -> ExitCode {
             "wrote {0}/meter_reads.json and {0}/meter_reads.svg",
             out.display()
         );
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// 1,000 users, 100,000 reads, Postgres from `STEPPING_TEST_PG`.
+fn default_config() -> Config {
+    Config {
+        users: 1000,
+        reads: 100_000,
+        postgres: std::env::var("STEPPING_TEST_PG")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        scratch: std::env::temp_dir(),
+    }
+}
+
+/// The options: `--reads`, `--users`, `--out`.
+fn parse(mut args: impl Iterator<Item = String>) -> Option<(Config, PathBuf)> {
+    let mut config = default_config();
+    let mut out = PathBuf::from("target/bench");
+    while let Some(a) = args.next() {
+        let value = args.next();
+        let parsed = match (a.as_str(), value) {
+            ("--reads", Some(v)) => v.parse().map(|n| config.reads = n).is_ok(),
+            ("--users", Some(v)) => v.parse().map(|n| config.users = n).is_ok(),
+            ("--out", Some(v)) => {
+                out = v.into();
+                true
+            }
+            _ => false,
+        };
+        if !parsed {
+            eprintln!("usage: meter-bench [--reads N] [--users U] [--out DIR]");
+            return None;
+        }
+    }
+    Some((config, out))
+}
+
+/// `meter-bench feeds`: only the change-feed figures.
+fn feeds_only() -> ExitCode {
+    let Some((config, out)) = parse(std::env::args().skip(2)) else {
+        return ExitCode::from(2);
+    };
+    let result = bench::feed_figures(&config).and_then(|(figures, hop)| {
+        println!("{}", bench::render_feeds(&figures, hop));
+        std::fs::create_dir_all(&out)?;
+        let json = serde_json::json!({ "feeds": figures, "async_hop_us": hop });
+        std::fs::write(out.join("feeds.json"), serde_json::to_string_pretty(&json)?)?;
+        println!("wrote {}/feeds.json", out.display());
         Ok(())
     });
     match result {

@@ -26,6 +26,11 @@
 //!                         re-run them (a batch whose changes the store lacks, taken by a
 //!                         process that died, is fed again as batch b of size B), at times
 //!                         after the last (or from the sequence); prints what stays lost
+//!   consume --name N --out FILE --until T [--max M] [--pause-before-ack MS]
+//!                         (with --feed) follow the feed `daily_changes` as consumer N:
+//!                         append each change to FILE as a line `time;json`, flush, then
+//!                         acknowledge it (after MS ms: a window for kill tests), until time
+//!                         T is acknowledged. A line cut short by a kill is dropped on start
 //!   graph [--svg FILE] [--profile [--batch B]]
 //!                         the query's picture: DOT on standard output, or with --svg an
 //!                         SVG file (laid out in Rust, no Graphviz needed). With --profile,
@@ -37,9 +42,10 @@
 
 use std::process::ExitCode;
 
+use benches::meter_reads::DailyUsage;
 use benches::meter_reads::{self, MeterReads, Workload};
 use chrono::NaiveDate;
-use graph::{Changes, Graph, GraphError, Profile, StateStore, Time};
+use graph::{Changes, Feed, FeedStore, Graph, GraphError, Profile, StateStore, Time};
 use parallel::{Counter, Given, Ingest, TimeSource};
 
 /// Where the state lives.
@@ -57,14 +63,17 @@ struct Args {
     workload: Workload,
     /// The query's next version: with the monthly cache.
     monthly: bool,
+    /// The query with the feed `daily_changes`.
+    feed: bool,
     command: Vec<String>,
 }
 
 fn usage() -> &'static str {
-    "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] [--monthly] \
+    "usage: meter-ingest (--sqlite PATH | --postgres CONN) [--prefix P] [--users U] [--reads N] [--monthly | --feed] \
      (setup | ingest [--batch B] [--workers W] [--pipelined | --serial] [--share K/S] [--from J] [--to J] \
      [--batches b,b,...] [--sequence [--stall-after-times | --live-times]] | read-cache [--date YYYY-MM-DD] | \
-     last-time | recover | failed | retry [--batch B] [--sequence] | migrate [--dry-run]) \
+     last-time | recover | failed | retry [--batch B] [--sequence] | migrate [--dry-run] | \
+     consume --name N --out FILE --until T [--max M] [--pause-before-ack MS]) \
      | meter-ingest [--sqlite PATH | --postgres CONN] graph [--svg FILE] [--profile [--batch B]]"
 }
 
@@ -78,6 +87,7 @@ fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let mut command = Vec::new();
     let mut monthly = false;
+    let mut feed = false;
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
@@ -95,6 +105,7 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--reads: {e}"))?
             }
             "--monthly" => monthly = true,
+            "--feed" => feed = true,
             _ => {
                 command.push(a);
                 command.extend(it.by_ref());
@@ -112,6 +123,7 @@ fn parse() -> Result<Args, String> {
         prefix,
         workload,
         monthly,
+        feed,
         command,
     })
 }
@@ -412,12 +424,78 @@ fn picture(args: &Args, graph: &Graph, q: &MeterReads) -> Result<(), Box<dyn std
     Ok(())
 }
 
+/// A store to follow a feed in.
+fn open_feed_store(
+    target: &Target,
+    graph: &Graph,
+    prefix: &str,
+) -> Result<Box<dyn FeedStore>, GraphError> {
+    let options = options(prefix, false);
+    Ok(match target {
+        Target::Sqlite(path) => Box::new(store::Sqlite::open(path, graph, options)?),
+        Target::Postgres(conn) => Box::new(store::Postgres::open(conn, graph, options)?),
+        Target::Memory => Box::new(store::Memory::new(graph)),
+    })
+}
+
+/// `consume`: follows the feed, writing each change before acknowledging
+/// it (at least once: a kill between the two delivers it again).
+fn consume(
+    args: &Args,
+    graph: &Graph,
+    feed: Feed<DailyUsage>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let c = &args.command;
+    let name = flag(c, "--name").ok_or("consume needs --name")?;
+    let out = flag(c, "--out").ok_or("consume needs --out")?;
+    let until = number(c, "--until", 0)? as i64;
+    let max = number(c, "--max", 4)?.max(1) as usize;
+    let pause = std::time::Duration::from_millis(number(c, "--pause-before-ack", 0)?);
+    // A line cut short by a kill is dropped: every line is one whole change.
+    let kept = match std::fs::read(&out) {
+        Ok(bytes) => bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1),
+        Err(_) => 0,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&out)?;
+    file.set_len(kept as u64)?;
+    let store = open_feed_store(&args.target, graph, &args.prefix)?;
+    let mut consumer = feed.consumer(store, &name)?;
+    while consumer.acked() < until {
+        let changes = consumer.poll(max)?;
+        if changes.is_empty() {
+            consumer.wait(std::time::Duration::from_millis(500))?;
+            continue;
+        }
+        let mut lines = String::new();
+        for (t, z) in &changes {
+            let mut rows: Vec<_> = z.iter().map(|(d, w)| (d.clone(), w)).collect();
+            rows.sort();
+            lines.push_str(&format!("{t};{}\n", serde_json::to_string(&rows)?));
+        }
+        file.write_all(lines.as_bytes())?;
+        file.sync_data()?;
+        std::thread::sleep(pause);
+        let position = consumer.position();
+        consumer.ack(position)?;
+        println!("acked {position}");
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let (graph, q) = if args.monthly {
+    let (graph, q, feed) = if args.monthly {
         let (graph, q, _) = meter_reads::build_with_monthly()?;
-        (graph, q)
+        (graph, q, None)
+    } else if args.feed {
+        let (graph, q, feed) = meter_reads::build_with_feed()?;
+        (graph, q, Some(feed))
     } else {
-        meter_reads::build()?
+        let (graph, q) = meter_reads::build()?;
+        (graph, q, None)
     };
     match args.command.first().map(String::as_str) {
         Some("migrate") => migrate(&args, &graph)?,
@@ -464,6 +542,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("retry") => retry(&args, &graph, &q)?,
         Some("graph") => picture(&args, &graph, &q)?,
+        Some("consume") => consume(&args, &graph, feed.ok_or("consume needs --feed")?)?,
         _ => return Err(usage().into()),
     }
     Ok(())

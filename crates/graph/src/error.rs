@@ -392,6 +392,22 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A feed consumer acknowledged a time it was never given: every
+    /// change up to `time` would count as processed. Nothing was stored.
+    #[error(
+        "consumer `{consumer}` of `{feed}` acknowledged time {time}, after its position \
+         {position}: acknowledge only times `poll` returned"
+    )]
+    AckAhead {
+        /// The feed's path.
+        feed: String,
+        /// The consumer.
+        consumer: String,
+        /// The time acknowledged.
+        time: i64,
+        /// The last time delivered.
+        position: i64,
+    },
     /// The database or its driver failed.
     #[error("{context}: {source}")]
     Backend {

@@ -83,6 +83,14 @@ impl<'a> Ctx<'a> {
         self.graph.final_of[state.index()]
     }
 
+    /// The iteration's [`Time`](crate::Time).
+    ///
+    /// # Errors
+    /// A store failure finding it (see [`StateTx::time`]).
+    pub fn time(&mut self) -> Result<crate::Time, GraphError> {
+        Ok(self.tx.time()?)
+    }
+
     /// A slot's Z-set, materializing a stored state if needed (which reads
     /// the whole state: operators that can avoid it use [`handle`](Self::handle)).
     ///

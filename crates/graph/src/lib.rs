@@ -42,6 +42,7 @@ mod definition;
 mod dot;
 mod error;
 mod exec;
+mod feed;
 mod feedback;
 mod graph;
 mod input_migration;
@@ -69,6 +70,7 @@ pub use codec::{
 pub use columns::{Cell, MAX_COLUMN_NAME, RowColumns, ValueColumn, ValueType, to_json};
 pub use error::{At, BoxError, GraphError, StoreError};
 pub use exec::{Ctx, Handle, panic_message, scalar_of};
+pub use feed::{Consumer, Feed, FeedRetention, FeedRow, FeedStore, MAX_CONSUMER_NAME};
 pub use feedback::Feedback;
 pub use graph::{Changes, Graph, Outputs};
 pub use input_migration::InputMigration;

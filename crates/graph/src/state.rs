@@ -588,6 +588,13 @@ pub trait StateTx {
     /// # Errors
     /// As for [`read`](Self::read).
     fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError>;
+    /// The iteration's time (a store that finds it in its transaction,
+    /// Postgres after every committed iteration, finds it now).
+    ///
+    /// # Errors
+    /// A store failure finding it.
+    fn time(&mut self) -> Result<Time, StoreError>;
+
     /// The name under which the store keeps `state` (its SQL table), for
     /// errors; `None`: its path names it.
     fn table_name(&self, _state: StateId) -> Option<String> {

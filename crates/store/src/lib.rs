@@ -44,6 +44,8 @@
 #![cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[cfg(feature = "async")]
+mod async_store;
 mod check;
 mod memory;
 mod migrate;
@@ -57,7 +59,7 @@ mod verify;
 mod views;
 mod wait;
 
-pub use graph::StoreError;
+pub use graph::{Consumer, Feed, FeedRetention, FeedStore, StoreError};
 
 /// Counters of a SQL store's work, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,11 +78,13 @@ pub struct StoreStats {
     /// Zero on Postgres, which locks rows, not the database.
     pub write_lock_held: std::time::Duration,
 }
+#[cfg(feature = "async")]
+pub use async_store::{AsyncStore, ChangeStream};
 pub use check::RowProblem;
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
 pub use options::OpenOptions;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgPool, PgSequence, Postgres};
+pub use postgres::{PgPool, PgSequence, Postgres, ack_in};
 #[cfg(feature = "sqlite")]
 pub use sqlite::checkpoint::{
     BACKGROUND_LOG_BYTES as SQLITE_BACKGROUND_LOG_BYTES,

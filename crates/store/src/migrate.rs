@@ -37,5 +37,8 @@ pub(crate) fn recompute_for(
     let changes = graph.inputs_from_states(needed_by, read)?;
     let mut memory = Memory::new(graph);
     graph.iteration(&mut memory, changes)?;
+    // A feed's history is the iterations it saw: it is never recomputed
+    // (a new or changed feed starts empty).
+    memory.clear_feeds();
     Ok(memory)
 }

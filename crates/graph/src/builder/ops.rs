@@ -199,6 +199,11 @@ impl<'q, T: Data, S: Scope> Stream<'q, ZSet<T>, S> {
         self.integral_with_state(state, at)
     }
 
+    /// The integral of this stream kept in `state`: its vertex (a feed's).
+    pub(crate) fn integral_id(self, state: StateId, at: At) -> VertexId {
+        self.integral_with_state(state, at).0.id
+    }
+
     pub(super) fn integral_with_state(self, state: StateId, at: At) -> (Self, Self) {
         let base = self.path();
         let delay = self.q.push_vertex(Vertex {

@@ -74,6 +74,10 @@ impl BridgeTx {
 }
 
 impl StateTx for BridgeTx {
+    fn time(&mut self) -> Result<Time, StoreError> {
+        Ok(self.time)
+    }
+
     fn read(
         &mut self,
         state: StateId,

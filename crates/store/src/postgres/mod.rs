@@ -10,6 +10,7 @@ mod bridge;
 mod claims;
 mod encode;
 mod failed;
+mod feed;
 mod frontier;
 mod notify;
 mod reads;
@@ -35,6 +36,7 @@ use zset::KeyValue;
 
 use self::encode::{PgRow, key_from_row};
 use self::failed::failed_table;
+pub use self::feed::ack_in;
 use self::frontier::{lock_times, set_last_update, times_of};
 use self::notify::{Listener, Wake, channel, listen, wait_for};
 use self::reads::{max_step, read_rows};
@@ -110,6 +112,8 @@ pub struct Postgres {
     keep_dropped: bool,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
+    /// Whether this handle has made sure the feed consumers' table exists.
+    consumers_ready: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -199,6 +203,7 @@ impl Postgres {
             migrate: options.migrate,
             keep_dropped: options.keep_dropped,
             migration: None,
+            consumers_ready: std::sync::atomic::AtomicBool::new(false),
         };
         store.created = store.prepare_tables(options.create_tables)?;
         let tables = Arc::clone(&store.tables);

@@ -58,18 +58,26 @@ pub(super) fn block_on<F: Future>(f: F) -> Result<F::Output, StoreError> {
 }
 
 /// Runs `f` to completion on `rt`, refusing (rather than panicking) when
-/// called from inside an async runtime.
+/// called on a thread that drives async tasks (a blocking thread of a
+/// runtime, `spawn_blocking`, may block).
 pub(super) fn block_on_in<F: Future>(
     rt: &tokio::runtime::Runtime,
     f: F,
 ) -> Result<F::Output, StoreError> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(StoreError::backend(
-            "calling the synchronous Postgres store",
-            "called from inside an async runtime: use tokio::task::spawn_blocking, or Postgres::iteration_in",
-        ));
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Ok(rt.block_on(f));
     }
-    Ok(rt.block_on(f))
+    // Inside a runtime's context: on one of its blocking threads
+    // (`spawn_blocking`) blocking is fine, on a thread driving async tasks
+    // tokio refuses with a panic. Tokio has no public way to tell the two
+    // apart beforehand, so the refusal is caught and reported as an error.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(f))).map_err(|_| {
+        StoreError::backend(
+            "calling the synchronous Postgres store",
+            "called from a thread that drives async tasks: use tokio::task::spawn_blocking \
+             (or the `async` feature's AsyncStore), or Postgres::iteration_in",
+        )
+    })
 }
 
 pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> StoreError {

@@ -183,6 +183,21 @@ impl PostgresTx<'_> {
 }
 
 impl StateTx for PostgresTx<'_> {
+    fn time(&mut self) -> Result<Time, StoreError> {
+        if self.pending.get() && self.next.get() {
+            // The time comes with the frontier check, which goes out with
+            // the first statement: send one that does nothing.
+            self.run(&|c| {
+                Box::pin(async move {
+                    c.batch_execute("SELECT 1")
+                        .await
+                        .map_err(pg("finding the iteration's time"))
+                })
+            })?;
+        }
+        Ok(self.time.get())
+    }
+
     fn read(
         &mut self,
         state: StateId,

@@ -78,6 +78,11 @@ impl Postgres {
         let mut states = Vec::with_capacity(tables.specs.len());
         for s in 0..tables.specs.len() {
             let (spec, schema) = (&tables.specs[s], &tables.schemas[s]);
+            // A feed is the history of the iterations it saw, not a
+            // function of the inputs: nothing to recompute.
+            if spec.is_feed() {
+                continue;
+            }
             let rows = stored
                 .remove(&s)
                 .unwrap_or_default()

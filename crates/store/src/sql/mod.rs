@@ -179,6 +179,18 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
     }
 }
 
+/// The first key column of `schema`'s table: a feed's time.
+pub(crate) fn first_column(schema: &TableSchema) -> Result<&str, StoreError> {
+    schema
+        .columns
+        .first()
+        .map(|c| c.name.as_str())
+        .ok_or_else(|| StoreError::SchemaMismatch {
+            table: schema.name.clone(),
+            detail: "a feed's table has a time column; this one has no key column".into(),
+        })
+}
+
 /// One typed key column of a state table.
 #[derive(Clone, Debug)]
 pub(crate) struct Column {

@@ -4,6 +4,7 @@
 pub(crate) mod checkpoint;
 mod connection;
 mod encode;
+mod feed;
 mod frontier;
 mod reads;
 mod schema;
@@ -85,6 +86,8 @@ pub struct Sqlite {
     keep_dropped: bool,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
+    /// Whether this handle has made sure the feed consumers' table exists.
+    consumers_ready: std::cell::Cell<bool>,
     /// The store's query generation when opened: a migration bumps it,
     /// and a handle opened before one refuses to go on (QueryChanged).
     generation: i64,
@@ -151,6 +154,7 @@ impl Sqlite {
             migrate: options.migrate,
             keep_dropped: options.keep_dropped,
             migration: None,
+            consumers_ready: std::cell::Cell::new(false),
             generation: 0,
         };
         // Table names are `[a-z0-9_]` (see `sql::ident`): safe as literals.

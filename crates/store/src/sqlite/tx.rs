@@ -112,6 +112,10 @@ impl SqliteTx<'_> {
 }
 
 impl StateTx for SqliteTx<'_> {
+    fn time(&mut self) -> Result<Time, StoreError> {
+        Ok(self.time)
+    }
+
     fn read(
         &mut self,
         state: StateId,

@@ -50,6 +50,11 @@ impl Sqlite {
         let mut states = Vec::with_capacity(self.specs.len());
         for s in 0..self.specs.len() {
             let (spec, schema) = (&self.specs[s], &self.schemas[s]);
+            // A feed is the history of the iterations it saw, not a
+            // function of the inputs: nothing to recompute.
+            if spec.is_feed() {
+                continue;
+            }
             let stored = self
                 .run_read(schema, &self.sql[s], &SqlRead::All)?
                 .into_iter()

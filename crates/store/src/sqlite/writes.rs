@@ -23,6 +23,9 @@ impl Sqlite {
         let mut cancel = self.conn.prepare_cached(&sql.cancel).map_err(ctx())?;
         let keyed = schema.kind == StateKind::Keyed;
         let nested = schema.nested();
+        // A feed's rows are new every time (the time is part of them): a
+        // removal never cancels a stored row.
+        let appends = spec.is_feed();
         // Binds the primary key; returns the next parameter's number.
         let bind_pk =
             |st: &mut rusqlite::Statement<'_>, row: &EncodedRow| -> Result<usize, StoreError> {
@@ -46,7 +49,10 @@ impl Sqlite {
                 delete.raw_execute().map_err(ctx())?;
                 continue;
             }
-            if let (false, Some(cancels)) = (keyed || row.weight >= 0, row.weight.checked_neg()) {
+            if let (false, Some(cancels)) = (
+                keyed || appends || row.weight >= 0,
+                row.weight.checked_neg(),
+            ) {
                 // Most removals cancel a stored row exactly: one statement.
                 let i = bind_pk(&mut cancel, row)?;
                 cancel

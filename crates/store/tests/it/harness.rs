@@ -295,6 +295,14 @@ impl Opened {
         }
     }
 
+    /// The memory store, if this is one.
+    pub(crate) fn memory(&self) -> Option<&store::Memory> {
+        match self.store.as_ref() {
+            Some(Store::Memory(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The SQLite store, if this is one.
     pub(crate) fn sqlite(&self) -> Option<&store::Sqlite> {
         match self.store.as_ref() {

@@ -11,7 +11,11 @@ mod ergonomics;
 mod evolution;
 mod examples;
 mod extremes;
+mod feed_harness;
 mod feedback;
+mod feeds;
+#[cfg(feature = "async")]
+mod feeds_async;
 mod first_use;
 mod harness;
 mod oracle;
