@@ -278,6 +278,11 @@ pub struct Workload {
     pub reads: u64,
 }
 
+/// After how many reads the workload's meter, day, hour and value repeat
+/// (for 1,000 users): the least common multiple of 1,000 meters (7919 is
+/// coprime to 1,000), 31 days, 24 hours and 10,000 values.
+pub const READ_CYCLE: u64 = 930_000;
+
 impl Workload {
     /// User `i`: `user_id = i`, `name = "user-{i}"`.
     pub fn user(&self, i: u64) -> User {
@@ -307,13 +312,18 @@ impl Workload {
 
     /// Read `j`: meter `(j · 7919) mod U`, on 2023-01-(1 + (j · 104729) mod 31)
     /// at hour `(j · 13) mod 24`, with value `((j · 2654435761) mod 10000) / 100`.
+    /// Those repeat every [`READ_CYCLE`] reads; the `c`-th repetition is
+    /// `c` seconds past the hour (minutes and seconds), so every read is a
+    /// row of its own and the state keeps growing at any size (the first
+    /// cycle is on the hour).
     pub fn read(&self, j: u64) -> MeterRead {
         let m = j * 7919 % self.users;
         let day = 1 + (j * 104_729 % 31) as u32;
         let hour = (j * 13 % 24) as u32;
+        let cycle = (j / READ_CYCLE % 3600) as u32;
         let timestamp = NaiveDate::from_ymd_opt(2023, 1, day)
-            .and_then(|d| d.and_hms_opt(hour, 0, 0))
-            .expect("days 1..=31 of January and hours 0..24 exist");
+            .and_then(|d| d.and_hms_opt(hour, cycle / 60, cycle % 60))
+            .expect("days 1..=31 of January, hours 0..24 and 3,600 seconds exist");
         MeterRead {
             meter_id: Uuid::from_u128(u128::from(m) + 1),
             timestamp,

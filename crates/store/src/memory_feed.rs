@@ -138,7 +138,7 @@ impl FeedStore for Memory {
                 table: spec.path().to_string(),
                 identity,
             })?;
-        table.apply(&*removal)
+        table.apply(removal)
     }
 
     fn feed_wait(&mut self, after: i64, timeout: Duration) -> Result<i64, StoreError> {
