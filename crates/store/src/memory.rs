@@ -452,6 +452,9 @@ fn wait_until(
     let deadline = Instant::now() + max_wait;
     let mut clock = shared.clock.lock();
     while clock[s] < frontier {
+        // A migration wakes the waiters: their query is gone, and the new
+        // one's ingest never moves these tables on.
+        shared.refuse_if_migrated()?;
         if shared.tick.wait_until(&mut clock, deadline).timed_out() && clock[s] < frontier {
             return Err(StoreError::FrontierTimeout {
                 table: shared.specs[s].path().to_string(),
@@ -491,8 +494,7 @@ impl Memory {
     /// the store does not keep; nothing changes then.
     pub fn migrate(&mut self, graph: &Graph) -> Result<graph::MigrationPlan, StoreError> {
         let old = Arc::clone(&self.shared);
-        let _commits = old.commit.lock();
-        old.refuse_if_migrated()?;
+        let _commits = whole_iterations(&old, self.max_wait)?;
         let mut plan = memory_plan(&old.specs, graph.states());
         // Per state of `graph`, the old table it takes as it is.
         let sources: Vec<Option<usize>> = plan
@@ -566,9 +568,45 @@ impl Memory {
                 clock[s] = now;
             }
         }
-        *old.migrated.lock() = Some(plan.clone());
+        {
+            // Under the clock's lock, so that no waiter misses it.
+            let _clock = old.clock.lock();
+            *old.migrated.lock() = Some(plan.clone());
+        }
+        old.tick.notify_all();
         *self = fresh;
         Ok(plan)
+    }
+}
+
+/// The commit lock of `shared`, taken when every table is at the same time:
+/// a pipelined iteration under way is waited for (up to `max_wait`), so
+/// that a migration computes from whole iterations only.
+fn whole_iterations(
+    shared: &Shared,
+    max_wait: Duration,
+) -> Result<parking_lot::MutexGuard<'_, ()>, StoreError> {
+    let deadline = Instant::now() + max_wait;
+    loop {
+        let commits = shared.commit.lock();
+        shared.refuse_if_migrated()?;
+        let mut clock = shared.clock.lock();
+        let low = clock.iter().copied().min().unwrap_or(0);
+        let high = clock.iter().copied().max().unwrap_or(0);
+        if low == high {
+            drop(clock);
+            return Ok(commits);
+        }
+        drop(commits);
+        if shared.tick.wait_until(&mut clock, deadline).timed_out() {
+            let s = clock.iter().position(|t| *t == low).unwrap_or(0);
+            return Err(StoreError::FrontierTimeout {
+                table: shared.specs[s].path().to_string(),
+                frontier: high,
+                seen: Some(low),
+                waited_ms: max_wait.as_millis() as u64,
+            });
+        }
     }
 }
 

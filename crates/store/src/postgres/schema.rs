@@ -289,14 +289,9 @@ pub(super) async fn migrate_in<C: Conn>(
 ) -> Result<graph::MigrationPlan, StoreError> {
     let client = conn.client();
     let (meta, last_update) = (tables.tables(), tables.last_update());
-    let now: i64 = client
-        .query_one(
-            &format!("SELECT coalesce(max(t), 0) FROM {last_update}"),
-            &[],
-        )
-        .await
-        .and_then(|r| r.try_get(0))
-        .map_err(pg(format!("reading `{last_update}`")))?;
+    // A pipelined iteration of the old query left half done is undone
+    // first: the new states are computed from whole iterations only.
+    let now = rewind_interrupted(conn, tables, graph, stats, &plan).await?;
     // Renamed tables first: the inputs among them are read below.
     for entry in &plan.entries {
         if let graph::PlanAction::Renamed { from: Some(from) } = &entry.action {
@@ -429,6 +424,122 @@ pub(super) async fn migrate_in<C: Conn>(
         entry.rows = Some(written);
     }
     Ok(plan)
+}
+
+/// Rewinds, through their undo entries, the tables of the store's (old)
+/// query that a pipelined iteration left ahead of the others (one
+/// interrupted half way, or still under way in a process whose next flush
+/// then fails with `QueryChanged`), and returns the time every table of the
+/// old query is then at. A table to drop or compute again only has its time
+/// moved back; an input read under its old row type cannot be rewound
+/// (`InterruptedIteration`). Runs in the migration's transaction, after it
+/// bumped the query's generation: every table's time is locked first, so a
+/// flush under way finishes before.
+async fn rewind_interrupted<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    graph: &Graph,
+    stats: &Mutex<StoreStats>,
+    plan: &graph::MigrationPlan,
+) -> Result<i64, StoreError> {
+    let client = conn.client();
+    let (last_update, query, undo) = (tables.last_update(), tables.query(), tables.undo());
+    let ctx = || pg(format!("reading `{last_update}`"));
+    client
+        .query(
+            &format!("SELECT t FROM {last_update} ORDER BY table_name FOR UPDATE"),
+            &[],
+        )
+        .await
+        .map_err(ctx())?;
+    let times: Vec<(String, i64)> = client
+        .query(
+            &format!(
+                "SELECT l.table_name, l.t FROM {last_update} l JOIN {query} q ON q.table_name = l.table_name"
+            ),
+            &[],
+        )
+        .await
+        .map_err(ctx())?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(ctx())?;
+    let Some(low) = times.iter().map(|(_, t)| *t).min() else {
+        // Written by a version that recorded no query: its latest time.
+        return client
+            .query_one(
+                &format!("SELECT coalesce(max(t), 0) FROM {last_update} WHERE table_name <> $1"),
+                &[&query],
+            )
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(ctx());
+    };
+    client
+        .batch_execute(&tables.create_undo_sql())
+        .await
+        .map_err(pg("creating the undo table"))?;
+    for (table, at) in times.iter().filter(|(_, t)| *t > low) {
+        let kept = plan.entries.iter().find_map(|e| {
+            let s = tables.schemas.iter().position(|x| x.name == e.table)?;
+            match &e.action {
+                graph::PlanAction::Keep if e.table == *table => Some(tables.schemas[s].clone()),
+                graph::PlanAction::Renamed { from: Some(from) } => {
+                    let old = TableSchema::at(&tables.specs[s], from, &tables.prefix, &PgDialect);
+                    (old.name == *table).then_some(old)
+                }
+                _ => None,
+            }
+            .map(|schema| (s, schema))
+        });
+        let read_as_old_type = plan.entries.iter().any(|e| {
+            e.table == *table
+                && matches!(e.action, graph::PlanAction::Changed { .. })
+                && graph.input_migration(&e.path).is_some()
+        });
+        if read_as_old_type {
+            return Err(StoreError::InterruptedIteration {
+                table: table.clone(),
+                at: *at,
+                low,
+            });
+        }
+        if let Some((s, schema)) = kept {
+            let entries = client
+                .query(
+                    &format!(
+                        "SELECT t, rows FROM {undo} WHERE table_name = $1 AND t > $2 ORDER BY t DESC"
+                    ),
+                    &[table, &low],
+                )
+                .await
+                .map_err(pg(format!("reading the undo of `{table}`")))?;
+            let table_sql = super::statements::PgSql::of(&schema);
+            // Latest first, as `recover` does.
+            for entry in entries {
+                let (t, bytes): (i64, Vec<u8>) = (
+                    entry.try_get(0).map_err(pg("reading an undo entry"))?,
+                    entry.try_get(1).map_err(pg("reading an undo entry"))?,
+                );
+                let rows = sql::decode_undo(table, t, &bytes)?;
+                let failed = AtomicBool::new(false);
+                write_rows(conn, &tables.specs[s], &schema, &table_sql, &rows, stats, &failed).await?;
+            }
+        }
+        client
+            .execute(
+                &format!("UPDATE {last_update} SET t = $1 WHERE table_name = $2"),
+                &[&low, table],
+            )
+            .await
+            .map_err(pg(format!("rewinding `{table}`")))?;
+    }
+    client
+        .execute(&format!("DELETE FROM {undo}"), &[])
+        .await
+        .map_err(pg("clearing the undo table"))?;
+    Ok(low)
 }
 
 /// Renames the table of the state at `from` to `table`, the table of the

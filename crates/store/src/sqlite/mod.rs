@@ -170,12 +170,23 @@ impl Sqlite {
             names.join(", ")
         );
         store.created = store.prepare_tables(options.create_tables)?;
-        store.generation = store.read_generation()?;
         Ok(store)
     }
 
     /// The store's query generation (0 until a first migration).
     fn read_generation(&self) -> Result<i64, StoreError> {
+        let (_, last_update) = self.meta();
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+                [&last_update],
+                |r| r.get(0),
+            )
+            .map_err(backend(format!("looking for `{last_update}`")))?;
+        if !exists {
+            return Ok(0);
+        }
         Ok(self.last_update(&self.query_table())?.unwrap_or(0))
     }
 

@@ -75,6 +75,7 @@ impl Sqlite {
                     [self.query_table()],
                 )
                 .map_err(backend("recording the migration"))?;
+                self.generation = self.read_generation()?;
                 tx.commit().map_err(backend("committing a migration"))?;
                 self.migration = Some(done);
                 return Ok(0);
@@ -106,6 +107,9 @@ impl Sqlite {
             self.record_query()?;
             self.create_views()?;
         }
+        // In the transaction that checked the tables: a migration by
+        // another process after it is seen at this handle's next write.
+        self.generation = self.read_generation()?;
         tx.commit().map_err(backend("committing new tables"))?;
         Ok(created)
     }
@@ -306,6 +310,101 @@ impl Sqlite {
             .map_err(backend(format!("recording `{table}`")))
     }
 
+    /// Rewinds, through their undo entries, the tables of the store's
+    /// (old) query that a pipelined iteration left ahead of the others
+    /// (one interrupted half way, or still under way in a process whose
+    /// next flush then fails with `QueryChanged`), and returns the time
+    /// every table of the old query is then at. A table to drop or compute
+    /// again only has its time moved back; an input read under its old row
+    /// type cannot be rewound (`InterruptedIteration`).
+    pub(super) fn rewind_interrupted(
+        &self,
+        plan: &graph::MigrationPlan,
+    ) -> Result<i64, StoreError> {
+        let (_, last_update) = self.meta();
+        let query = self.query_table();
+        let undo = self.undo_table();
+        let ctx = || backend(format!("reading `{last_update}`"));
+        let times: Vec<(String, i64)> = self
+            .conn
+            .prepare(&format!(
+                "SELECT l.table_name, l.t FROM {last_update} l JOIN {query} q ON q.table_name = l.table_name"
+            ))
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(ctx())?;
+        let Some(low) = times.iter().map(|(_, t)| *t).min() else {
+            // Written by a version that recorded no query: its latest time.
+            return self
+                .conn
+                .query_row(
+                    &format!("SELECT coalesce(max(t), 0) FROM {last_update} WHERE table_name <> ?"),
+                    [&query],
+                    |r| r.get(0),
+                )
+                .map_err(ctx());
+        };
+        self.conn
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {undo} (t INTEGER NOT NULL, table_name TEXT NOT NULL, \
+                 rows BLOB NOT NULL, PRIMARY KEY (t, table_name))"
+            ))
+            .map_err(backend("creating the undo table"))?;
+        for (table, at) in times.iter().filter(|(_, t)| *t > low) {
+            let kept = plan.entries.iter().find_map(|e| {
+                let s = self.schemas.iter().position(|x| x.name == e.table)?;
+                match &e.action {
+                    graph::PlanAction::Keep if e.table == *table => Some(self.schemas[s].clone()),
+                    graph::PlanAction::Renamed { from: Some(from) } => {
+                        let old = TableSchema::at(&self.specs[s], from, &self.prefix, &SqliteDialect);
+                        (old.name == *table).then_some(old)
+                    }
+                    _ => None,
+                }
+                .map(|schema| (s, schema))
+            });
+            let read_as_old_type = plan.entries.iter().any(|e| {
+                e.table == *table
+                    && matches!(e.action, graph::PlanAction::Changed { .. })
+                    && self.graph.input_migration(&e.path).is_some()
+            });
+            if read_as_old_type {
+                return Err(StoreError::InterruptedIteration {
+                    table: table.clone(),
+                    at: *at,
+                    low,
+                });
+            }
+            if let Some((s, schema)) = kept {
+                let entries: Vec<(i64, Vec<u8>)> = self
+                    .conn
+                    .prepare(&format!(
+                        "SELECT t, rows FROM {undo} WHERE table_name = ? AND t > ? ORDER BY t DESC"
+                    ))
+                    .and_then(|mut st| {
+                        st.query_map((table, low), |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect()
+                    })
+                    .map_err(backend(format!("reading the undo of `{table}`")))?;
+                let table_sql = super::statements::TableSql::of(&schema);
+                // Latest first, as `recover` does.
+                for (t, bytes) in entries {
+                    let rows = sql::decode_undo(table, t, &bytes)?;
+                    self.write_rows(&self.specs[s], &schema, &table_sql, &rows)?;
+                }
+            }
+            self.conn
+                .execute(
+                    &format!("UPDATE {last_update} SET t = ? WHERE table_name = ?"),
+                    (low, table),
+                )
+                .map_err(backend(format!("rewinding `{table}`")))?;
+        }
+        self.conn
+            .execute(&format!("DELETE FROM {undo}"), [])
+            .map_err(backend("clearing the undo table"))?;
+        Ok(low)
+    }
+
     /// Carries `plan` out inside the open's transaction (see
     /// [`OpenOptions::migrate`]); returns it with the rows of each state it
     /// computed.
@@ -314,14 +413,9 @@ impl Sqlite {
         mut plan: graph::MigrationPlan,
     ) -> Result<graph::MigrationPlan, StoreError> {
         let (tables, last_update) = self.meta();
-        let now: i64 = self
-            .conn
-            .query_row(
-                &format!("SELECT coalesce(max(t), 0) FROM {last_update}"),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(backend(format!("reading `{last_update}`")))?;
+        // A pipelined iteration of the old query left half done is undone
+        // first: the new states are computed from whole iterations only.
+        let now = self.rewind_interrupted(&plan)?;
         // Renamed tables first: the inputs among them are read below.
         for entry in &plan.entries {
             if let graph::PlanAction::Renamed { from: Some(from) } = &entry.action {
