@@ -181,6 +181,9 @@ impl StateStore for Memory {
     }
 
     fn next_time(&mut self) -> Result<i64, StoreError> {
+        // As the SQL stores: a time for an iteration of a query that a
+        // migration replaced is refused.
+        self.shared.refuse_if_migrated()?;
         Ok(self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1)
     }
 
@@ -230,6 +233,8 @@ impl StateStore for Memory {
             wait_until(&self.shared, s, time.frontier, self.max_wait)?;
         }
         let _one_at_a_time = self.shared.commit.lock();
+        // A migrated store's tables are the new query's: not written.
+        self.shared.refuse_if_migrated()?;
         let mut clock = self.shared.clock.lock();
         let committed: Vec<String> = clock
             .iter()

@@ -14,6 +14,7 @@ mod extremes;
 mod feedback;
 mod first_use;
 mod harness;
+mod migrations;
 mod oracle;
 mod oracle_ops;
 mod own_names;
