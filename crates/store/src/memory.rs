@@ -537,7 +537,27 @@ impl Memory {
                         }
                         Ok(())
                     }
-                    _ => Err(crate::sql::input_not_kept(path, crate::sql::OTHER_ROW_TYPE)),
+                    // The same rows, indexed differently (a join on the
+                    // input shares its integral): read again, re-indexed.
+                    (Some(s), None)
+                        if old.specs[s].kind() == spec.kind()
+                            && old.specs[s].value_type() == spec.value_type() =>
+                    {
+                        for row in crate::verify::rows_of(self, &old.specs[s], s)? {
+                            spec.codec()
+                                .decode(&row.data, row.weight, row.step, sink)
+                                .map_err(|detail| StoreError::Corrupt {
+                                    table: path.to_owned(),
+                                    identity: String::new(),
+                                    detail,
+                                })?;
+                        }
+                        Ok(())
+                    }
+                    (Some(_), None) => {
+                        Err(crate::sql::input_not_kept(path, crate::sql::OTHER_ROW_TYPE))
+                    }
+                    (None, _) => Err(crate::sql::input_not_kept(path, crate::sql::NOT_STORED)),
                 }
             });
             Some(expected.map_err(|e| match e {

@@ -303,14 +303,35 @@ pub(super) async fn migrate_in<C: Conn>(
         let mut inputs: HashMap<String, Vec<PgRow>> = HashMap::new();
         // Inputs stored under an older row type, as (identity, data, weight).
         let mut old_rows: HashMap<String, Vec<(i64, Vec<u8>, i64)>> = HashMap::new();
+        // Inputs stored with the same row type, other indexes.
+        let mut reindexed: std::collections::HashSet<String> = Default::default();
         for e in &plan.entries {
             let Some(s) = tables.schemas.iter().position(|x| x.name == e.table) else {
                 continue;
             };
             let is_input = graph.inputs().iter().any(|p| p.as_str() == e.path);
-            if is_input
-                && matches!(e.action, graph::PlanAction::Changed { .. })
-                && graph.input_migration(&e.path).is_some()
+            let changed_input = is_input && matches!(e.action, graph::PlanAction::Changed { .. });
+            if changed_input && graph.input_migration(&e.path).is_none() {
+                // The same rows, indexed differently (a join on the input
+                // shares its integral)? Then they are read again below.
+                let recorded: Option<String> = client
+                    .query_opt(
+                        &format!("SELECT shape FROM {meta} WHERE table_name = $1"),
+                        &[&e.table],
+                    )
+                    .await
+                    .map_err(pg(format!("reading `{meta}`")))?
+                    .map(|r| r.try_get(0))
+                    .transpose()
+                    .map_err(pg(format!("reading `{meta}`")))?;
+                if recorded.as_deref().map(sql::row_type)
+                    == Some(sql::row_type(&tables.schemas[s].shape))
+                {
+                    reindexed.insert(e.path.clone());
+                }
+            }
+            if changed_input
+                && (graph.input_migration(&e.path).is_some() || reindexed.contains(&e.path))
             {
                 let table = &tables.schemas[s].name;
                 let rows = client
@@ -361,7 +382,24 @@ pub(super) async fn migrate_in<C: Conn>(
                     }
                     Ok(())
                 }
-                _ => Err(sql::input_not_kept(&path, sql::OTHER_ROW_TYPE)),
+                (Some(rows), None) => {
+                    let table = &tables.schemas[s].name;
+                    for (identity, data, weight) in rows {
+                        tables.specs[s]
+                            .codec()
+                            .decode(&data, weight, 0, sink)
+                            .map_err(|detail| StoreError::Corrupt {
+                                table: table.clone(),
+                                identity: identity.to_string(),
+                                detail,
+                            })?;
+                    }
+                    Ok(())
+                }
+                (None, _) if reindexed_or_changed(&plan, &path) => {
+                    Err(sql::input_not_kept(&path, sql::OTHER_ROW_TYPE))
+                }
+                (None, _) => Err(sql::input_not_kept(&path, sql::NOT_STORED)),
             }
         });
         Some(computed.map_err(|e| match e {
@@ -424,6 +462,14 @@ pub(super) async fn migrate_in<C: Conn>(
         entry.rows = Some(written);
     }
     Ok(plan)
+}
+
+/// Whether the plan computes input `path` again for a change of its own
+/// (rather than its being new to the store).
+fn reindexed_or_changed(plan: &graph::MigrationPlan, path: &str) -> bool {
+    plan.entries
+        .iter()
+        .any(|e| e.path == path && matches!(e.action, graph::PlanAction::Changed { .. }))
 }
 
 /// Rewinds, through their undo entries, the tables of the store's (old)

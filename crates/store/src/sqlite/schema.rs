@@ -279,6 +279,48 @@ impl Sqlite {
         Ok(())
     }
 
+    /// The row type (see `sql::row_type`) the store recorded for `table`.
+    fn recorded_row_type(&self, table: &str) -> Result<Option<String>, StoreError> {
+        let (tables, _) = self.meta();
+        let shape: Option<String> = self
+            .conn
+            .query_row(
+                &format!("SELECT shape FROM {tables} WHERE table_name = ?"),
+                [table],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend(format!("reading `{tables}`")))?;
+        Ok(shape.map(|s| sql::row_type(&s).to_owned()))
+    }
+
+    /// The rows of state `s`'s table as stored under its recorded shape
+    /// (the same row type, other indexes), decoded into `sink`.
+    fn reindexed_rows(&self, s: usize, sink: &mut dyn std::any::Any) -> Result<(), StoreError> {
+        let table = &self.schemas[s].name;
+        let codec = self.specs[s].codec();
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT identity, data, c FROM {table}"))
+            .map_err(backend(format!("reading `{table}`")))?;
+        let mut rows = st
+            .query([])
+            .map_err(backend(format!("reading `{table}`")))?;
+        while let Some(r) = rows.next().map_err(backend(format!("reading `{table}`")))? {
+            let (identity, data, weight): (i64, Vec<u8>, i64) =
+                (|| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))()
+                    .map_err(backend(format!("reading `{table}`")))?;
+            codec
+                .decode(&data, weight, 0, sink)
+                .map_err(|detail| StoreError::Corrupt {
+                    table: table.clone(),
+                    identity: identity.to_string(),
+                    detail,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Renames the table of the state at `from` to `table`, the table of
     /// the same state under its new path, with its indexes and records.
     fn rename_table(&self, from: &str, table: &str) -> Result<(), StoreError> {
@@ -453,11 +495,23 @@ impl Sqlite {
                     let rows = store.run_read(&store.schemas[s], &store.sql[s], &SqlRead::All)?;
                     return sql::decode_rows(&store.specs[s], &store.schemas[s], rows, sink);
                 }
+                let table = &store.schemas[s].name;
                 match graph.input_migration(path) {
                     Some(migrate) if changed.contains(&path) => {
-                        store.migrated_rows(&store.schemas[s].name, migrate, sink)
+                        store.migrated_rows(table, migrate, sink)
                     }
-                    _ => Err(sql::input_not_kept(path, sql::OTHER_ROW_TYPE)),
+                    // The same rows, indexed differently (a join on the
+                    // input shares its integral): read again, re-indexed.
+                    None if changed.contains(&path)
+                        && store.recorded_row_type(table)?.as_deref()
+                            == Some(sql::row_type(&store.schemas[s].shape)) =>
+                    {
+                        store.reindexed_rows(s, sink)
+                    }
+                    _ if changed.contains(&path) => {
+                        Err(sql::input_not_kept(path, sql::OTHER_ROW_TYPE))
+                    }
+                    _ => Err(sql::input_not_kept(path, sql::NOT_STORED)),
                 }
             });
             Some(computed.map_err(|e| match e {

@@ -8,6 +8,7 @@
 //! Postgres prefix.
 
 mod during;
+mod regressions;
 // mod pairs;
 
 use graph::{Graph, GraphError, StateStore, StoreError};
