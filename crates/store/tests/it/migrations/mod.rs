@@ -9,7 +9,7 @@
 
 mod during;
 mod regressions;
-// mod pairs;
+mod pairs;
 
 use graph::{Graph, GraphError, StateStore, StoreError};
 use std::sync::Mutex;
