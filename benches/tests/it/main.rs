@@ -5,6 +5,7 @@
 mod abandoned;
 mod crash;
 mod direct;
+mod migration_crash;
 mod picture;
 
 use std::collections::BTreeMap;

@@ -78,7 +78,7 @@ pub struct StoreStats {
 }
 pub use check::RowProblem;
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
-pub use options::OpenOptions;
+pub use options::{MigrationSteps, OpenOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgPool, PgSequence, Postgres};
 #[cfg(feature = "sqlite")]

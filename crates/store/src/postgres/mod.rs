@@ -108,6 +108,8 @@ pub struct Postgres {
     migrate: bool,
     /// Leave dropped states' tables in place when migrating.
     keep_dropped: bool,
+    /// Told each step of a migration.
+    migration_steps: Option<crate::MigrationSteps>,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
 }
@@ -198,6 +200,7 @@ impl Postgres {
             graph: graph.clone(),
             migrate: options.migrate,
             keep_dropped: options.keep_dropped,
+            migration_steps: options.migration_steps.clone(),
             migration: None,
         };
         store.created = store.prepare_tables(options.create_tables)?;
@@ -430,6 +433,8 @@ impl Postgres {
         }
         let tables = Arc::clone(&self.tables);
         let (graph, migrate, keep_dropped) = (self.graph.clone(), self.migrate, self.keep_dropped);
+        let steps = self.migration_steps.clone();
+        let step = |name: &str| crate::options::report_step(&steps, name);
         let stats = Arc::clone(&self.stats);
         let (created, migration, generation) = block_on(async {
             let mut conn = self.client().await?;
@@ -502,10 +507,20 @@ impl Postgres {
                         .await
                         .and_then(|r| r.try_get(0))
                         .map_err(pg("recording the migration"))?;
-                    let done =
-                        migrate_in(&borrowed, &tables, &graph, &stats, plan, keep_dropped).await?;
+                    step("locked");
+                    let done = migrate_in(
+                        &borrowed,
+                        &tables,
+                        &graph,
+                        &stats,
+                        plan,
+                        keep_dropped,
+                        &step,
+                    )
+                    .await?;
                     record_query(&*tx, &tables).await?;
                     create_views(&*tx, &tables).await?;
+                    step("recorded");
                     return Ok((0, Some(done), generation));
                 }
             }
@@ -555,7 +570,14 @@ impl Postgres {
             .await;
             match prepared {
                 Ok(done) => {
+                    let migrated = done.1.is_some();
+                    if migrated {
+                        step("committing");
+                    }
                     tx.commit().await.map_err(pg("committing new tables"))?;
+                    if migrated {
+                        step("committed");
+                    }
                     Ok(done)
                 }
                 Err(e) => {

@@ -286,18 +286,21 @@ pub(super) async fn migrate_in<C: Conn>(
     stats: &Mutex<StoreStats>,
     mut plan: graph::MigrationPlan,
     keep_dropped: bool,
+    step: &dyn Fn(&str),
 ) -> Result<graph::MigrationPlan, StoreError> {
     let client = conn.client();
     let (meta, last_update) = (tables.tables(), tables.last_update());
     // A pipelined iteration of the old query left half done is undone
     // first: the new states are computed from whole iterations only.
     let now = rewind_interrupted(conn, tables, graph, stats, &plan).await?;
+    step("rewound");
     // Renamed tables first: the inputs among them are read below.
     for entry in &plan.entries {
         if let graph::PlanAction::Renamed { from: Some(from) } = &entry.action {
             rename_table(client, tables, from, &entry.table).await?;
         }
     }
+    step("renamed");
     let memory = if plan.backfilled().next().is_some() {
         // The kept inputs, read whole first (the computation is not async).
         let mut inputs: HashMap<String, Vec<PgRow>> = HashMap::new();
@@ -409,6 +412,7 @@ pub(super) async fn migrate_in<C: Conn>(
     } else {
         None
     };
+    step("computed");
     for entry in &mut plan.entries {
         if matches!(
             entry.action,
@@ -441,6 +445,7 @@ pub(super) async fn migrate_in<C: Conn>(
             entry.rows = Some(rows as u64);
         }
     }
+    step("dropped");
     for entry in &mut plan.entries {
         if !entry.action.backfills() {
             continue;
@@ -460,6 +465,7 @@ pub(super) async fn migrate_in<C: Conn>(
             }
         }
         entry.rows = Some(written);
+        step(&format!("wrote {}", entry.table));
     }
     Ok(plan)
 }

@@ -83,6 +83,8 @@ pub struct Sqlite {
     migrate: bool,
     /// Leave dropped states' tables in place when migrating.
     keep_dropped: bool,
+    /// Told each step of a migration.
+    migration_steps: Option<crate::MigrationSteps>,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
     /// The store's query generation when opened: a migration bumps it,
@@ -150,6 +152,7 @@ impl Sqlite {
             undo_ready: std::cell::Cell::new(false),
             migrate: options.migrate,
             keep_dropped: options.keep_dropped,
+            migration_steps: options.migration_steps.clone(),
             migration: None,
             generation: 0,
         };
@@ -174,6 +177,11 @@ impl Sqlite {
     }
 
     /// The store's query generation (0 until a first migration).
+    /// Reports a migration's step (see `OpenOptions::on_migration_step`).
+    fn step(&self, step: &str) {
+        crate::options::report_step(&self.migration_steps, step);
+    }
+
     fn read_generation(&self) -> Result<i64, StoreError> {
         let (_, last_update) = self.meta();
         let exists: bool = self

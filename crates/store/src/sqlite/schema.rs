@@ -63,9 +63,11 @@ impl Sqlite {
                         plan: Box::new(plan),
                     });
                 }
+                self.step("locked");
                 let done = self.migrate_in(plan)?;
                 self.record_query()?;
                 self.create_views()?;
+                self.step("recorded");
                 // Handles opened before the migration refuse to go on.
                 tx.execute(
                     &format!(
@@ -76,7 +78,9 @@ impl Sqlite {
                 )
                 .map_err(backend("recording the migration"))?;
                 self.generation = self.read_generation()?;
+                self.step("committing");
                 tx.commit().map_err(backend("committing a migration"))?;
+                self.step("committed");
                 self.migration = Some(done);
                 return Ok(0);
             }
@@ -458,12 +462,14 @@ impl Sqlite {
         // A pipelined iteration of the old query left half done is undone
         // first: the new states are computed from whole iterations only.
         let now = self.rewind_interrupted(&plan)?;
+        self.step("rewound");
         // Renamed tables first: the inputs among them are read below.
         for entry in &plan.entries {
             if let graph::PlanAction::Renamed { from: Some(from) } = &entry.action {
                 self.rename_table(from, &entry.table)?;
             }
         }
+        self.step("renamed");
         let graph = self.graph.clone();
         let memory = if plan.backfilled().next().is_some() {
             let keep: Vec<&str> = plan
@@ -521,6 +527,7 @@ impl Sqlite {
         } else {
             None
         };
+        self.step("computed");
         for entry in &mut plan.entries {
             let table = entry.table.clone();
             match &entry.action {
@@ -550,6 +557,7 @@ impl Sqlite {
                 graph::PlanAction::New => {}
             }
         }
+        self.step("dropped");
         for entry in &mut plan.entries {
             if !entry.action.backfills() {
                 continue;
@@ -568,6 +576,7 @@ impl Sqlite {
                 }
             }
             entry.rows = Some(written);
+            self.step(&format!("wrote {}", entry.table));
         }
         Ok(plan)
     }
