@@ -301,6 +301,10 @@ pub fn render(report: &Report) -> String {
         "meter reads: {} users, {} reads per run\n\n{runs}\n\n{ceil}\n\n{checks}\n",
         report.users, report.reads
     );
+    if !report.migrations.is_empty() {
+        out.push('\n');
+        out.push_str(&super::migration::render_migrations(&report.migrations));
+    }
     if !report.disagreeing.is_empty() {
         out.push_str(&format!(
             "\nNO FIGURES for stores whose results disagreed with the data: {:?}\n",

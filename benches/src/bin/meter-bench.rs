@@ -9,7 +9,11 @@
 //! meter-bench scale [--sizes 10000,100000,1000000,10000000] [--stores memory,sqlite,postgres]
 //!                   [--batch B] [--users U] [--out DIR]
 //! meter-bench processes [--counts 1,2,4] [--reads N] [--users U] [--batch B] [--out DIR]
+//! meter-bench migration [--reads N] [--users U] [--out DIR]
 //! ```
+//!
+//! `migration` runs only the figures of changing the query (the last part
+//! of the full run) and writes `DIR/migration.json`.
 //!
 //! `group-min` and `daily-max` are the benches of `benches::group_min` and
 //! `benches::meter_max`, `scale` that of `benches::bench::scale` (run them
@@ -44,7 +48,8 @@ fn main() -> ExitCode {
     }
     let mut config = config;
     let mut out = PathBuf::from("target/bench");
-    let mut args = std::env::args().skip(1);
+    let only_migration = std::env::args().nth(1).as_deref() == Some("migration");
+    let mut args = std::env::args().skip(if only_migration { 2 } else { 1 });
     while let Some(a) = args.next() {
         let value = args.next();
         let parsed = match (a.as_str(), value) {
@@ -65,6 +70,22 @@ fn main() -> ExitCode {
         eprintln!(
             "*** SKIPPING POSTGRES: STEPPING_TEST_PG is not set (run `cargo xtask bench`) ***"
         );
+    }
+    if only_migration {
+        let result = bench::migrations(&config).and_then(|runs| {
+            println!("{}", bench::render_migrations(&runs));
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("migration.json"), serde_json::to_string_pretty(&runs)?)?;
+            println!("wrote {}/migration.json", out.display());
+            Ok(())
+        });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let result = bench::run(&config).and_then(|report| {
         println!("{}", bench::render(&report));

@@ -17,17 +17,14 @@
 //! is killed, default 1; `cargo xtask soak --migrate-kills` runs more), and
 //! `STEPPING_CRASH_READS` (reads in the store, default 3000).
 
-use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use benches::meter_reads::{self, MonthlyUsage, Workload};
-use chrono::Datelike;
+use benches::meter_reads::{self, Workload};
 use graph::StoreError;
 use store::Verifiable;
-use zset::ZSet;
 
 /// The migration's steps for this query (see `OpenOptions::on_migration_step`):
 /// locked, rewound, renamed, computed, dropped, two states written,
@@ -123,31 +120,6 @@ fn wait_for_line(child: &mut Child, log: &Path, line: &str) -> bool {
     }
 }
 
-/// Each user's monthly totals, from the workload's daily sums.
-fn expected_monthly(w: &Workload) -> BTreeMap<(i64, chrono::NaiveDate), f64> {
-    let mut out = BTreeMap::new();
-    for ((user, _, date), sum) in w.expected_daily() {
-        *out.entry((user, date.with_day(1).expect("day 1"))).or_insert(0.0) += sum;
-    }
-    out
-}
-
-fn check_monthly(w: &Workload, cache: &ZSet<MonthlyUsage>) -> Result<(), String> {
-    let expected = expected_monthly(w);
-    if cache.len() != expected.len() {
-        return Err(format!("{} monthly rows, expected {}", cache.len(), expected.len()));
-    }
-    for (m, weight) in cache.iter() {
-        let sum = expected
-            .get(&(m.user_id, m.month))
-            .ok_or_else(|| format!("unexpected {m:?}"))?;
-        if weight != 1 || (sum - m.value.get()).abs() > 1e-6 * sum.abs().max(1.0) {
-            return Err(format!("{m:?} (weight {weight}): expected {sum}"));
-        }
-    }
-    Ok(())
-}
-
 /// Whether the store at `place` holds the old query's state (`false`) or
 /// the new one's (`true`), checking that it is wholly one or the other.
 fn old_or_new(place: &Place, w: &Workload, ctx: &str) -> bool {
@@ -158,7 +130,7 @@ fn old_or_new(place: &Place, w: &Workload, ctx: &str) -> bool {
             let daily = qn.cache.zset(s.store()).expect("daily cache");
             w.check(&daily).unwrap_or_else(|e| panic!("{ctx}: migrated daily cache: {e}"));
             let months = monthly.zset(s.store()).expect("monthly cache");
-            check_monthly(w, &months).unwrap_or_else(|e| panic!("{ctx}: monthly cache: {e}"));
+            w.check_monthly(&months).unwrap_or_else(|e| panic!("{ctx}: monthly cache: {e}"));
             true
         }
         Err(StoreError::QueryChanged { plan }) => {
