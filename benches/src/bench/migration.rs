@@ -37,7 +37,8 @@ pub struct MigrationRun {
     pub kept_states: usize,
     /// States the plan computed.
     pub computed_states: usize,
-    /// Ingest reads/s of the query as it is (inputs kept).
+    /// Ingest reads/s of the query as it is (inputs kept), the faster of two
+    /// runs interleaved with those of the transient one.
     pub kept_inputs_reads_per_s: f64,
     /// Ingest reads/s of the same query with `.transient()` inputs.
     pub transient_inputs_reads_per_s: f64,
@@ -94,13 +95,23 @@ pub(super) fn migration_run(kind: Kind, config: &Config) -> Result<MigrationRun,
     let (old, q) = meter_reads::build()?;
     let (new, qn, monthly) = meter_reads::build_with_monthly()?;
     let (transient, qt) = meter_reads::build_transient()?;
-    // Inputs transient first, then kept (the store to migrate): the same
-    // ingest, one after the other.
-    let t = Target::new(kind, config, &transient, "transient")?;
-    let (transient_s, transient_rows) = ingest(kind, config, &t, &transient, &qt, "transient")?;
-    drop(t);
-    let target = Target::new(kind, config, &old, "migrate")?;
-    let (kept_s, kept_rows) = ingest(kind, config, &target, &old, &q, "inputs kept")?;
+    // Inputs transient, then kept, twice over (the VM's speed moves from
+    // minute to minute), each the fastest of its two; the last kept store
+    // is the one migrated.
+    let (mut transient_s, mut kept_s) = (f64::MAX, f64::MAX);
+    let (mut transient_rows, mut kept_rows) = (0.0, 0.0);
+    let mut target = None;
+    for _ in 0..2 {
+        let t = Target::new(kind, config, &transient, "transient")?;
+        let (s, rows) = ingest(kind, config, &t, &transient, &qt, "inputs transient")?;
+        (transient_s, transient_rows) = (transient_s.min(s), rows);
+        drop(t);
+        let t = Target::new(kind, config, &old, "migrate")?;
+        let (s, rows) = ingest(kind, config, &t, &old, &q, "inputs kept")?;
+        (kept_s, kept_rows) = (kept_s.min(s), rows);
+        target = Some(t);
+    }
+    let target = target.ok_or("no ingest")?;
     eprintln!("{}: migrating to the monthly cache ...", kind.name());
     let options = target.options(true).migrate();
     let started = Instant::now();

@@ -173,3 +173,55 @@ fn a_refused_backfill_names_the_state_and_the_input() -> R {
     }
     Ok(())
 }
+
+/// Paths unique by build order (`items.map`, `items.map#2`, ...): a cache
+/// added at the end of the query, over the same kind of stream as earlier
+/// parts, takes the next free path and leaves every old state as it was.
+#[test]
+fn a_cache_added_at_the_end_keeps_every_old_state() -> R {
+    type Item = (i64, i64);
+    let build = |extra: bool| {
+        Graph::build(|q| {
+            let (items, s) = q.input::<Item>("items")?;
+            // Two maps of the same input: default paths `items.map` and
+            // `items.map#2`.
+            q.cache("plus", s.map(|i: &Item| (i.0, i.1 + 1)), &[])?;
+            q.cache("times", s.map(|i: &Item| (i.0, i.1 * 2)), &[])?;
+            let minus = if extra {
+                Some(q.cache("minus", s.map(|i: &Item| (i.0, -i.1)), &[])?)
+            } else {
+                None
+            };
+            Ok((items, minus))
+        })
+    };
+    for kind in kinds() {
+        let (old, (items, _)) = build(false)?;
+        let (new, (_, minus)) = build(true)?;
+        let place = Place::new(kind, &old)?;
+        {
+            let mut store = place.open(&old)?;
+            old.insert(&mut *store, &items, vec![(1, 10), (2, 20)])?;
+        }
+        let migrated = place.migrate(&new)?;
+        for e in &migrated.plan.entries {
+            let expected = if e.path.starts_with("minus") || e.path.contains("#3") {
+                graph::PlanAction::New
+            } else {
+                graph::PlanAction::Keep
+            };
+            assert_eq!(e.action, expected, "{kind:?}: {}\n{}", e.path, migrated.plan);
+        }
+        let mut store = migrated.handle;
+        let minus = minus.expect("the new cache");
+        assert_eq!(
+            minus.zset(&mut *store)?,
+            [((1, -10), 1), ((2, -20), 1)].into_iter().collect(),
+            "{kind:?}"
+        );
+        if let Some(written) = store.rows_written() {
+            assert_eq!(written, 2, "{kind:?}: rows written\n{}", migrated.plan);
+        }
+    }
+    Ok(())
+}
