@@ -213,7 +213,10 @@ pub fn migrations(config: &Config) -> Result<Vec<MigrationRun>, BoxError> {
     if config.postgres.is_some() {
         kinds.push(Kind::Postgres);
     }
-    kinds.into_iter().map(|k| migration_run(k, config)).collect()
+    kinds
+        .into_iter()
+        .map(|k| migration_run(k, config))
+        .collect()
 }
 
 /// [`migrations`]' figures as a table.

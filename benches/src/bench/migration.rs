@@ -80,8 +80,12 @@ fn ingest(
     let elapsed = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let cache = q.cache.zset(counted.store())?;
-    w.check(&cache)
-        .map_err(|e| format!("{}: {what}: the cache disagrees with the data: {e}", kind.name()))?;
+    w.check(&cache).map_err(|e| {
+        format!(
+            "{}: {what}: the cache disagrees with the data: {e}",
+            kind.name()
+        )
+    })?;
     let rows = counted.stats().map_or(0, |s| s.rows_written);
     Ok((elapsed, rows as f64 / w.reads.max(1) as f64))
 }
@@ -116,7 +120,9 @@ pub(super) fn migration_run(kind: Kind, config: &Config) -> Result<MigrationRun,
     let options = target.options(true).migrate();
     let started = Instant::now();
     let mut migrated = match kind {
-        Kind::Sqlite => Counted::Sqlite(Box::new(store::Sqlite::open(&target.file, &new, options)?)),
+        Kind::Sqlite => {
+            Counted::Sqlite(Box::new(store::Sqlite::open(&target.file, &new, options)?))
+        }
         _ => {
             let pool = target.pool.clone().ok_or("no pool")?;
             Counted::Postgres(Box::new(store::Postgres::with_pool(pool, &new, options)?))

@@ -75,7 +75,10 @@ fn main() -> ExitCode {
         let result = bench::migrations(&config).and_then(|runs| {
             println!("{}", bench::render_migrations(&runs));
             std::fs::create_dir_all(&out)?;
-            std::fs::write(out.join("migration.json"), serde_json::to_string_pretty(&runs)?)?;
+            std::fs::write(
+                out.join("migration.json"),
+                serde_json::to_string_pretty(&runs)?,
+            )?;
             println!("wrote {}/migration.json", out.display());
             Ok(())
         });

@@ -88,7 +88,12 @@ impl Opened for store::Postgres {
 fn meter_ingest(place: &Place, w: &Workload, args: &[&str], log: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_meter-ingest"));
     c.args(place.args())
-        .args(["--users", &w.users.to_string(), "--reads", &w.reads.to_string()])
+        .args([
+            "--users",
+            &w.users.to_string(),
+            "--reads",
+            &w.reads.to_string(),
+        ])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -109,7 +114,10 @@ fn run(mut c: Command, log: &Path, what: &str) {
 fn wait_for_line(child: &mut Child, log: &Path, line: &str) -> bool {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        if std::fs::read_to_string(log).unwrap_or_default().contains(line) {
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(line)
+        {
             return true;
         }
         if child.try_wait().expect("try_wait").is_some() {
@@ -128,9 +136,11 @@ fn old_or_new(place: &Place, w: &Workload, ctx: &str) -> bool {
     match place.open(&new, false) {
         Ok(mut s) => {
             let daily = qn.cache.zset(s.store()).expect("daily cache");
-            w.check(&daily).unwrap_or_else(|e| panic!("{ctx}: migrated daily cache: {e}"));
+            w.check(&daily)
+                .unwrap_or_else(|e| panic!("{ctx}: migrated daily cache: {e}"));
             let months = monthly.zset(s.store()).expect("monthly cache");
-            w.check_monthly(&months).unwrap_or_else(|e| panic!("{ctx}: monthly cache: {e}"));
+            w.check_monthly(&months)
+                .unwrap_or_else(|e| panic!("{ctx}: monthly cache: {e}"));
             true
         }
         Err(StoreError::QueryChanged { plan }) => {
@@ -140,7 +150,8 @@ fn old_or_new(place: &Place, w: &Workload, ctx: &str) -> bool {
             );
             let mut s = place.open(&old, false).expect("the old query opens");
             let daily = q.cache.zset(s.store()).expect("daily cache");
-            w.check(&daily).unwrap_or_else(|e| panic!("{ctx}: old daily cache: {e}"));
+            w.check(&daily)
+                .unwrap_or_else(|e| panic!("{ctx}: old daily cache: {e}"));
             false
         }
         Err(e) => panic!("{ctx}: the store after a kill is neither: {e}"),
@@ -225,16 +236,28 @@ fn a_migration_killed_at_any_step_leaves_the_old_or_the_new_state_and_finishes()
                 // Killed once committed, the store holds the new state;
                 // before, the old one.
                 if let Some(n) = point {
-                    assert_eq!(migrated, n + 1 >= STEPS, "{ctx}: which state after the kill");
+                    assert_eq!(
+                        migrated,
+                        n + 1 >= STEPS,
+                        "{ctx}: which state after the kill"
+                    );
                 }
                 seen[usize::from(migrated)] += 1;
                 // Finishing the migration gives the oracle's answer.
                 let (new, _, _) = meter_reads::build_with_monthly().expect("build");
-                let mut s = place.open(&new, true).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                let mut s = place
+                    .open(&new, true)
+                    .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 let report = s.verify().unwrap_or_else(|e| panic!("{ctx}: verify: {e}"));
-                assert!(report.drifted().next().is_none(), "{ctx}: drifted\n{report}");
+                assert!(
+                    report.drifted().next().is_none(),
+                    "{ctx}: drifted\n{report}"
+                );
                 drop(s);
-                assert!(old_or_new(&place, &w, &ctx), "{ctx}: not migrated after finishing");
+                assert!(
+                    old_or_new(&place, &w, &ctx),
+                    "{ctx}: not migrated after finishing"
+                );
                 if let Place::Sqlite(path) = &place {
                     let _ = std::fs::remove_file(path);
                 }
@@ -245,6 +268,11 @@ fn a_migration_killed_at_any_step_leaves_the_old_or_the_new_state_and_finishes()
             seen[0], seen[1]
         );
         assert!(kills as u64 >= 10 * rounds(), "{name}: only {kills} kills");
-        assert!(seen[0] > 0 && seen[1] > 0, "{name}: old {} / new {}", seen[0], seen[1]);
+        assert!(
+            seen[0] > 0 && seen[1] > 0,
+            "{name}: old {} / new {}",
+            seen[0],
+            seen[1]
+        );
     }
 }

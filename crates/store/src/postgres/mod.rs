@@ -411,7 +411,10 @@ impl Postgres {
             tables: &Tables,
         ) -> Result<i64, StoreError> {
             let exists: bool = tx
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&tables.last_update()])
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&tables.last_update()],
+                )
                 .await
                 .and_then(|r| r.try_get(0))
                 .map_err(pg("reading the catalog"))?;
@@ -420,7 +423,10 @@ impl Postgres {
             }
             let found = tx
                 .query_opt(
-                    &format!("SELECT t FROM {} WHERE table_name = $1", tables.last_update()),
+                    &format!(
+                        "SELECT t FROM {} WHERE table_name = $1",
+                        tables.last_update()
+                    ),
                     &[&tables.query()],
                 )
                 .await

@@ -576,7 +576,16 @@ async fn rewind_interrupted<C: Conn>(
                 );
                 let rows = sql::decode_undo(table, t, &bytes)?;
                 let failed = AtomicBool::new(false);
-                write_rows(conn, &tables.specs[s], &schema, &table_sql, &rows, stats, &failed).await?;
+                write_rows(
+                    conn,
+                    &tables.specs[s],
+                    &schema,
+                    &table_sql,
+                    &rows,
+                    stats,
+                    &failed,
+                )
+                .await?;
             }
         }
         client

@@ -401,7 +401,8 @@ impl Sqlite {
                 match &e.action {
                     graph::PlanAction::Keep if e.table == *table => Some(self.schemas[s].clone()),
                     graph::PlanAction::Renamed { from: Some(from) } => {
-                        let old = TableSchema::at(&self.specs[s], from, &self.prefix, &SqliteDialect);
+                        let old =
+                            TableSchema::at(&self.specs[s], from, &self.prefix, &SqliteDialect);
                         (old.name == *table).then_some(old)
                     }
                     _ => None,

@@ -31,9 +31,10 @@ fn query(new: bool) -> Result<Query, GraphError> {
     let by_key = Index::new("k", |i: &Item| i.0.clone());
     let (graph, (items, sums, all)) = Graph::build(|q| {
         let (input, items) = q.input::<Item>("items")?;
-        let sums = items
-            .map(|i: &Item| i.clone())
-            .group_reduce_flatten(&by_key, 0i64, |i: &Item| i.1);
+        let sums =
+            items
+                .map(|i: &Item| i.clone())
+                .group_reduce_flatten(&by_key, 0i64, |i: &Item| i.1);
         let sums = q.cache("sums", sums, &[])?;
         let all = if new {
             Some(q.cache("all_items", items, &[])?)
@@ -82,9 +83,15 @@ fn time(t: i64, pipelined: bool) -> Time {
     if pipelined { time.pipelined() } else { time }
 }
 
-fn ingest(q: &Query, store: &mut Handle, batches: std::ops::RangeInclusive<i64>, pipelined: bool) -> R {
+fn ingest(
+    q: &Query,
+    store: &mut Handle,
+    batches: std::ops::RangeInclusive<i64>,
+    pipelined: bool,
+) -> R {
     for i in batches {
-        q.graph.iteration_at(&mut **store, changes(q, i), time(i, pipelined))?;
+        q.graph
+            .iteration_at(&mut **store, changes(q, i), time(i, pipelined))?;
     }
     Ok(())
 }
@@ -98,7 +105,10 @@ fn check(q: &Query, store: &mut Handle, n: i64, what: &str) -> R {
     }
     let report = store.verify()?;
     let drifted: Vec<&str> = report.drifted().map(|s| s.path.as_str()).collect();
-    assert!(drifted.is_empty(), "{what}: drifted states {drifted:?}\n{report}");
+    assert!(
+        drifted.is_empty(),
+        "{what}: drifted states {drifted:?}\n{report}"
+    );
     Ok(())
 }
 
@@ -137,7 +147,10 @@ fn a_worker_with_the_old_query_after_a_migration_gets_the_typed_error_and_writes
                     .next_time()
                     .map(|_| ())
                     .expect_err(&format!("{what}: the store was migrated"));
-                assert!(matches!(err, StoreError::QueryChanged { .. }), "{what}: {err}");
+                assert!(
+                    matches!(err, StoreError::QueryChanged { .. }),
+                    "{what}: {err}"
+                );
             }
             assert_eq!(new.rows_written(), written, "{what}: rows written since");
             assert_eq!(new.last_time()?, 3, "{what}: the store's time moved");
@@ -157,7 +170,8 @@ fn a_worker_with_the_old_query_after_a_migration_gets_the_typed_error_and_writes
 }
 
 #[test]
-fn a_worker_with_the_old_query_during_a_migration_stops_with_the_typed_error_at_a_whole_batch() -> R {
+fn a_worker_with_the_old_query_during_a_migration_stops_with_the_typed_error_at_a_whole_batch() -> R
+{
     for kind in kinds() {
         for pipelined in [false, true] {
             let what = format!("{kind:?}, pipelined {pipelined}");

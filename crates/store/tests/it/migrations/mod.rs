@@ -8,8 +8,8 @@
 //! Postgres prefix.
 
 mod during;
-mod regressions;
 mod pairs;
+mod regressions;
 
 use graph::{Graph, GraphError, StateStore, StoreError};
 use std::sync::Mutex;

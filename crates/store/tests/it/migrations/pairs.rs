@@ -72,7 +72,10 @@ impl Part {
                 for (r, w) in input {
                     *sums.entry(r.0).or_insert(0) += r.1 * (v + 1) * w;
                 }
-                sums.into_iter().filter(|(_, s)| *s != 0).map(|kv| (kv, 1)).collect()
+                sums.into_iter()
+                    .filter(|(_, s)| *s != 0)
+                    .map(|kv| (kv, 1))
+                    .collect()
             }
         }
     }
@@ -161,24 +164,34 @@ fn edited(old: &[Part], edits: &[Edit]) -> Vec<Part> {
 /// A batch: rows inserted into `a` (0) or `b` (1).
 type Batch = Vec<(usize, i64, i64)>;
 
-fn feed(q: &Built, store: &mut Handle, rels: &mut [Rel<Row>; 2], batch: &Batch) -> Result<(), GraphError> {
+fn feed(
+    q: &Built,
+    store: &mut Handle,
+    rels: &mut [Rel<Row>; 2],
+    batch: &Batch,
+) -> Result<(), GraphError> {
     let mut changes = Changes::new();
-    for i in 0..2 {
+    for (i, (rel, input)) in rels.iter_mut().zip(&q.inputs).enumerate() {
         let rows: Vec<Row> = batch
             .iter()
-            .filter(|(input, ..)| *input == i)
+            .filter(|(which, ..)| *which == i)
             .map(|(_, k, v)| (*k, *v))
             .collect();
         for r in &rows {
-            oracle::bump(&mut rels[i], r, 1);
+            oracle::bump(rel, r, 1);
         }
-        changes = changes.insert(&q.inputs[i], rows);
+        changes = changes.insert(input, rows);
     }
     q.graph.iteration(&mut **store, changes)?;
     Ok(())
 }
 
-fn check(q: &Built, store: &mut Handle, rels: &[Rel<Row>; 2], what: &str) -> Result<(), TestCaseError> {
+fn check(
+    q: &Built,
+    store: &mut Handle,
+    rels: &[Rel<Row>; 2],
+    what: &str,
+) -> Result<(), TestCaseError> {
     for (part, cache) in &q.caches {
         let got: Rel<Row> = cache
             .zset(&mut **store)
@@ -191,7 +204,12 @@ fn check(q: &Built, store: &mut Handle, rels: &[Rel<Row>; 2], what: &str) -> Res
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![Just(Op::Map), Just(Op::Filter), Just(Op::Join), Just(Op::Sum)]
+    prop_oneof![
+        Just(Op::Map),
+        Just(Op::Filter),
+        Just(Op::Join),
+        Just(Op::Sum)
+    ]
 }
 
 fn parts() -> impl Strategy<Value = Vec<Part>> {

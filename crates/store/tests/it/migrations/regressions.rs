@@ -115,15 +115,27 @@ fn a_join_added_directly_on_kept_inputs_migrates_and_keeps_the_rest() -> R {
                 .find(|e| e.path == path)
                 .map(|e| e.action.clone())
         };
-        assert_eq!(action("totals"), Some(graph::PlanAction::Keep), "{kind:?}:\n{plan}");
+        assert_eq!(
+            action("totals"),
+            Some(graph::PlanAction::Keep),
+            "{kind:?}:\n{plan}"
+        );
         assert!(
             matches!(action("user_orders"), Some(graph::PlanAction::New)),
             "{kind:?}:\n{plan}"
         );
         let mut new = migrated.handle;
         let joined = v2.joined.as_ref().expect("the join");
-        assert_eq!(joined.zset(&mut *new)?, expected_join(&users(), &fed), "{kind:?}");
-        assert_eq!(v2.totals.zset(&mut *new)?, expected_totals(&fed), "{kind:?}");
+        assert_eq!(
+            joined.zset(&mut *new)?,
+            expected_join(&users(), &fed),
+            "{kind:?}"
+        );
+        assert_eq!(
+            v2.totals.zset(&mut *new)?,
+            expected_totals(&fed),
+            "{kind:?}"
+        );
         let report = new.verify()?;
         assert!(report.drifted().next().is_none(), "{kind:?}:\n{report}");
         // The ingest goes on through the join's new index.
@@ -137,8 +149,16 @@ fn a_join_added_directly_on_kept_inputs_migrates_and_keeps_the_rest() -> R {
         v2.graph.insert(&mut *new, &v2.orders, vec![(7, 700)])?;
         let mut all_users = users();
         all_users.push((7, "late".to_owned()));
-        assert_eq!(joined.zset(&mut *new)?, expected_join(&all_users, &fed), "{kind:?}");
-        assert_eq!(v2.totals.zset(&mut *new)?, expected_totals(&fed), "{kind:?}");
+        assert_eq!(
+            joined.zset(&mut *new)?,
+            expected_join(&all_users, &fed),
+            "{kind:?}"
+        );
+        assert_eq!(
+            v2.totals.zset(&mut *new)?,
+            expected_totals(&fed),
+            "{kind:?}"
+        );
     }
     Ok(())
 }
@@ -169,7 +189,11 @@ fn a_refused_backfill_names_the_state_and_the_input() -> R {
         v1.graph.insert(&mut *old, &v1.orders, orders(1))?;
         let mut fed = orders(0);
         fed.extend(orders(1));
-        assert_eq!(v1.totals.zset(&mut *old)?, expected_totals(&fed), "{kind:?}");
+        assert_eq!(
+            v1.totals.zset(&mut *old)?,
+            expected_totals(&fed),
+            "{kind:?}"
+        );
     }
     Ok(())
 }
@@ -210,7 +234,11 @@ fn a_cache_added_at_the_end_keeps_every_old_state() -> R {
             } else {
                 graph::PlanAction::Keep
             };
-            assert_eq!(e.action, expected, "{kind:?}: {}\n{}", e.path, migrated.plan);
+            assert_eq!(
+                e.action, expected,
+                "{kind:?}: {}\n{}",
+                e.path, migrated.plan
+            );
         }
         let mut store = migrated.handle;
         let minus = minus.expect("the new cache");
