@@ -45,8 +45,7 @@ impl Target {
             // Start from empty tables, whatever version of the bench left
             // them (a store opened on another version's tables would refuse
             // the query before it could drop them).
-            crate::pg::drop_tables_with_prefix(url, &target.prefix)
-                .map_err(|e| e.to_string())?;
+            crate::pg::drop_tables_with_prefix(url, &target.prefix).map_err(|e| e.to_string())?;
         }
         Ok(target)
     }
