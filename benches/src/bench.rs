@@ -11,7 +11,9 @@
 //! and pipelined, against the serial one. The ceilings: right after each SQL
 //! store's ingest, the same state rows written directly into tables laid out
 //! like the store's ([`direct`](crate::direct)); and the plain-SQL
-//! alternative (normalised tables, `GROUP BY` at read time).
+//! alternative (normalised tables, `GROUP BY` at read time). Last, on each
+//! SQL store, changing the query: a migration beside a re-ingest, and what
+//! keeping the inputs costs (see [`MigrationRun`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -158,6 +160,8 @@ pub struct Report {
     pub feeds: Vec<FeedFigures>,
     /// The async face's cost: median µs of one `AsyncStore` call.
     pub async_hop_us: Option<f64>,
+    /// Changing the query, per SQL store ([`MigrationRun`]).
+    pub migrations: Vec<MigrationRun>,
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -200,6 +204,7 @@ impl Kind {
 }
 
 mod classic;
+mod migration;
 mod parallel;
 pub mod processes;
 mod render;
@@ -208,9 +213,32 @@ mod serial;
 mod target;
 
 use classic::{postgres_classic, sqlite_classic};
+pub use migration::MigrationRun;
+use migration::migration_run;
 use parallel::{direct_write, parallel_run, rows_per_s};
 pub use render::{render, write_json, write_svg};
 use serial::{memory_serial, serial, single_reads};
+
+/// Only the figures of changing the query ([`MigrationRun`]), on SQLite and
+/// (if configured) Postgres: `meter-bench migration`.
+///
+/// # Errors
+/// A store or database failure, or a cache that disagrees with the data.
+pub fn migrations(config: &Config) -> Result<Vec<MigrationRun>, BoxError> {
+    let mut kinds = vec![Kind::Sqlite];
+    if config.postgres.is_some() {
+        kinds.push(Kind::Postgres);
+    }
+    kinds
+        .into_iter()
+        .map(|k| migration_run(k, config))
+        .collect()
+}
+
+/// [`migrations`]' figures as a table.
+pub fn render_migrations(runs: &[MigrationRun]) -> String {
+    migration::render_migrations(runs)
+}
 
 /// Runs everything.
 ///
@@ -290,6 +318,13 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
             results.push(parallel_run(kind, config, &graph, &q, 1, true)?);
         }
     }
+    let mut migrations = Vec::new();
+    for &kind in &kinds {
+        if kind == Kind::Memory || disagreeing.iter().any(|d| d == kind.name()) {
+            continue;
+        }
+        migrations.push(migration_run(kind, config)?);
+    }
     eprintln!("ceilings ...");
     ceilings.state_rows_per_read = rows_per_read.ok_or("the SQLite ingest counted no rows")?;
     let (insert, all, one) = sqlite_classic(config)?;
@@ -314,6 +349,7 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
         disagreeing,
         feeds,
         async_hop_us,
+        migrations,
     })
 }
 

@@ -155,7 +155,7 @@ fn to_daily(p: &Pair<F64, (i64, Uuid, NaiveDate)>) -> DailyUsage {
 /// # Errors
 /// None in practice (the query is fixed).
 pub fn build() -> Result<(Graph, MeterReads), GraphError> {
-    let (graph, (q, _, _)) = build_query(false, false)?;
+    let (graph, (q, _, _)) = build_query(false, false, false)?;
     Ok((graph, q))
 }
 
@@ -166,7 +166,7 @@ pub fn build() -> Result<(Graph, MeterReads), GraphError> {
 /// # Errors
 /// None in practice (the query is fixed).
 pub fn build_with_feed() -> Result<(Graph, MeterReads, Feed<DailyUsage>), GraphError> {
-    let (graph, (q, _, feed)) = build_query(false, true)?;
+    let (graph, (q, _, feed)) = build_query(false, true, false)?;
     let feed = feed.ok_or_else(|| GraphError::TypeMismatch {
         path: graph::Path::new("feed_daily_changes"),
         expected: "a feed",
@@ -175,10 +175,21 @@ pub fn build_with_feed() -> Result<(Graph, MeterReads, Feed<DailyUsage>), GraphE
     Ok((graph, q, feed))
 }
 
+/// [`build`]'s query with every input `.transient()`: the store keeps no
+/// input for its own sake (the joins still keep every row of theirs). The
+/// bench compares its ingest with [`build`]'s: what keeping the inputs costs.
+///
+/// # Errors
+/// None in practice (the query is fixed).
+pub fn build_transient() -> Result<(Graph, MeterReads), GraphError> {
+    let (graph, (q, _, _)) = build_query(false, false, true)?;
+    Ok((graph, q))
+}
+
 /// The query's next version: [`build`]'s, plus a cache `monthly_cache` of
 /// each user's monthly totals (by user).
 pub fn build_with_monthly() -> Result<(Graph, MeterReads, Cache<MonthlyUsage>), GraphError> {
-    let (graph, (q, monthly, _)) = build_query(true, false)?;
+    let (graph, (q, monthly, _)) = build_query(true, false, false)?;
     let monthly = monthly.ok_or_else(|| GraphError::TypeMismatch {
         path: graph::Path::new("monthly_cache"),
         expected: "a monthly cache",
@@ -195,6 +206,7 @@ fn month_of(d: &DailyUsage) -> (i64, NaiveDate) {
 fn build_query(
     monthly: bool,
     feed: bool,
+    transient: bool,
 ) -> Result<
     (
         Graph,
@@ -210,6 +222,11 @@ fn build_query(
         let (users, u) = q.input::<User>("users")?;
         let (meters, m) = q.input::<Meter>("meters")?;
         let (reads, r) = q.input::<MeterRead>("reads")?;
+        let (u, m, r) = if transient {
+            (u.transient(), m.transient(), r.transient())
+        } else {
+            (u, m, r)
+        };
         let user_meters = u
             .join(
                 m,
@@ -374,6 +391,43 @@ impl Workload {
                 .or_insert(0.0) += r.value.get();
         }
         sums
+    }
+
+    /// Each user's monthly totals over all the reads, `(user, first day of
+    /// the month) → sum`, from [`expected_daily`](Self::expected_daily):
+    /// what the query's next version ([`build_with_monthly`]) caches.
+    pub fn expected_monthly(&self) -> BTreeMap<(i64, NaiveDate), f64> {
+        let mut out = BTreeMap::new();
+        for ((user, _, date), sum) in self.expected_daily() {
+            let month = date.with_day(1).unwrap_or(date);
+            *out.entry((user, month)).or_insert(0.0) += sum;
+        }
+        out
+    }
+
+    /// Whether `cache` (the stored monthly totals) equals
+    /// [`expected_monthly`](Self::expected_monthly), up to float rounding.
+    ///
+    /// # Errors
+    /// A description of the first difference.
+    pub fn check_monthly(&self, cache: &ZSet<MonthlyUsage>) -> Result<(), String> {
+        let expected = self.expected_monthly();
+        if cache.len() != expected.len() {
+            return Err(format!(
+                "{} monthly rows, expected {}",
+                cache.len(),
+                expected.len()
+            ));
+        }
+        for (m, w) in cache.iter() {
+            let Some(sum) = expected.get(&(m.user_id, m.month)) else {
+                return Err(format!("unexpected row {m:?}"));
+            };
+            if w != 1 || (sum - m.value.get()).abs() > 1e-6 * sum.abs().max(1.0) {
+                return Err(format!("{m:?} (weight {w}): expected value {sum}"));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `cache` (the stored daily usage) equals [`expected_daily`](Self::expected_daily),

@@ -32,7 +32,10 @@ commands:
           STEPPING_TEST_PG is set); options --kills N (default 500),
           --reads N (default 20000), --batch B (default 10), --seed S
           (replays a schedule); also read from STEPPING_CRASH_KILLS,
-          _READS, _BATCH, _SEED
+          _READS, _BATCH, _SEED. With --migrate-kills N: instead, the
+          migration crash test (`meter-ingest --monthly migrate` killed at
+          every step of the migration), about N kills per store (rounds of
+          11), on a store of --reads reads
   pg      start a throwaway Postgres and print its connection string;
           stops it on Enter"
 }
@@ -208,6 +211,7 @@ fn soak(args: &[String]) -> Result<(), String> {
         ("--reads", "STEPPING_CRASH_READS", "20000".to_owned()),
         ("--batch", "STEPPING_CRASH_BATCH", "10".to_owned()),
         ("--seed", "STEPPING_CRASH_SEED", String::new()),
+        ("--migrate-kills", "STEPPING_MIGRATE_KILLS", String::new()),
     ];
     for (_, var, value) in &mut settings {
         if let Ok(v) = std::env::var(var) {
@@ -225,6 +229,9 @@ fn soak(args: &[String]) -> Result<(), String> {
             return Err(format!("soak: {a} {value:?} is not a number"));
         }
     }
+    // The migration crash test kills every step once per round.
+    let migrate_kills: Option<u64> = settings[4].2.parse().ok();
+    let rounds = migrate_kills.map(|k| k.div_ceil(11).max(1).to_string());
     let (server, url) = test_postgres()?;
     let mut envs = vec![
         ("STEPPING_TEST_PG", url.as_str()),
@@ -235,6 +242,15 @@ fn soak(args: &[String]) -> Result<(), String> {
             .iter()
             .map(|(_, var, value)| (*var, value.as_str())),
     );
+    if let Some(rounds) = &rounds {
+        envs.push(("STEPPING_MIGRATE_KILL_ROUNDS", rounds.as_str()));
+    }
+    // `crash::` also runs one round of the migration crash test.
+    let filter = if rounds.is_some() {
+        "migration_crash::"
+    } else {
+        "crash::"
+    };
     cargo(
         &[
             "test",
@@ -244,7 +260,7 @@ fn soak(args: &[String]) -> Result<(), String> {
             "--test",
             "it",
             "--",
-            "crash::",
+            filter,
             "--nocapture",
         ],
         &envs,

@@ -308,6 +308,10 @@ pub fn render(report: &Report) -> String {
             super::render_feeds(&report.feeds, report.async_hop_us)
         ));
     }
+    if !report.migrations.is_empty() {
+        out.push('\n');
+        out.push_str(&super::migration::render_migrations(&report.migrations));
+    }
     if !report.disagreeing.is_empty() {
         out.push_str(&format!(
             "\nNO FIGURES for stores whose results disagreed with the data: {:?}\n",

@@ -12,6 +12,7 @@
 //! meter-bench processes [--counts 1,2,4] [--reads N] [--users U] [--batch B] [--out DIR]
 //! meter-bench memory [--reads N] [--users U] [--batch B] [--runs R] [--instructions]
 //! meter-bench retract [--groups G] [--names N] [--rounds R]
+//! meter-bench migration [--reads N] [--users U] [--out DIR]
 //! ```
 //!
 //! `group-min`, `daily-max`, `scale`, `processes`, `memory` and `retract`
@@ -19,7 +20,8 @@
 //! `benches::bench::{scale, processes, memory, retract}` (run them with
 //! `--release`; `cargo xtask bench --scale` runs `scale`); `feeds` runs
 //! only the change-feed figures of the main bench (writing
-//! `DIR/feeds.json`).
+//! `DIR/feeds.json`), `migration` only those of changing the query (writing
+//! `DIR/migration.json`).
 //!
 //! Postgres comes from `STEPPING_TEST_PG` (skipped, loudly, without it).
 //! Writes `DIR/meter_reads.json` and `DIR/meter_reads.svg` (default
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Some("group-min") => return benches::group_min::main(std::env::args().skip(2)),
         Some("daily-max") => return benches::meter_max::main(std::env::args().skip(2)),
         Some("feeds") => return feeds_only(),
+        Some("migration") => return migration_only(),
         Some("scale") => return bench::scale::main(std::env::args().skip(2), default_config()),
         Some("processes") => return bench::processes::main(std::env::args().skip(2)),
         Some("memory") => return bench::memory::main(std::env::args().skip(2)),
@@ -115,6 +118,30 @@ fn feeds_only() -> ExitCode {
         let json = serde_json::json!({ "feeds": figures, "async_hop_us": hop });
         std::fs::write(out.join("feeds.json"), serde_json::to_string_pretty(&json)?)?;
         println!("wrote {}/feeds.json", out.display());
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `meter-bench migration`: only the figures of changing the query.
+fn migration_only() -> ExitCode {
+    let Some((config, out)) = parse(std::env::args().skip(2)) else {
+        return ExitCode::from(2);
+    };
+    let result = bench::migrations(&config).and_then(|runs| {
+        println!("{}", bench::render_migrations(&runs));
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(
+            out.join("migration.json"),
+            serde_json::to_string_pretty(&runs)?,
+        )?;
+        println!("wrote {}/migration.json", out.display());
         Ok(())
     });
     match result {

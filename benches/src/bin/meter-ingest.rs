@@ -360,6 +360,21 @@ fn migrate(args: &Args, graph: &Graph) -> Result<(), Box<dyn std::error::Error>>
     if !dry_run {
         options = options.migrate();
     }
+    // Each step on standard error; `METER_INGEST_PAUSE_AT=N` stops at step
+    // N (from 0) for ten minutes, for the crash test to kill the process
+    // there.
+    let pause_at: Option<usize> = std::env::var("METER_INGEST_PAUSE_AT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
+    let reached = std::sync::atomic::AtomicUsize::new(0);
+    options = options.on_migration_step(move |step| {
+        let n = reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("migration step {n}: {step}");
+        if pause_at == Some(n) {
+            eprintln!("paused at step {n}");
+            std::thread::sleep(std::time::Duration::from_secs(600));
+        }
+    });
     let opened = match &args.target {
         Target::Sqlite(path) => {
             store::Sqlite::open(path, graph, options).map(|s| s.migration().cloned())

@@ -6,6 +6,7 @@ mod abandoned;
 mod crash;
 mod direct;
 mod feeds;
+mod migration_crash;
 mod picture;
 
 use std::collections::BTreeMap;

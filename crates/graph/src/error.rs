@@ -354,6 +354,22 @@ pub enum StoreError {
         /// Why it is missing.
         why: String,
     },
+    /// A migration that found an input it must read ahead of the store's
+    /// other tables, with no way to rewind it: a pipelined iteration of the
+    /// old query was interrupted half way. Nothing was changed.
+    #[error(
+        "cannot migrate: `{table}` is at time {at} while the store's other tables are at \
+         {low} (a pipelined iteration of the old query was interrupted half way); run \
+         `recover()` with the old query first; nothing was changed"
+    )]
+    InterruptedIteration {
+        /// The table ahead of the others.
+        table: String,
+        /// Its time.
+        at: i64,
+        /// The others' (lowest) time.
+        low: i64,
+    },
     /// A retry of a failed batch that is no longer recorded (another
     /// process retried or forgot it first). Nothing was written.
     #[error(

@@ -232,7 +232,18 @@ impl Graph {
                 .codec()
                 .rows_sink()
                 .ok_or_else(|| not_kept("its state is not a Z-set"))?;
-            read(spec, &mut *sink)?;
+            read(spec, &mut *sink).map_err(|e| match e {
+                // The reader knows the input; the states it is read for are
+                // known here.
+                crate::StoreError::InputNotKept { state, input, why } if state.is_empty() => {
+                    crate::StoreError::InputNotKept {
+                        state: needed_by.to_owned(),
+                        input,
+                        why,
+                    }
+                }
+                other => other,
+            })?;
             let value = spec
                 .codec()
                 .sink_to_zset(sink)

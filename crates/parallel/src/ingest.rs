@@ -387,6 +387,12 @@ fn run_job<S: StateStore + ?Sized>(
                 latency,
             });
         }
+        // The store was migrated to another version of the query: nothing
+        // of this query may be written to it any more, not even the
+        // failure's record. The worker stops with the typed error.
+        Ok(Err(e @ graph::GraphError::Store(graph::StoreError::QueryChanged { .. }))) => {
+            return Err(ParallelError::Graph(e));
+        }
         // A user function's panic is already `GraphError::UserPanic`; this
         // catches what panics outside them (a store's own code).
         Ok(Err(e)) => e.to_string(),

@@ -82,7 +82,7 @@ pub struct StoreStats {
 pub use async_store::{AsyncStore, ChangeStream};
 pub use check::RowProblem;
 pub use memory::{DEFAULT_MAX_WAIT, Memory};
-pub use options::OpenOptions;
+pub use options::{MigrationSteps, OpenOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgPool, PgSequence, Postgres, ack_in};
 #[cfg(feature = "sqlite")]

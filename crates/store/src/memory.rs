@@ -187,6 +187,9 @@ impl StateStore for Memory {
     }
 
     fn next_time(&mut self) -> Result<i64, StoreError> {
+        // As the SQL stores: a time for an iteration of a query that a
+        // migration replaced is refused.
+        self.shared.refuse_if_migrated()?;
         Ok(self.shared.clock.lock().iter().copied().max().unwrap_or(0) + 1)
     }
 
@@ -236,6 +239,8 @@ impl StateStore for Memory {
             wait_until(&self.shared, s, time.frontier, self.max_wait)?;
         }
         let _one_at_a_time = self.shared.commit.lock();
+        // A migrated store's tables are the new query's: not written.
+        self.shared.refuse_if_migrated()?;
         let mut clock = self.shared.clock.lock();
         let committed: Vec<String> = clock
             .iter()
@@ -462,6 +467,9 @@ fn wait_until(
     let deadline = Instant::now() + max_wait;
     let mut clock = shared.clock.lock();
     while clock[s] < frontier {
+        // A migration wakes the waiters: their query is gone, and the new
+        // one's ingest never moves these tables on.
+        shared.refuse_if_migrated()?;
         if shared.tick.wait_until(&mut clock, deadline).timed_out() && clock[s] < frontier {
             return Err(StoreError::FrontierTimeout {
                 table: shared.specs[s].path().to_string(),
@@ -501,8 +509,7 @@ impl Memory {
     /// the store does not keep; nothing changes then.
     pub fn migrate(&mut self, graph: &Graph) -> Result<graph::MigrationPlan, StoreError> {
         let old = Arc::clone(&self.shared);
-        let _commits = old.commit.lock();
-        old.refuse_if_migrated()?;
+        let _commits = whole_iterations(&old, self.max_wait)?;
         let mut plan = memory_plan(&old.specs, graph.states());
         // Per state of `graph`, the old table it takes as it is.
         let sources: Vec<Option<usize>> = plan
@@ -540,7 +547,27 @@ impl Memory {
                         }
                         Ok(())
                     }
-                    _ => Err(crate::sql::input_not_kept(path, crate::sql::OTHER_ROW_TYPE)),
+                    // The same rows, indexed differently (a join on the
+                    // input shares its integral): read again, re-indexed.
+                    (Some(s), None)
+                        if old.specs[s].kind() == spec.kind()
+                            && old.specs[s].value_type() == spec.value_type() =>
+                    {
+                        for row in crate::verify::rows_of(self, &old.specs[s], s)? {
+                            spec.codec()
+                                .decode(&row.data, row.weight, row.step, sink)
+                                .map_err(|detail| StoreError::Corrupt {
+                                    table: path.to_owned(),
+                                    identity: String::new(),
+                                    detail,
+                                })?;
+                        }
+                        Ok(())
+                    }
+                    (Some(_), None) => {
+                        Err(crate::sql::input_not_kept(path, crate::sql::OTHER_ROW_TYPE))
+                    }
+                    (None, _) => Err(crate::sql::input_not_kept(path, crate::sql::NOT_STORED)),
                 }
             });
             Some(expected.map_err(|e| match e {
@@ -577,9 +604,45 @@ impl Memory {
             }
         }
         *fresh.shared.consumers.lock() = old.consumers.lock().clone();
-        *old.migrated.lock() = Some(plan.clone());
+        {
+            // Under the clock's lock, so that no waiter misses it.
+            let _clock = old.clock.lock();
+            *old.migrated.lock() = Some(plan.clone());
+        }
+        old.tick.notify_all();
         *self = fresh;
         Ok(plan)
+    }
+}
+
+/// The commit lock of `shared`, taken when every table is at the same time:
+/// a pipelined iteration under way is waited for (up to `max_wait`), so
+/// that a migration computes from whole iterations only.
+fn whole_iterations(
+    shared: &Shared,
+    max_wait: Duration,
+) -> Result<parking_lot::MutexGuard<'_, ()>, StoreError> {
+    let deadline = Instant::now() + max_wait;
+    loop {
+        let commits = shared.commit.lock();
+        shared.refuse_if_migrated()?;
+        let mut clock = shared.clock.lock();
+        let low = clock.iter().copied().min().unwrap_or(0);
+        let high = clock.iter().copied().max().unwrap_or(0);
+        if low == high {
+            drop(clock);
+            return Ok(commits);
+        }
+        drop(commits);
+        if shared.tick.wait_until(&mut clock, deadline).timed_out() {
+            let s = clock.iter().position(|t| *t == low).unwrap_or(0);
+            return Err(StoreError::FrontierTimeout {
+                table: shared.specs[s].path().to_string(),
+                frontier: high,
+                seen: Some(low),
+                waited_ms: max_wait.as_millis() as u64,
+            });
+        }
     }
 }
 

@@ -30,6 +30,27 @@ pub struct OpenOptions {
     /// they are the application's to read or drop; a later state of the
     /// same name cannot be created while one is there.
     pub keep_dropped: bool,
+    /// Called at each step of a migration (see
+    /// [`on_migration_step`](Self::on_migration_step)); default none.
+    pub migration_steps: Option<MigrationSteps>,
+}
+
+/// A function called with the name of each step of a migration as it is
+/// reached (see [`OpenOptions::on_migration_step`]).
+#[derive(Clone)]
+pub struct MigrationSteps(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for MigrationSteps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MigrationSteps(..)")
+    }
+}
+
+/// Reports `step` to `steps`, if any.
+pub(crate) fn report_step(steps: &Option<MigrationSteps>, step: &str) {
+    if let Some(MigrationSteps(f)) = steps {
+        f(step);
+    }
 }
 
 impl Default for OpenOptions {
@@ -41,6 +62,7 @@ impl Default for OpenOptions {
             poll: (Duration::from_millis(1), Duration::from_millis(100)),
             migrate: false,
             keep_dropped: false,
+            migration_steps: None,
         }
     }
 }
@@ -64,6 +86,19 @@ impl OpenOptions {
     pub fn keep_dropped_tables(self) -> Self {
         OpenOptions {
             keep_dropped: true,
+            ..self
+        }
+    }
+
+    /// Calls `f` with the name of each step of a migration as it is
+    /// reached, inside the migration's transaction (`locked`, `rewound`,
+    /// `renamed`, `computed`, `dropped`, `wrote <table>` per computed
+    /// state, `recorded`, `committing`), then `committed` after it: to show
+    /// progress, or for a test to stop the process at a chosen step (a
+    /// kill at any step leaves the old query's state, until `committed`).
+    pub fn on_migration_step(self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        OpenOptions {
+            migration_steps: Some(MigrationSteps(std::sync::Arc::new(f))),
             ..self
         }
     }

@@ -69,10 +69,8 @@ pub(super) async fn times_with<C: Conn>(
         found.insert(table, t);
     }
     let generation = found.get(&tables.query()).copied().unwrap_or(0);
-    if generation != tables.generation.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(StoreError::QueryChanged {
-            plan: Box::new(plan_of(conn.client(), tables).await?),
-        });
+    if generation != tables.generation() {
+        return Err(query_changed(conn, tables).await);
     }
     names
         .iter()
@@ -138,11 +136,50 @@ pub(super) async fn bump_if_at<C: Conn>(
         .await
         .map_err(pg("recording last_update"))?;
     let channel = channel(&tables.prefix);
+    let generation = tables.generation();
     let row = conn
         .client()
-        .query_one(&stmt, &[&names, &t, &channel, &frontier])
+        .query_one(&stmt, &[&names, &t, &channel, &frontier, &generation])
         .await
         .map_err(pg("recording last_update"))?;
     let moved: i64 = row.try_get(0).map_err(pg("recording last_update"))?;
     Ok(moved == 1)
+}
+
+/// [`set_last_update`] if the store's query generation is still the one
+/// this handle opened (checked under its row's lock); `QueryChanged`,
+/// changing nothing, if a migration moved it on.
+pub(super) async fn set_last_update_guarded<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    names: &[String],
+    t: i64,
+) -> Result<(), StoreError> {
+    let stmt = conn
+        .prepare(&tables.guarded_last_update_sql)
+        .await
+        .map_err(pg("recording last_update"))?;
+    let channel = channel(&tables.prefix);
+    let generation = tables.generation();
+    let row = conn
+        .client()
+        .query_one(&stmt, &[&names, &t, &channel, &generation])
+        .await
+        .map_err(pg("recording last_update"))?;
+    let current: bool = row.try_get(0).map_err(pg("recording last_update"))?;
+    if current {
+        return Ok(());
+    }
+    Err(query_changed(conn, tables).await)
+}
+
+/// The `QueryChanged` error of a handle whose query a migration replaced,
+/// with the plan from its query to the store's.
+pub(super) async fn query_changed<C: Conn>(conn: &C, tables: &Tables) -> StoreError {
+    match plan_of(conn.client(), tables).await {
+        Ok(plan) => StoreError::QueryChanged {
+            plan: Box::new(plan),
+        },
+        Err(e) => e,
+    }
 }

@@ -110,6 +110,8 @@ pub struct Postgres {
     migrate: bool,
     /// Leave dropped states' tables in place when migrating.
     keep_dropped: bool,
+    /// Told each step of a migration.
+    migration_steps: Option<crate::MigrationSteps>,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
     /// Whether this handle has made sure the feed consumers' table exists.
@@ -202,28 +204,11 @@ impl Postgres {
             graph: graph.clone(),
             migrate: options.migrate,
             keep_dropped: options.keep_dropped,
+            migration_steps: options.migration_steps.clone(),
             migration: None,
             consumers_ready: std::sync::atomic::AtomicBool::new(false),
         };
         store.created = store.prepare_tables(options.create_tables)?;
-        let tables = Arc::clone(&store.tables);
-        let generation = block_on(async {
-            let conn = store.client().await?;
-            conn.query_opt(
-                &format!(
-                    "SELECT t FROM {} WHERE table_name = $1",
-                    tables.last_update()
-                ),
-                &[&tables.query()],
-            )
-            .await
-            .and_then(|r| r.map(|r| r.try_get::<_, i64>(0)).transpose())
-            .map_err(pg("reading the query's generation"))
-        })??;
-        tables.generation.store(
-            generation.unwrap_or(0),
-            std::sync::atomic::Ordering::Relaxed,
-        );
         Ok(store)
     }
 
@@ -424,10 +409,45 @@ impl Postgres {
     }
 
     fn prepare_tables(&mut self, create: bool) -> Result<usize, StoreError> {
+        /// The store's query generation (0 until a first migration, or if
+        /// the store has no tables yet).
+        async fn read_generation<C: GenericClient>(
+            tx: &C,
+            tables: &Tables,
+        ) -> Result<i64, StoreError> {
+            let exists: bool = tx
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&tables.last_update()],
+                )
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(pg("reading the catalog"))?;
+            if !exists {
+                return Ok(0);
+            }
+            let found = tx
+                .query_opt(
+                    &format!(
+                        "SELECT t FROM {} WHERE table_name = $1",
+                        tables.last_update()
+                    ),
+                    &[&tables.query()],
+                )
+                .await
+                .map_err(pg("reading the query's generation"))?;
+            found
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()
+                .map(|g| g.unwrap_or(0))
+                .map_err(pg("reading the query's generation"))
+        }
         let tables = Arc::clone(&self.tables);
         let (graph, migrate, keep_dropped) = (self.graph.clone(), self.migrate, self.keep_dropped);
+        let steps = self.migration_steps.clone();
+        let step = |name: &str| crate::options::report_step(&steps, name);
         let stats = Arc::clone(&self.stats);
-        let (created, migration) = block_on(async {
+        let (created, migration, generation) = block_on(async {
             let mut conn = self.client().await?;
             let tx = conn
                 .transaction()
@@ -444,12 +464,16 @@ impl Postgres {
             lock_prefix(&*tx, &tables.prefix).await?;
             rename_legacy_tables(&*tx, &tables.prefix).await?;
             if create {
+                // The query's generation has a row from the start: every
+                // writer locks it (see `Tables::generation_guard_sql`), so a
+                // migration that bumps it waits for them, and they for it.
                 tx.batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {0} (table_name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, shape TEXT NOT NULL, definition TEXT NOT NULL DEFAULT '');
                      ALTER TABLE {0} ADD COLUMN IF NOT EXISTS definition TEXT NOT NULL DEFAULT '';
                      CREATE TABLE IF NOT EXISTS {1} (table_name TEXT PRIMARY KEY, t BIGINT NOT NULL);
                      CREATE TABLE IF NOT EXISTS {2} (table_name TEXT PRIMARY KEY);
-                     {3};",
+                     {3};
+                     INSERT INTO {1} (table_name, t) VALUES ('{2}', 0) ON CONFLICT (table_name) DO NOTHING;",
                     tables.tables(),
                     tables.last_update(),
                     tables.query(),
@@ -478,22 +502,37 @@ impl Postgres {
                             plan: Box::new(plan),
                         });
                     }
-                    let done =
-                        migrate_in(&borrowed, &tables, &graph, &stats, plan, keep_dropped).await?;
+                    // Handles opened before the migration refuse to go on.
+                    // First thing: the generation's row lock makes the
+                    // migration wait for writers under way, and any writer
+                    // after it wait for its commit and then see it.
+                    let generation: i64 = tx
+                        .query_one(
+                            &format!(
+                                "INSERT INTO {} AS l (table_name, t) VALUES ($1, 1) \
+                                 ON CONFLICT (table_name) DO UPDATE SET t = l.t + 1 RETURNING t",
+                                tables.last_update()
+                            ),
+                            &[&tables.query()],
+                        )
+                        .await
+                        .and_then(|r| r.try_get(0))
+                        .map_err(pg("recording the migration"))?;
+                    step("locked");
+                    let done = migrate_in(
+                        &borrowed,
+                        &tables,
+                        &graph,
+                        &stats,
+                        plan,
+                        keep_dropped,
+                        &step,
+                    )
+                    .await?;
                     record_query(&*tx, &tables).await?;
                     create_views(&*tx, &tables).await?;
-                    // Handles opened before the migration refuse to go on.
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO {} AS l (table_name, t) VALUES ($1, 1) \
-                             ON CONFLICT (table_name) DO UPDATE SET t = l.t + 1",
-                            tables.last_update()
-                        ),
-                        &[&tables.query()],
-                    )
-                    .await
-                    .map_err(pg("recording the migration"))?;
-                    return Ok((0, Some(done)));
+                    step("recorded");
+                    return Ok((0, Some(done), generation));
                 }
             }
             if !create {
@@ -534,12 +573,22 @@ impl Postgres {
                 record_query(&*tx, &tables).await?;
                 create_views(&*tx, &tables).await?;
             }
-                Ok((created, None))
+            // In the transaction that checked the tables: a migration by
+            // another process after it is seen at this handle's next write.
+            let generation = read_generation(&*tx, &tables).await?;
+                Ok((created, None, generation))
             }
             .await;
             match prepared {
                 Ok(done) => {
+                    let migrated = done.1.is_some();
+                    if migrated {
+                        step("committing");
+                    }
                     tx.commit().await.map_err(pg("committing new tables"))?;
+                    if migrated {
+                        step("committed");
+                    }
                     Ok(done)
                 }
                 Err(e) => {
@@ -549,6 +598,9 @@ impl Postgres {
             }
         })??;
         self.migration = migration;
+        tables
+            .generation
+            .store(generation, std::sync::atomic::Ordering::Relaxed);
         Ok(created)
     }
 

@@ -286,36 +286,55 @@ pub(super) async fn migrate_in<C: Conn>(
     stats: &Mutex<StoreStats>,
     mut plan: graph::MigrationPlan,
     keep_dropped: bool,
+    step: &dyn Fn(&str),
 ) -> Result<graph::MigrationPlan, StoreError> {
     let client = conn.client();
     let (meta, last_update) = (tables.tables(), tables.last_update());
-    let now: i64 = client
-        .query_one(
-            &format!("SELECT coalesce(max(t), 0) FROM {last_update}"),
-            &[],
-        )
-        .await
-        .and_then(|r| r.try_get(0))
-        .map_err(pg(format!("reading `{last_update}`")))?;
+    // A pipelined iteration of the old query left half done is undone
+    // first: the new states are computed from whole iterations only.
+    let now = rewind_interrupted(conn, tables, graph, stats, &plan).await?;
+    step("rewound");
     // Renamed tables first: the inputs among them are read below.
     for entry in &plan.entries {
         if let graph::PlanAction::Renamed { from: Some(from) } = &entry.action {
             rename_table(client, tables, from, &entry.table).await?;
         }
     }
+    step("renamed");
     let memory = if plan.backfilled().next().is_some() {
         // The kept inputs, read whole first (the computation is not async).
         let mut inputs: HashMap<String, Vec<PgRow>> = HashMap::new();
         // Inputs stored under an older row type, as (identity, data, weight).
         let mut old_rows: HashMap<String, Vec<(i64, Vec<u8>, i64)>> = HashMap::new();
+        // Inputs stored with the same row type, other indexes.
+        let mut reindexed: std::collections::HashSet<String> = Default::default();
         for e in &plan.entries {
             let Some(s) = tables.schemas.iter().position(|x| x.name == e.table) else {
                 continue;
             };
             let is_input = graph.inputs().iter().any(|p| p.as_str() == e.path);
-            if is_input
-                && matches!(e.action, graph::PlanAction::Changed { .. })
-                && graph.input_migration(&e.path).is_some()
+            let changed_input = is_input && matches!(e.action, graph::PlanAction::Changed { .. });
+            if changed_input && graph.input_migration(&e.path).is_none() {
+                // The same rows, indexed differently (a join on the input
+                // shares its integral)? Then they are read again below.
+                let recorded: Option<String> = client
+                    .query_opt(
+                        &format!("SELECT shape FROM {meta} WHERE table_name = $1"),
+                        &[&e.table],
+                    )
+                    .await
+                    .map_err(pg(format!("reading `{meta}`")))?
+                    .map(|r| r.try_get(0))
+                    .transpose()
+                    .map_err(pg(format!("reading `{meta}`")))?;
+                if recorded.as_deref().map(sql::row_type)
+                    == Some(sql::row_type(&tables.schemas[s].shape))
+                {
+                    reindexed.insert(e.path.clone());
+                }
+            }
+            if changed_input
+                && (graph.input_migration(&e.path).is_some() || reindexed.contains(&e.path))
             {
                 let table = &tables.schemas[s].name;
                 let rows = client
@@ -366,7 +385,24 @@ pub(super) async fn migrate_in<C: Conn>(
                     }
                     Ok(())
                 }
-                _ => Err(sql::input_not_kept(&path, sql::OTHER_ROW_TYPE)),
+                (Some(rows), None) => {
+                    let table = &tables.schemas[s].name;
+                    for (identity, data, weight) in rows {
+                        tables.specs[s]
+                            .codec()
+                            .decode(&data, weight, 0, sink)
+                            .map_err(|detail| StoreError::Corrupt {
+                                table: table.clone(),
+                                identity: identity.to_string(),
+                                detail,
+                            })?;
+                    }
+                    Ok(())
+                }
+                (None, _) if reindexed_or_changed(&plan, &path) => {
+                    Err(sql::input_not_kept(&path, sql::OTHER_ROW_TYPE))
+                }
+                (None, _) => Err(sql::input_not_kept(&path, sql::NOT_STORED)),
             }
         });
         Some(computed.map_err(|e| match e {
@@ -376,6 +412,7 @@ pub(super) async fn migrate_in<C: Conn>(
     } else {
         None
     };
+    step("computed");
     for entry in &mut plan.entries {
         if matches!(
             entry.action,
@@ -408,6 +445,7 @@ pub(super) async fn migrate_in<C: Conn>(
             entry.rows = Some(rows as u64);
         }
     }
+    step("dropped");
     for entry in &mut plan.entries {
         if !entry.action.backfills() {
             continue;
@@ -427,8 +465,142 @@ pub(super) async fn migrate_in<C: Conn>(
             }
         }
         entry.rows = Some(written);
+        step(&format!("wrote {}", entry.table));
     }
     Ok(plan)
+}
+
+/// Whether the plan computes input `path` again for a change of its own
+/// (rather than its being new to the store).
+fn reindexed_or_changed(plan: &graph::MigrationPlan, path: &str) -> bool {
+    plan.entries
+        .iter()
+        .any(|e| e.path == path && matches!(e.action, graph::PlanAction::Changed { .. }))
+}
+
+/// Rewinds, through their undo entries, the tables of the store's (old)
+/// query that a pipelined iteration left ahead of the others (one
+/// interrupted half way, or still under way in a process whose next flush
+/// then fails with `QueryChanged`), and returns the time every table of the
+/// old query is then at. A table to drop or compute again only has its time
+/// moved back; an input read under its old row type cannot be rewound
+/// (`InterruptedIteration`). Runs in the migration's transaction, after it
+/// bumped the query's generation: every table's time is locked first, so a
+/// flush under way finishes before.
+async fn rewind_interrupted<C: Conn>(
+    conn: &C,
+    tables: &Tables,
+    graph: &Graph,
+    stats: &Mutex<StoreStats>,
+    plan: &graph::MigrationPlan,
+) -> Result<i64, StoreError> {
+    let client = conn.client();
+    let (last_update, query, undo) = (tables.last_update(), tables.query(), tables.undo());
+    let ctx = || pg(format!("reading `{last_update}`"));
+    client
+        .query(
+            &format!("SELECT t FROM {last_update} ORDER BY table_name FOR UPDATE"),
+            &[],
+        )
+        .await
+        .map_err(ctx())?;
+    let times: Vec<(String, i64)> = client
+        .query(
+            &format!(
+                "SELECT l.table_name, l.t FROM {last_update} l JOIN {query} q ON q.table_name = l.table_name"
+            ),
+            &[],
+        )
+        .await
+        .map_err(ctx())?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(ctx())?;
+    let Some(low) = times.iter().map(|(_, t)| *t).min() else {
+        // Written by a version that recorded no query: its latest time.
+        return client
+            .query_one(
+                &format!("SELECT coalesce(max(t), 0) FROM {last_update} WHERE table_name <> $1"),
+                &[&query],
+            )
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(ctx());
+    };
+    client
+        .batch_execute(&tables.create_undo_sql())
+        .await
+        .map_err(pg("creating the undo table"))?;
+    for (table, at) in times.iter().filter(|(_, t)| *t > low) {
+        let kept = plan.entries.iter().find_map(|e| {
+            let s = tables.schemas.iter().position(|x| x.name == e.table)?;
+            match &e.action {
+                graph::PlanAction::Keep if e.table == *table => Some(tables.schemas[s].clone()),
+                graph::PlanAction::Renamed { from: Some(from) } => {
+                    let old = TableSchema::at(&tables.specs[s], from, &tables.prefix, &PgDialect);
+                    (old.name == *table).then_some(old)
+                }
+                _ => None,
+            }
+            .map(|schema| (s, schema))
+        });
+        let read_as_old_type = plan.entries.iter().any(|e| {
+            e.table == *table
+                && matches!(e.action, graph::PlanAction::Changed { .. })
+                && graph.input_migration(&e.path).is_some()
+        });
+        if read_as_old_type {
+            return Err(StoreError::InterruptedIteration {
+                table: table.clone(),
+                at: *at,
+                low,
+            });
+        }
+        if let Some((s, schema)) = kept {
+            let entries = client
+                .query(
+                    &format!(
+                        "SELECT t, rows FROM {undo} WHERE table_name = $1 AND t > $2 ORDER BY t DESC"
+                    ),
+                    &[table, &low],
+                )
+                .await
+                .map_err(pg(format!("reading the undo of `{table}`")))?;
+            let table_sql = super::statements::PgSql::of(&schema);
+            // Latest first, as `recover` does.
+            for entry in entries {
+                let (t, bytes): (i64, Vec<u8>) = (
+                    entry.try_get(0).map_err(pg("reading an undo entry"))?,
+                    entry.try_get(1).map_err(pg("reading an undo entry"))?,
+                );
+                let rows = sql::decode_undo(table, t, &bytes)?;
+                let failed = AtomicBool::new(false);
+                write_rows(
+                    conn,
+                    &tables.specs[s],
+                    &schema,
+                    &table_sql,
+                    &rows,
+                    stats,
+                    &failed,
+                )
+                .await?;
+            }
+        }
+        client
+            .execute(
+                &format!("UPDATE {last_update} SET t = $1 WHERE table_name = $2"),
+                &[&low, table],
+            )
+            .await
+            .map_err(pg(format!("rewinding `{table}`")))?;
+    }
+    client
+        .execute(&format!("DELETE FROM {undo}"), &[])
+        .await
+        .map_err(pg("clearing the undo table"))?;
+    Ok(low)
 }
 
 /// Renames the table of the state at `from` to `table`, the table of the

@@ -5,7 +5,7 @@ use graph::{StateKind, StateSpec};
 use zset::KeyValue;
 
 use super::encode::{PgDialect, array_type, value_array_type};
-use super::writes::ALREADY_APPLIED;
+use super::writes::{ALREADY_APPLIED, QUERY_CHANGED};
 use crate::sql::{OwnNames, TableSchema};
 
 /// The SQL of one table, built once.
@@ -250,18 +250,31 @@ pub(crate) struct Tables {
     /// `22P02` with [`ALREADY_APPLIED`] in its message) if it has already
     /// reached `$2`: the first statement of a pipelined table's flush.
     pub(super) guard_sql: String,
+    /// Locks the store's query generation (its `last_update` row, `FOR
+    /// SHARE`) and fails (aborting the transaction, with [`QUERY_CHANGED`]
+    /// in its message) if it is not `$1`, the handle's: the first statement
+    /// of a pipelined table's flush. A migration bumps the generation
+    /// first thing, so it waits for a flush holding it, and a flush after
+    /// it sees the new generation.
+    pub(super) generation_guard_sql: String,
     /// Keeps what undoes a pipelined flush of table `$2` at time `$1`
     /// (`$3`, see `sql::undo_of`).
     pub(super) keep_undo_sql: String,
-    /// Drops the undo entries of the times up to `$1`.
+    /// Drops the undo entries of the times up to `$1`, unless the query's
+    /// generation moved on from `$2` (a migration rewinds what they undo).
     pub(super) clear_undo_sql: String,
     /// Records the times of the tables `$1` as `$2` (never moving one
     /// back), and notifies waiters on channel `$3` in the same transaction:
     /// they hear of it exactly when it commits.
     pub(super) last_update_sql: String,
     /// [`last_update_sql`](Self::last_update_sql) only for a table already
-    /// at a frontier (`$4`), counting it.
+    /// at a frontier (`$4`), counting it, and only while the query
+    /// generation is `$5` (locked `FOR SHARE`).
     pub(super) bump_if_at_sql: String,
+    /// [`last_update_sql`](Self::last_update_sql) only while the query
+    /// generation is `$4` (locked `FOR SHARE` first); returns whether it
+    /// was.
+    pub(super) guarded_last_update_sql: String,
 }
 
 impl Tables {
@@ -298,12 +311,25 @@ impl Tables {
                 undo = OwnNames::name(prefix, "undo")
             ),
             clear_undo_sql: format!(
-                "DELETE FROM {} WHERE t <= $1",
+                "DELETE FROM {} WHERE t <= $1 AND coalesce((SELECT t FROM {last_update} \
+                 WHERE table_name = '{query}'), 0) = $2",
                 OwnNames::name(prefix, "undo")
             ),
             guard_sql: format!(
                 "SELECT CASE WHEN t >= $2 THEN ('{ALREADY_APPLIED} ' || table_name || ' at ' || t)::bigint \
                  ELSE t END FROM {last_update} WHERE table_name = $1 FOR UPDATE"
+            ),
+            generation_guard_sql: format!(
+                "SELECT CASE WHEN t <> $1 THEN ('{QUERY_CHANGED} ' || t)::bigint ELSE t END \
+                 FROM {last_update} WHERE table_name = '{query}' FOR SHARE"
+            ),
+            guarded_last_update_sql: format!(
+                "WITH g AS (SELECT t FROM {last_update} WHERE table_name = '{query}' FOR SHARE), \
+                 ok AS (SELECT coalesce((SELECT t FROM g), 0) = $4 AS ok), \
+                 done AS (INSERT INTO {last_update} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
+                 WHERE (SELECT ok FROM ok) \
+                 ON CONFLICT (table_name) DO UPDATE SET t = GREATEST(l.t, excluded.t) RETURNING 1) \
+                 SELECT (SELECT ok FROM ok), pg_notify($3, (SELECT count(*) FROM done)::text)"
             ),
             last_update_sql: format!(
                 "WITH done AS (INSERT INTO {last_update} AS l (table_name, t) SELECT n, $2 FROM unnest($1::text[]) AS n \
@@ -311,11 +337,18 @@ impl Tables {
                  SELECT pg_notify($3, (SELECT count(*) FROM done)::text)"
             ),
             bump_if_at_sql: format!(
-                "WITH done AS (UPDATE {last_update} AS l SET t = GREATEST(l.t, $2) \
-                 WHERE l.table_name = ANY($1::text[]) AND l.t >= $4 RETURNING 1) \
+                "WITH g AS (SELECT t FROM {last_update} WHERE table_name = '{query}' FOR SHARE), \
+                 done AS (UPDATE {last_update} AS l SET t = GREATEST(l.t, $2) \
+                 WHERE l.table_name = ANY($1::text[]) AND l.t >= $4 \
+                 AND coalesce((SELECT t FROM g), 0) = $5 RETURNING 1) \
                  SELECT (SELECT count(*) FROM done), pg_notify($3, (SELECT count(*) FROM done)::text)"
             ),
         }
+    }
+
+    /// The store's query generation when this handle opened it.
+    pub(crate) fn generation(&self) -> i64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every table's name, in state order.

@@ -81,7 +81,9 @@ impl StateStore for Postgres {
                 client: &*tx,
                 cache: tokio::sync::Mutex::new(HashMap::new()),
             };
-            let times = times_of(&borrowed, &tables, &names).await?;
+            // Locked, with the query's generation: a store migrated since
+            // this handle opened it is not written.
+            let times = lock_times(&borrowed, &tables, &names).await?;
             let committed: Vec<String> = tables
                 .schemas
                 .iter()

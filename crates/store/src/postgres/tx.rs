@@ -14,12 +14,14 @@ use tokio_postgres::types::ToSql;
 
 use super::Postgres;
 use super::failed::failed_table;
-use super::frontier::{bump_if_at, set_last_update, times_of, times_with};
+use super::frontier::{
+    bump_if_at, query_changed, set_last_update, set_last_update_guarded, times_of, times_with,
+};
 use super::notify::wait_for;
 use super::reads::{max_step, read_rows};
 use super::runtime::{Conn, block_on, on, pg};
 use super::statements::Tables;
-use super::writes::{ALREADY_APPLIED, explain_refusal, refusal, write_rows};
+use super::writes::{ALREADY_APPLIED, QUERY_CHANGED, explain_refusal, refusal, write_rows};
 use crate::sql::{self, SqlRead};
 
 pub(super) struct PostgresTx<'s> {
@@ -270,7 +272,12 @@ impl StateTx for PostgresTx<'_> {
                 self.wait(s)?;
             }
             let name = std::slice::from_ref(name);
-            return block_on(set_last_update(&self.conn, &t, name, time.input_time))?;
+            return block_on(set_last_update_guarded(
+                &self.conn,
+                &t,
+                name,
+                time.input_time,
+            ))?;
         }
         self.wait(s)?;
         let rows = std::mem::take(&mut self.buffered[s]);
@@ -285,24 +292,31 @@ impl StateTx for PostgresTx<'_> {
         // client is followed by `ROLLBACK` instead.
         block_on(prepare_writes(conn, &t, &[s]))??;
         let rows = &rows;
-        let (guard, undo_sql) = block_on(async {
+        let (generation_guard, guard, undo_sql) = block_on(async {
+            let generation_guard = conn.prepare(&t.generation_guard_sql).await;
             let guard = conn.prepare(&t.guard_sql).await;
             let undo = conn.prepare(&t.keep_undo_sql).await;
-            (guard, undo)
+            (generation_guard, guard, undo)
         })?;
+        let generation_guard = generation_guard.map_err(pg("locking the query's generation"))?;
         let guard = guard.map_err(pg("locking a table's time"))?;
         let undo_sql = undo_sql.map_err(pg("keeping an undo entry"))?;
         let flushed = block_on(async {
             let name = &t.schemas[s].name;
             let failed = AtomicBool::new(false);
             let failed = &failed;
-            // The guard first: it locks the table's time, so a second
-            // iteration at the same time waits, then fails it, writing
-            // nothing.
+            // The guards first. The query's generation: a migration since
+            // this handle opened the store fails the flush, writing nothing
+            // (and one under way is waited for). Then the table's time, so
+            // a second iteration at the same time waits, then fails it,
+            // writing nothing.
+            let generation = t.generation();
+            let generation_params: [&(dyn ToSql + Sync); 1] = [&generation];
             let guard_params: [&(dyn ToSql + Sync); 2] = [name, &time];
             let undo_params: [&(dyn ToSql + Sync); 3] = [&time, name, &undo];
-            let (begun, guarded, kept, written, timed, ended) = tokio::join!(
+            let (begun, current, guarded, kept, written, timed, ended) = tokio::join!(
                 conn.batch_execute("BEGIN"),
+                conn.query(&generation_guard, &generation_params),
                 conn.query(&guard, &guard_params),
                 conn.execute(&undo_sql, &undo_params),
                 write_rows(
@@ -319,6 +333,9 @@ impl StateTx for PostgresTx<'_> {
             );
             first_error(vec![
                 begun.map_err(pg(format!("flushing `{name}`"))),
+                current
+                    .map(|_| ())
+                    .map_err(pg("locking the query's generation")),
                 guarded
                     .map(|_| ())
                     .map_err(pg(format!("locking the time of `{name}`"))),
@@ -330,6 +347,9 @@ impl StateTx for PostgresTx<'_> {
             ended.map_err(pg(format!("committing `{name}`")))
         })?;
         match flushed {
+            Err(e) if e.to_string().contains(QUERY_CHANGED) => {
+                Err(block_on(query_changed(conn, &t))?)
+            }
             Err(e) if e.to_string().contains(ALREADY_APPLIED) => {
                 let recorded =
                     block_on(times_of(conn, &t, std::slice::from_ref(&t.schemas[s].name)))??;
@@ -357,9 +377,10 @@ impl StateTx for PostgresTx<'_> {
             let time = self.time.get().input_time;
             let conn = &self.conn;
             let (timed, cleared) = block_on(async {
-                let params: [&(dyn ToSql + Sync); 1] = [&time];
+                let generation = t.generation();
+                let params: [&(dyn ToSql + Sync); 2] = [&time, &generation];
                 tokio::join!(
-                    set_last_update(conn, &t, &names, time),
+                    set_last_update_guarded(conn, &t, &names, time),
                     conn.execute(&t.clear_undo_sql, &params)
                 )
             })?;

@@ -20,6 +20,10 @@ use crate::sql::{self, TableSchema};
 /// The text of the error [`Tables::guard_sql`] raises.
 pub(super) const ALREADY_APPLIED: &str = "stepping: time already applied to";
 
+/// The text of the error [`Tables::generation_guard_sql`] raises: the store
+/// was migrated since this handle opened it.
+pub(super) const QUERY_CHANGED: &str = "stepping: the query changed, generation";
+
 /// Writes a delta with one multi-row upsert (and one delete for keyed rows
 /// whose weight reached zero); no statement carries the same key twice.
 ///

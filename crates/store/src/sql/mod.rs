@@ -131,8 +131,8 @@ mod rows;
     allow(unused_imports)
 )]
 pub(crate) use plan::{
-    DEFINITION_CHANGED, OTHER_ROW_TYPE, Recorded, input_not_kept, plan, reader_refusal,
-    rename_statements, table_name, table_state, unmigratable,
+    DEFINITION_CHANGED, NOT_STORED, OTHER_ROW_TYPE, Recorded, input_not_kept, plan, reader_refusal,
+    rename_statements, row_type, table_name, table_state, unmigratable,
 };
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),

@@ -171,6 +171,23 @@ fn created_indexes(schema: &TableSchema) -> Vec<String> {
 /// to do about it.
 pub(crate) const OTHER_ROW_TYPE: &str = "the store holds it under another row type; declare `Query::migrate_input` to carry its rows over";
 
+/// Why an input the store's query did not keep cannot be read.
+pub(crate) const NOT_STORED: &str =
+    "the store's query did not keep it (a transient input, or one it did not have)";
+
+/// The row type a recorded shape (`StateSpec::shape`, with a SQL store's
+/// layout after it) stores: its kind and value type, without the indexes
+/// and columns. Two shapes with the same row type hold the same rows,
+/// indexed differently.
+pub(crate) fn row_type(shape: &str) -> &str {
+    let end = [" | ", "; layout"]
+        .iter()
+        .filter_map(|sep| shape.find(sep))
+        .min()
+        .unwrap_or(shape.len());
+    &shape[..end]
+}
+
 /// A migration that needs `input`, which the store does not keep (`why`).
 pub(crate) fn input_not_kept(input: &str, why: &str) -> StoreError {
     StoreError::InputNotKept {

@@ -46,8 +46,13 @@ impl Sqlite {
         frontier: i64,
         max_wait: Duration,
     ) -> Result<(), StoreError> {
+        // With the query's generation: a handle of a query a migration
+        // replaced is refused, rather than left waiting for a table the
+        // new query's ingest may never move.
         self.wait_until(frontier, max_wait, || {
-            Ok(Some((table.to_owned(), self.time_of(table)?)))
+            let (at, seen) = self.time_and_generation(table)?;
+            self.check_generation(seen)?;
+            Ok(Some((table.to_owned(), at)))
         })
     }
 

@@ -84,6 +84,8 @@ pub struct Sqlite {
     migrate: bool,
     /// Leave dropped states' tables in place when migrating.
     keep_dropped: bool,
+    /// Told each step of a migration.
+    migration_steps: Option<crate::MigrationSteps>,
     /// The migration this open carried out.
     migration: Option<graph::MigrationPlan>,
     /// Whether this handle has made sure the feed consumers' table exists.
@@ -153,6 +155,7 @@ impl Sqlite {
             undo_ready: std::cell::Cell::new(false),
             migrate: options.migrate,
             keep_dropped: options.keep_dropped,
+            migration_steps: options.migration_steps.clone(),
             migration: None,
             consumers_ready: std::cell::Cell::new(false),
             generation: 0,
@@ -174,12 +177,28 @@ impl Sqlite {
             names.join(", ")
         );
         store.created = store.prepare_tables(options.create_tables)?;
-        store.generation = store.read_generation()?;
         Ok(store)
     }
 
     /// The store's query generation (0 until a first migration).
+    /// Reports a migration's step (see `OpenOptions::on_migration_step`).
+    fn step(&self, step: &str) {
+        crate::options::report_step(&self.migration_steps, step);
+    }
+
     fn read_generation(&self) -> Result<i64, StoreError> {
+        let (_, last_update) = self.meta();
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+                [&last_update],
+                |r| r.get(0),
+            )
+            .map_err(backend(format!("looking for `{last_update}`")))?;
+        if !exists {
+            return Ok(0);
+        }
         Ok(self.last_update(&self.query_table())?.unwrap_or(0))
     }
 

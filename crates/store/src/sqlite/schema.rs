@@ -63,9 +63,11 @@ impl Sqlite {
                         plan: Box::new(plan),
                     });
                 }
+                self.step("locked");
                 let done = self.migrate_in(plan)?;
                 self.record_query()?;
                 self.create_views()?;
+                self.step("recorded");
                 // Handles opened before the migration refuse to go on.
                 tx.execute(
                     &format!(
@@ -75,7 +77,10 @@ impl Sqlite {
                     [self.query_table()],
                 )
                 .map_err(backend("recording the migration"))?;
+                self.generation = self.read_generation()?;
+                self.step("committing");
                 tx.commit().map_err(backend("committing a migration"))?;
+                self.step("committed");
                 self.migration = Some(done);
                 return Ok(0);
             }
@@ -106,6 +111,9 @@ impl Sqlite {
             self.record_query()?;
             self.create_views()?;
         }
+        // In the transaction that checked the tables: a migration by
+        // another process after it is seen at this handle's next write.
+        self.generation = self.read_generation()?;
         tx.commit().map_err(backend("committing new tables"))?;
         Ok(created)
     }
@@ -275,6 +283,48 @@ impl Sqlite {
         Ok(())
     }
 
+    /// The row type (see `sql::row_type`) the store recorded for `table`.
+    fn recorded_row_type(&self, table: &str) -> Result<Option<String>, StoreError> {
+        let (tables, _) = self.meta();
+        let shape: Option<String> = self
+            .conn
+            .query_row(
+                &format!("SELECT shape FROM {tables} WHERE table_name = ?"),
+                [table],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend(format!("reading `{tables}`")))?;
+        Ok(shape.map(|s| sql::row_type(&s).to_owned()))
+    }
+
+    /// The rows of state `s`'s table as stored under its recorded shape
+    /// (the same row type, other indexes), decoded into `sink`.
+    fn reindexed_rows(&self, s: usize, sink: &mut dyn std::any::Any) -> Result<(), StoreError> {
+        let table = &self.schemas[s].name;
+        let codec = self.specs[s].codec();
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT identity, data, c FROM {table}"))
+            .map_err(backend(format!("reading `{table}`")))?;
+        let mut rows = st
+            .query([])
+            .map_err(backend(format!("reading `{table}`")))?;
+        while let Some(r) = rows.next().map_err(backend(format!("reading `{table}`")))? {
+            let (identity, data, weight): (i64, Vec<u8>, i64) =
+                (|| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))()
+                    .map_err(backend(format!("reading `{table}`")))?;
+            codec
+                .decode(&data, weight, 0, sink)
+                .map_err(|detail| StoreError::Corrupt {
+                    table: table.clone(),
+                    identity: identity.to_string(),
+                    detail,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Renames the table of the state at `from` to `table`, the table of
     /// the same state under its new path, with its indexes and records.
     fn rename_table(&self, from: &str, table: &str) -> Result<(), StoreError> {
@@ -306,6 +356,102 @@ impl Sqlite {
             .map_err(backend(format!("recording `{table}`")))
     }
 
+    /// Rewinds, through their undo entries, the tables of the store's
+    /// (old) query that a pipelined iteration left ahead of the others
+    /// (one interrupted half way, or still under way in a process whose
+    /// next flush then fails with `QueryChanged`), and returns the time
+    /// every table of the old query is then at. A table to drop or compute
+    /// again only has its time moved back; an input read under its old row
+    /// type cannot be rewound (`InterruptedIteration`).
+    pub(super) fn rewind_interrupted(
+        &self,
+        plan: &graph::MigrationPlan,
+    ) -> Result<i64, StoreError> {
+        let (_, last_update) = self.meta();
+        let query = self.query_table();
+        let undo = self.undo_table();
+        let ctx = || backend(format!("reading `{last_update}`"));
+        let times: Vec<(String, i64)> = self
+            .conn
+            .prepare(&format!(
+                "SELECT l.table_name, l.t FROM {last_update} l JOIN {query} q ON q.table_name = l.table_name"
+            ))
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(ctx())?;
+        let Some(low) = times.iter().map(|(_, t)| *t).min() else {
+            // Written by a version that recorded no query: its latest time.
+            return self
+                .conn
+                .query_row(
+                    &format!("SELECT coalesce(max(t), 0) FROM {last_update} WHERE table_name <> ?"),
+                    [&query],
+                    |r| r.get(0),
+                )
+                .map_err(ctx());
+        };
+        self.conn
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {undo} (t INTEGER NOT NULL, table_name TEXT NOT NULL, \
+                 rows BLOB NOT NULL, PRIMARY KEY (t, table_name))"
+            ))
+            .map_err(backend("creating the undo table"))?;
+        for (table, at) in times.iter().filter(|(_, t)| *t > low) {
+            let kept = plan.entries.iter().find_map(|e| {
+                let s = self.schemas.iter().position(|x| x.name == e.table)?;
+                match &e.action {
+                    graph::PlanAction::Keep if e.table == *table => Some(self.schemas[s].clone()),
+                    graph::PlanAction::Renamed { from: Some(from) } => {
+                        let old =
+                            TableSchema::at(&self.specs[s], from, &self.prefix, &SqliteDialect);
+                        (old.name == *table).then_some(old)
+                    }
+                    _ => None,
+                }
+                .map(|schema| (s, schema))
+            });
+            let read_as_old_type = plan.entries.iter().any(|e| {
+                e.table == *table
+                    && matches!(e.action, graph::PlanAction::Changed { .. })
+                    && self.graph.input_migration(&e.path).is_some()
+            });
+            if read_as_old_type {
+                return Err(StoreError::InterruptedIteration {
+                    table: table.clone(),
+                    at: *at,
+                    low,
+                });
+            }
+            if let Some((s, schema)) = kept {
+                let entries: Vec<(i64, Vec<u8>)> = self
+                    .conn
+                    .prepare(&format!(
+                        "SELECT t, rows FROM {undo} WHERE table_name = ? AND t > ? ORDER BY t DESC"
+                    ))
+                    .and_then(|mut st| {
+                        st.query_map((table, low), |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect()
+                    })
+                    .map_err(backend(format!("reading the undo of `{table}`")))?;
+                let table_sql = super::statements::TableSql::of(&schema);
+                // Latest first, as `recover` does.
+                for (t, bytes) in entries {
+                    let rows = sql::decode_undo(table, t, &bytes)?;
+                    self.write_rows(&self.specs[s], &schema, &table_sql, &rows)?;
+                }
+            }
+            self.conn
+                .execute(
+                    &format!("UPDATE {last_update} SET t = ? WHERE table_name = ?"),
+                    (low, table),
+                )
+                .map_err(backend(format!("rewinding `{table}`")))?;
+        }
+        self.conn
+            .execute(&format!("DELETE FROM {undo}"), [])
+            .map_err(backend("clearing the undo table"))?;
+        Ok(low)
+    }
+
     /// Carries `plan` out inside the open's transaction (see
     /// [`OpenOptions::migrate`]); returns it with the rows of each state it
     /// computed.
@@ -314,20 +460,17 @@ impl Sqlite {
         mut plan: graph::MigrationPlan,
     ) -> Result<graph::MigrationPlan, StoreError> {
         let (tables, last_update) = self.meta();
-        let now: i64 = self
-            .conn
-            .query_row(
-                &format!("SELECT coalesce(max(t), 0) FROM {last_update}"),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(backend(format!("reading `{last_update}`")))?;
+        // A pipelined iteration of the old query left half done is undone
+        // first: the new states are computed from whole iterations only.
+        let now = self.rewind_interrupted(&plan)?;
+        self.step("rewound");
         // Renamed tables first: the inputs among them are read below.
         for entry in &plan.entries {
             if let graph::PlanAction::Renamed { from: Some(from) } = &entry.action {
                 self.rename_table(from, &entry.table)?;
             }
         }
+        self.step("renamed");
         let graph = self.graph.clone();
         let memory = if plan.backfilled().next().is_some() {
             let keep: Vec<&str> = plan
@@ -359,11 +502,23 @@ impl Sqlite {
                     let rows = store.run_read(&store.schemas[s], &store.sql[s], &SqlRead::All)?;
                     return sql::decode_rows(&store.specs[s], &store.schemas[s], rows, sink);
                 }
+                let table = &store.schemas[s].name;
                 match graph.input_migration(path) {
                     Some(migrate) if changed.contains(&path) => {
-                        store.migrated_rows(&store.schemas[s].name, migrate, sink)
+                        store.migrated_rows(table, migrate, sink)
                     }
-                    _ => Err(sql::input_not_kept(path, sql::OTHER_ROW_TYPE)),
+                    // The same rows, indexed differently (a join on the
+                    // input shares its integral): read again, re-indexed.
+                    None if changed.contains(&path)
+                        && store.recorded_row_type(table)?.as_deref()
+                            == Some(sql::row_type(&store.schemas[s].shape)) =>
+                    {
+                        store.reindexed_rows(s, sink)
+                    }
+                    _ if changed.contains(&path) => {
+                        Err(sql::input_not_kept(path, sql::OTHER_ROW_TYPE))
+                    }
+                    _ => Err(sql::input_not_kept(path, sql::NOT_STORED)),
                 }
             });
             Some(computed.map_err(|e| match e {
@@ -373,6 +528,7 @@ impl Sqlite {
         } else {
             None
         };
+        self.step("computed");
         for entry in &mut plan.entries {
             let table = entry.table.clone();
             match &entry.action {
@@ -402,6 +558,7 @@ impl Sqlite {
                 graph::PlanAction::New => {}
             }
         }
+        self.step("dropped");
         for entry in &mut plan.entries {
             if !entry.action.backfills() {
                 continue;
@@ -420,6 +577,7 @@ impl Sqlite {
                 }
             }
             entry.rows = Some(written);
+            self.step(&format!("wrote {}", entry.table));
         }
         Ok(plan)
     }

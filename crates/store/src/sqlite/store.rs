@@ -170,6 +170,9 @@ impl StateStore for Sqlite {
         // could not write them once another connection had committed.
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(backend("recording a failed batch"))?;
+        // Under the write lock: a store migrated since this handle opened
+        // it is not written (dropping `tx` rolls back).
+        self.check_generation(self.read_generation()?)?;
         let mut committed = Vec::new();
         for s in &self.schemas {
             if self.time_of(&s.name)? >= time.input_time {

@@ -227,8 +227,12 @@ impl StateTx for SqliteTx<'_> {
             )
             .map_err(backend("finishing an iteration"))?;
             let locked_at = Instant::now();
+            // Under the write lock, as every flush: a migration since the
+            // handle opened the store refuses the times' move.
             let finished = store
-                .set_all(time)
+                .read_generation()
+                .and_then(|seen| store.check_generation(seen))
+                .and_then(|()| store.set_all(time))
                 .and_then(|()| {
                     store
                         .conn

@@ -18,6 +18,7 @@ mod feeds;
 mod feeds_async;
 mod first_use;
 mod harness;
+mod migrations;
 mod oracle;
 mod oracle_ops;
 mod own_names;
