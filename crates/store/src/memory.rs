@@ -71,6 +71,37 @@ impl std::fmt::Debug for Memory {
 }
 
 impl Memory {
+    /// The table of `spec`'s path, checked to hold `spec`'s shape; an error
+    /// says what `holder` holds and what `reader` expects.
+    pub(crate) fn table_of(
+        &self,
+        spec: &StateSpec,
+        holder: &str,
+        reader: &str,
+    ) -> Result<usize, StoreError> {
+        let table = self
+            .shared
+            .by_path
+            .get(spec.path())
+            .copied()
+            .ok_or_else(|| StoreError::MissingTable {
+                table: spec.path().to_string(),
+                path: spec.path().to_string(),
+            })?;
+        let mine = &self.shared.specs[table];
+        if mine.shape() != spec.shape() {
+            return Err(StoreError::SchemaMismatch {
+                table: spec.path().to_string(),
+                detail: format!(
+                    "{holder} holds `{}`, {reader} expects `{}`",
+                    mine.shape(),
+                    spec.shape()
+                ),
+            });
+        }
+        Ok(table)
+    }
+
     /// An empty store for `graph`'s states.
     pub fn new(graph: &Graph) -> Self {
         let specs = graph.states().to_vec();
@@ -203,26 +234,7 @@ impl StateStore for Memory {
         read: &Read<'_>,
         sink: &mut dyn std::any::Any,
     ) -> Result<(), StoreError> {
-        let table = self
-            .shared
-            .by_path
-            .get(spec.path())
-            .copied()
-            .ok_or_else(|| StoreError::MissingTable {
-                table: spec.path().to_string(),
-                path: spec.path().to_string(),
-            })?;
-        let mine = &self.shared.specs[table];
-        if mine.shape() != spec.shape() {
-            return Err(StoreError::SchemaMismatch {
-                table: spec.path().to_string(),
-                detail: format!(
-                    "it holds `{}`, the reader expects `{}`",
-                    mine.shape(),
-                    spec.shape()
-                ),
-            });
-        }
+        let table = self.table_of(spec, "it", "the reader")?;
         let _whole_iterations = self.shared.commit.lock();
         self.shared.refuse_if_migrated()?;
         self.shared.tables[table].read().read(read, sink)

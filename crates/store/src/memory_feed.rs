@@ -32,27 +32,7 @@ use super::Memory;
 impl Memory {
     /// The table of feed `spec`, checked to have its shape.
     fn feed_table(&self, spec: &StateSpec) -> Result<usize, StoreError> {
-        let s = self
-            .shared
-            .by_path
-            .get(spec.path())
-            .copied()
-            .ok_or_else(|| StoreError::MissingTable {
-                table: spec.path().to_string(),
-                path: spec.path().to_string(),
-            })?;
-        let mine = &self.shared.specs[s];
-        if mine.shape() != spec.shape() {
-            return Err(StoreError::SchemaMismatch {
-                table: spec.path().to_string(),
-                detail: format!(
-                    "the feed holds `{}`, the consumer expects `{}`",
-                    mine.shape(),
-                    spec.shape()
-                ),
-            });
-        }
-        Ok(s)
+        self.table_of(spec, "the feed", "the consumer")
     }
 
     /// Empties every feed (a migration's freshly computed states: a feed's
