@@ -29,31 +29,45 @@ pub struct ProcessPoint {
     pub server_cpu_ms_per_batch: Option<f64>,
 }
 
-/// CPU time, in seconds, of the live server backends of this machine
-/// connected to database `dbname` (their process titles name it), from
-/// `/proc`: the server's work for one store, while its sessions live.
-pub(super) fn backend_cpu_seconds(dbname: &str) -> Option<f64> {
+/// CPU seconds, from `/proc`, of the processes whose directory `pick`
+/// accepts: the first `fields` of utime, stime, cutime and cstime (fields
+/// 14 to 17 of `stat`), at Linux's 100 ticks per second.
+fn cpu_seconds(pick: impl Fn(&Path) -> bool, fields: usize) -> Option<f64> {
     let mut total = 0u64;
     let mut found = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(title) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let title = String::from_utf8_lossy(&title);
-        if !title.starts_with("postgres: ") || !title.contains(&format!(" {dbname} ")) {
+        let dir = entry.path();
+        if !pick(&dir) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
             continue;
         };
+        // `pid (comm) state ...`: the fields after the command's `)`.
         if let Some((_, rest)) = stat.rsplit_once(')') {
-            for f in rest.split_whitespace().skip(11).take(2) {
+            for f in rest.split_whitespace().skip(11).take(fields) {
                 total += f.parse::<u64>().unwrap_or(0);
                 found = true;
             }
         }
     }
     found.then(|| total as f64 / 100.0)
+}
+
+/// CPU time, in seconds, of the live server backends of this machine
+/// connected to database `dbname` (their process titles name it): the
+/// server's work for one store, while its sessions live.
+pub(super) fn backend_cpu_seconds(dbname: &str) -> Option<f64> {
+    let needle = format!(" {dbname} ");
+    cpu_seconds(
+        |dir| {
+            std::fs::read(dir.join("cmdline")).is_ok_and(|t| {
+                let title = String::from_utf8_lossy(&t);
+                title.starts_with("postgres: ") && title.contains(&needle)
+            })
+        },
+        2,
+    )
 }
 
 /// The database a connection string names (`dbname=...`), if it does.
@@ -65,32 +79,12 @@ pub(super) fn dbname_of(url: &str) -> Option<String> {
 
 /// CPU time, in seconds, of every process of this machine named
 /// `postgres` (the server's backends and workers) and of the children they
-/// reaped (the postmaster collects each exited backend's time), from
-/// `/proc`.
+/// reaped (the postmaster collects each exited backend's time).
 fn postgres_cpu_seconds() -> Option<f64> {
-    let ticks_per_s = 100.0; // USER_HZ on Linux
-    let mut total = 0u64;
-    let mut found = false;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ...`: the fields after the command's `)`.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if !head.ends_with("(postgres") {
-            continue;
-        }
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime, stime, cutime and cstime: fields 14 to 17 of the line,
-        // 12 to 15 here.
-        for f in fields.iter().skip(11).take(4) {
-            total += f.parse::<u64>().unwrap_or(0);
-            found = true;
-        }
-    }
-    found.then(|| total as f64 / ticks_per_s)
+    cpu_seconds(
+        |dir| std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim_end() == "postgres"),
+        4,
+    )
 }
 
 /// The `meter-ingest` binary beside this one (`cargo build --release -p
