@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use graph::{Consumer, FeedStore, GraphError, StateSpec, StoreError, Value};
 use tokio_postgres::GenericClient;
 
-use super::encode::PgDialect;
 use super::runtime::{block_on, pg};
-use super::{PgSql, Postgres, check_table};
+use super::{PgSql, Postgres};
 use crate::sql::{self, OwnNames, SqlRow, TableSchema};
 use crate::wait::Backoff;
 
@@ -32,23 +31,7 @@ impl Postgres {
             let sql = PgSql::of(&schema);
             return Ok(Arc::new((schema, sql)));
         }
-        let path = spec.path().to_string();
-        if !self.attached.contains_key(&path) {
-            let schema = TableSchema::of(spec, &tables.prefix, &PgDialect);
-            let checked = block_on(async {
-                let conn = self.client().await?;
-                check_table(&conn, &tables, &schema).await
-            })??;
-            if !checked {
-                return Err(StoreError::MissingTable {
-                    table: schema.name.clone(),
-                    path,
-                });
-            }
-            let sql = PgSql::of(&schema);
-            self.attached.insert(path.clone(), Arc::new((schema, sql)));
-        }
-        Ok(Arc::clone(&self.attached[&path]))
+        self.attach(spec)
     }
 
     fn consumers_table(&self) -> String {

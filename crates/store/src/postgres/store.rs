@@ -303,25 +303,7 @@ impl StateStore for Postgres {
             .position(|s| s.path() == spec.path() && s.shape() == spec.shape());
         let attached = match mine {
             Some(_) => None,
-            None => {
-                let path = spec.path().to_string();
-                if !self.attached.contains_key(&path) {
-                    let schema = TableSchema::of(spec, &tables.prefix, &PgDialect);
-                    let checked = block_on(async {
-                        let conn = self.client().await?;
-                        check_table(&conn, &tables, &schema).await
-                    })??;
-                    if !checked {
-                        return Err(StoreError::MissingTable {
-                            table: schema.name.clone(),
-                            path,
-                        });
-                    }
-                    let sql = PgSql::of(&schema);
-                    self.attached.insert(path.clone(), Arc::new((schema, sql)));
-                }
-                Some(Arc::clone(&self.attached[&path]))
-            }
+            None => Some(self.attach(spec)?),
         };
         let (schema, sql) = match (&mine, &attached) {
             (Some(i), _) => (&tables.schemas[*i], &tables.sql[*i]),
@@ -337,5 +319,33 @@ impl StateStore for Postgres {
 
     fn state_rows(&mut self, spec: &StateSpec) -> Result<u64, StoreError> {
         self.count_state_rows(spec)
+    }
+}
+
+impl Postgres {
+    /// The table of `spec` from another graph under this prefix, checked
+    /// once to exist with `spec`'s shape and then remembered.
+    pub(super) fn attach(
+        &mut self,
+        spec: &StateSpec,
+    ) -> Result<Arc<(TableSchema, PgSql)>, StoreError> {
+        let tables = Arc::clone(&self.tables);
+        let path = spec.path().to_string();
+        if !self.attached.contains_key(&path) {
+            let schema = TableSchema::of(spec, &tables.prefix, &PgDialect);
+            let checked = block_on(async {
+                let conn = self.client().await?;
+                check_table(&conn, &tables, &schema).await
+            })??;
+            if !checked {
+                return Err(StoreError::MissingTable {
+                    table: schema.name.clone(),
+                    path,
+                });
+            }
+            let sql = PgSql::of(&schema);
+            self.attached.insert(path.clone(), Arc::new((schema, sql)));
+        }
+        Ok(Arc::clone(&self.attached[&path]))
     }
 }
