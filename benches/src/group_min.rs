@@ -38,8 +38,24 @@ pub struct Config {
     pub scratch: PathBuf,
 }
 
+impl Default for Config {
+    /// Groups of 1,000 and 100,000 rows, two of each, 300 deletes; Postgres
+    /// from `STEPPING_TEST_PG`, SQLite files in the temporary directory.
+    fn default() -> Self {
+        Config {
+            sizes: vec![1_000, 100_000],
+            groups: 2,
+            deletes: 300,
+            postgres: std::env::var("STEPPING_TEST_PG")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            scratch: std::env::temp_dir(),
+        }
+    }
+}
+
 /// One store and size.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Measure {
     /// `memory`, `sqlite` or `postgres`.
     pub store: &'static str,
@@ -214,7 +230,13 @@ pub fn run(config: &Config) -> Result<Vec<Measure>, BoxError> {
     Ok(out)
 }
 
-/// The measures as a table, with each store's largest-to-smallest ratio.
+/// The bound on a delete's cost in a group of the largest size
+/// against one of the smallest: independent of the group's size, within
+/// noise.
+pub const MAX_RATIO: f64 = 2.0;
+
+/// The measures as a table, with each size's ratio to the store's smallest,
+/// checked against [`MAX_RATIO`].
 pub fn render(measures: &[Measure]) -> String {
     let mut table = comfy_table::Table::new();
     table.set_header([
@@ -224,6 +246,7 @@ pub fn render(measures: &[Measure]) -> String {
         "median µs/delete",
         "mean µs/delete",
         "vs smallest",
+        "≤ 2×",
     ]);
     for m in measures {
         let smallest = measures
@@ -238,6 +261,12 @@ pub fn render(measures: &[Measure]) -> String {
             format!("{:.1}", m.median_us),
             format!("{:.1}", m.mean_us),
             format!("{:.2}×", m.median_us / smallest),
+            if m.median_us / smallest <= MAX_RATIO {
+                "✓"
+            } else {
+                "✗"
+            }
+            .to_string(),
         ]);
     }
     table.to_string()
@@ -245,15 +274,7 @@ pub fn render(measures: &[Measure]) -> String {
 
 /// `meter-bench group-min [--sizes 1000,100000] [--groups 2] [--deletes 300]`.
 pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
-    let mut config = Config {
-        sizes: vec![1_000, 100_000],
-        groups: 2,
-        deletes: 300,
-        postgres: std::env::var("STEPPING_TEST_PG")
-            .ok()
-            .filter(|s| !s.is_empty()),
-        scratch: std::env::temp_dir(),
-    };
+    let mut config = Config::default();
     let mut args = args;
     while let Some(a) = args.next() {
         let value = args.next();

@@ -143,7 +143,7 @@ pub fn check(w: &Workload, cache: &ZSet<DailyMax>) -> Result<(), String> {
 }
 
 /// The reads/s of the daily sum and the daily maximum on one store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Throughput {
     /// `memory`, `sqlite` or `postgres`.
     pub store: &'static str,

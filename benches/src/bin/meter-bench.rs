@@ -25,7 +25,8 @@
 //!
 //! Postgres comes from `STEPPING_TEST_PG` (skipped, loudly, without it).
 //! Writes `DIR/meter_reads.json` and `DIR/meter_reads.svg` (default
-//! `target/bench`).
+//! `target/bench`), then runs `group-min` and `daily-max` at their default
+//! sizes and writes their figures to `DIR/operators.json`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
             "wrote {0}/meter_reads.json and {0}/meter_reads.svg",
             out.display()
         );
-        Ok(())
+        operator_figures(&config, &out).map_err(|e| -> Box<dyn std::error::Error> { e })
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +71,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The figures of the operators users reach for next (issue 24), after the
+/// main report: `group_min` under deletes of each group's minimum, and the
+/// daily maximum beside the daily sum. Writes `DIR/operators.json`.
+fn operator_figures(config: &Config, out: &std::path::Path) -> Result<(), graph::BoxError> {
+    let group_min = benches::group_min::Config {
+        postgres: config.postgres.clone(),
+        scratch: config.scratch.clone(),
+        ..Default::default()
+    };
+    let deletes = benches::group_min::run(&group_min)?;
+    println!("\ngroup_min under deletes of each group's minimum (issue 24):");
+    println!("{}", benches::group_min::render(&deletes));
+    let workload = benches::meter_reads::Workload {
+        users: config.users,
+        reads: config.reads,
+    };
+    let daily = benches::meter_max::compare(&workload, &config.postgres, &config.scratch)?;
+    println!("highest read per meter per day beside the daily sum (issue 24):");
+    println!("{}", benches::meter_max::render(&daily));
+    let json = serde_json::json!({ "group_min_deletes": deletes, "daily_max": daily });
+    std::fs::write(
+        out.join("operators.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    println!("wrote {}/operators.json", out.display());
+    Ok(())
 }
 
 /// 1,000 users, 100,000 reads, Postgres from `STEPPING_TEST_PG`.
