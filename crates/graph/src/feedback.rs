@@ -52,6 +52,14 @@ impl Query {
     /// The delayed stream is named `name` (its integrals are stored under
     /// it); the delay keeps the previous value at `name/feedback`.
     ///
+    /// A feedback lives at the top level of the query (outer time), so it
+    /// is a method of [`Query`], not of a grouped or recursive scope: inside
+    /// `per_group` every operator already runs per group on the group's own
+    /// rows, and a loop within one iteration is what
+    /// [`raw_recursive`](Stream::raw_recursive) is for. A stream of the
+    /// loop may still be grouped and flattened between `delayed` and
+    /// `connect`.
+    ///
     /// # Errors
     /// An invalid or duplicate name.
     ///

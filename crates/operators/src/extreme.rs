@@ -32,6 +32,23 @@ use crate::Grouping;
 /// extreme, so a group whose rows are all removed disappears from the
 /// output, and `min` of an empty input is empty (not a zero).
 ///
+/// As equations, for a Z-set `z` of one group, with `w_z(v) = Σ z[x]` over
+/// the rows `x` with `pick(x) = v`:
+///
+/// ```text
+/// min(z)     = { min { v : w_z(v) > 0 } ↦ 1 }         (empty if no such v)
+/// max(z)     = { max { v : w_z(v) > 0 } ↦ 1 }
+/// arg_min(z) = { least (pick(x), x) among x with z[x] > 0, by pick then x ↦ 1 }
+/// arg_max(z) = { x with z[x] > 0 of greatest pick(x), least x on ties ↦ 1 }
+/// ```
+///
+/// None is linear, so each is made incremental as the DBSP paper does for
+/// any aggregate (§11.1, `Δ agg = agg(I(z)) − z⁻¹(agg(I(z)))` with `I` the
+/// integral): the output of an iteration is the new extreme minus the old
+/// one, for the groups the change touches. What differs from a
+/// re-computation is only how `agg(I(z))` is found, through the ordered
+/// state described above.
+///
 /// State: one row per (group, distinct value) for `min`/`max`, one per
 /// (group, row) for `arg_min`/`arg_max`, ordered by value; and one row per
 /// group holding its extreme.

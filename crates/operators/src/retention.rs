@@ -44,6 +44,21 @@ pub trait Retention<'q, T: Data, S: FlatScope>: Sized {
     /// lateness larger than how far apart joined rows can be. Rows of
     /// negative weight (removals of rows never added) are not removed.
     ///
+    /// As equations, with `t_n` the largest event time of the changes of
+    /// iterations `0..=n` and `L` the lateness, the stored integral after
+    /// iteration `n` and the stream seen downstream are
+    ///
+    /// ```text
+    /// bound_n   = t_n − L
+    /// I'_n      = σ_{time ≥ bound_n}(I'_{n−1} + Δ'_n)       (I'_{−1} = 0)
+    /// Δ'_n      = Δ_n                      if no row of Δ_n is older than bound_n
+    ///           = σ_{time ≥ bound_n}(Δ_n)  with Late::Drop
+    ///           = error                    with Late::Refuse
+    /// ```
+    ///
+    /// which is the DBSP paper's integral `I` with the rows below the
+    /// watermark garbage-collected, as dbsp's lateness does.
+    ///
     /// Each iteration that moves the watermark reads, through an index by
     /// time on the integral, the rows that leave it (plus one read past
     /// them): the cost follows the rows removed, not the state's size. An
