@@ -7,7 +7,7 @@
 use operators::prelude::*;
 use proptest::prelude::*;
 
-use crate::harness::{batches, fail, kinds, run1, sql_kinds};
+use crate::harness::{batches, fail, kinds, out, run1, sql_kinds};
 use crate::oracle::{Rel, bump};
 use crate::oracle_ops;
 
@@ -45,7 +45,7 @@ proptest! {
                 let max = x.max(|r| r.1).map(|v| (1, *v, 0));
                 let arg_min = x.arg_min(|r| r.1).map(|r| (2, r.0, r.1));
                 let arg_max = x.arg_max(|r| r.1).map(|r| (3, r.0, r.1));
-                Ok((input, q.output("out", min.add(max).add(arg_min).add(arg_max))?))
+                Ok((input, out(q, min.add(max).add(arg_min).add(arg_max))?))
             }, |v| *v, |x| {
                 let mut out = tagged(oracle_ops::group_min(x, |_| (), |r| r.1), 0, |v| (*v, 0));
                 out.extend(tagged(oracle_ops::group_max(x, |_| (), |r| r.1), 1, |v| (*v, 0)));
@@ -74,7 +74,7 @@ proptest! {
                 let spelled_arg = x.group(&g).per_group(|grp| grp.arg_max(pick)).flatten()
                     .map(|p| (5, p.right, p.left.1, p.left.2));
                 let all = min.add(max).add(arg_min).add(arg_max).add(spelled).add(spelled_arg);
-                Ok((input, q.output("out", all)?))
+                Ok((input, out(q, all)?))
             }, |v| *v, |x| {
                 let mut out: Rel<(i64, i64, i64, i64)> = Rel::new();
                 let key = |r: &R3| r.0;
@@ -111,7 +111,7 @@ proptest! {
                     let max = g.group_max(&inner, |r| r.2).map(|p| (1, p.right, p.left));
                     min.add(max)
                 }).flatten();
-                Ok((input, q.output("out", both)?))
+                Ok((input, out(q, both)?))
             }, |p: &Pair<(i64, i64, i64), i64>| (p.right, p.left.0, p.left.1, p.left.2), |x| {
                 let mut out = Rel::new();
                 for ((v, (a, b)), w) in oracle_ops::group_min(x, |r| (r.0, r.1), |r| r.2) {
@@ -119,6 +119,74 @@ proptest! {
                 }
                 for ((v, (a, b)), w) in oracle_ops::group_max(x, |r| (r.0, r.1), |r| r.2) {
                     bump(&mut out, &(a, 1, b, v), w);
+                }
+                out
+            }, &b)?;
+        }
+    }
+
+    /// The rest inside an outer `per_group` (on `a`): `max`, `arg_min`,
+    /// `count_distinct` and `avg` of each outer group, and `group_arg_min`,
+    /// `group_arg_max`, `group_count_distinct` and `group_avg` of its inner
+    /// groups (on `b`); ties on `c` go to the least row (`d` decides).
+    #[test]
+    fn extremes_and_summaries_in_nested_groups(
+        b in batches((0i64..2, 0i64..2, 0i64..3, 0i64..2), 8, 6),
+    ) {
+        type R4 = (i64, i64, i64, i64);
+        /// `(tag, inner group or -1, value, value, float bits)`.
+        type Tagged = (i64, i64, i64, i64, u64);
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<R4>("x")?;
+                let outer = Index::new("a", |r: &R4| r.0);
+                let inner = Index::new("b", |r: &R4| r.1);
+                let all = x.group(&outer).per_group(|g| {
+                    let max = g.max(|r| r.2).map(|v| (0, -1, *v, 0, 0u64));
+                    let arg_min = g.arg_min(|r| r.2).map(|r| (1, -1, r.1 * 10 + r.2, r.3, 0u64));
+                    let g_arg_min = g.group_arg_min(&inner, |r| r.2)
+                        .map(|p| (2, p.right, p.left.2, p.left.3, 0u64));
+                    let g_arg_max = g.group_arg_max(&inner, |r| r.2)
+                        .map(|p| (3, p.right, p.left.2, p.left.3, 0u64));
+                    let distinct = g.count_distinct(|r| r.2).map(|n| (4, -1, *n, 0, 0u64));
+                    let g_distinct = g.group_count_distinct(&inner, |r| r.2)
+                        .map(|p| (5, p.right, p.left, 0, 0u64));
+                    let avg = g.avg(|r| r.2 - r.3).map(|a| (6, -1, 0, 0, a.get().to_bits()));
+                    let g_avg = g.group_avg(&inner, |r| r.2 + r.3)
+                        .map(|p| (7, p.right, 0, 0, p.left.get().to_bits()));
+                    max.add(arg_min).add(g_arg_min).add(g_arg_max)
+                        .add(distinct).add(g_distinct).add(avg).add(g_avg)
+                }).flatten();
+                Ok((input, out(q, all)?))
+            }, |p: &Pair<Tagged, i64>| {
+                let (tag, b, v, u, f) = p.left;
+                (p.right, tag, b, v, u, f)
+            }, |x| {
+                let mut out: Rel<(i64, i64, i64, i64, i64, u64)> = Rel::new();
+                let a = |r: &R4| r.0;
+                let ab = |r: &R4| (r.0, r.1);
+                for ((v, a), w) in oracle_ops::group_max(x, a, |r| r.2) {
+                    bump(&mut out, &(a, 0, -1, v, 0, 0), w);
+                }
+                for ((r, a), w) in oracle_ops::group_arg(x, a, |r| r.2, false) {
+                    bump(&mut out, &(a, 1, -1, r.1 * 10 + r.2, r.3, 0), w);
+                }
+                for (greatest, tag) in [(false, 2), (true, 3)] {
+                    for ((r, (a, b)), w) in oracle_ops::group_arg(x, ab, |r| r.2, greatest) {
+                        bump(&mut out, &(a, tag, b, r.2, r.3, 0), w);
+                    }
+                }
+                for ((n, a), w) in oracle_ops::group_count_distinct(x, a, |r| r.2) {
+                    bump(&mut out, &(a, 4, -1, n, 0, 0), w);
+                }
+                for ((n, (a, b)), w) in oracle_ops::group_count_distinct(x, ab, |r| r.2) {
+                    bump(&mut out, &(a, 5, b, n, 0, 0), w);
+                }
+                for (a, m) in oracle_ops::group_avg(x, a, |r| r.2 - r.3) {
+                    bump(&mut out, &(a, 6, -1, 0, 0, m.to_bits()), 1);
+                }
+                for ((a, b), m) in oracle_ops::group_avg(x, ab, |r| r.2 + r.3) {
+                    bump(&mut out, &(a, 7, b, 0, 0, m.to_bits()), 1);
                 }
                 out
             }, &b)?;
@@ -140,7 +208,7 @@ proptest! {
                 let inside = x.group(&g).per_group(|grp| grp.avg(|r| r.1)).flatten()
                     .map(|p| (4, p.right, p.left.get().to_bits()));
                 let all = distinct.add(avg).add(g_distinct).add(g_avg).add(inside);
-                Ok((input, q.output("out", all)?))
+                Ok((input, out(q, all)?))
             }, |v| *v, |x| {
                 let mut out: Rel<(i64, i64, u64)> = Rel::new();
                 let root_count = oracle_ops::group_count_distinct(x, |_| (), |r| r.1)

@@ -1,15 +1,15 @@
 //! Feedback in outer time (`Query::feedback`): the original's hand-written
 //! recursion, `delayed = z⁻¹(added)`, `added = z + map(z ⋈ delayed)`,
 //! against a step-by-step evaluation of its definition, over several
-//! iterations with removals, on every store, re-opened half-way; and a
-//! feedback never connected.
+//! iterations with removals, on every store, re-opened half-way, its
+//! output cached and read back through SQL; and a feedback never connected.
 
 use graph::{Changes, GraphError};
 use operators::prelude::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use crate::harness::{fail, kinds};
+use crate::harness::{check_cache_view, fail, kinds, out_named};
 use crate::oracle::{self, Rel, from_rows};
 
 /// 32 cases per property by default; `PROPTEST_CASES` overrides.
@@ -59,7 +59,8 @@ fn run(kind: crate::harness::Kind, steps: &[Rel<Edge>]) -> Result<(), TestCaseEr
         let joined = z.join(delayed, &on_left, &on_right);
         let added = joined.map(|p| (p.left.0, p.right.1)).add(z);
         feedback.connect(added);
-        Ok((input, q.output("added", added)?))
+        // Cached too: its view is read back through SQL at every step.
+        Ok((input, out_named(q, "added", added)?))
     })
     .map_err(fail)?;
     let expected = model(steps);
@@ -79,6 +80,8 @@ fn run(kind: crate::harness::Kind, steps: &[Rel<Edge>]) -> Result<(), TestCaseEr
             .map(|(e, w)| (*e, w))
             .collect();
         prop_assert_eq!(&got, &expected[i], "{:?} at step {}", kind, i);
+        let what = format!("{kind:?} at step {i}");
+        check_cache_view::<Edge>(&mut store, &graph, "added_cache", &what)?;
     }
     Ok(())
 }

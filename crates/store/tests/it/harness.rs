@@ -431,53 +431,82 @@ pub(crate) fn out<O: Data>(
     q: &Query,
     s: graph::Stream<'_, ZSet<O>>,
 ) -> Result<Output<ZSet<O>>, GraphError> {
-    q.cache("out_cache", s, &[])?;
-    q.output("out", s)
+    out_named(q, "out", s)
 }
 
-/// On a SQL store, the rows of the cache `out_cache` (if the query has
-/// one) as its view shows them through a connection of its own, against
-/// the library's read of the cache: each row's value flattened from
-/// serde_json's form of it (a crate the library does not use) by the
-/// documented naming (`parent_child`, tuples by position, enums as JSON).
+/// As [`out`], for a query with several outputs: the output `name` and
+/// the cache `<name>_cache`, checked by [`check_cache_view`].
+pub(crate) fn out_named<O: Data>(
+    q: &Query,
+    name: &str,
+    s: graph::Stream<'_, ZSet<O>>,
+) -> Result<Output<ZSet<O>>, GraphError> {
+    q.cache(&format!("{name}_cache"), s, &[])?;
+    q.output(name, s)
+}
+
+/// On a SQL store, the rows of the cache `out_cache` (which the query
+/// must have: declare its output with [`out`]) as its view shows them
+/// through a connection of its own, against the library's read of the
+/// cache: each row's value flattened from serde_json's form of it (a crate
+/// the library does not use) by the documented naming (`parent_child`,
+/// tuples by position, enums as JSON, `NUMERIC` as decimal text).
 pub(crate) fn check_view<O: Data>(
     store: &mut Opened,
     graph: &Graph,
     what: &str,
 ) -> Result<(), TestCaseError> {
-    let Some(spec) = graph
-        .states()
-        .iter()
-        .find(|s| s.path().as_str() == "out_cache")
-    else {
-        return Ok(());
+    check_cache_view::<O>(store, graph, "out_cache", what).map(|_| ())
+}
+
+/// As [`check_view`] for the cache at `path`; the number of rows its view
+/// shows (0 on the memory store).
+pub(crate) fn check_cache_view<O: Data>(
+    store: &mut Opened,
+    graph: &Graph,
+    path: &str,
+    what: &str,
+) -> Result<usize, TestCaseError> {
+    let Some(spec) = graph.states().iter().find(|s| s.path().as_str() == path) else {
+        return Err(fail(format!(
+            "{what}: the query has no cache `{path}` (declare its output with `out`)"
+        )));
     };
     if store.sqlite().is_none() && store.postgres().is_none() {
-        return Ok(());
+        return Ok(0);
     }
     let mut lib: Vec<graph::StoredRow<O>> = Vec::new();
     store
         .read_committed(spec, &graph::Read::All, &mut lib)
         .map_err(fail)?;
-    let json: Vec<String> = spec
+    let columns = spec
         .codec()
         .columns()
         .map(|c| c.columns())
-        .unwrap_or_default()
-        .iter()
-        .filter(|c| c.ty == graph::ValueType::Json)
-        .map(|c| c.name.clone())
-        .collect();
-    let view = graph::view_ident(&store.table("out_cache"));
+        .unwrap_or_default();
+    let of_type = |ty: graph::ValueType| -> Vec<String> {
+        columns
+            .iter()
+            .filter(|c| c.ty == ty)
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let json = of_type(graph::ValueType::Json);
+    let numeric = of_type(graph::ValueType::Numeric);
+    let view = graph::view_ident(&store.table(path));
     let (names, mut got) = crate::sql_views::read_view(store, &view, &json);
     let fields = &names[..names.len().saturating_sub(1)];
-    let pg = store.postgres().is_some();
+    let kinds = Cells {
+        json: &json,
+        numeric: &numeric,
+        pg: store.postgres().is_some(),
+    };
     let mut expected: Vec<Vec<String>> = lib
         .iter()
         .map(|r| {
             let mut cells = BTreeMap::new();
             let v = serde_json::to_value(&r.value).expect("serde_json");
-            flatten(&v, "", fields, &json, pg, &mut cells);
+            flatten(&v, "", fields, &kinds, &mut cells);
             let mut row: Vec<String> = fields
                 .iter()
                 .map(|f| cells.remove(f).unwrap_or_else(|| format!("missing {f}")))
@@ -489,14 +518,22 @@ pub(crate) fn check_view<O: Data>(
     got.sort();
     expected.sort();
     prop_assert_eq!(
-        got,
-        expected,
+        &got,
+        &expected,
         "{}: the view `{}` (columns {:?})",
         what,
         view,
         names
     );
-    Ok(())
+    Ok(got.len())
+}
+
+/// How a view shows a cell: the JSON and `NUMERIC` (decimal text)
+/// columns, and whether booleans are Postgres' own.
+struct Cells<'a> {
+    json: &'a [String],
+    numeric: &'a [String],
+    pg: bool,
 }
 
 /// `v`, at column name `name`, into `out` by column.
@@ -504,17 +541,20 @@ fn flatten(
     v: &serde_json::Value,
     name: &str,
     columns: &[String],
-    json: &[String],
-    pg: bool,
+    kinds: &Cells<'_>,
     out: &mut BTreeMap<String, String>,
 ) {
     use serde_json::Value;
     let here = if name.is_empty() { "value" } else { name };
     if columns.iter().any(|c| c == here) {
         let cell = match v {
-            _ if json.iter().any(|c| c == here) => format!("j:{v}"),
+            _ if kinds.json.iter().any(|c| c == here) => format!("j:{v}"),
             Value::Null => "null".to_owned(),
-            Value::Bool(b) if pg => format!("bool:{b}"),
+            // Decimal text on both stores (Postgres' read as `::text`).
+            Value::Number(n) if kinds.numeric.iter().any(|c| c == here) => {
+                format!("t:{:?}", n.to_string())
+            }
+            Value::Bool(b) if kinds.pg => format!("bool:{b}"),
             Value::Bool(b) => format!("i:{}", i64::from(*b)),
             Value::Number(n) if n.is_i64() => format!("i:{n}"),
             Value::Number(n) => format!("f:{:?}", n.as_f64().unwrap_or(f64::NAN)),
@@ -534,12 +574,12 @@ fn flatten(
     match v {
         Value::Object(o) => {
             for (k, x) in o {
-                flatten(x, &child(k), columns, json, pg, out);
+                flatten(x, &child(k), columns, kinds, out);
             }
         }
         Value::Array(a) => {
             for (i, x) in a.iter().enumerate() {
-                flatten(x, &format!("{name}_{i}"), columns, json, pg, out);
+                flatten(x, &format!("{name}_{i}"), columns, kinds, out);
             }
         }
         Value::Null => {

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use operators::prelude::*;
 use proptest::prelude::*;
 
-use crate::harness::{batches, batches2, fail, kinds, out, run1, run2};
+use crate::harness::{
+    batches, batches2, check_cache_view, fail, kinds, out, out_named, run1, run2,
+};
 use crate::oracle::{self, Rel, bump, from_rows};
 
 /// 32 cases per property by default; `PROPTEST_CASES` overrides.
@@ -211,11 +213,13 @@ proptest! {
         for kind in kinds() {
             let (graph, (input, outs)) = Graph::build(|q| {
                 let (input, x) = q.input::<i64>("x")?;
+                // Each output cached too (`<name>_cache`), read back
+                // through its SQL view after every batch.
                 let outs = [
-                    q.output("delay", x.delay())?,
-                    q.output("integrate", x.integrate())?,
-                    q.output("integrate_delay", x.integrate_delay())?,
-                    q.output("differentiate", x.differentiate())?,
+                    out_named(q, "delay", x.delay())?,
+                    out_named(q, "integrate", x.integrate())?,
+                    out_named(q, "integrate_delay", x.integrate_delay())?,
+                    out_named(q, "differentiate", x.differentiate())?,
                 ];
                 Ok((input, outs))
             }).map_err(fail)?;
@@ -234,6 +238,10 @@ proptest! {
                 prop_assert_eq!(got(1)?, sum.clone(), "integrate at {}", i);
                 prop_assert_eq!(got(2)?, before, "integrate_delay at {}", i);
                 prop_assert_eq!(got(3)?, oracle::add(&now, &oracle::neg(&previous)), "differentiate at {}", i);
+                for name in ["delay", "integrate", "integrate_delay", "differentiate"] {
+                    let what = format!("{kind:?}: {name} at {i}");
+                    check_cache_view::<i64>(&mut store, &graph, &format!("{name}_cache"), &what)?;
+                }
                 previous = now;
             }
         }
@@ -249,16 +257,34 @@ proptest! {
                 let change = ScalarOps::differentiate(total);
                 let again = ScalarOps::integrate(change);
                 let before = ScalarOps::delay(total);
-                Ok((input, [q.output_scalar("total", total)?, q.output_scalar("change", change)?,
-                            q.output_scalar("again", again)?, q.output_scalar("before", before)?]))
+                let scalars = [("total", total), ("change", change), ("again", again), ("before", before)];
+                let mut outs = Vec::new();
+                let mut caches = Vec::new();
+                for (name, s) in scalars {
+                    outs.push(q.output_scalar(name, s)?);
+                    // A scalar stream cannot be cached (`Query::cache` takes
+                    // a stream of Z-sets): its value is, as the one-row set
+                    // `differentiate(make_set(s))` integrates to.
+                    let one_row = s.make_set().differentiate();
+                    caches.push(q.cache(&format!("{name}_cache"), one_row, &[])?);
+                }
+                Ok((input, (outs, caches)))
             }).map_err(fail)?;
+            let (outs, caches) = outs;
             let mut store = kind.open(&graph).map_err(fail)?;
             let (mut total, mut previous) = (0i64, 0i64);
-            for batch in &b {
+            for (i, batch) in b.iter().enumerate() {
                 total += batch.iter().map(|(v, w)| v * w).sum::<i64>();
                 let out = graph.iteration(&mut *store, Changes::new().zset(&input, batch.iter().copied().collect())).map_err(fail)?;
                 let got: Vec<i64> = outs.iter().map(|o| out.get(o).copied()).collect::<Result<_, _>>().map_err(fail)?;
-                prop_assert_eq!(got, vec![total, total - previous, total, previous]);
+                let expected = vec![total, total - previous, total, previous];
+                prop_assert_eq!(&got, &expected);
+                for ((cache, value), name) in caches.iter().zip(&expected).zip(["total", "change", "again", "before"]) {
+                    let what = format!("{kind:?}: {name} at {i}");
+                    prop_assert_eq!(cache.zset(&mut *store).map_err(fail)?, zset! { *value => 1 }, "{}", what);
+                    let rows = check_cache_view::<i64>(&mut store, &graph, &format!("{name}_cache"), &what)?;
+                    prop_assert_eq!(rows, usize::from(kind != crate::harness::Kind::Memory), "{}", what);
+                }
                 previous = total;
             }
         }

@@ -9,7 +9,7 @@ use operators::prelude::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use crate::harness::{Kind, fail, kinds};
+use crate::harness::{Kind, check_view, fail, kinds, out};
 use crate::oracle::{self, Rel, bump, from_rows};
 
 /// 32 cases per property by default; `PROPTEST_CASES` overrides.
@@ -121,7 +121,7 @@ fn drive(
     let (graph, (input, output)) = Graph::build(|q| {
         let (input, x) = q.input::<Ev>("x")?;
         let x = x.transient();
-        let out = if grouped {
+        let result = if grouped {
             let by_tag = Index::new("tag", |e: &Ev| e.2);
             x.group(&by_tag)
                 .per_group(|g| {
@@ -136,7 +136,7 @@ fn drive(
             let pairs = kept.join(kept, &key, &key).map(|p| (0, p.left, p.right));
             pairs.add(kept.distinct().map(|e| (1, *e, *e)))
         };
-        Ok((input, q.output("out", out)?))
+        Ok((input, out(q, result)?))
     })
     .map_err(fail)?;
     let spec = graph
@@ -193,6 +193,7 @@ fn drive(
             kind,
             i
         );
+        check_view::<(i64, Ev, Ev)>(&mut store, &graph, &format!("{kind:?} after batch {i}"))?;
     }
     Ok(())
 }
@@ -218,6 +219,13 @@ proptest! {
     fn retention_inside_per_group(b in drifting()) {
         for kind in kinds() {
             drive(kind, Late::Drop, true, &b)?;
+        }
+    }
+
+    #[test]
+    fn retention_refuses_too_late_changes_inside_per_group(b in drifting()) {
+        for kind in kinds() {
+            drive(kind, Late::Refuse, true, &b)?;
         }
     }
 }
@@ -303,6 +311,96 @@ fn a_too_late_change_is_refused_and_nothing_is_written() {
             change.get(&out).unwrap(),
             &zset! { (0, 7, 0) => 1 },
             "{kind:?}"
+        );
+    }
+}
+
+/// Inside `per_group` too, a too-late change in any group is refused with
+/// a typed error naming the grouped stream (the watermark is the
+/// stream's, across groups), nothing of its iteration is written, and the
+/// retained integral keeps exactly the rows of the iterations before it.
+#[test]
+fn a_too_late_change_inside_per_group_is_refused_and_nothing_is_written() {
+    let at = Index::new("at", |e: &Ev| e.1);
+    let by_tag = Index::new("tag", |e: &Ev| e.2);
+    let (graph, (input, out)) = Graph::build(|q| {
+        let (input, x) = q.input::<Ev>("x")?;
+        let set = x
+            .transient()
+            .group(&by_tag)
+            .per_group(|g| g.retain(&at, 3, Late::Refuse).distinct())
+            .flatten();
+        Ok((input, q.output("set", set)?))
+    })
+    .unwrap();
+    let spec = graph
+        .states()
+        .iter()
+        .find(|s| s.path().as_str().ends_with(".retain"))
+        .cloned()
+        .expect("a retained integral");
+    let kept = |store: &mut crate::harness::Opened| -> Vec<(Ev, i64)> {
+        let mut rows: Vec<StoredRow<Pair<Ev, i64>>> = Vec::new();
+        store.read_committed(&spec, &Read::All, &mut rows).unwrap();
+        let mut rows: Vec<(Ev, i64)> = rows.into_iter().map(|r| (r.value.left, r.weight)).collect();
+        rows.sort();
+        rows
+    };
+    for kind in kinds() {
+        let mut store = kind.open(&graph).unwrap();
+        graph.insert(&mut *store, &input, [(0, 10, 0)]).unwrap();
+        // Another group, out of order within the lateness: kept.
+        let change = graph.insert(&mut *store, &input, [(0, 8, 1)]).unwrap();
+        assert_eq!(
+            change.get(&out).unwrap(),
+            &zset! { Pair::new((0, 8, 1), 1) => 1 },
+            "{kind:?}"
+        );
+        // Older than 10 − 3 in group 1, with an in-time row of group 0
+        // that moves the watermark: all refused.
+        let err = graph
+            .insert(&mut *store, &input, [(0, 6, 1), (0, 11, 0)])
+            .unwrap_err();
+        match &err {
+            GraphError::LateChange {
+                path,
+                time,
+                bound,
+                watermark,
+            } => {
+                assert!(path.as_str().ends_with(".retain"), "{kind:?}: {path}");
+                assert_eq!(
+                    (time.as_str(), bound.as_str(), watermark.as_str()),
+                    ("6", "8", "11"),
+                    "{kind:?}"
+                );
+            }
+            other => panic!("{kind:?}: {other}"),
+        }
+        assert_eq!(
+            kept(&mut store),
+            vec![((0, 8, 1), 1), ((0, 10, 0), 1)],
+            "{kind:?}: the retained rows after the refusal"
+        );
+        // The refused iteration moved nothing: 7 is within 10 − 3, in
+        // either group, and (0, 11, 0) never came.
+        let change = graph
+            .insert(&mut *store, &input, [(0, 7, 0), (0, 7, 1)])
+            .unwrap();
+        assert_eq!(
+            change.get(&out).unwrap(),
+            &zset! { Pair::new((0, 7, 0), 0) => 1, Pair::new((0, 7, 1), 1) => 1 },
+            "{kind:?}"
+        );
+        assert_eq!(
+            kept(&mut store),
+            vec![
+                ((0, 7, 0), 1),
+                ((0, 7, 1), 1),
+                ((0, 8, 1), 1),
+                ((0, 10, 0), 1)
+            ],
+            "{kind:?}: the retained rows"
         );
     }
 }

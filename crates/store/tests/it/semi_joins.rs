@@ -4,7 +4,7 @@
 use operators::prelude::*;
 use proptest::prelude::*;
 
-use crate::harness::{batches2, kinds, run2};
+use crate::harness::{batches2, kinds, out, run2};
 use crate::oracle::{Rel, bump};
 use crate::oracle_ops;
 
@@ -35,7 +35,7 @@ proptest! {
                 let k = Index::new("k", |x: &Row| x.0);
                 let semi = ls.semi_join(rs, &k, &k).map(|x| (0, *x));
                 let anti = ls.anti_join(rs, &k, &k).map(|x| (1, *x));
-                Ok((l, r, q.output("out", semi.add(anti))?))
+                Ok((l, r, out(q, semi.add(anti))?))
             }, |v| *v, |l, r| {
                 let mut out: Rel<(i64, Row)> = Rel::new();
                 for (x, w) in oracle_ops::semi_join(l, r, |x| x.0, |x| x.0, true) {
@@ -66,7 +66,7 @@ proptest! {
                     let anti = g.anti_join(rs.group(&gr), &kl, &kr).map(|x| (1, *x));
                     semi.add(anti)
                 }).flatten();
-                Ok((l, r, q.output("out", both)?))
+                Ok((l, r, out(q, both)?))
             }, |p: &Pair<(i64, R3), i64>| p.left, |l, r| {
                 let mut out: Rel<(i64, R3)> = Rel::new();
                 let key_l = |x: &R3| (x.0, x.1);

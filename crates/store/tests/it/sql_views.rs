@@ -10,6 +10,7 @@
 //! - `meter_reads_summed_by_user_in_sql`: the README query.
 //! - `views_exist_after_open_reopen_and_migration`.
 //! - `a_row_type_whose_fields_change_is_a_changed_query`.
+//! - `types::view_and_value_column_types_are_the_documented_ones`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,8 @@ use uuid::Uuid;
 
 use crate::harness::{Kind, Opened, batches, fail, sql_kinds, with_pg_client};
 use crate::oracle::{Rel, bump};
+
+mod types;
 
 /// A float that keeps `-0.0` and NaN as they are (unlike `F64`), ordered
 /// by its bits.

@@ -1,12 +1,13 @@
 //! Tumbling, hopping and rolling windows against the oracle
 //! (`oracle_ops.rs`), on every store, re-opened half-way, at the root and
-//! inside `per_group`; deleting a window's contents; the typed errors.
+//! inside `per_group` (all three); deleting a window's contents; the typed
+//! errors.
 
 use chrono::NaiveDate;
 use operators::prelude::*;
 use proptest::prelude::*;
 
-use crate::harness::{batches, kinds, run1};
+use crate::harness::{batches, kinds, out, run1};
 use crate::oracle::{self, Rel, bump};
 use crate::oracle_ops;
 
@@ -50,7 +51,7 @@ proptest! {
                 let by_key = Index::new("k", |e: &Ev| e.0);
                 let inside = x.group(&by_key).per_group(|g| g.tumbling(|e| e.1, 3)).flatten()
                     .map(|p| (2, p.right, p.left.left.1, p.left.left.2, p.left.right));
-                Ok((input, q.output("out", sums.add(hops).add(inside))?))
+                Ok((input, out(q, sums.add(hops).add(inside))?))
             }, |v| *v, |x| {
                 let mut out = Rel::new();
                 let tagged = oracle_ops::windows(x, |e| e.1, 4, 4);
@@ -62,6 +63,39 @@ proptest! {
                 }
                 for (((k, t, v), start), w) in oracle_ops::windows(x, |e| e.1, 3, 3) {
                     bump(&mut out, &(2, k, t, v, start), w);
+                }
+                out
+            }, &b)?;
+        }
+    }
+
+    /// Hopping windows inside `per_group` (on the key): each row tagged
+    /// with every window holding it, and a sum per window within each
+    /// group (state kept per group), windows crossing 0.
+    #[test]
+    fn hopping_per_group(b in batches((0i64..2, -6i64..9, 0i64..3), 8, 6)) {
+        for kind in kinds() {
+            run1(kind, |q| {
+                let (input, x) = q.input::<Ev>("x")?;
+                let by_key = Index::new("k", |e: &Ev| e.0);
+                let by_start = Index::new("start", |p: &Pair<Ev, i64>| p.right);
+                let inside = x.group(&by_key).per_group(|g| {
+                    let tagged = g.hopping(|e| e.1, 5, 2);
+                    let rows = tagged.map(|p| (0, p.left.1, p.left.2, p.right));
+                    let sums = tagged.group_reduce_flatten(&by_start, 0i64, |p| p.left.2)
+                        .map(|p| (1, 0, p.left, p.right));
+                    rows.add(sums)
+                }).flatten()
+                .map(|p| (p.left.0, p.right, p.left.1, p.left.2, p.left.3));
+                Ok((input, out(q, inside)?))
+            }, |v| *v, |x| {
+                let mut out = Rel::new();
+                let tagged = oracle_ops::windows(x, |e| e.1, 5, 2);
+                for (((k, t, v), start), w) in &tagged {
+                    bump(&mut out, &(0, *k, *t, *v, *start), *w);
+                }
+                for ((sum, (k, start)), w) in oracle::group_sum(&tagged, |p| (p.0.0, p.1), 0i64, |p| p.0.2) {
+                    bump(&mut out, &(1, k, 0, sum, start), w);
                 }
                 out
             }, &b)?;
@@ -82,7 +116,7 @@ proptest! {
                 let inside = x.group(&by_parity).per_group(|g| g.rolling(&by_key, |e| e.1, 3, sum_count))
                     .flatten()
                     .map(|p| (1 + p.right, p.left.right, p.left.left.0, p.left.left.1.0, p.left.left.1.1));
-                Ok((input, q.output("out", root.add(inside))?))
+                Ok((input, out(q, root.add(inside))?))
             }, |v| *v, |x| {
                 let mut out = Rel::new();
                 for ((k, t, s, c), w) in oracle_ops::rolling_sums(x, |e| e.0, |e| e.1, |e| e.2, 3) {
