@@ -202,14 +202,23 @@ fn error(status: StatusCode, e: impl std::fmt::Display) -> Response {
 }
 
 async fn post_reads(State(app): State<Arc<App>>, Json(reads): Json<Vec<MeterRead>>) -> Response {
-    match app
+    let (graph, changes) = (
+        app.graph.clone(),
+        Changes::new().insert(&app.q.reads, reads),
+    );
+    // The time is read in the same call as the iteration, under the
+    // store's lock, so a concurrent POST cannot commit in between and
+    // lend this one its time.
+    let done = app
         .store
-        .iteration(&app.graph, Changes::new().insert(&app.q.reads, reads))
-        .await
-    {
-        Ok(mut out) => {
+        .with(move |s| {
+            let out = graph.iteration(s, changes)?;
+            Ok((out, s.last_time()?))
+        })
+        .await;
+    match done {
+        Ok((mut out, time)) => {
             let changed = out.take(&app.q.daily).map(|z| z.len()).unwrap_or(0);
-            let time = app.store.with(|s| Ok(s.last_time()?)).await.unwrap_or(0);
             Json(serde_json::json!({ "time": time, "changed": changed })).into_response()
         }
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),

@@ -113,6 +113,33 @@ fn the_service_ingests_serves_the_cache_and_streams_the_feed() -> R {
             );
         }
 
+        // Concurrent posts: each is told the time of its own iteration, so
+        // no two share one, and every one is after the earlier posts'.
+        let posts = (0..8u64).map(|i| {
+            let (client, url) = (client.clone(), format!("{base}/reads"));
+            let reads = w.reads(300 + i * 10..310 + i * 10);
+            tokio::spawn(async move {
+                let posted: serde_json::Value = client
+                    .post(url)
+                    .json(&reads)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                posted["time"].as_i64().ok_or_else(|| "a time".into())
+            })
+        });
+        let mut concurrent = Vec::new();
+        for post in posts.collect::<Vec<_>>() {
+            let time: Result<i64, Box<dyn std::error::Error + Send + Sync>> = post.await?;
+            concurrent.push(time.map_err(|e| e.to_string())?);
+        }
+        concurrent.sort_unstable();
+        let distinct: std::collections::BTreeSet<i64> = concurrent.iter().copied().collect();
+        assert_eq!(distinct.len(), 8, "one time per post: {concurrent:?}");
+        assert!(concurrent[0] > last, "{concurrent:?} after {last}");
+
         // Bad input is an error naming it, not a crash.
         let bad = client.get(format!("{base}/daily/yesterday")).send().await?;
         assert_eq!(bad.status(), 400);
