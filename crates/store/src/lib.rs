@@ -77,6 +77,12 @@ pub struct StoreStats {
     /// so workers ingesting into one file can overlap everything but this.
     /// Zero on Postgres, which locks rows, not the database.
     pub write_lock_held: std::time::Duration,
+    /// Postgres: tables this handle vacuumed because their deleted rows
+    /// piled up (see [`OpenOptions::vacuum`]).
+    pub tables_vacuumed: u64,
+    /// Postgres: background vacuum checks that failed (the iterations went
+    /// on; autovacuum still runs).
+    pub vacuum_failures: u64,
 }
 #[cfg(feature = "async")]
 pub use async_store::{AsyncStore, ChangeStream};

@@ -33,6 +33,14 @@ pub struct OpenOptions {
     /// Called at each step of a migration (see
     /// [`on_migration_step`](Self::on_migration_step)); default none.
     pub migration_steps: Option<MigrationSteps>,
+    /// Postgres: every 32 iterations, vacuum (in the background) the
+    /// store's tables holding more dead rows than a fifth of their live
+    /// ones (default `true`). A state whose rows are replaced as data
+    /// arrives (a daily sum and its cache) deletes a row per change, and
+    /// autovacuum, which looks once a minute, leaves such a table many
+    /// times its size in between. `false` leaves vacuuming to the
+    /// application and autovacuum. Ignored by the other stores.
+    pub vacuum: bool,
 }
 
 /// A function called with the name of each step of a migration as it is
@@ -63,6 +71,7 @@ impl Default for OpenOptions {
             migrate: false,
             keep_dropped: false,
             migration_steps: None,
+            vacuum: true,
         }
     }
 }

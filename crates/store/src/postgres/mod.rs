@@ -21,6 +21,7 @@ mod sizes;
 mod statements;
 mod store;
 mod tx;
+mod vacuum;
 mod verify;
 mod writes;
 
@@ -116,6 +117,8 @@ pub struct Postgres {
     migration: Option<graph::MigrationPlan>,
     /// Whether this handle has made sure the feed consumers' table exists.
     consumers_ready: std::sync::atomic::AtomicBool,
+    /// When to vacuum the tables whose rows churn.
+    vacuum: vacuum::Vacuum,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -207,6 +210,7 @@ impl Postgres {
             migration_steps: options.migration_steps.clone(),
             migration: None,
             consumers_ready: std::sync::atomic::AtomicBool::new(false),
+            vacuum: vacuum::Vacuum::new(options.vacuum),
         };
         store.created = store.prepare_tables(options.create_tables)?;
         Ok(store)

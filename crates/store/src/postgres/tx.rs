@@ -386,6 +386,7 @@ impl StateTx for PostgresTx<'_> {
             })?;
             timed?;
             cleared.map_err(pg("dropping undo entries"))?;
+            self.store.committed();
             return Ok(());
         }
         if self.time.get().flush_every_set.is_none() {
@@ -456,6 +457,7 @@ impl StateTx for PostgresTx<'_> {
             ended.map_err(pg("committing an iteration"))?;
         }
         self.done = true;
+        self.store.committed();
         Ok(())
     }
 }

@@ -283,3 +283,88 @@ fn dropping_the_tables_leaves_nothing_under_the_prefix() -> R {
     assert_eq!(relations(), Vec::<String>::new());
     Ok(())
 }
+
+/// The heap and index bytes of `table`.
+fn table_bytes(table: &str) -> i64 {
+    with_pg_client(async |c| {
+        c.query_one(&format!("SELECT pg_total_relation_size('{table}')"), &[])
+            .await
+            .expect("size")
+            .get(0)
+    })
+}
+
+/// A state whose rows are all replaced every batch: the store vacuums its
+/// table in the background (once its dead rows pass a fifth of the live
+/// ones), so it stays smaller than the same table of a store with
+/// `vacuum = false`, left to autovacuum; and nothing of the state is lost.
+#[test]
+fn a_table_whose_rows_churn_is_vacuumed_and_stays_small() -> R {
+    let (Some(pool), Some(url)) = (crate::harness::pg_pool(), pg_url()) else {
+        return Ok(());
+    };
+    let (graph, (input, cache)) = Graph::build(|q| {
+        let (input, rows) = q.input::<(i64, i64)>("versions")?;
+        let cache = q.cache("latest", rows, &[])?;
+        Ok((input, cache))
+    })?;
+    let open = |vacuum: bool| -> Result<(store::Postgres, String), GraphError> {
+        let prefix = crate::harness::unique_prefix();
+        let options = store::OpenOptions {
+            prefix: prefix.clone(),
+            vacuum,
+            ..store::OpenOptions::default()
+        };
+        Ok((
+            store::Postgres::with_pool(pool.clone(), &graph, options)?,
+            prefix,
+        ))
+    };
+    let (mut vacuumed, on) = open(true)?;
+    let (mut left, off) = open(false)?;
+    let keys = 200i64;
+    let batch = |v: i64| -> Changes {
+        let mut changes = Changes::new().insert(&input, (0..keys).map(|k| (k, v)));
+        if v > 0 {
+            changes = changes.remove(&input, (0..keys).map(|k| (k, v - 1)));
+        }
+        changes
+    };
+    let result = (|| -> R {
+        // Until the store has vacuumed (the server's counts of dead rows
+        // lag its commits by up to a second), then as long again.
+        let mut v = 0;
+        let mut until = None;
+        while until.is_none_or(|u| v < u) {
+            for store in [&mut vacuumed, &mut left] {
+                graph.iteration(store, batch(v))?;
+            }
+            v += 1;
+            if until.is_none() && vacuumed.stats().tables_vacuumed > 0 {
+                until = Some(2 * v);
+            }
+            assert!(v < 2_000, "no vacuum after {v} batches");
+        }
+        assert_eq!(vacuumed.stats().vacuum_failures, 0);
+        assert_eq!(left.stats().tables_vacuumed, 0, "vacuum = false");
+        let want: ZSet<(i64, i64)> = (0..keys).map(|k| ((k, v - 1), 1)).collect();
+        assert_eq!(cache.zset(&mut vacuumed)?, want);
+        assert_eq!(cache.zset(&mut left)?, want);
+        let (small, large) = (
+            table_bytes(&format!("{on}latest")),
+            table_bytes(&format!("{off}latest")),
+        );
+        eprintln!("churn: vacuumed {small} bytes, left {large} bytes, {v} batches");
+        assert!(
+            small < large,
+            "vacuumed {small} bytes, left to autovacuum {large} bytes, after {v} batches"
+        );
+        Ok(())
+    })();
+    drop((vacuumed, left));
+    for prefix in [on, off] {
+        benches::pg::drop_tables_with_prefix(&url, &prefix)
+            .map_err(|e| StoreError::backend("drop", e))?;
+    }
+    result
+}
