@@ -62,20 +62,19 @@ pub fn build() -> Result<(Graph, MeterMax), GraphError> {
         let (meters, m) = q.input::<Meter>("meters")?;
         let (reads, r) = q.input::<MeterRead>("reads")?;
         let user_meters = u
-            .join(
+            .join_map(
                 m,
                 &Index::new("user_id", |u: &User| u.user_id),
                 &Index::new("user_id", |m: &Meter| m.user_id),
+                make_user_meter,
             )
-            .map(make_user_meter)
             .named("user_meters");
-        let meter_reads = user_meters
-            .join(
-                r,
-                &Index::new("meter_id", |u: &UserMeter| u.meter_id),
-                &Index::new("meter_id", |r: &MeterRead| r.meter_id),
-            )
-            .map(with_date);
+        let meter_reads = user_meters.join_map(
+            r,
+            &Index::new("meter_id", |u: &UserMeter| u.meter_id),
+            &Index::new("meter_id", |r: &MeterRead| r.meter_id),
+            with_date,
+        );
         let day = Index::with_parts(
             "day",
             &["user_id", "meter_id", "date"],

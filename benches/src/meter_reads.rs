@@ -121,22 +121,22 @@ pub fn by_date() -> Index<DailyUsage, NaiveDate> {
     Index::new("date", |d: &DailyUsage| d.date)
 }
 
-pub(crate) fn make_user_meter(p: &Pair<User, Meter>) -> UserMeter {
+pub(crate) fn make_user_meter(user: &User, meter: &Meter) -> UserMeter {
     UserMeter {
-        user_id: p.left.user_id,
-        name: p.left.name.clone(),
-        meter_id: p.right.meter_id,
+        user_id: user.user_id,
+        name: user.name.clone(),
+        meter_id: meter.meter_id,
     }
 }
 
-pub(crate) fn with_date(p: &Pair<UserMeter, MeterRead>) -> UserMeterRead {
+pub(crate) fn with_date(meter: &UserMeter, read: &MeterRead) -> UserMeterRead {
     UserMeterRead {
-        user_id: p.left.user_id,
-        name: p.left.name.clone(),
-        meter_id: p.left.meter_id,
-        timestamp: p.right.timestamp,
-        value: p.right.value,
-        date: p.right.timestamp.date(),
+        user_id: meter.user_id,
+        name: meter.name.clone(),
+        meter_id: meter.meter_id,
+        timestamp: read.timestamp,
+        value: read.value,
+        date: read.timestamp.date(),
     }
 }
 
@@ -228,20 +228,19 @@ fn build_query(
             (u, m, r)
         };
         let user_meters = u
-            .join(
+            .join_map(
                 m,
                 &Index::new("user_id", |u: &User| u.user_id),
                 &Index::new("user_id", |m: &Meter| m.user_id),
+                make_user_meter,
             )
-            .map(make_user_meter)
             .named("user_meters");
-        let meter_reads = user_meters
-            .join(
-                r,
-                &Index::new("meter_id", |u: &UserMeter| u.meter_id),
-                &Index::new("meter_id", |r: &MeterRead| r.meter_id),
-            )
-            .map(with_date);
+        let meter_reads = user_meters.join_map(
+            r,
+            &Index::new("meter_id", |u: &UserMeter| u.meter_id),
+            &Index::new("meter_id", |r: &MeterRead| r.meter_id),
+            with_date,
+        );
         let day = Index::with_parts(
             "day",
             &["user_id", "meter_id", "date"],

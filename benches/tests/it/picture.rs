@@ -15,7 +15,7 @@ fn graph_writes_the_query_s_svg() {
     assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
     for vertex in [
         "reads",
-        "user_meters.join(reads)",
+        "user_meters.join_map(reads)",
         "daily_cache/sink",
         "daily",
     ] {
@@ -43,7 +43,7 @@ fn graph_profiles_an_ingest_and_draws_it() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("4 iteration(s)"), "{target:?}: {text}");
         assert!(
-            text.contains("user_meters.join(reads)") && text.contains("rows out"),
+            text.contains("user_meters.join_map(reads)") && text.contains("rows out"),
             "{text}"
         );
         assert!(

@@ -54,6 +54,35 @@ pub trait Joins<'q, T: Data, S: Scope>: Sized {
         on_right: &Index<U, K>,
     ) -> Stream<'q, ZSet<Pair<T, U>>, S>;
 
+    /// The [`join`](Self::join) followed by a `map` of each pair, as one
+    /// operator: `f(l, r)` for every matching pair, without building the
+    /// `Pair`s (no copy of either row into a pair, no Z-set of pairs hashed
+    /// and freed). The states kept are the join's.
+    ///
+    /// ```
+    /// use stepping_operators::prelude::*;
+    /// let by_id = Index::new("id", |u: &(i64, String)| u.0);
+    /// let by_user = Index::new("user_id", |o: &(i64, i64)| o.0);
+    /// let (graph, (users, orders, named)) = Graph::build(|q| {
+    ///     let (users, u) = q.input::<(i64, String)>("users")?;
+    ///     let (orders, o) = q.input::<(i64, i64)>("orders")?;
+    ///     let named = u.join_map(o, &by_id, &by_user, |u, o| (u.1.clone(), o.1));
+    ///     Ok((users, orders, q.output("named", named)?))
+    /// })?;
+    /// let mut store = store::Memory::new(&graph);
+    /// graph.insert(&mut store, &users, [(1, "ann".to_string())])?;
+    /// let change = graph.insert(&mut store, &orders, [(1, 100), (1, 200)])?;
+    /// assert_eq!(change.get(&named)?, &zset! { ("ann".to_string(), 100) => 1, ("ann".to_string(), 200) => 1 });
+    /// # Ok::<(), GraphError>(())
+    /// ```
+    fn join_map<U: Data, K: IndexKey + Hash, V: Data>(
+        self,
+        other: Stream<'q, ZSet<U>, S>,
+        on_left: &Index<T, K>,
+        on_right: &Index<U, K>,
+        f: impl Fn(&T, &U) -> V + Send + Sync + 'static,
+    ) -> Stream<'q, ZSet<V>, S>;
+
     /// The left outer join: every pair of the [`join`](Self::join), plus
     /// `Pair(l, Empty)` for each left row whose key has no right rows.
     ///
@@ -277,38 +306,50 @@ impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
         if S::NESTED {
             return nested_join(self, other, li, ri);
         }
-        let (l_integral, _) = self.raw_integrate(&[&li]);
-        let (_, r_before) = other.raw_integrate(&[&ri]);
         let path = self
             .path()
             .suffixed(&format!(".join({})", other.path().last()));
-        self.apply_ctx(
-            &[other.id(), l_integral.id(), r_before.id()],
-            "join",
-            Vec::new(),
-            Some(path),
-            move |ctx, ins| {
-                let dl = ctx.zset::<S::Row<T>>(ins[0])?;
-                let dr = ctx.zset::<S::Row<U>>(ins[1])?;
-                let mut out = ZSet::with_capacity(dl.len() + dr.len());
-                // I(l) ⋈ Δr: the left integral (with Δl) at Δr's keys.
-                if !dr.is_empty() {
-                    let left = ctx.lookup_rows(ins[2], &li, keys_of(&dr, &ri))?;
-                    join_stored::<S, T, U, _>(left, &dr, &li, &ri, |l, r, w| {
-                        let (l, key) = S::unwrap(l);
-                        out.update(S::wrap(Pair::new(l, S::value(r).clone()), key), w);
-                    });
-                }
-                // Δl ⋈ z⁻¹I(r): the previous right integral at Δl's keys.
-                if !dl.is_empty() {
-                    let right = ctx.lookup_rows(ins[3], &ri, keys_of(&dl, &li))?;
-                    join_stored::<S, U, T, _>(right, &dl, &ri, &li, |r, l, w| {
-                        let (r, _) = S::unwrap(r);
-                        out.update(S::wrap(Pair::new(S::value(l).clone(), r), S::key(l)), w);
-                    });
-                }
-                Ok(out)
-            },
+        // A stored row is moved into its pair; the change row is copied.
+        join_vertex(
+            self,
+            other,
+            li,
+            ri,
+            ("join", path),
+            |l, r: &U| Pair::new(l, r.clone()),
+            |r, l: &T| Pair::new(l.clone(), r),
+        )
+    }
+
+    #[track_caller]
+    fn join_map<U: Data, K: IndexKey + Hash, V: Data>(
+        self,
+        other: Stream<'q, ZSet<U>, S>,
+        on_left: &Index<T, K>,
+        on_right: &Index<U, K>,
+        f: impl Fn(&T, &U) -> V + Send + Sync + 'static,
+    ) -> Stream<'q, ZSet<V>, S> {
+        let parts = crate::group_parts(&self);
+        let li = S::lift_index(on_left, &parts);
+        let ri = S::lift_index(on_right, &parts);
+        if S::NESTED {
+            // Inside a recursion the join keeps its rows per inner step;
+            // the pairs it builds there are mapped as they come.
+            return nested_join(self, other, li, ri).map(move |p| f(&p.left, &p.right));
+        }
+        let path = self
+            .path()
+            .suffixed(&format!(".join_map({})", other.path().last()));
+        let f = std::sync::Arc::new(f);
+        let g = f.clone();
+        join_vertex(
+            self,
+            other,
+            li,
+            ri,
+            ("join_map", path),
+            move |l, r: &U| f(&l, r),
+            move |r, l: &T| g(l, &r),
         )
     }
 
@@ -360,6 +401,52 @@ impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
         let paired = joined.map(|p| Pair::new(p.left.clone(), OrEmpty::Value(p.right.clone())));
         unmatched.add(paired).at(base)
     }
+}
+
+/// The incremental join's vertex (Theorem 5.5) outside a recursion, each
+/// matching pair combined into an output row: `stored_left(l, r)` for a
+/// stored left row (owned) meeting a change row of the right, and
+/// `stored_right(r, l)` the other way round.
+#[track_caller]
+fn join_vertex<'q, T: Data, U: Data, V: Data, S: Scope, K: IndexKey + Hash>(
+    left: Stream<'q, ZSet<T>, S>,
+    right: Stream<'q, ZSet<U>, S>,
+    li: Index<S::Row<T>, K>,
+    ri: Index<S::Row<U>, K>,
+    (label, path): (&'static str, graph::Path),
+    stored_left: impl Fn(T, &U) -> V + Send + Sync + 'static,
+    stored_right: impl Fn(U, &T) -> V + Send + Sync + 'static,
+) -> Stream<'q, ZSet<V>, S> {
+    let (l_integral, _) = left.raw_integrate(&[&li]);
+    let (_, r_before) = right.raw_integrate(&[&ri]);
+    left.apply_ctx(
+        &[right.id(), l_integral.id(), r_before.id()],
+        label,
+        Vec::new(),
+        Some(path),
+        move |ctx, ins| {
+            let dl = ctx.zset::<S::Row<T>>(ins[0])?;
+            let dr = ctx.zset::<S::Row<U>>(ins[1])?;
+            let mut out = ZSet::with_capacity(dl.len() + dr.len());
+            // I(l) ⋈ Δr: the left integral (with Δl) at Δr's keys.
+            if !dr.is_empty() {
+                let stored = ctx.lookup_rows(ins[2], &li, keys_of(&dr, &ri))?;
+                join_stored::<S, T, U, _>(stored, &dr, &li, &ri, |l, r, w| {
+                    let (l, key) = S::unwrap(l);
+                    out.update(S::wrap(stored_left(l, S::value(r)), key), w);
+                });
+            }
+            // Δl ⋈ z⁻¹I(r): the previous right integral at Δl's keys.
+            if !dl.is_empty() {
+                let stored = ctx.lookup_rows(ins[3], &ri, keys_of(&dl, &li))?;
+                join_stored::<S, U, T, _>(stored, &dl, &ri, &li, |r, l, w| {
+                    let (r, _) = S::unwrap(r);
+                    out.update(S::wrap(stored_right(r, S::value(l)), S::key(l)), w);
+                });
+            }
+            Ok(out)
+        },
+    )
 }
 
 /// Scratch of a join inside a recursion, kept across the inner steps of one

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | [`Linear`] | `map`, `filter`, `map_many`, `neg`, `add`, `inspect`, `identity_print` | §4 (linear: `Q^Δ = Q`) |
 //! | [`Integrals`] | `delay`, `delay_indexed`, `integrate`, `integrate_indexed`, `integrate_delay`, `differentiate` | Defs. 3.25, 3.27 |
-//! | [`Joins`] | `join`, `outer_join` | Theorem 5.5 |
+//! | [`Joins`] | `join`, `join_map`, `outer_join`, `stream_join` | Theorem 5.5 |
 //! | [`SemiJoins`] | `semi_join`, `anti_join` | Theorem 5.5, Prop. 6.3 |
 //! | [`Distinct`] | `distinct` | Prop. 6.3 |
 //! | [`Aggregates`] | `reduce`, `count`, `group_reduce_flatten` | §11.1 |

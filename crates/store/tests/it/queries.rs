@@ -59,6 +59,37 @@ proptest! {
     }
 
     #[test]
+    fn join_map_equals_join_then_map(b in batches2((0i64..3, 0i64..3), (0i64..3, 0i64..3), 6, 5)) {
+        // Rows that collide after the map (l.1 + r.1) add their weights.
+        for kind in kinds() {
+            run2(kind, |q| {
+                let (l, ls) = q.input::<(i64, i64)>("l")?;
+                let (r, rs) = q.input::<(i64, i64)>("r")?;
+                let k = Index::new("k", |x: &(i64, i64)| x.0);
+                Ok((l, r, out(q, ls.join_map(rs, &k, &k, |l, r| (l.0, l.1 + r.1)))?))
+            }, |v: &(i64, i64)| *v,
+               |l, r| oracle::map(&oracle::join(l, r, |x| x.0, |x| x.0), |(a, b)| (a.0, a.1 + b.1)), &b)?;
+        }
+    }
+
+    #[test]
+    fn join_map_within_groups(b in batches2((0i64..2, 0i64..2, 0i64..2), (0i64..2, 0i64..2, 0i64..2), 6, 5)) {
+        type Row = (i64, i64, i64);
+        for kind in kinds() {
+            run2(kind, |q| {
+                let (l, ls) = q.input::<Row>("l")?;
+                let (r, rs) = q.input::<Row>("r")?;
+                let g = Index::new("g", |x: &Row| x.0);
+                let k = Index::new("k", |x: &Row| x.1);
+                let joined = ls.group(&g).join_map(rs.group(&g), &k, &k, |l, r| l.2 - r.2).flatten();
+                Ok((l, r, out(q, joined)?))
+            }, |p: &Pair<i64, i64>| (p.left, p.right), |l, r| {
+                oracle::map(&oracle::join(l, r, |x| (x.0, x.1), |x| (x.0, x.1)), |(a, b)| (a.2 - b.2, a.0))
+            }, &b)?;
+        }
+    }
+
+    #[test]
     fn outer_join(b in batches2((0i64..3, 0i64..3), (0i64..3, 0i64..2), 6, 5)) {
         for kind in kinds() {
             run2(kind, |q| {
