@@ -16,11 +16,24 @@ pub(crate) struct PgSql {
     pub(super) by_index: Vec<String>,
     pub(super) by_identity: String,
     pub(super) upsert: String,
+    /// A feed's write: its rows are new every time (the time is part of
+    /// them), so nothing stored is looked for to cancel.
+    pub(super) append: String,
     pub(super) delete: String,
     pub(super) max_step: String,
 }
 
 impl PgSql {
+    /// The statement that writes the rows of `spec`'s table: a feed's
+    /// appends, any other state's upsert.
+    pub(super) fn write(&self, spec: &StateSpec) -> &str {
+        if spec.is_feed() {
+            &self.append
+        } else {
+            &self.upsert
+        }
+    }
+
     pub(super) fn of(s: &TableSchema) -> PgSql {
         let cols = if s.nested() {
             "t.identity, t.data, t.c, t.step"
@@ -134,6 +147,13 @@ impl PgSql {
                 )
             }
         };
+        let append = format!(
+            "INSERT INTO {name} AS t ({cols}) SELECT * FROM unnest({params}) \
+             ON CONFLICT ({conflict}) DO UPDATE SET c = t.c + excluded.c, data = CASE WHEN t.data = excluded.data THEN t.data END",
+            name = s.name,
+            cols = insert_cols.join(", "),
+            params = params.join(", "),
+        );
         // Rows by primary key (`by_identity`: every step), from one array
         // per column: `$1..` the clustered key columns, then identities,
         // then steps.
@@ -167,6 +187,7 @@ impl PgSql {
             select,
             by_index,
             upsert,
+            append,
             delete,
             max_step: format!("SELECT MAX(step) FROM {}", s.name),
         }

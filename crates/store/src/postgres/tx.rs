@@ -532,7 +532,10 @@ pub(super) async fn prepare_writes(
 ) -> Result<(), StoreError> {
     for &s in written {
         let (schema, sql) = (&t.schemas[s], &t.sql[s]);
-        for text in [&sql.upsert, &sql.delete] {
+        // Exactly the statements `write_rows` sends: one not prepared here
+        // would be prepared there, a round trip that lets the pipelined
+        // `COMMIT` go out before the write.
+        for text in [sql.write(&t.specs[s]), &sql.delete] {
             conn.prepare(text).await.map_err(on(schema, "writing"))?;
         }
     }

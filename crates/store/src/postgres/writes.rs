@@ -134,7 +134,7 @@ pub(super) async fn send_rows<C: Conn>(
         false => Ok(None),
     };
     let delete = prepared(!deletes.is_empty(), &sql.delete).await?;
-    let upsert = prepared(!upserts.is_empty(), &sql.upsert).await?;
+    let upsert = prepared(!upserts.is_empty(), sql.write(spec)).await?;
     if let Ok(mut s) = stats.lock() {
         s.rows_written += rows.len() as u64;
         s.statements += u64::from(upsert.is_some()) + u64::from(delete.is_some());
