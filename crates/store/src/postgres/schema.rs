@@ -12,7 +12,7 @@ use super::encode::{PgDialect, PgRow};
 use super::reads::read_rows;
 use super::runtime::{Conn, pg};
 use super::statements::Tables;
-use super::writes::write_rows;
+use super::writes::{undo_rows, write_rows};
 use crate::StoreStats;
 use crate::sql::{self, OwnNames, SqlRead, TableSchema};
 
@@ -575,17 +575,7 @@ async fn rewind_interrupted<C: Conn>(
                     entry.try_get(1).map_err(pg("reading an undo entry"))?,
                 );
                 let rows = sql::decode_undo(table, t, &bytes)?;
-                let failed = AtomicBool::new(false);
-                write_rows(
-                    conn,
-                    &tables.specs[s],
-                    &schema,
-                    &table_sql,
-                    &rows,
-                    stats,
-                    &failed,
-                )
-                .await?;
+                undo_rows(conn, &tables.specs[s], &schema, &table_sql, &rows, stats).await?;
             }
         }
         client

@@ -5,7 +5,6 @@ use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use graph::{FailedBatch, Read, Rewound, StateSpec, StateStore, StateTx, StoreError, Time};
 
@@ -19,7 +18,7 @@ use super::runtime::{Borrowed, block_on, pg};
 use super::schema::check_table;
 use super::statements::PgSql;
 use super::tx::PostgresTx;
-use super::writes::write_rows;
+use super::writes::undo_rows;
 use crate::sql::{self, SqlRead, TableSchema};
 
 impl Postgres {
@@ -239,8 +238,7 @@ impl StateStore for Postgres {
                         entry.try_get(1).map_err(pg("reading an undo entry"))?,
                     );
                     let rows = sql::decode_undo(&schema.name, t, &bytes)?;
-                    let failed = AtomicBool::new(false);
-                    write_rows(&borrowed, &tables.specs[s], schema, &tables.sql[s], &rows, &stats, &failed).await?;
+                    undo_rows(&borrowed, &tables.specs[s], schema, &tables.sql[s], &rows, &stats).await?;
                 }
                 tx.execute(
                     &format!(

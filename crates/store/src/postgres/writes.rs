@@ -53,12 +53,52 @@ pub(crate) async fn write_rows<C: Conn>(
     result
 }
 
+/// Writes the rows of an undo entry (see `sql::undo_of`): as
+/// [`write_rows`], but with the upsert that cancels stored rows on every
+/// table, a feed's too (undoing a feed's write removes its rows).
+pub(crate) async fn undo_rows<C: Conn>(
+    conn: &C,
+    spec: &StateSpec,
+    schema: &TableSchema,
+    sql: &PgSql,
+    rows: &[EncodedRow],
+    stats: &Mutex<StoreStats>,
+) -> Result<(), StoreError> {
+    let failed = AtomicBool::new(false);
+    send_with(conn, spec, schema, sql, &sql.upsert, rows, stats, &failed).await
+}
+
 /// [`write_rows`], but setting `failed` only for a statement that fails.
 pub(super) async fn send_rows<C: Conn>(
     conn: &C,
     spec: &StateSpec,
     schema: &TableSchema,
     sql: &PgSql,
+    rows: &[EncodedRow],
+    stats: &Mutex<StoreStats>,
+    failed: &AtomicBool,
+) -> Result<(), StoreError> {
+    send_with(
+        conn,
+        spec,
+        schema,
+        sql,
+        sql.write(spec),
+        rows,
+        stats,
+        failed,
+    )
+    .await
+}
+
+/// [`send_rows`] with `write` as the statement that adds the rows.
+#[allow(clippy::too_many_arguments)]
+async fn send_with<C: Conn>(
+    conn: &C,
+    spec: &StateSpec,
+    schema: &TableSchema,
+    sql: &PgSql,
+    write: &str,
     rows: &[EncodedRow],
     stats: &Mutex<StoreStats>,
     failed: &AtomicBool,
@@ -134,7 +174,7 @@ pub(super) async fn send_rows<C: Conn>(
         false => Ok(None),
     };
     let delete = prepared(!deletes.is_empty(), &sql.delete).await?;
-    let upsert = prepared(!upserts.is_empty(), sql.write(spec)).await?;
+    let upsert = prepared(!upserts.is_empty(), write).await?;
     if let Ok(mut s) = stats.lock() {
         s.rows_written += rows.len() as u64;
         s.statements += u64::from(upsert.is_some()) + u64::from(delete.is_some());

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use graph::{Rewound, StateStore, Time};
+use graph::{Feed, FeedStore, Rewound, StateStore, Time};
 use operators::prelude::*;
 use store::StoreError;
 
@@ -194,6 +194,8 @@ struct HalfWay {
     input: Input<(i64, i64)>,
     raw: Cache<(i64, i64)>,
     checked: Cache<Pair<i64, i64>>,
+    /// A feed of the raw rows (committed before the stop, as they are).
+    fed: Feed<(i64, i64)>,
     fail: Arc<AtomicBool>,
 }
 
@@ -212,9 +214,10 @@ fn half_way() -> Result<HalfWay, GraphError> {
     let fail = Arc::new(AtomicBool::new(false));
     let by_key = Index::new("k", |r: &(i64, i64)| r.0);
     let flag = Arc::clone(&fail);
-    let (graph, (input, raw, checked)) = Graph::build(|q| {
+    let (graph, (input, raw, fed, checked)) = Graph::build(|q| {
         let (input, rows) = q.input::<(i64, i64)>("rows")?;
         let raw = q.cache("raw", rows, &[])?;
+        let fed = q.feed("fed", rows)?;
         let sums = rows.group_reduce_flatten(&by_key, 0i64, |r: &(i64, i64)| r.1);
         let checked = sums.try_map(move |p: &Pair<i64, i64>| {
             if flag.swap(false, Ordering::SeqCst) {
@@ -223,13 +226,14 @@ fn half_way() -> Result<HalfWay, GraphError> {
                 Ok(*p)
             }
         });
-        Ok((input, raw, q.cache("checked", checked, &[])?))
+        Ok((input, raw, fed, q.cache("checked", checked, &[])?))
     })?;
     Ok(HalfWay {
         graph,
         input,
         raw,
         checked,
+        fed,
         fail,
     })
 }
@@ -296,6 +300,13 @@ fn a_pipelined_iteration_stopped_half_way_is_recovered_then_fed_again_on_every_s
                     2,
                     "{kind:?}: rewound raw rows"
                 );
+                // The feed's write at t is undone too: no row of t is left
+                // (not even one whose weights cancelled to zero).
+                assert!(
+                    rewound.iter().any(|r| r.table.contains("fed")),
+                    "{kind:?}: the feed was not written before the stop: {rewound:?}"
+                );
+                assert!(fed_rows(&h, &store, kind, t - 1, t)?.is_empty(), "{kind:?}");
             }
             h.graph.iteration_at(&mut *store, changes(), time)?;
             fed.extend(batch.iter().copied());
@@ -307,10 +318,39 @@ fn a_pipelined_iteration_stopped_half_way_is_recovered_then_fed_again_on_every_s
             let raw: ZSet<(i64, i64)> = fed.iter().map(|r| (*r, 1)).collect();
             assert_eq!(h.raw.zset(&mut *store)?, raw, "{kind:?} after batch {i}");
         }
-        // Nothing is left to undo once every table has every iteration.
+        // Nothing is left to undo once every table has every iteration,
+        // and the feed holds each batch once, at its time.
         assert!(store.recover()?.is_empty(), "{kind:?}");
+        let rows = fed_rows(&h, &store, kind, 0, batches.len() as i64)?;
+        let mut want: Vec<(i64, (i64, i64), i64)> = batches
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.iter().map(move |r| (i as i64 + 1, *r, 1)))
+            .collect();
+        want.sort();
+        assert_eq!(rows, want, "{kind:?}: the feed's rows");
     }
     Ok(())
+}
+
+/// The rows of `h`'s feed with `after < time <= upto`, as `(time, row,
+/// weight)` in order, read through another handle of `store`.
+fn fed_rows(
+    h: &HalfWay,
+    store: &crate::harness::Opened,
+    kind: Kind,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(i64, (i64, i64), i64)>, GraphError> {
+    let mut handle = crate::feed_harness::Opener::of(store, kind).open(&h.graph)?;
+    let mut sink: Vec<graph::StoredRow<graph::FeedRow<(i64, i64)>>> = Vec::new();
+    handle.feed_read(h.fed.spec(), after, upto, usize::MAX, &mut sink)?;
+    let mut rows: Vec<_> = sink
+        .into_iter()
+        .map(|r| (r.value.time, r.value.row, r.weight))
+        .collect();
+    rows.sort();
+    Ok(rows)
 }
 
 /// `recover` on a store whose tables are level changes nothing, and the
