@@ -285,6 +285,72 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// [`lookup_rows`](Self::lookup_rows) handing each row to `f` as it
+    /// is found: lent where it is already in memory (the iteration's delta,
+    /// a memory store's table), owned where it was read from a store, so
+    /// that nothing is copied only to be dropped.
+    ///
+    /// # Errors
+    /// [`GraphError::MissingIndex`] or a store failure.
+    pub fn lookup_each<R: Data, K: IndexKey>(
+        &mut self,
+        slot: &Slot,
+        index: &Index<R, K>,
+        keys: Vec<K>,
+        mut f: impl FnMut(Cow<'_, R>, Weight),
+    ) -> Result<(), GraphError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (state, delta) = match self.handle::<R>(slot)? {
+            Handle::Owned(z) => (None, Some(z)),
+            Handle::State { state, delta } => (Some(state), delta),
+        };
+        if let Some(z) = delta {
+            let wanted: hashbrown::HashSet<&K> = keys.iter().collect();
+            for (v, w) in z.iter() {
+                if wanted.contains(&index.key(v)) {
+                    f(Cow::Borrowed(v), w);
+                }
+            }
+        }
+        let Some(state) = state else {
+            return Ok(());
+        };
+        let pos = self.index_position(state, index.spec())?;
+        let read = Read::ByIndex {
+            index: pos,
+            keys: &keys,
+        };
+        let (mut lent, mut wrong) = (0u64, false);
+        let visited = self
+            .tx
+            .visit(
+                self.final_state(state),
+                &read,
+                &mut |row, w| match row.downcast_ref::<R>() {
+                    Some(row) => {
+                        lent += 1;
+                        f(Cow::Borrowed(row), w);
+                    }
+                    None => wrong = true,
+                },
+            )?;
+        if !visited {
+            for row in self.read::<R>(state, read)? {
+                f(Cow::Owned(row.value), row.weight);
+            }
+            return Ok(());
+        }
+        if wrong {
+            return Err(crate::codec::wrong_type::<R>("a row lent by the store").into());
+        }
+        if let Some(n) = self.rows_read.as_deref_mut() {
+            *n += lent;
+        }
+        Ok(())
+    }
+
     /// The weights in `slot` of exactly `values` (with the iteration's delta
     /// for integrals); values with weight zero are absent.
     ///

@@ -269,6 +269,32 @@ impl<R: Data> MemTable for MemZSet<R> {
         Ok(())
     }
 
+    fn visit(
+        &self,
+        read: &Read<'_>,
+        visit: &mut dyn FnMut(&dyn Any, Weight),
+    ) -> Result<bool, StoreError> {
+        // A nested row has a weight per step: such reads copy rows out.
+        let (Read::ByIndex { index, keys }, false) = (*read, self.nested) else {
+            return Ok(false);
+        };
+        let tree = self.trees.get(index).ok_or_else(bad_read::<R>)?;
+        let rows = &self.rows;
+        let found = tree.lookup(keys, &mut |id| {
+            if let Some(Entry {
+                value,
+                weights: Weights::One(w),
+            }) = rows[id as usize].as_ref()
+            {
+                visit(value, *w);
+            }
+        });
+        if !found {
+            return Err(bad_read::<R>());
+        }
+        Ok(true)
+    }
+
     fn apply(&mut self, delta: crate::Value) -> Result<(), StoreError> {
         let delta = match delta.downcast::<ZSet<R>>() {
             Ok(z) => {

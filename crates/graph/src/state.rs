@@ -373,6 +373,20 @@ pub trait MemTable: Send + Sync {
     /// # Errors
     /// Arguments of the wrong type for this table.
     fn read(&self, read: &Read<'_>, sink: &mut dyn Any) -> Result<(), StoreError>;
+    /// Calls `visit` with each row selected by `read` (an `&R`, erased)
+    /// and its weight, lent rather than copied out; `false` (having
+    /// visited nothing) for a read this table does not lend rows for, which
+    /// the caller then makes with [`read`](Self::read). By default, none.
+    ///
+    /// # Errors
+    /// Arguments of the wrong type for this table.
+    fn visit(
+        &self,
+        _read: &Read<'_>,
+        _visit: &mut dyn FnMut(&dyn Any, Weight),
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Applies a delta produced by the engine for this state, taking its
     /// rows: a new row is moved into the table, not copied.
     ///
@@ -582,6 +596,22 @@ pub trait StateTx {
         read: &Read<'_>,
         sink: &mut dyn Any,
     ) -> Result<(), StoreError>;
+
+    /// As [`read`](Self::read), but lending each row to `visit` (an `&R`,
+    /// erased, and its weight) where the store keeps rows typed in memory,
+    /// so that none is copied; `false`, having visited nothing, where it
+    /// does not (the caller reads instead). By default, `false`.
+    ///
+    /// # Errors
+    /// As for [`read`](Self::read).
+    fn visit(
+        &mut self,
+        _state: StateId,
+        _read: &Read<'_>,
+        _visit: &mut dyn FnMut(&dyn Any, Weight),
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 
     /// The largest inner step stored in a nested `state`.
     ///

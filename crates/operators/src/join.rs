@@ -1,6 +1,7 @@
 //! Joins: the incremental equi-join (Theorem 5.5) and the left outer join.
 
 use hashbrown::HashMap;
+use std::borrow::Cow;
 use std::hash::Hash;
 
 use graph::{Ctx, GraphError, Read, Scope, Slot, StateId, Stepped, StoredRow, Stream};
@@ -198,56 +199,6 @@ fn join_slices<S: Scope, T: Data, U: Data, LK: IndexKey + Hash>(
     }
 }
 
-/// Joins rows read from a state (owned) with this iteration's change of the
-/// other side: `emit(stored, change row, weight)` for every pair sharing a
-/// key. As [`join_slices`], but each stored row is moved into the last pair
-/// it is part of rather than copied (a stored row usually meets one change
-/// row, so most are never copied).
-fn join_stored<S: Scope, A: Data, B: Data, K: IndexKey + Hash>(
-    stored: Vec<(S::Row<A>, Weight)>,
-    change: &ZSet<S::Row<B>>,
-    skey: &Index<S::Row<A>, K>,
-    ckey: &Index<S::Row<B>, K>,
-    mut emit: impl FnMut(S::Row<A>, &S::Row<B>, Weight),
-) {
-    if stored.is_empty() || change.is_empty() {
-        return;
-    }
-    let change: Vec<(&S::Row<B>, Weight)> = change.iter().collect();
-    // Every matching (stored, change) pair, by position; the smaller side
-    // is the one indexed.
-    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(change.len());
-    if stored.len() <= change.len() {
-        let chains = KeyChains::new(stored.iter().map(|(a, _)| skey.key(a)));
-        for (j, (b, _)) in change.iter().enumerate() {
-            chains.for_each(&ckey.key(b), |i| pairs.push((i, j)));
-        }
-    } else {
-        let chains = KeyChains::new(change.iter().map(|(b, _)| ckey.key(b)));
-        for (i, (a, _)) in stored.iter().enumerate() {
-            chains.for_each(&skey.key(a), |j| pairs.push((i, j)));
-        }
-    }
-    // How many pairs each stored row is still to join: the last takes it.
-    let mut uses = vec![0usize; stored.len()];
-    for (i, _) in &pairs {
-        uses[*i] += 1;
-    }
-    let mut stored: Vec<Option<(S::Row<A>, Weight)>> = stored.into_iter().map(Some).collect();
-    for (i, j) in pairs {
-        uses[i] -= 1;
-        let row = if uses[i] == 0 {
-            stored[i].take()
-        } else {
-            stored[i].clone()
-        };
-        if let Some((a, wa)) = row {
-            let (b, wb) = change[j];
-            emit(a, b, weight::mul(wa, wb));
-        }
-    }
-}
-
 /// The positions of a list's rows by key: one hash entry per key, and the
 /// rows sharing a key chained through `next`.
 struct KeyChains<K> {
@@ -275,6 +226,44 @@ impl<K: Eq + Hash> KeyChains<K> {
         KeyChains { heads, next }
     }
 
+    /// The distinct keys.
+    fn keys(&self) -> Vec<K>
+    where
+        K: Clone,
+    {
+        self.heads.keys().cloned().collect()
+    }
+
+    /// `f(row, i)` for the position `i` of every row with `key`: `row`
+    /// lent to all but the last, which takes it if it is owned.
+    fn each_taking_last<A: Clone>(
+        &self,
+        key: &K,
+        row: Cow<'_, A>,
+        mut f: impl FnMut(Cow<'_, A>, usize),
+    ) {
+        let mut i = self.heads.get(key).copied().unwrap_or(Self::END);
+        match row {
+            Cow::Borrowed(row) => {
+                while i != Self::END {
+                    f(Cow::Borrowed(row), i);
+                    i = self.next[i];
+                }
+            }
+            Cow::Owned(row) => {
+                while i != Self::END {
+                    let next = self.next[i];
+                    if next == Self::END {
+                        f(Cow::Owned(row), i);
+                        return;
+                    }
+                    f(Cow::Borrowed(&row), i);
+                    i = next;
+                }
+            }
+        }
+    }
+
     fn for_each(&self, key: &K, mut f: impl FnMut(usize)) {
         let mut i = self.heads.get(key).copied().unwrap_or(Self::END);
         while i != Self::END {
@@ -282,14 +271,6 @@ impl<K: Eq + Hash> KeyChains<K> {
             i = self.next[i];
         }
     }
-}
-
-fn keys_of<R, K: Eq + Hash + Clone>(z: &ZSet<R>, index: &Index<R, K>) -> Vec<K> {
-    let mut seen: hashbrown::HashSet<K> = hashbrown::HashSet::with_capacity(z.len());
-    z.values()
-        .map(|v| index.key(v))
-        .filter(|k| seen.insert(k.clone()))
-        .collect()
 }
 
 impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
@@ -309,15 +290,16 @@ impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
         let path = self
             .path()
             .suffixed(&format!(".join({})", other.path().last()));
-        // A stored row is moved into its pair; the change row is copied.
+        // A stored row read out of a store is moved into its (last) pair;
+        // a lent one, and the change row, are copied.
         join_vertex(
             self,
             other,
             li,
             ri,
             ("join", path),
-            |l, r: &U| Pair::new(l, r.clone()),
-            |r, l: &T| Pair::new(l.clone(), r),
+            |l: Cow<'_, T>, r: &U| Pair::new(l.into_owned(), r.clone()),
+            |r: Cow<'_, U>, l: &T| Pair::new(l.clone(), r.into_owned()),
         )
     }
 
@@ -348,8 +330,8 @@ impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
             li,
             ri,
             ("join_map", path),
-            move |l, r: &U| f(&l, r),
-            move |r, l: &T| g(l, &r),
+            move |l: Cow<'_, T>, r: &U| f(&l, r),
+            move |r: Cow<'_, U>, l: &T| g(l, &r),
         )
     }
 
@@ -405,8 +387,10 @@ impl<'q, T: Data, S: Scope> Joins<'q, T, S> for Stream<'q, ZSet<T>, S> {
 
 /// The incremental join's vertex (Theorem 5.5) outside a recursion, each
 /// matching pair combined into an output row: `stored_left(l, r)` for a
-/// stored left row (owned) meeting a change row of the right, and
-/// `stored_right(r, l)` the other way round.
+/// stored left row meeting a change row of the right, and
+/// `stored_right(r, l)` the other way round. A stored row comes lent where
+/// the store keeps it in memory, else owned, and then moved into the last
+/// pair it is part of (a stored row usually meets one change row).
 #[track_caller]
 fn join_vertex<'q, T: Data, U: Data, V: Data, S: Scope, K: IndexKey + Hash>(
     left: Stream<'q, ZSet<T>, S>,
@@ -414,8 +398,8 @@ fn join_vertex<'q, T: Data, U: Data, V: Data, S: Scope, K: IndexKey + Hash>(
     li: Index<S::Row<T>, K>,
     ri: Index<S::Row<U>, K>,
     (label, path): (&'static str, graph::Path),
-    stored_left: impl Fn(T, &U) -> V + Send + Sync + 'static,
-    stored_right: impl Fn(U, &T) -> V + Send + Sync + 'static,
+    stored_left: impl Fn(Cow<'_, T>, &U) -> V + Send + Sync + 'static,
+    stored_right: impl Fn(Cow<'_, U>, &T) -> V + Send + Sync + 'static,
 ) -> Stream<'q, ZSet<V>, S> {
     let (l_integral, _) = left.raw_integrate(&[&li]);
     let (_, r_before) = right.raw_integrate(&[&ri]);
@@ -430,23 +414,47 @@ fn join_vertex<'q, T: Data, U: Data, V: Data, S: Scope, K: IndexKey + Hash>(
             let mut out = ZSet::with_capacity(dl.len() + dr.len());
             // I(l) ⋈ Δr: the left integral (with Δl) at Δr's keys.
             if !dr.is_empty() {
-                let stored = ctx.lookup_rows(ins[2], &li, keys_of(&dr, &ri))?;
-                join_stored::<S, T, U, _>(stored, &dr, &li, &ri, |l, r, w| {
-                    let (l, key) = S::unwrap(l);
-                    out.update(S::wrap(stored_left(l, S::value(r)), key), w);
-                });
+                let change: Vec<(&S::Row<U>, Weight)> = dr.iter().collect();
+                let chains = KeyChains::new(change.iter().map(|(r, _)| ri.key(r)));
+                ctx.lookup_each(ins[2], &li, chains.keys(), |l, wl| {
+                    let key = li.key(&l);
+                    let (l, group) = split::<S, T>(l);
+                    chains.each_taking_last(&key, l, |l, j| {
+                        let (r, wr) = change[j];
+                        let v = stored_left(l, S::value(r));
+                        out.update(S::wrap(v, group.clone()), weight::mul(wl, wr));
+                    });
+                })?;
             }
             // Δl ⋈ z⁻¹I(r): the previous right integral at Δl's keys.
             if !dl.is_empty() {
-                let stored = ctx.lookup_rows(ins[3], &ri, keys_of(&dl, &li))?;
-                join_stored::<S, U, T, _>(stored, &dl, &ri, &li, |r, l, w| {
-                    let (r, _) = S::unwrap(r);
-                    out.update(S::wrap(stored_right(r, S::value(l)), S::key(l)), w);
-                });
+                let change: Vec<(&S::Row<T>, Weight)> = dl.iter().collect();
+                let chains = KeyChains::new(change.iter().map(|(l, _)| li.key(l)));
+                ctx.lookup_each(ins[3], &ri, chains.keys(), |r, wr| {
+                    let key = ri.key(&r);
+                    let (r, _) = split::<S, U>(r);
+                    chains.each_taking_last(&key, r, |r, j| {
+                        let (l, wl) = change[j];
+                        let v = stored_right(r, S::value(l));
+                        out.update(S::wrap(v, S::key(l)), weight::mul(wl, wr));
+                    });
+                })?;
             }
             Ok(out)
         },
     )
+}
+
+/// A row taken apart into its value and its group key, still lent if it
+/// was.
+fn split<S: Scope, T: Data>(row: Cow<'_, S::Row<T>>) -> (Cow<'_, T>, S::Key) {
+    match row {
+        Cow::Borrowed(row) => (Cow::Borrowed(S::value(row)), S::key(row)),
+        Cow::Owned(row) => {
+            let (value, key) = S::unwrap(row);
+            (Cow::Owned(value), key)
+        }
+    }
 }
 
 /// Scratch of a join inside a recursion, kept across the inner steps of one

@@ -430,6 +430,16 @@ impl StateTx for MemoryTx<'_> {
         self.shared.tables[state.index()].read().read(read, sink)
     }
 
+    fn visit(
+        &mut self,
+        state: StateId,
+        read: &Read<'_>,
+        visit: &mut dyn FnMut(&dyn std::any::Any, zset::Weight),
+    ) -> Result<bool, StoreError> {
+        self.wait(state)?;
+        self.shared.tables[state.index()].read().visit(read, visit)
+    }
+
     fn max_step(&mut self, state: StateId) -> Result<Option<u32>, StoreError> {
         self.wait(state)?;
         Ok(self.shared.tables[state.index()].read().max_step())
