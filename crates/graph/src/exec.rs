@@ -250,39 +250,9 @@ impl<'a> Ctx<'a> {
         index: &Index<R, K>,
         keys: Vec<K>,
     ) -> Result<Vec<(R, Weight)>, GraphError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self.handle::<R>(slot)? {
-            Handle::Owned(z) => {
-                let wanted: hashbrown::HashSet<&K> = keys.iter().collect();
-                Ok(z.iter()
-                    .filter(|(v, _)| wanted.contains(&index.key(v)))
-                    .map(|(v, w)| (v.clone(), w))
-                    .collect())
-            }
-            Handle::State { state, delta } => {
-                let pos = self.index_position(state, index.spec())?;
-                let mut out: Vec<(R, Weight)> = Vec::new();
-                if let Some(d) = delta {
-                    let wanted: hashbrown::HashSet<&K> = keys.iter().collect();
-                    for (v, w) in d.iter() {
-                        if wanted.contains(&index.key(v)) {
-                            out.push((v.clone(), w));
-                        }
-                    }
-                }
-                let rows = self.read::<R>(
-                    state,
-                    Read::ByIndex {
-                        index: pos,
-                        keys: &keys,
-                    },
-                )?;
-                out.extend(rows.into_iter().map(|r| (r.value, r.weight)));
-                Ok(out)
-            }
-        }
+        let mut out: Vec<(R, Weight)> = Vec::new();
+        self.lookup_each(slot, index, keys, |row, w| out.push((row.into_owned(), w)))?;
+        Ok(out)
     }
 
     /// [`lookup_rows`](Self::lookup_rows) handing each row to `f` as it
