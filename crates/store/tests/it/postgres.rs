@@ -368,3 +368,54 @@ fn a_table_whose_rows_churn_is_vacuumed_and_stays_small() -> R {
     }
     result
 }
+
+/// A keyed state's rows are replaced in place batch after batch, so its
+/// table leaves room on each page (`fillfactor`) for the new version, which
+/// then needs no index entry (a HOT update); Z-set tables, whose rows are
+/// added and deleted rather than replaced, fill their pages.
+#[test]
+fn keyed_tables_leave_room_for_updates_in_place() -> R {
+    let (Some(pool), Some(url)) = (crate::harness::pg_pool(), pg_url()) else {
+        return Ok(());
+    };
+    let (graph, input) = Graph::build(|q| {
+        let (input, rows) = q.input::<(i64, i64)>("rows")?;
+        let by_key = Index::new("key", |r: &(i64, i64)| r.0);
+        let sums = rows.group_reduce_flatten(&by_key, 0i64, |r: &(i64, i64)| r.1);
+        q.output("sums", sums)?;
+        Ok(input)
+    })?;
+    let prefix = crate::harness::unique_prefix();
+    let options = store::OpenOptions {
+        prefix: prefix.clone(),
+        ..store::OpenOptions::default()
+    };
+    let result = (|| -> R {
+        let mut store = store::Postgres::with_pool(pool.clone(), &graph, options)?;
+        graph.insert(&mut store, &input, (0..10).map(|k| (k, 1)))?;
+        let tables: Vec<(String, Option<String>)> = with_pg_client(async |c| {
+            c.query(
+                &format!(
+                    "SELECT t.kind, c.reloptions::text FROM {prefix}0_tables t \
+                     JOIN pg_class c ON c.relname = t.table_name"
+                ),
+                &[],
+            )
+            .await
+            .expect("tables")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+        });
+        assert!(tables.iter().any(|(kind, _)| kind == "keyed"), "{tables:?}");
+        assert!(tables.iter().any(|(kind, _)| kind == "zset"), "{tables:?}");
+        for (kind, options) in &tables {
+            let want = (kind == "keyed").then(|| "{fillfactor=70}".to_string());
+            assert_eq!(options, &want, "a {kind} table's options");
+        }
+        Ok(())
+    })();
+    benches::pg::drop_tables_with_prefix(&url, &prefix)
+        .map_err(|e| StoreError::backend("drop", e))?;
+    result
+}
