@@ -32,6 +32,10 @@ use crate::error::At;
 use crate::vertex::{Op, Vertex};
 use crate::{Codec, GraphError, Query, ScopeId, StateSpec, StoreError, StoredRow, Stream, Value};
 
+/// The position of a feed state's index by time (a `Vec<i64>` of times
+/// reads it by [`Read::ByIndex`](crate::Read::ByIndex)) among its indexes.
+pub const FEED_TIME_INDEX: usize = 0;
+
 /// One row of a feed: a row of the stream's change at the iteration `time`
 /// (its weight is the row's weight in that change).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -164,6 +168,7 @@ impl Query {
         self.claim(&path, at)?;
         let by_time: Arc<dyn DynIndex<FeedRow<T>>> =
             Arc::new(Index::new("time", |r: &FeedRow<T>| r.time));
+        // Its only index: number `FEED_TIME_INDEX`.
         let codec: Arc<dyn Codec> = Arc::new(ZSetCodec::<FeedRow<T>>::new(false, vec![by_time]));
         let spec = StateSpec::new(path.clone(), Arc::clone(&codec));
         let state = self.declare(path.clone(), codec, at, false);
@@ -492,8 +497,16 @@ impl<T: Data, S: FeedStore> Consumer<T, S> {
         }
         let removal = if self.store.feed_trim_wants_rows() {
             let mut rows: Vec<StoredRow<FeedRow<T>>> = Vec::new();
+            // The rows up to what this consumer trimmed are gone (and no
+            // time that far back is ever written again); a new consumer
+            // trims what its predecessors kept.
+            let after = if self.trimmed > 0 {
+                self.trimmed
+            } else {
+                i64::MIN
+            };
             self.store
-                .feed_read(&self.spec, i64::MIN, upto, usize::MAX, &mut rows)?;
+                .feed_read(&self.spec, after, upto, usize::MAX, &mut rows)?;
             let retraction: ZSet<FeedRow<T>> = rows
                 .into_iter()
                 .filter(|r| r.value.time <= upto)

@@ -70,7 +70,9 @@ pub use codec::{
 pub use columns::{Cell, MAX_COLUMN_NAME, RowColumns, ValueColumn, ValueType, to_json};
 pub use error::{At, BoxError, GraphError, StoreError};
 pub use exec::{Ctx, Handle, panic_message, scalar_of};
-pub use feed::{Consumer, Feed, FeedRetention, FeedRow, FeedStore, MAX_CONSUMER_NAME};
+pub use feed::{
+    Consumer, FEED_TIME_INDEX, Feed, FeedRetention, FeedRow, FeedStore, MAX_CONSUMER_NAME,
+};
 pub use feedback::Feedback;
 pub use graph::{Changes, Graph, Outputs};
 pub use input_migration::InputMigration;
