@@ -353,13 +353,13 @@ pub fn run(config: &Config) -> Result<Report, BoxError> {
     })
 }
 
-/// The change feed's figures on SQLite (and Postgres when configured), and
-/// the async face's hop.
+/// The change feed's figures on the memory store, SQLite (and Postgres when
+/// configured), and the async face's hop.
 ///
 /// # Errors
 /// A store or database failure.
 pub fn feed_figures(config: &Config) -> Result<(Vec<FeedFigures>, Option<f64>), BoxError> {
-    let mut kinds = vec![Kind::Sqlite];
+    let mut kinds = vec![Kind::Memory, Kind::Sqlite];
     if config.postgres.is_some() {
         kinds.push(Kind::Postgres);
     }
