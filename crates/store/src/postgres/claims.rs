@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use graph::StoreError;
 use tokio_postgres::{GenericClient, Row};
 
+use super::frontier::query_changed;
+use super::writes::QUERY_CHANGED;
 use super::{Conn, Tables, failed_table, pg, set_last_update};
 
 /// The longest a waiter waits before it looks for an abandoned time, and
@@ -281,6 +283,7 @@ async fn mark<C: Conn>(
         // Two waiters that lock rows in different orders: the server ends
         // one, which looks again later.
         Err(e) if e.to_string().contains("(40P01)") => Ok(false),
+        Err(e) if e.to_string().contains(QUERY_CHANGED) => Err(query_changed(conn, tables).await),
         Err(e) => Err(e),
     }
 }
@@ -322,6 +325,16 @@ async fn mark_in<C: Conn>(
     if !same {
         return Ok(false);
     }
+    // The query's generation, locked first as a migration and a flush lock
+    // it: a migration since this waiter read its times replaced the tables'
+    // query, and what became of the time is no longer this handle's to say
+    // (the statement fails with `QUERY_CHANGED`); one under way waits for
+    // this release.
+    let generation = tables.generation();
+    client
+        .query(&tables.generation_guard_sql, &[&generation])
+        .await
+        .map_err(pg(context()))?;
     if let Abandoned::Unclaimed = why {
         // The row refuses a claim that comes after all; an insert of one
         // still in flight makes this one wait for it and then do nothing.

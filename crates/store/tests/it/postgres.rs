@@ -197,6 +197,128 @@ fn an_iteration_in_the_callers_transaction_releases_a_time_whose_taker_is_gone()
     Ok(())
 }
 
+/// A time whose taker died is released by the wait behind it, but not
+/// once a migration has replaced the waiter's query: the release locks the
+/// query's generation first, as a migration does, and finding it moved on
+/// changes nothing (no failed batch, no table moved to the time), and the
+/// waiter fails with `QueryChanged`. A transaction moving the generation
+/// on, begun while the waiter waits out its grace period and committed once
+/// the release waits for it, stands in for the migration.
+#[test]
+fn a_release_once_the_query_changed_changes_nothing() -> R {
+    let Some(url) = pg_url() else {
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let connect = || {
+        let (client, connection) = rt
+            .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+            .expect("connect");
+        rt.spawn(connection);
+        client
+    };
+    let (mut migrating, client) = (connect(), connect());
+    let count = |sql: &str, dead: i64| -> i64 {
+        rt.block_on(client.query_one(sql, &[&dead]))
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+    // The migration must begin after the waiter started waiting (else the
+    // waiter's own frontier check waits for it, and no release is tried):
+    // an attempt where that did not happen is made again.
+    for attempt in 0..5 {
+        let (graph, input) = Graph::build(|q| {
+            let (input, n) = q.input::<i64>("n")?;
+            q.cache("numbers", n, &[])?;
+            Ok(input)
+        })?;
+        let mut opened = Kind::Postgres.open(&graph)?;
+        let prefix = opened.prefix().to_owned();
+        let options = store::OpenOptions {
+            create_tables: false,
+            prefix: prefix.clone(),
+            ..store::OpenOptions::default()
+        };
+        let mut other =
+            store::Postgres::with_pool(store::Postgres::pool(&url, 1)?, &graph, options)?;
+        let dead = store::PgSequence::of(&mut other)?.next_for(4)?;
+        opened.sql(&format!(
+            "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}0_time_claims WHERE t = {dead}"
+        ));
+        let last_update = format!("{prefix}0_last_update");
+        let failed_sql =
+            format!("SELECT count(*) FROM {prefix}0_failed_batches WHERE input_time = $1");
+        let t = dead + 1;
+        let (waited, blocked_on) = std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                graph.iteration_at(
+                    &mut *opened,
+                    Changes::new().insert(&input, [5]),
+                    Time::new(t, t - 1),
+                )
+            });
+            // Well inside the grace period (a second) of a wait that
+            // begins after the spawn.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let migration = rt.block_on(migrating.transaction()).expect("begin");
+            rt.block_on(migration.batch_execute(&format!(
+                "UPDATE {last_update} SET t = t + 1 WHERE table_name = '{prefix}0_query'"
+            )))
+            .expect("the migration's first step");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let blocked_on = loop {
+                let waiting = rt
+                    .block_on(client.query(
+                        "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                         AND query LIKE '%' || $1 || '%'",
+                        &[&last_update],
+                    ))
+                    .expect("pg_stat_activity");
+                if let Some(row) = waiting.first() {
+                    break Some(row.get::<_, String>(0));
+                }
+                if waiter.is_finished() {
+                    break None;
+                }
+                assert!(std::time::Instant::now() < deadline, "nothing waited");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            };
+            // A release that did not wait for the generation is done by now.
+            let released_early = count(&failed_sql, dead) > 0;
+            rt.block_on(migration.commit()).expect("commit");
+            let waited = waiter.join().expect("the waiter does not panic");
+            assert!(
+                !released_early,
+                "time {dead} was released while the query changed"
+            );
+            (waited, blocked_on)
+        });
+        assert!(
+            matches!(
+                waited,
+                Err(GraphError::Store(StoreError::QueryChanged { .. }))
+            ),
+            "{waited:?}"
+        );
+        assert_eq!(count(&failed_sql, dead), 0, "a failed batch at time {dead}");
+        let moved = count(
+            &format!(
+                "SELECT count(*) FROM {last_update} WHERE table_name NOT LIKE '%0_query' AND t >= $1"
+            ),
+            dead,
+        );
+        assert_eq!(moved, 0, "tables moved to the released time {dead}");
+        if blocked_on.is_some_and(|q| q.contains("FOR SHARE")) {
+            return Ok(());
+        }
+        eprintln!("attempt {attempt}: the waiter had not begun waiting; again");
+    }
+    panic!("in five attempts the waiter never began waiting before the migration")
+}
+
 /// The store's sessions plan every statement for its own arguments and
 /// the tables as they are (`plan_cache_mode = force_custom_plan`), so a
 /// generic plan made while a state table was small (a scan of the whole
