@@ -169,7 +169,7 @@ impl Query {
         let by_time: Arc<dyn DynIndex<FeedRow<T>>> =
             Arc::new(Index::new("time", |r: &FeedRow<T>| r.time));
         // Its only index: number `FEED_TIME_INDEX`.
-        let codec: Arc<dyn Codec> = Arc::new(ZSetCodec::<FeedRow<T>>::new(false, vec![by_time]));
+        let codec: Arc<dyn Codec> = Arc::new(ZSetCodec::<FeedRow<T>>::feed(by_time, |r| r.time));
         let spec = StateSpec::new(path.clone(), Arc::clone(&codec));
         let state = self.declare(path.clone(), codec, at, false);
         self.b

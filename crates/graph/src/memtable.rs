@@ -2,6 +2,7 @@
 //! row, and one ordered tree per index.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
@@ -385,6 +386,173 @@ impl<R: Data> MemTable for MemZSet<R> {
 
     fn max_step(&self) -> Option<u32> {
         self.max_step
+    }
+}
+
+/// A feed kept in memory: each time's change as it was written, by time.
+/// A feed's rows are appended one time at a time and trimmed from the
+/// oldest, never updated, so an iteration's change is moved in whole
+/// rather than hashed into a table and an index row by row.
+pub(crate) struct MemFeed<R> {
+    by_time: BTreeMap<i64, ZSet<R>>,
+    time: fn(&R) -> i64,
+    live: usize,
+}
+
+impl<R: Data> MemFeed<R> {
+    pub(crate) fn new(time: fn(&R) -> i64) -> Self {
+        MemFeed {
+            by_time: BTreeMap::new(),
+            time,
+            live: 0,
+        }
+    }
+
+    fn times<'k>(&self, keys: &'k dyn Any) -> Result<&'k Vec<i64>, StoreError> {
+        keys.downcast_ref::<Vec<i64>>().ok_or_else(bad_read::<R>)
+    }
+
+    /// Adds `delta`'s rows of `time` to that time's change.
+    fn add(&mut self, time: i64, delta: ZSet<R>) {
+        match self.by_time.entry(time) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                self.live += delta.len();
+                v.insert(delta);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let before = o.get().len();
+                for (v, w) in delta {
+                    o.get_mut().update(v, w);
+                }
+                self.live = self.live + o.get().len() - before;
+                if o.get().is_empty() {
+                    o.remove();
+                }
+            }
+        }
+    }
+}
+
+impl<R: Data> MemTable for MemFeed<R> {
+    fn read(&self, read: &Read<'_>, sink: &mut dyn Any) -> Result<(), StoreError> {
+        let out = sink
+            .downcast_mut::<Vec<StoredRow<R>>>()
+            .ok_or_else(bad_read::<R>)?;
+        let row = |(value, weight): (&R, Weight)| StoredRow {
+            value: value.clone(),
+            weight,
+            step: 0,
+        };
+        match *read {
+            Read::All => {
+                out.reserve(self.live);
+                out.extend(self.by_time.values().flat_map(ZSet::iter).map(row));
+            }
+            Read::ByIndex { keys, .. } => {
+                for t in self.times(keys)? {
+                    out.extend(
+                        self.by_time
+                            .get(t)
+                            .into_iter()
+                            .flat_map(ZSet::iter)
+                            .map(row),
+                    );
+                }
+            }
+            Read::ByValues { values } => {
+                let values = values.downcast_ref::<Vec<R>>().ok_or_else(bad_read::<R>)?;
+                for v in values {
+                    let w = self.by_time.get(&(self.time)(v)).map_or(0, |z| z.get(v));
+                    if w != 0 {
+                        out.push(row((v, w)));
+                    }
+                }
+            }
+            Read::FirstByIndex { .. } => return Err(bad_read::<R>()),
+        }
+        Ok(())
+    }
+
+    fn visit(
+        &self,
+        read: &Read<'_>,
+        visit: &mut dyn FnMut(&dyn Any, Weight),
+    ) -> Result<bool, StoreError> {
+        let Read::ByIndex { keys, .. } = *read else {
+            return Ok(false);
+        };
+        for t in self.times(keys)? {
+            for (value, w) in self.by_time.get(t).into_iter().flat_map(ZSet::iter) {
+                visit(value, w);
+            }
+        }
+        Ok(true)
+    }
+
+    fn apply(&mut self, delta: crate::Value) -> Result<(), StoreError> {
+        let delta = *delta
+            .downcast::<ZSet<R>>()
+            .map_err(|_| wrong_type::<R>("a delta"))?;
+        // An iteration's write holds one time: moved in as it is.
+        let time = self.time;
+        let single = {
+            let mut times = delta.iter().map(|(v, _)| time(v));
+            times.next().filter(|&t| times.all(|other| other == t))
+        };
+        if let Some(t) = single {
+            self.add(t, delta);
+            return Ok(());
+        }
+        let mut by_time: BTreeMap<i64, ZSet<R>> = BTreeMap::new();
+        for (v, w) in delta {
+            by_time.entry((self.time)(&v)).or_default().update(v, w);
+        }
+        for (t, z) in by_time {
+            self.add(t, z);
+        }
+        Ok(())
+    }
+
+    fn check(&self, delta: &dyn Any) -> Result<(), String> {
+        let Some(z) = delta.downcast_ref::<ZSet<R>>() else {
+            return Ok(());
+        };
+        // Rows come a time at a time: the time's change is looked up once.
+        let mut change: Option<(i64, Option<&ZSet<R>>)> = None;
+        for (v, w) in z.iter() {
+            let t = (self.time)(v);
+            let stored_at = match change {
+                Some((at, c)) if at == t => c,
+                _ => {
+                    let c = self.by_time.get(&t);
+                    change = Some((t, c));
+                    c
+                }
+            };
+            let stored = stored_at.map_or(0, |s| s.get(v));
+            if stored.checked_add(w).is_none() {
+                return Err(format!("{v:?}: stored weight {stored}, adding {w}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn max_step(&self) -> Option<u32> {
+        None
+    }
+
+    fn contents(&self) -> Vec<crate::Value> {
+        let z: ZSet<R> = self
+            .by_time
+            .values()
+            .flat_map(ZSet::iter)
+            .map(|(v, w)| (v.clone(), w))
+            .collect();
+        vec![Box::new(z)]
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use zset::{Data, Index, IndexKey, IndexSpec, KeyValue, Weight, ZSet};
 
 use super::{DynIndex, KeyedDelta, Stepped, encode_value, identity_of, values_of, wrong_type};
-use crate::memtable::{MemKeyed, MemZSet};
+use crate::memtable::{MemFeed, MemKeyed, MemZSet};
 use crate::{
     Cell, Codec, EncodedRow, MemTable, RowColumns, StateKind, StoreError, StoredRow, Value,
     index_needs_check, key_problem,
@@ -21,6 +21,9 @@ pub struct ZSetCodec<R> {
     checked: Vec<usize>,
     /// A cache's value columns ([`ZSetCodec::with_columns`]).
     columns: Option<Arc<RowColumns>>,
+    /// A feed's row time ([`ZSetCodec::feed`]): its memory table keeps
+    /// each time's change whole.
+    feed_time: Option<fn(&R) -> i64>,
 }
 
 impl<R> std::fmt::Debug for ZSetCodec<R> {
@@ -47,6 +50,16 @@ impl<R: Data> ZSetCodec<R> {
             specs,
             checked,
             columns: None,
+            feed_time: None,
+        }
+    }
+
+    /// A feed's state: a Z-set whose only index, `by_time`, is the time
+    /// `time` gives each row; in memory, each time's change is kept whole.
+    pub fn feed(by_time: Arc<dyn DynIndex<R>>, time: fn(&R) -> i64) -> Self {
+        ZSetCodec {
+            feed_time: Some(time),
+            ..ZSetCodec::new(false, vec![by_time])
         }
     }
 
@@ -103,6 +116,9 @@ impl<R: Data> Codec for ZSetCodec<R> {
         &self.specs
     }
     fn new_table(&self) -> Box<dyn MemTable> {
+        if let Some(time) = self.feed_time {
+            return Box::new(MemFeed::<R>::new(time));
+        }
         Box::new(MemZSet::<R>::new(
             self.kind == StateKind::Nested,
             self.indexes.clone(),
