@@ -133,9 +133,18 @@ pub(super) fn on(
 
 /// The identity of the row a write refused for holding a different value
 /// under it: the upsert writes a `NULL` `data` then (see `PgSql::of`), and
-/// the server names the failing row, identity first.
+/// the server names the failing row, identity first; a feed's plain insert
+/// breaks the primary key, whose values the server names, identity last.
 pub(super) fn collision(e: &tokio_postgres::Error) -> Option<i64> {
     let db = e.as_db_error()?;
+    if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+        // "Key (k_..., identity)=(..., 123) already exists."
+        let detail = db.detail().unwrap_or_default();
+        let values = detail.split_once(")=(").map_or("", |(_, v)| v);
+        let values = values.rsplit_once(')').map_or(values, |(v, _)| v);
+        let last = values.rsplit(',').next().unwrap_or_default();
+        return Some(last.trim().parse().unwrap_or_default());
+    }
     if db.code() != &tokio_postgres::error::SqlState::NOT_NULL_VIOLATION
         || db.column() != Some("data")
     {

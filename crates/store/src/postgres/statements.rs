@@ -17,7 +17,7 @@ pub(crate) struct PgSql {
     pub(super) by_identity: String,
     pub(super) upsert: String,
     /// A feed's write: its rows are new every time (the time is part of
-    /// them), so nothing stored is looked for to cancel.
+    /// them), so nothing stored is looked for to cancel or add to.
     pub(super) append: String,
     pub(super) delete: String,
     pub(super) max_step: String,
@@ -147,9 +147,11 @@ impl PgSql {
                 )
             }
         };
+        // A plain insert: an identity already stored at the time can only be
+        // another value's (a write holds each row once, and a time is written
+        // once), which the primary key refuses (`collision`).
         let append = format!(
-            "INSERT INTO {name} AS t ({cols}) SELECT * FROM unnest({params}) \
-             ON CONFLICT ({conflict}) DO UPDATE SET c = t.c + excluded.c, data = CASE WHEN t.data = excluded.data THEN t.data END",
+            "INSERT INTO {name} ({cols}) SELECT * FROM unnest({params})",
             name = s.name,
             cols = insert_cols.join(", "),
             params = params.join(", "),

@@ -360,6 +360,61 @@ fn identity(graph: &Graph, path: &str, value: &str) -> i64 {
     spec.codec().locate(&vec![value.to_string()])[0].0
 }
 
+/// A feed's row whose identity the store already holds at that time under
+/// another value (a row written behind the store's back: a write holds each
+/// row once and writes a time once) is an `IdentityCollision` naming the
+/// feed's table and the identity, however the iteration is written; nothing
+/// changes.
+#[test]
+fn a_feed_row_whose_identity_holds_another_value_is_a_collision_on_every_sql_store() -> R {
+    let (graph, input) = Graph::build(|q| {
+        let (input, x) = q.input::<String>("names")?;
+        q.feed("name_changes", x)?;
+        Ok(input)
+    })?;
+    let spec = graph
+        .states()
+        .iter()
+        .find(|s| s.path().as_str() == "feed_name_changes")
+        .expect("the feed's state")
+        .clone();
+    for kind in crate::harness::sql_kinds() {
+        for writer in writers(kind) {
+            let mut store = kind.open(&graph)?;
+            graph.insert(&mut *store, &input, ["a".to_string()])?;
+            let before = store.last_time()?;
+            let t = before + 1;
+            let row = graph::FeedRow {
+                time: t,
+                row: "x".to_string(),
+            };
+            let x = spec.codec().locate(&vec![row])[0].0;
+            // Another value's bytes (`a` at time 1) under `x` at time `t`.
+            let table = store.table("feed_name_changes");
+            store.sql(&format!(
+                "INSERT INTO {table} (identity, data, k_time, c) \
+                 SELECT {x}, data, {t}, 1 FROM {table}"
+            ));
+            let out = write(writer, &mut store, &graph, &input, &["x"]);
+            let what = format!("{kind:?} {writer:?}");
+            match &out {
+                Err(GraphError::Store(StoreError::IdentityCollision {
+                    table: found,
+                    identity,
+                })) => {
+                    assert_eq!(found, &table, "{what}");
+                    assert_eq!(*identity, x, "{what}");
+                }
+                _ => panic!("{what}: {out:?}"),
+            }
+            if !matches!(writer, Writer::Pipelined) {
+                assert_eq!(store.last_time()?, before, "{what}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How a damaged store is written to.
 #[derive(Clone, Copy, Debug)]
 enum Writer {
