@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use graph::{Changes, FeedStore, Graph, StateStore};
+use graph::{FeedStore, Graph, StateStore};
 use serde::Serialize;
 
 use super::{BoxError, Config, Kind, percentile};
-use crate::meter_reads::{self, Workload};
+use crate::meter_reads::{self, MeterReads, Workload};
 
 /// The feed's figures on one store.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -108,6 +108,37 @@ impl Place {
 trait Both: StateStore + FeedStore + Send {}
 impl<S: StateStore + FeedStore + Send> Both for S {}
 
+/// A fresh store at `place` with the workload's users and meters, and a
+/// second handle on it for a consumer.
+fn set_up(
+    place: &Place,
+    graph: &Graph,
+    q: &MeterReads,
+    w: &Workload,
+) -> Result<(Box<dyn Both>, Box<dyn Both>), BoxError> {
+    place.clean()?;
+    let (mut store, reader) = place.open_pair(graph)?;
+    graph.insert(&mut *store, &q.users, w.all_users())?;
+    graph.insert(&mut *store, &q.meters, w.all_meters())?;
+    Ok((store, reader))
+}
+
+/// Every read of `w`, in batches of 1,000, one iteration each.
+fn insert_reads(
+    graph: &Graph,
+    q: &MeterReads,
+    store: &mut dyn Both,
+    w: &Workload,
+) -> Result<(), BoxError> {
+    let mut j = 0;
+    while j < w.reads {
+        let end = (j + 1000).min(w.reads);
+        graph.insert(store, &q.reads, w.reads(j..end))?;
+        j = end;
+    }
+    Ok(())
+}
+
 /// Reads/s of a serial ingest at batch 1000 into a fresh store.
 fn ingest(
     kind: Kind,
@@ -127,20 +158,9 @@ fn ingest(
         config,
         &format!("{}{run}", if feed { "f" } else { "p" }),
     );
-    place.clean()?;
-    let (mut store, _) = place.open_pair(&graph)?;
-    graph.insert(&mut *store, &q.users, w.all_users())?;
-    graph.insert(&mut *store, &q.meters, w.all_meters())?;
+    let (mut store, _) = set_up(&place, &graph, &q, w)?;
     let start = Instant::now();
-    let mut j = 0;
-    while j < w.reads {
-        let end = (j + 1000).min(w.reads);
-        graph.iteration(
-            &mut *store,
-            Changes::new().insert(&q.reads, w.reads(j..end)),
-        )?;
-        j = end;
-    }
+    insert_reads(&graph, &q, &mut *store, w)?;
     let rate = w.reads as f64 / start.elapsed().as_secs_f64();
     drop(store);
     place.clean()?;
@@ -152,10 +172,7 @@ fn ingest(
 fn latencies(kind: Kind, config: &Config, w: &Workload) -> Result<Vec<Duration>, BoxError> {
     let (graph, q, feed) = meter_reads::build_with_feed()?;
     let place = Place::new(kind, config, "latency");
-    place.clean()?;
-    let (mut store, reader) = place.open_pair(&graph)?;
-    graph.insert(&mut *store, &q.users, w.all_users())?;
-    graph.insert(&mut *store, &q.meters, w.all_meters())?;
+    let (mut store, reader) = set_up(&place, &graph, &q, w)?;
     let mut consumer = feed.consumer(reader, "bench")?;
     // The setup changed no daily usage: start after it.
     consumer.poll(10)?;
@@ -210,16 +227,8 @@ fn latencies(kind: Kind, config: &Config, w: &Workload) -> Result<Vec<Duration>,
 fn catch_up(kind: Kind, config: &Config, w: &Workload) -> Result<f64, BoxError> {
     let (graph, q, feed) = meter_reads::build_with_feed()?;
     let place = Place::new(kind, config, "catchup");
-    place.clean()?;
-    let (mut store, reader) = place.open_pair(&graph)?;
-    graph.insert(&mut *store, &q.users, w.all_users())?;
-    graph.insert(&mut *store, &q.meters, w.all_meters())?;
-    let mut j = 0;
-    while j < w.reads {
-        let end = (j + 1000).min(w.reads);
-        graph.insert(&mut *store, &q.reads, w.reads(j..end))?;
-        j = end;
-    }
+    let (mut store, reader) = set_up(&place, &graph, &q, w)?;
+    insert_reads(&graph, &q, &mut *store, w)?;
     let last = store.last_time()?;
     let mut consumer = feed.consumer(reader, "late")?;
     let (start, mut polls, mut changes) = (Instant::now(), 0u32, 0usize);

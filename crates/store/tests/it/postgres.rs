@@ -138,6 +138,28 @@ fn a_failed_iteration_leaves_the_callers_transaction_usable() -> R {
     Ok(())
 }
 
+/// A time another process took from `opened`'s sequence for batch 4 and
+/// will never commit: its store has a pool of one connection, whose
+/// session is ended as when the process dies.
+fn time_of_a_dead_taker(
+    opened: &mut crate::harness::Opened,
+    graph: &Graph,
+    url: &str,
+) -> Result<i64, GraphError> {
+    let prefix = opened.prefix().to_owned();
+    let options = store::OpenOptions {
+        create_tables: false,
+        prefix: prefix.clone(),
+        ..store::OpenOptions::default()
+    };
+    let mut other = store::Postgres::with_pool(store::Postgres::pool(url, 1)?, graph, options)?;
+    let dead = store::PgSequence::of(&mut other)?.next_for(4)?;
+    opened.sql(&format!(
+        "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}0_time_claims WHERE t = {dead}"
+    ));
+    Ok(dead)
+}
+
 /// A time taken from the tables' sequence by a process that died before
 /// committing it (its session ended) does not wedge an iteration run in
 /// the application's transaction: the wait releases it there, and the
@@ -152,18 +174,7 @@ fn an_iteration_in_the_callers_transaction_releases_a_time_whose_taker_is_gone()
         Ok((input, q.cache("numbers", n, &[])?))
     })?;
     let mut opened = Kind::Postgres.open(&graph)?;
-    let prefix = opened.prefix().to_owned();
-    // The other process: a pool of one connection, whose session ends.
-    let options = store::OpenOptions {
-        create_tables: false,
-        prefix: prefix.clone(),
-        ..store::OpenOptions::default()
-    };
-    let mut other = store::Postgres::with_pool(store::Postgres::pool(&url, 1)?, &graph, options)?;
-    let dead = store::PgSequence::of(&mut other)?.next_for(4)?;
-    opened.sql(&format!(
-        "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}0_time_claims WHERE t = {dead}"
-    ));
+    let dead = time_of_a_dead_taker(&mut opened, &graph, &url)?;
     let store = opened.postgres().expect("a Postgres store");
     let t = dead + 1;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -237,17 +248,7 @@ fn a_release_once_the_query_changed_changes_nothing() -> R {
         })?;
         let mut opened = Kind::Postgres.open(&graph)?;
         let prefix = opened.prefix().to_owned();
-        let options = store::OpenOptions {
-            create_tables: false,
-            prefix: prefix.clone(),
-            ..store::OpenOptions::default()
-        };
-        let mut other =
-            store::Postgres::with_pool(store::Postgres::pool(&url, 1)?, &graph, options)?;
-        let dead = store::PgSequence::of(&mut other)?.next_for(4)?;
-        opened.sql(&format!(
-            "SELECT pg_terminate_backend(pid, 10000) FROM {prefix}0_time_claims WHERE t = {dead}"
-        ));
+        let dead = time_of_a_dead_taker(&mut opened, &graph, &url)?;
         let last_update = format!("{prefix}0_last_update");
         let failed_sql =
             format!("SELECT count(*) FROM {prefix}0_failed_batches WHERE input_time = $1");
