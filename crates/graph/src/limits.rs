@@ -13,7 +13,7 @@
 //! with text, bytes, date or timestamp parts are checked: others cost
 //! nothing.
 
-use zset::{ColumnType, IndexSpec, KeyValue};
+use zset::{ColumnType, IndexSpec, KeyScan, KeyValue};
 
 /// The most bytes the text and bytes parts of one index key may hold
 /// together, on every store: Postgres indexes a key with its row's
@@ -34,6 +34,16 @@ pub fn index_needs_check(index: &IndexSpec) -> bool {
             ColumnType::Text | ColumnType::Bytes | ColumnType::Date | ColumnType::Timestamp
         )
     })
+}
+
+/// Whether every store can hold a key whose parts gave `scan`: exactly when
+/// [`key_problem`] finds nothing in its values, without building them.
+pub fn key_fits(scan: &KeyScan) -> bool {
+    !scan.nul
+        && scan.bytes <= MAX_KEY_BYTES
+        && scan
+            .years
+            .is_none_or(|(lo, hi)| KEY_YEARS.contains(&lo) && KEY_YEARS.contains(&hi))
 }
 
 /// Why the key `values` of `index` (all its columns, or a leading prefix of
@@ -127,5 +137,48 @@ mod tests {
             KeyValue::Null,
         ];
         assert_eq!(key_problem(&ix, &exact), None);
+    }
+
+    /// `key_fits` of a typed key's scan agrees with `key_problem` of its
+    /// values, for keys at each side of every limit.
+    fn fits_as_values_say<K: zset::IndexKey>(keys: &[K]) -> usize {
+        let mut columns = Vec::new();
+        K::columns(&mut columns);
+        let ix = spec(&columns.iter().map(|c| c.ty).collect::<Vec<_>>());
+        let mut refused = 0;
+        for key in keys {
+            let mut scan = KeyScan::default();
+            key.scan(&mut scan);
+            let mut values = Vec::new();
+            key.values(&mut values);
+            let problem = key_problem(&ix, &values);
+            assert_eq!(key_fits(&scan), problem.is_none(), "{key:?}: {problem:?}");
+            refused += usize::from(problem.is_some());
+        }
+        refused
+    }
+
+    #[test]
+    fn a_key_scan_fits_exactly_when_its_values_have_no_problem() {
+        use chrono::{NaiveDate, NaiveDateTime};
+        use zset::Desc;
+        let day = |y| NaiveDate::from_ymd_opt(y, 1, 1).unwrap();
+        let at = |y| -> NaiveDateTime { day(y).and_hms_opt(0, 0, 0).unwrap() };
+        let texts: Vec<(String, Vec<u8>)> = vec![
+            ("a".into(), vec![]),
+            ("a\0".into(), vec![]),
+            ("x".repeat(MAX_KEY_BYTES - 1), vec![0]),
+            ("x".repeat(MAX_KEY_BYTES - 1), vec![0, 0]),
+        ];
+        assert_eq!(fits_as_values_say(&texts), 2);
+        let times: Vec<(NaiveDate, Option<Desc<NaiveDateTime>>)> = vec![
+            (day(0), None),
+            (day(9999), Some(Desc(at(2024)))),
+            (day(-1), None),
+            (day(2024), Some(Desc(at(10_000)))),
+        ];
+        assert_eq!(fits_as_values_say(&times), 2);
+        let plain: Vec<(i64, Option<String>)> = vec![(1, None), (2, Some("\0".into()))];
+        assert_eq!(fits_as_values_say(&plain), 1);
     }
 }

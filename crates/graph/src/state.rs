@@ -277,10 +277,11 @@ pub trait Codec: Send + Sync + 'static {
         Ok(())
     }
     /// Runs every index's key function on every row of `delta` (the
-    /// engine's delta for this state), dropping the keys: a store that
-    /// applies deltas only when it commits (memory) calls it when it is
-    /// given a delta, so that a key function that panics fails the
-    /// iteration before any table changes. By default, nothing.
+    /// engine's delta for this state) that [`check_delta`](Self::check_delta),
+    /// which the engine calls first, did not run, dropping the keys: a
+    /// store that applies deltas only when it commits (memory) calls it
+    /// when it is given a delta, so that a key function that panics fails
+    /// the iteration before any table changes. By default, nothing.
     fn compute_keys(&self, _delta: &dyn Any) {}
     /// How many rows `delta` (the engine's delta for this state) writes,
     /// for profiles. By default, 0.

@@ -271,6 +271,9 @@ impl<V: IndexKey> IndexKey for Rev<V> {
     fn values(&self, out: &mut Vec<KeyValue>) {
         self.0.values(out);
     }
+    fn scan(&self, scan: &mut zset::KeyScan) {
+        self.0.scan(scan);
+    }
 }
 
 /// Where an extreme keeps its state and how it finds each row's group and

@@ -115,6 +115,48 @@ impl KeyValue {
     }
 }
 
+/// What the stores' limits look at in a key, gathered without building its
+/// [`KeyValue`]s (which copy text and bytes): the checks run on every row a
+/// state is given, so they must not allocate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyScan {
+    /// The bytes of the key's text and bytes parts, together.
+    pub bytes: usize,
+    /// Whether a text part holds a NUL character.
+    pub nul: bool,
+    /// The smallest and largest year of its date and timestamp parts.
+    pub years: Option<(i32, i32)>,
+}
+
+impl KeyScan {
+    /// Adds one column value.
+    pub fn value(&mut self, value: &KeyValue) {
+        match value {
+            KeyValue::Text(t) => self.text(t),
+            KeyValue::Bytes(b) => self.bytes += b.len(),
+            v => {
+                if let Some(year) = v.year() {
+                    self.year(year);
+                }
+            }
+        }
+    }
+
+    /// Adds a text part.
+    pub fn text(&mut self, text: &str) {
+        self.bytes += text.len();
+        self.nul |= text.contains('\0');
+    }
+
+    /// Adds a date or timestamp part's year.
+    pub fn year(&mut self, year: i32) {
+        self.years = Some(match self.years {
+            None => (year, year),
+            Some((lo, hi)) => (lo.min(year), hi.max(year)),
+        });
+    }
+}
+
 /// A type that is exactly one key column.
 ///
 /// Implemented for `bool`, the signed integers and `u8`/`u16`/`u32`,
@@ -131,6 +173,10 @@ pub trait KeyPart: Data {
     fn column() -> KeyColumn;
     /// This part's value.
     fn value(&self) -> KeyValue;
+    /// Adds this part to `scan` (by default through [`value`](Self::value)).
+    fn scan(&self, scan: &mut KeyScan) {
+        scan.value(&self.value());
+    }
     /// The part of a plain key (wrapping it in `Desc` where the index does).
     fn from_plain(plain: Self::Plain) -> Self;
     /// The plain key of this part (unwrapping every `Desc`).
@@ -148,6 +194,15 @@ pub trait IndexKey: Data {
     fn columns(out: &mut Vec<KeyColumn>);
     /// Appends this key's column values, in the order of [`columns`](Self::columns).
     fn values(&self, out: &mut Vec<KeyValue>);
+    /// Adds this key's parts to `scan` (by default through
+    /// [`values`](Self::values)).
+    fn scan(&self, scan: &mut KeyScan) {
+        let mut values = Vec::new();
+        self.values(&mut values);
+        for v in &values {
+            scan.value(v);
+        }
+    }
     /// The key of a plain key (wrapping parts in `Desc` where the index does).
     fn from_plain(plain: Self::Plain) -> Self;
     /// The plain key of this key (unwrapping every `Desc`).
@@ -156,6 +211,9 @@ pub trait IndexKey: Data {
 
 macro_rules! key_part {
     ($t:ty, $ty:ident, |$v:ident| $e:expr) => {
+        key_part!($t, $ty, |$v| $e, |s, scan| scan.value(&KeyPart::value(s)));
+    };
+    ($t:ty, $ty:ident, |$v:ident| $e:expr, |$s:ident, $scan:ident| $sc:expr) => {
         impl KeyPart for $t {
             type Plain = $t;
             fn column() -> KeyColumn {
@@ -168,6 +226,10 @@ macro_rules! key_part {
             fn value(&self) -> KeyValue {
                 let $v = self;
                 $e
+            }
+            fn scan(&self, $scan: &mut KeyScan) {
+                let $s = self;
+                $sc
             }
             fn from_plain(plain: $t) -> Self {
                 plain
@@ -183,6 +245,9 @@ macro_rules! key_part {
             }
             fn values(&self, out: &mut Vec<KeyValue>) {
                 out.push(KeyPart::value(self));
+            }
+            fn scan(&self, scan: &mut KeyScan) {
+                KeyPart::scan(self, scan);
             }
             fn from_plain(plain: $t) -> Self {
                 plain
@@ -203,11 +268,22 @@ key_part!(u8, Int, |v| KeyValue::Int(i64::from(*v)));
 key_part!(u16, Int, |v| KeyValue::Int(i64::from(*v)));
 key_part!(u32, Int, |v| KeyValue::Int(i64::from(*v)));
 key_part!(F64, Float, |v| KeyValue::Float(*v));
-key_part!(String, Text, |v| KeyValue::Text(v.clone()));
-key_part!(Vec<u8>, Bytes, |v| KeyValue::Bytes(v.clone()));
+key_part!(String, Text, |v| KeyValue::Text(v.clone()), |s, scan| {
+    scan.text(s)
+});
+key_part!(Vec<u8>, Bytes, |v| KeyValue::Bytes(v.clone()), |s, scan| {
+    scan.bytes += s.len()
+});
 key_part!(Uuid, Uuid, |v| KeyValue::Uuid(*v));
-key_part!(NaiveDate, Date, |v| KeyValue::Date(*v));
-key_part!(NaiveDateTime, Timestamp, |v| KeyValue::Timestamp(*v));
+key_part!(NaiveDate, Date, |v| KeyValue::Date(*v), |s, scan| {
+    scan.year(chrono::Datelike::year(s))
+});
+key_part!(
+    NaiveDateTime,
+    Timestamp,
+    |v| KeyValue::Timestamp(*v),
+    |s, scan| scan.year(chrono::Datelike::year(s))
+);
 
 impl<P: KeyPart> KeyPart for Option<P> {
     type Plain = Option<P::Plain>;
@@ -221,6 +297,11 @@ impl<P: KeyPart> KeyPart for Option<P> {
         match self {
             None => KeyValue::Null,
             Some(p) => p.value(),
+        }
+    }
+    fn scan(&self, scan: &mut KeyScan) {
+        if let Some(p) = self {
+            p.scan(scan);
         }
     }
     fn from_plain(plain: Option<P::Plain>) -> Self {
@@ -238,6 +319,9 @@ impl<P: KeyPart> IndexKey for Option<P> {
     }
     fn values(&self, out: &mut Vec<KeyValue>) {
         out.push(KeyPart::value(self));
+    }
+    fn scan(&self, scan: &mut KeyScan) {
+        KeyPart::scan(self, scan);
     }
     fn from_plain(plain: Option<P::Plain>) -> Self {
         <Self as KeyPart>::from_plain(plain)
@@ -291,6 +375,9 @@ impl<P: KeyPart> KeyPart for Desc<P> {
     fn value(&self) -> KeyValue {
         self.0.value()
     }
+    fn scan(&self, scan: &mut KeyScan) {
+        self.0.scan(scan);
+    }
     fn from_plain(plain: P::Plain) -> Self {
         Desc(P::from_plain(plain))
     }
@@ -307,6 +394,9 @@ impl<P: KeyPart> IndexKey for Desc<P> {
     fn values(&self, out: &mut Vec<KeyValue>) {
         out.push(KeyPart::value(self));
     }
+    fn scan(&self, scan: &mut KeyScan) {
+        KeyPart::scan(self, scan);
+    }
     fn from_plain(plain: P::Plain) -> Self {
         <Self as KeyPart>::from_plain(plain)
     }
@@ -319,6 +409,7 @@ impl IndexKey for () {
     type Plain = ();
     fn columns(_out: &mut Vec<KeyColumn>) {}
     fn values(&self, _out: &mut Vec<KeyValue>) {}
+    fn scan(&self, _scan: &mut KeyScan) {}
     fn from_plain(_plain: ()) -> Self {}
     fn into_plain(self) {}
 }
@@ -334,6 +425,11 @@ macro_rules! key_tuple {
             fn values(&self, out: &mut Vec<KeyValue>) {
                 let ($($name,)+) = self;
                 $($name.values(out);)+
+            }
+            #[allow(non_snake_case)]
+            fn scan(&self, scan: &mut KeyScan) {
+                let ($($name,)+) = self;
+                $($name.scan(scan);)+
             }
             #[allow(non_snake_case)]
             fn from_plain(plain: Self::Plain) -> Self {

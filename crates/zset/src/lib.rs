@@ -38,7 +38,7 @@ pub use display::{render_table, render_value};
 pub use event_time::EventTime;
 pub use float::F64;
 pub use index::{Index, IndexOf, IndexSpec};
-pub use key::{ColumnType, Desc, IndexKey, KeyColumn, KeyPart, KeyValue};
+pub use key::{ColumnType, Desc, IndexKey, KeyColumn, KeyPart, KeyScan, KeyValue};
 pub use pair::{OrEmpty, Pair};
 pub use set::ZSet;
 

@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 
-use zset::{Data, Index, IndexKey, IndexSpec, KeyValue};
+use zset::{Data, Index, IndexKey, IndexSpec, KeyScan, KeyValue};
 
 use super::{DynIndex, IndexTree, ScanItem, values_of};
 
@@ -162,6 +162,9 @@ impl<R: Data, P: IndexKey, K: IndexKey> DynIndex<R> for PrefixIndex<R, P, K> {
     }
     fn row_key_values(&self, row: &R, out: &mut Vec<KeyValue>) {
         self.index.key(row).values(out);
+    }
+    fn row_key_scan(&self, row: &R, scan: &mut KeyScan) {
+        self.index.key(row).scan(scan);
     }
     fn key_values(&self, keys: &dyn Any) -> Option<Vec<Vec<KeyValue>>> {
         let keys = keys.downcast_ref::<Vec<(P, K)>>()?;

@@ -3,7 +3,7 @@
 
 use std::any::{Any, type_name};
 
-use zset::{Data, Index, IndexKey, IndexSpec, KeyValue, ZSet};
+use zset::{Data, Index, IndexKey, IndexSpec, KeyScan, KeyValue, ZSet};
 
 use crate::StoreError;
 
@@ -48,6 +48,8 @@ pub trait DynIndex<R>: Send + Sync {
     fn spec(&self) -> &IndexSpec;
     /// Appends `row`'s key column values.
     fn row_key_values(&self, row: &R, out: &mut Vec<KeyValue>);
+    /// Adds `row`'s key to `scan` (what the stores' limits look at).
+    fn row_key_scan(&self, row: &R, scan: &mut KeyScan);
     /// The column values of each key of `keys` (a `&[K]`), or `None` if
     /// `keys` has another type.
     fn key_values(&self, keys: &dyn Any) -> Option<Vec<Vec<KeyValue>>>;
@@ -104,6 +106,9 @@ impl<R: Data, K: IndexKey> DynIndex<R> for Index<R, K> {
     }
     fn row_key_values(&self, row: &R, out: &mut Vec<KeyValue>) {
         self.key(row).values(out);
+    }
+    fn row_key_scan(&self, row: &R, scan: &mut KeyScan) {
+        self.key(row).scan(scan);
     }
     fn key_values(&self, keys: &dyn Any) -> Option<Vec<Vec<KeyValue>>> {
         let keys = keys.downcast_ref::<Vec<K>>()?;

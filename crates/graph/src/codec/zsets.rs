@@ -3,13 +3,13 @@
 use std::any::{Any, type_name};
 use std::sync::Arc;
 
-use zset::{Data, Index, IndexKey, IndexSpec, KeyValue, Weight, ZSet};
+use zset::{Data, Index, IndexKey, IndexSpec, KeyScan, KeyValue, Weight, ZSet};
 
 use super::{DynIndex, KeyedDelta, Stepped, encode_value, identity_of, values_of, wrong_type};
 use crate::memtable::{MemFeed, MemKeyed, MemZSet};
 use crate::{
     Cell, Codec, EncodedRow, MemTable, RowColumns, StateKind, StoreError, StoredRow, Value,
-    index_needs_check, key_problem,
+    index_needs_check, key_fits, key_problem,
 };
 
 /// The codec of a Z-set or nested state of rows `R`.
@@ -137,22 +137,31 @@ impl<R: Data> Codec for ZSetCodec<R> {
         if self.checked.is_empty() {
             return Ok(());
         }
-        let mut keys = Vec::new();
         for (value, _) in rows_of::<R>(delta).into_iter().flat_map(ZSet::iter) {
             for &i in &self.checked {
-                keys.clear();
-                self.indexes[i].row_key_values(value, &mut keys);
-                if let Some(problem) = key_problem(&self.specs[i], &keys) {
-                    return Err(problem);
+                let mut scan = KeyScan::default();
+                self.indexes[i].row_key_scan(value, &mut scan);
+                if !key_fits(&scan) {
+                    let mut keys = Vec::new();
+                    self.indexes[i].row_key_values(value, &mut keys);
+                    if let Some(problem) = key_problem(&self.specs[i], &keys) {
+                        return Err(problem);
+                    }
                 }
             }
         }
         Ok(())
     }
     fn compute_keys(&self, delta: &dyn Any) {
+        // `check_delta` ran the checked indexes' key functions already.
+        if self.checked.len() == self.indexes.len() {
+            return;
+        }
         for (value, _) in rows_of::<R>(delta).into_iter().flat_map(ZSet::iter) {
-            for ix in &self.indexes {
-                ix.touch(value);
+            for (i, ix) in self.indexes.iter().enumerate() {
+                if !self.checked.contains(&i) {
+                    ix.touch(value);
+                }
             }
         }
     }
@@ -269,6 +278,9 @@ fn rows_of<R: Data>(delta: &dyn Any) -> Option<&ZSet<R>> {
 pub struct KeyedCodec<R, K> {
     key: Index<R, K>,
     specs: Vec<IndexSpec>,
+    /// Whether [`Codec::check_delta`] checks the key (it has parts that
+    /// some store cannot hold every value of).
+    checked: bool,
 }
 
 impl<R, K> std::fmt::Debug for KeyedCodec<R, K> {
@@ -281,7 +293,12 @@ impl<R: Data, K: IndexKey> KeyedCodec<R, K> {
     /// A keyed state whose rows are identified by `key`.
     pub fn new(key: Index<R, K>) -> Self {
         let specs = vec![key.spec().clone()];
-        KeyedCodec { key, specs }
+        let checked = index_needs_check(&specs[0]);
+        KeyedCodec {
+            key,
+            specs,
+            checked,
+        }
     }
 }
 
@@ -328,22 +345,26 @@ impl<R: Data, K: IndexKey> Codec for KeyedCodec<R, K> {
         Ok(())
     }
     fn check_delta(&self, delta: &dyn Any) -> Result<(), String> {
-        if !index_needs_check(&self.specs[0]) {
+        if !self.checked {
             return Ok(());
         }
-        // One buffer for every row's key values: a fresh list per row cost
-        // more than the check itself.
-        let mut keys = Vec::new();
         for (row, _) in delta.downcast_ref::<KeyedDelta<R>>().into_iter().flatten() {
-            keys.clear();
-            self.key.key(row).values(&mut keys);
-            if let Some(problem) = key_problem(&self.specs[0], &keys) {
+            let key = self.key.key(row);
+            let mut scan = KeyScan::default();
+            key.scan(&mut scan);
+            if !key_fits(&scan)
+                && let Some(problem) = key_problem(&self.specs[0], &values_of(&key))
+            {
                 return Err(problem);
             }
         }
         Ok(())
     }
     fn compute_keys(&self, delta: &dyn Any) {
+        // `check_delta` ran the key function already.
+        if self.checked {
+            return;
+        }
         for (row, _) in delta.downcast_ref::<KeyedDelta<R>>().into_iter().flatten() {
             drop(self.key.key(row));
         }

@@ -35,6 +35,12 @@ fn bombs() -> Result<Bombs, GraphError> {
         bomb(w, "key");
         w.chars().next().map(String::from).unwrap_or_default()
     });
+    // A key no store limits (so no check runs it before the memory store's
+    // commit would).
+    let length = Index::new("length", |w: &String| {
+        bomb(w, "length");
+        w.len() as i64
+    });
     let (graph, (input, total, cache)) = Graph::build(|q| {
         let (input, words) = q.input::<String>("words")?;
         let mapped = words
@@ -56,7 +62,7 @@ fn bombs() -> Result<Bombs, GraphError> {
         Ok((
             input,
             q.output("total", total)?,
-            q.cache("kept_cache", kept, &[&first])?,
+            q.cache("kept_cache", kept, &[&first, &length])?,
         ))
     })?;
     Ok(Bombs {
@@ -68,7 +74,7 @@ fn bombs() -> Result<Bombs, GraphError> {
 }
 
 /// Whether `result` is the panic of the function planted for `trigger`:
-/// `UserPanic` naming its vertex (for the key function, the state it keys)
+/// `UserPanic` naming its vertex (for a key function, the state it keys)
 /// with the panic's message.
 fn is_bomb<T>(result: &Result<T, GraphError>, trigger: &str) -> bool {
     let vertex = match trigger {
@@ -84,9 +90,10 @@ fn is_bomb<T>(result: &Result<T, GraphError>, trigger: &str) -> bool {
     )
 }
 
-/// A map, a filter, a reduce's pick and an index's key function that panic
-/// fail the iteration with `GraphError::UserPanic` naming the vertex (the
-/// state, for the key function) and carrying the panic's message, through
+/// A map, a filter, a reduce's pick and two indexes' key functions (one
+/// with a text key, which every store checks, one with an integer key) that
+/// panic fail the iteration with `GraphError::UserPanic` naming the vertex
+/// (the state, for a key function) and carrying the panic's message, through
 /// `insert`, `remove`, `replace` and `iteration_at`: nothing is committed
 /// (the cache, the reduce's state and the time stay as they were), and the
 /// store carries on equal to the oracle.
@@ -97,7 +104,10 @@ fn a_panicking_user_function_is_a_typed_error_and_rolls_back_on_every_store() ->
         let mut store = kind.open(&b.graph)?;
         let mut words: BTreeMap<String, i64> = BTreeMap::new();
         let mut total = 0i64;
-        for (n, trigger) in ["map", "filter", "reduce", "key"].into_iter().enumerate() {
+        for (n, trigger) in ["map", "filter", "reduce", "key", "length"]
+            .into_iter()
+            .enumerate()
+        {
             let good = format!("good{n}");
             let t = trigger.to_string();
             let before = store.last_time()?;
@@ -157,7 +167,7 @@ fn a_panicking_user_function_in_the_callers_transaction_is_a_typed_error() -> R 
         .enable_all()
         .build()
         .expect("a runtime");
-    for trigger in ["map", "filter", "reduce", "key"] {
+    for trigger in ["map", "filter", "reduce", "key", "length"] {
         let out = rt.block_on(async {
             let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
