@@ -53,11 +53,12 @@ pub enum GraphError {
     /// named by [`table_ident`](crate::table_ident) of the state's path,
     /// which keeps only `[a-z0-9_]`, lower-cased, and is cut to fit the
     /// store's table prefix; or a state whose table would take the name
-    /// of a cache's SQL view ([`view_ident`](crate::view_ident)). Refused
+    /// of a cache's SQL view ([`view_ident`](crate::view_ident)) or of
+    /// another table's index ([`index_idents`](crate::index_idents)). Refused
     /// on every store, so that a query runs on all of them or on none;
     /// checked for the longest prefix a store accepts.
     #[error(
-        "states `{first}` and `{second}` (created at {at}) would have the same SQL name          `<prefix>{table}` (a table name keeps only the letters, digits and `_` of a path,          lower-cased, and is cut to fit the table prefix; a cache's view is its table's name          and `_view`); name one of them differently"
+        "states `{first}` and `{second}` (created at {at}) would have the same SQL name          `<prefix>{table}` (a table name keeps only the letters, digits and `_` of a path,          lower-cased, and is cut to fit the table prefix; a cache's view is its table's name          and `_view`, a table's indexes its name and `_pkey`, `__step` or `__neg`); name one of          them differently"
     )]
     TableNameCollision {
         /// The first state's path.

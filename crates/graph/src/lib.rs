@@ -77,7 +77,10 @@ pub use feedback::Feedback;
 pub use graph::{Changes, Graph, Outputs};
 pub use input_migration::InputMigration;
 pub use limits::{KEY_YEARS, MAX_KEY_BYTES, index_needs_check, key_fits, key_problem};
-pub use names::{MAX_IDENT, MAX_TABLE_PREFIX, sql_ident, table_ident, view_ident};
+pub use names::{
+    MAX_IDENT, MAX_TABLE_PREFIX, index_idents, negative_index_ident, sql_ident, table_ident,
+    view_ident,
+};
 pub use path::Path;
 pub use plan::{MigrationPlan, PlanAction, PlanEntry};
 pub use profile::{Profile, StateSize, StateSizes, VertexProfile};

@@ -75,6 +75,29 @@ pub fn view_ident(table: &str) -> String {
     format!("{table}_view")
 }
 
+/// The names a SQL store gives the indexes of the table `table` (prefix
+/// included) besides those of its key indexes: its primary key's
+/// (`<table>_pkey`, Postgres), a nested state's index of steps
+/// (`<table>__step`) and a Z-set's index of negative weights
+/// ([`negative_index_ident`]). Tables and indexes share one namespace, so
+/// finalizing a graph refuses a state whose table would take one of them.
+pub fn index_idents(table: &str, kind: crate::StateKind) -> Vec<String> {
+    let mut out = vec![format!("{table}_pkey")];
+    if kind == crate::StateKind::Nested {
+        out.push(format!("{table}__step"));
+    }
+    if kind != crate::StateKind::Keyed {
+        out.push(negative_index_ident(table));
+    }
+    out
+}
+
+/// The name of the index of a Z-set table's rows with a negative weight:
+/// `<table>__neg`.
+pub fn negative_index_ident(table: &str) -> String {
+    format!("{table}__neg")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

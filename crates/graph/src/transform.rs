@@ -344,9 +344,11 @@ fn check_table_names(
         let mut seen: HashMap<String, &crate::Path> = HashMap::with_capacity(finals.len());
         for (path, codec, decl) in finals {
             let table = crate::table_ident(path.as_str(), prefix_len);
-            // A cache's SQL view takes a name too.
+            // A cache's SQL view takes a name too, and so do the table's
+            // own indexes.
             let view = codec.columns().map(|_| crate::view_ident(&table));
-            for name in std::iter::once(table).chain(view) {
+            let indexes = crate::index_idents(&table, codec.kind());
+            for name in std::iter::once(table).chain(view).chain(indexes) {
                 if let Some(first) = seen.get(&name) {
                     return Err(GraphError::TableNameCollision {
                         first: (*first).clone(),

@@ -64,6 +64,36 @@ fn states_whose_tables_would_share_a_name_are_a_build_error() -> R {
     Ok(())
 }
 
+/// A state whose table would take the name of another table's index (its
+/// primary key's, or a Z-set's index of negative weights) is refused when
+/// the query is built, as on Postgres the table could not be made.
+#[test]
+fn a_state_named_like_another_tables_index_is_a_build_error() -> R {
+    for (name, index) in [("daily_pkey", "daily_pkey"), ("daily__neg", "daily__neg")] {
+        let built = Graph::build(|q| {
+            let (input, rows) = q.input::<i64>("rows")?;
+            let daily = q.cache("daily", rows, &[])?;
+            let other = q.cache(name, rows.map(|x| x + 1), &[])?;
+            Ok((input, daily, other))
+        });
+        match built {
+            Err(GraphError::TableNameCollision {
+                first,
+                second,
+                table,
+                ..
+            }) => {
+                assert_eq!(first.as_str(), "daily", "{name}");
+                assert_eq!(second.as_str(), name);
+                assert!(table.starts_with(index), "{name}: {table}");
+            }
+            Err(other) => panic!("{name}: expected a table name collision, got {other}"),
+            Ok(_) => panic!("`daily` and `{name}` were accepted"),
+        }
+    }
+    Ok(())
+}
+
 /// Whether `name` is a table or sequence of `store`'s database.
 fn exists(kind: Kind, store: &Opened, name: &str) -> bool {
     let query = match kind {
