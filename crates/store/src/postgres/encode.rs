@@ -16,6 +16,9 @@ impl Dialect for PgDialect {
     fn renames_indexes(&self) -> bool {
         true
     }
+    fn indexes_negative_weights(&self) -> bool {
+        true
+    }
     fn column_type(&self, ty: ColumnType) -> &'static str {
         match ty {
             ColumnType::Bool => "BOOLEAN",

@@ -43,8 +43,8 @@ use self::notify::{Listener, Wake, channel, listen, wait_for};
 use self::reads::{max_step, read_rows};
 use self::runtime::{Borrowed, Conn, block_on, block_on_in, listener_runtime, on, pg};
 use self::schema::{
-    check_table, create_table, create_views, drop_own_relations, lock_prefix, migrate_in, plan_of,
-    record_query, rename_legacy_tables,
+    check_table, create_negative_indexes, create_table, create_views, drop_own_relations,
+    lock_prefix, migrate_in, plan_of, record_query, rename_legacy_tables,
 };
 pub use self::sequence::PgSequence;
 use self::statements::{PgSql, Tables};
@@ -535,6 +535,7 @@ impl Postgres {
                     .await?;
                     record_query(&*tx, &tables).await?;
                     create_views(&*tx, &tables).await?;
+                    create_negative_indexes(&*tx, &tables).await?;
                     step("recorded");
                     return Ok((0, Some(done), generation));
                 }
@@ -576,6 +577,7 @@ impl Postgres {
             if create {
                 record_query(&*tx, &tables).await?;
                 create_views(&*tx, &tables).await?;
+                create_negative_indexes(&*tx, &tables).await?;
             }
             // In the transaction that checked the tables: a migration by
             // another process after it is seen at this handle's next write.

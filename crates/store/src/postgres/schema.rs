@@ -238,6 +238,34 @@ pub(super) async fn create_table<C: GenericClient>(
     Ok(())
 }
 
+/// Creates the index of negative weights ([`TableSchema::negative_index`])
+/// of each of `tables` that lacks it: a table made by an earlier version
+/// (its writes are right without it, but look the table through for a
+/// negative weight). Only missing ones: `CREATE INDEX IF NOT EXISTS` would
+/// wait for the table's writers even when there is nothing to make.
+pub(super) async fn create_negative_indexes<C: GenericClient>(
+    client: &C,
+    tables: &Tables,
+) -> Result<(), StoreError> {
+    let wanted: Vec<(String, &str)> = tables
+        .schemas
+        .iter()
+        .filter_map(|s| Some((s.negative_index(&PgDialect)?, s.name.as_str())))
+        .collect();
+    let names: Vec<&str> = wanted.iter().map(|(ix, _)| ix.as_str()).collect();
+    let found = relations(client, &names).await?;
+    for (index, table) in &wanted {
+        if found.contains_key(index) {
+            continue;
+        }
+        client
+            .batch_execute(&sql::negative_index_statement(index, table))
+            .await
+            .map_err(pg(format!("indexing the negative weights of `{table}`")))?;
+    }
+    Ok(())
+}
+
 /// Creates (or makes again) the view of every cache of `tables`, unless it is
 /// there already as this version made it (each view's comment records its
 /// `SELECT`): an open does not take a view's lock, which a reader holds

@@ -224,6 +224,8 @@ pub(crate) struct TableSchema {
     /// The key columns that lead the primary key (the first index's when
     /// the table is clustered on it; else empty).
     pub(crate) clustered: std::ops::Range<usize>,
+    /// Whether it is a feed's table (rows appended, never cancelled).
+    pub(crate) feed: bool,
 }
 
 impl TableSchema {
@@ -291,11 +293,22 @@ impl TableSchema {
             view,
             indexes,
             clustered,
+            feed: spec.is_feed(),
         }
     }
 
     pub(crate) fn nested(&self) -> bool {
         self.kind == StateKind::Nested
+    }
+
+    /// The index of the rows with a negative weight, where the dialect
+    /// keeps one ([`Dialect::indexes_negative_weights`]): a Z-set's or
+    /// nested state's table, not a feed's. Almost always empty, it tells a
+    /// write in one look whether anything stored can be cancelled by a row
+    /// added with a positive weight.
+    pub(crate) fn negative_index(&self, d: &dyn Dialect) -> Option<String> {
+        (d.indexes_negative_weights() && self.kind != StateKind::Keyed && !self.feed)
+            .then(|| graph::negative_index_ident(&self.name))
     }
 
     /// The primary key's columns, in order.
@@ -331,6 +344,8 @@ pub(crate) trait Dialect {
     /// Whether `ALTER INDEX .. RENAME` exists (else an index of a renamed
     /// table is made again under its new name).
     fn renames_indexes(&self) -> bool;
+    /// Whether Z-set tables get [`TableSchema::negative_index`].
+    fn indexes_negative_weights(&self) -> bool;
 }
 
 /// `CREATE TABLE` and `CREATE INDEX` statements for `schema`.
@@ -389,7 +404,15 @@ pub(crate) fn create_statements(d: &dyn Dialect, schema: &TableSchema) -> Vec<St
             schema.name, schema.name
         ));
     }
+    if let Some(negative) = schema.negative_index(d) {
+        out.push(negative_index_statement(&negative, &schema.name));
+    }
     out
+}
+
+/// Makes the index [`TableSchema::negative_index`] names.
+pub(crate) fn negative_index_statement(index: &str, table: &str) -> String {
+    format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (c) WHERE c < 0")
 }
 
 /// A stored inner step, which must fit a `u32`.

@@ -164,6 +164,9 @@ fn created_indexes(schema: &TableSchema) -> Vec<String> {
     if schema.nested() {
         out.push(format!("{}__step", schema.name));
     }
+    if !schema.feed && schema.kind != graph::StateKind::Keyed {
+        out.push(graph::negative_index_ident(&schema.name));
+    }
     out
 }
 

@@ -15,6 +15,11 @@ impl Dialect for SqliteDialect {
     fn renames_indexes(&self) -> bool {
         false
     }
+    fn indexes_negative_weights(&self) -> bool {
+        // Its writes look rows up one by one (see `writes.rs`), so nothing
+        // would read the index.
+        false
+    }
     fn column_type(&self, ty: ColumnType) -> &'static str {
         match ty {
             ColumnType::Bool | ColumnType::Int => "INTEGER",

@@ -542,3 +542,72 @@ fn keyed_tables_leave_room_for_updates_in_place() -> R {
         .map_err(|e| StoreError::backend("drop", e))?;
     result
 }
+
+/// A row added with a positive weight cancels a stored negative one (left
+/// by removing a row never inserted): the write deletes the stored row, not
+/// leaving a zero weight behind, whether the table has its index of
+/// negative weights (which lets a write skip looking up rows it adds) or
+/// lacks it, as a table made by an earlier version does; and an open makes
+/// the missing index.
+#[test]
+fn a_row_added_cancels_a_stored_negative_weight_with_or_without_its_index() -> R {
+    let (Some(pool), Some(url)) = (crate::harness::pg_pool(), pg_url()) else {
+        return Ok(());
+    };
+    let (graph, (input, kept)) = Graph::build(|q| {
+        let (input, rows) = q.input::<i64>("rows")?;
+        Ok((input, q.cache("kept", rows, &[])?))
+    })?;
+    let prefix = crate::harness::unique_prefix();
+    let table = format!("{prefix}kept");
+    let options = store::OpenOptions {
+        prefix: prefix.clone(),
+        ..store::OpenOptions::default()
+    };
+    // (rows with a zero weight, rows, whether the index is there)
+    let look = || -> (i64, i64, i64) {
+        with_pg_client(async |c| {
+            let r = c
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT count(*) FROM {table} WHERE c = 0), \
+                         (SELECT count(*) FROM {table}), \
+                         (SELECT count(*) FROM pg_class WHERE relname = '{table}__neg')"
+                    ),
+                    &[],
+                )
+                .await
+                .expect("looking at the table");
+            (r.get(0), r.get(1), r.get(2))
+        })
+    };
+    let result = (|| -> R {
+        let mut store = store::Postgres::with_pool(pool.clone(), &graph, options.clone())?;
+        graph.remove(&mut store, &input, [5])?;
+        assert_eq!(kept.zset(&mut store)?, zset! { 5 => -1 });
+        assert_eq!(look(), (0, 1, 1));
+        graph.insert(&mut store, &input, [5, 6])?;
+        assert_eq!(kept.zset(&mut store)?, zset! { 6 => 1 });
+        assert_eq!(look(), (0, 1, 1));
+        with_pg_client(async |c| {
+            c.batch_execute(&format!("DROP INDEX {table}__neg"))
+                .await
+                .expect("dropping the index")
+        });
+        graph.remove(&mut store, &input, [7])?;
+        graph.insert(&mut store, &input, [7, 8])?;
+        assert_eq!(kept.zset(&mut store)?, zset! { 6 => 1, 8 => 1 });
+        assert_eq!(look(), (0, 2, 0));
+        drop(store);
+        let mut store = store::Postgres::with_pool(pool.clone(), &graph, options.clone())?;
+        assert_eq!(look(), (0, 2, 1));
+        graph.remove(&mut store, &input, [6, 9])?;
+        graph.insert(&mut store, &input, [9])?;
+        assert_eq!(kept.zset(&mut store)?, zset! { 8 => 1 });
+        assert_eq!(look(), (0, 1, 1));
+        Ok(())
+    })();
+    benches::pg::drop_tables_with_prefix(&url, &prefix)
+        .map_err(|e| StoreError::backend("drop", e))?;
+    result
+}
