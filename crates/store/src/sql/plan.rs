@@ -139,7 +139,9 @@ pub(crate) fn rename_statements(
         format!("DROP VIEW IF EXISTS {}", graph::view_ident(&old.name)),
         format!("ALTER TABLE {} RENAME TO {}", old.name, new.name),
     ];
-    let pairs = created_indexes(old).into_iter().zip(created_indexes(new));
+    let pairs = created_indexes(d, old)
+        .into_iter()
+        .zip(created_indexes(d, new));
     if d.renames_indexes() {
         out.push(format!(
             "ALTER INDEX IF EXISTS {}_pkey RENAME TO {}_pkey",
@@ -154,7 +156,7 @@ pub(crate) fn rename_statements(
 }
 
 /// The names of the SQL indexes `create_statements` makes for `schema`.
-fn created_indexes(schema: &TableSchema) -> Vec<String> {
+fn created_indexes(d: &dyn Dialect, schema: &TableSchema) -> Vec<String> {
     let mut out: Vec<String> = schema
         .indexes
         .iter()
@@ -164,9 +166,7 @@ fn created_indexes(schema: &TableSchema) -> Vec<String> {
     if schema.nested() {
         out.push(format!("{}__step", schema.name));
     }
-    if !schema.feed && schema.kind != graph::StateKind::Keyed {
-        out.push(graph::negative_index_ident(&schema.name));
-    }
+    out.extend(schema.negative_index(d));
     out
 }
 

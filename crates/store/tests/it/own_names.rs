@@ -25,21 +25,11 @@ fn states_whose_tables_would_share_a_name_are_a_build_error() -> R {
         let others = q.cache("users_10aa8ba6", rows.map(|x| x + 1), &[])?;
         Ok((input, users, others))
     });
-    match built {
-        Err(GraphError::TableNameCollision {
-            first,
-            second,
-            table,
-            ..
-        }) => {
-            assert_eq!(
-                (first.as_str(), second.as_str(), table.as_str()),
-                ("Users", "users_10aa8ba6", "users_10aa8ba6")
-            );
-        }
-        Err(other) => panic!("expected a table name collision, got {other}"),
-        Ok(_) => panic!("`Users` and `users_10aa8ba6` were accepted"),
-    }
+    let (first, second, table) = collision(built);
+    assert_eq!(
+        (first.as_str(), second.as_str(), table.as_str()),
+        ("Users", "users_10aa8ba6", "users_10aa8ba6")
+    );
     // Names that differ once cleaned are kept apart on every store.
     for kind in kinds() {
         let (graph, (input, users, others)) = Graph::build(|q| {
@@ -76,22 +66,26 @@ fn a_state_named_like_another_tables_index_is_a_build_error() -> R {
             let other = q.cache(name, rows.map(|x| x + 1), &[])?;
             Ok((input, daily, other))
         });
-        match built {
-            Err(GraphError::TableNameCollision {
-                first,
-                second,
-                table,
-                ..
-            }) => {
-                assert_eq!(first.as_str(), "daily", "{name}");
-                assert_eq!(second.as_str(), name);
-                assert!(table.starts_with(index), "{name}: {table}");
-            }
-            Err(other) => panic!("{name}: expected a table name collision, got {other}"),
-            Ok(_) => panic!("`daily` and `{name}` were accepted"),
-        }
+        let (first, second, table) = collision(built);
+        assert_eq!(first.as_str(), "daily", "{name}");
+        assert_eq!(second.as_str(), name);
+        assert!(table.starts_with(index), "{name}: {table}");
     }
     Ok(())
+}
+
+/// The two paths and the name of the collision `built` must be.
+fn collision<T>(built: Result<T, GraphError>) -> (String, String, String) {
+    match built {
+        Err(GraphError::TableNameCollision {
+            first,
+            second,
+            table,
+            ..
+        }) => (first.to_string(), second.to_string(), table),
+        Err(other) => panic!("expected a table name collision, got {other}"),
+        Ok(_) => panic!("the colliding states were accepted"),
+    }
 }
 
 /// Whether `name` is a table or sequence of `store`'s database.

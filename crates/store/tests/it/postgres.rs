@@ -513,34 +513,33 @@ fn keyed_tables_leave_room_for_updates_in_place() -> R {
         prefix: prefix.clone(),
         ..store::OpenOptions::default()
     };
-    let result = (|| -> R {
-        let mut store = store::Postgres::with_pool(pool.clone(), &graph, options)?;
-        graph.insert(&mut store, &input, (0..10).map(|k| (k, 1)))?;
-        let tables: Vec<(String, Option<String>)> = with_pg_client(async |c| {
-            c.query(
-                &format!(
-                    "SELECT t.kind, c.reloptions::text FROM {prefix}0_tables t \
-                     JOIN pg_class c ON c.relname = t.table_name"
-                ),
-                &[],
-            )
-            .await
-            .expect("tables")
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
-        });
-        assert!(tables.iter().any(|(kind, _)| kind == "keyed"), "{tables:?}");
-        assert!(tables.iter().any(|(kind, _)| kind == "zset"), "{tables:?}");
-        for (kind, options) in &tables {
-            let want = (kind == "keyed").then(|| "{fillfactor=70}".to_string());
-            assert_eq!(options, &want, "a {kind} table's options");
-        }
-        Ok(())
-    })();
-    benches::pg::drop_tables_with_prefix(&url, &prefix)
-        .map_err(|e| StoreError::backend("drop", e))?;
-    result
+    let _cleanup = benches::pg::DropTablesOnExit {
+        conn: url,
+        prefix: prefix.clone(),
+    };
+    let mut store = store::Postgres::with_pool(pool, &graph, options)?;
+    graph.insert(&mut store, &input, (0..10).map(|k| (k, 1)))?;
+    let tables: Vec<(String, Option<String>)> = with_pg_client(async |c| {
+        c.query(
+            &format!(
+                "SELECT t.kind, c.reloptions::text FROM {prefix}0_tables t \
+                 JOIN pg_class c ON c.relname = t.table_name"
+            ),
+            &[],
+        )
+        .await
+        .expect("tables")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    });
+    assert!(tables.iter().any(|(kind, _)| kind == "keyed"), "{tables:?}");
+    assert!(tables.iter().any(|(kind, _)| kind == "zset"), "{tables:?}");
+    for (kind, options) in &tables {
+        let want = (kind == "keyed").then(|| "{fillfactor=70}".to_string());
+        assert_eq!(options, &want, "a {kind} table's options");
+    }
+    Ok(())
 }
 
 /// A row added with a positive weight cancels a stored negative one (left
@@ -581,33 +580,32 @@ fn a_row_added_cancels_a_stored_negative_weight_with_or_without_its_index() -> R
             (r.get(0), r.get(1), r.get(2))
         })
     };
-    let result = (|| -> R {
-        let mut store = store::Postgres::with_pool(pool.clone(), &graph, options.clone())?;
-        graph.remove(&mut store, &input, [5])?;
-        assert_eq!(kept.zset(&mut store)?, zset! { 5 => -1 });
-        assert_eq!(look(), (0, 1, 1));
-        graph.insert(&mut store, &input, [5, 6])?;
-        assert_eq!(kept.zset(&mut store)?, zset! { 6 => 1 });
-        assert_eq!(look(), (0, 1, 1));
-        with_pg_client(async |c| {
-            c.batch_execute(&format!("DROP INDEX {table}__neg"))
-                .await
-                .expect("dropping the index")
-        });
-        graph.remove(&mut store, &input, [7])?;
-        graph.insert(&mut store, &input, [7, 8])?;
-        assert_eq!(kept.zset(&mut store)?, zset! { 6 => 1, 8 => 1 });
-        assert_eq!(look(), (0, 2, 0));
-        drop(store);
-        let mut store = store::Postgres::with_pool(pool.clone(), &graph, options.clone())?;
-        assert_eq!(look(), (0, 2, 1));
-        graph.remove(&mut store, &input, [6, 9])?;
-        graph.insert(&mut store, &input, [9])?;
-        assert_eq!(kept.zset(&mut store)?, zset! { 8 => 1 });
-        assert_eq!(look(), (0, 1, 1));
-        Ok(())
-    })();
-    benches::pg::drop_tables_with_prefix(&url, &prefix)
-        .map_err(|e| StoreError::backend("drop", e))?;
-    result
+    let _cleanup = benches::pg::DropTablesOnExit {
+        conn: url,
+        prefix: prefix.clone(),
+    };
+    let mut store = store::Postgres::with_pool(pool.clone(), &graph, options.clone())?;
+    graph.remove(&mut store, &input, [5])?;
+    assert_eq!(kept.zset(&mut store)?, zset! { 5 => -1 });
+    assert_eq!(look(), (0, 1, 1));
+    graph.insert(&mut store, &input, [5, 6])?;
+    assert_eq!(kept.zset(&mut store)?, zset! { 6 => 1 });
+    assert_eq!(look(), (0, 1, 1));
+    with_pg_client(async |c| {
+        c.batch_execute(&format!("DROP INDEX {table}__neg"))
+            .await
+            .expect("dropping the index")
+    });
+    graph.remove(&mut store, &input, [7])?;
+    graph.insert(&mut store, &input, [7, 8])?;
+    assert_eq!(kept.zset(&mut store)?, zset! { 6 => 1, 8 => 1 });
+    assert_eq!(look(), (0, 2, 0));
+    drop(store);
+    let mut store = store::Postgres::with_pool(pool, &graph, options)?;
+    assert_eq!(look(), (0, 2, 1));
+    graph.remove(&mut store, &input, [6, 9])?;
+    graph.insert(&mut store, &input, [9])?;
+    assert_eq!(kept.zset(&mut store)?, zset! { 8 => 1 });
+    assert_eq!(look(), (0, 1, 1));
+    Ok(())
 }
